@@ -1,0 +1,26 @@
+"""jaxprune: make neural networks smaller and simpler while they train.
+
+Parameters are plain pytrees; rewrites are pure functions, training-time methods are optax
+transformations and analyses are read-only functions.
+"""
+
+from jaxprune import analysis, data, models, rewrites, training, transforms
+from jaxprune._types import Batch, Mask, Params, PyTree, UnitMask
+from jaxprune.rewrites.collapse import collapse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "Mask",
+    "Params",
+    "PyTree",
+    "UnitMask",
+    "analysis",
+    "collapse",
+    "data",
+    "models",
+    "rewrites",
+    "training",
+    "transforms",
+]

@@ -1,0 +1,24 @@
+"""Jitted train steps, early stopping and many-seed vmapped fits."""
+
+from jaxprune.training.early_stopping import (
+    EarlyStoppingState,
+    early_stopping_init,
+    early_stopping_update,
+)
+from jaxprune.training.fit import FitResult, RunState, fit
+from jaxprune.training.losses import LossFn, get_loss
+from jaxprune.training.step import batch_loss, evaluate, make_train_step
+
+__all__ = [
+    "EarlyStoppingState",
+    "FitResult",
+    "LossFn",
+    "RunState",
+    "batch_loss",
+    "early_stopping_init",
+    "early_stopping_update",
+    "evaluate",
+    "fit",
+    "get_loss",
+    "make_train_step",
+]
