@@ -7,6 +7,7 @@ from jaxprune.training.early_stopping import (
 )
 from jaxprune.training.fit import FitResult, RunState, fit
 from jaxprune.training.losses import LossFn, get_loss
+from jaxprune.training.shuffle import feistel_permutation
 from jaxprune.training.step import batch_loss, evaluate, make_train_step
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "early_stopping_init",
     "early_stopping_update",
     "evaluate",
+    "feistel_permutation",
     "fit",
     "get_loss",
     "make_train_step",

@@ -1,0 +1,112 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxprune as jp
+from jaxprune.models import MLP
+
+X, Y = jp.data.paint("square", size=12)  # 144 rows: 2 batches of 128, the last one partial
+MODEL = MLP(hidden=(3,), linear_after=((9,),))
+TX = optax.adam(1e-2)
+
+
+def _fit(keys, **kw):
+    kw = {"optimizer": TX, "patience": 3, "max_epochs": 40, "progress": False, **kw}
+    return jp.training.fit(MODEL, keys, (X, Y), **kw)
+
+
+def test_batched_run_equals_single_run():
+    keys = jax.random.split(jax.random.key(3), 5)
+    many = _fit(keys, min_delta=2e-3, max_epochs=200)
+    assert len(set(many.epochs.tolist())) > 1, "runs should stop at different epochs"
+    for k in (0, 3):
+        one = _fit(keys[k], min_delta=2e-3, max_epochs=200)
+        assert int(one.epochs) == int(many.epochs[k])
+        assert int(one.best_epoch) == int(many.best_epoch[k])
+        np.testing.assert_allclose(one.loss, many.loss[k], rtol=1e-6)
+        jax.tree.map(lambda a, b, k=k: np.testing.assert_allclose(a, b[k], rtol=1e-5, atol=1e-7),
+                     one.params, many.params)
+
+
+def test_fit_matches_hand_written_loop():
+    """One epoch of fit == the same minibatches through make_train_step, Keras partial batch."""
+    key = jax.random.key(11)
+    res = _fit(key, max_epochs=1, patience=5)
+    k_init, k_run = jax.random.split(key)
+    params = MODEL.init(k_init, X[:1])["params"]
+    _, k_perm = jax.random.split(k_run)
+    perm = np.asarray(jp.training.feistel_permutation(k_perm, len(X)))
+    step = jp.training.make_train_step(MODEL, "mse", TX)
+    opt_state = TX.init(params)
+    losses = []
+    for b in (perm[:128], perm[128:]):
+        params, opt_state, m = step(params, opt_state, (X[b], Y[b]))
+        losses.append(float(m["loss"]) * len(b))
+    np.testing.assert_allclose(res.loss, sum(losses) / len(X), rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 res.params, params)
+
+
+def test_early_stopping_restores_best_and_respects_patience():
+    res = _fit(jax.random.split(jax.random.key(0), 4), patience=2, optimizer=optax.sgd(5.0))
+    # A huge SGD step diverges: training stops `patience` epochs after the best one.
+    stopped = np.asarray(res.stopped_early)
+    assert stopped.any()
+    np.testing.assert_array_equal(res.epochs[stopped], res.best_epoch[stopped] + 1 + 2)
+    # Restored params reproduce the best loss's order of magnitude (it is the epoch mean).
+    for k in np.flatnonzero(stopped):
+        p = jax.tree.map(lambda a, k=k: a[k], res.params)
+        assert np.isfinite(jp.training.evaluate(MODEL, p, (X, Y)))
+
+
+def test_max_epochs_caps_every_run():
+    res = _fit(jax.random.split(jax.random.key(1), 3), patience=10**6, max_epochs=7,
+               chunk_epochs=3)
+    assert res.epochs.tolist() == [7, 7, 7]
+    assert not res.stopped_early.any()
+
+
+def test_fit_learns_the_square():
+    res = jp.training.fit(MLP(hidden=(12,)), jax.random.key(0), (X, Y), optimizer=TX,
+                          patience=20, max_epochs=400, progress=False)
+    assert float(jp.training.evaluate(MLP(hidden=(12,)), res.params, (X, Y))) < 0.05
+
+
+def test_fit_rejects_bad_input():
+    with pytest.raises(ValueError, match="data: x and y"):
+        jp.training.fit(MODEL, jax.random.key(0), (X, Y[:-1]), optimizer=TX)
+    with pytest.raises(ValueError, match="batch_size: must be >= 1"):
+        _fit(jax.random.key(0), batch_size=0)
+    with pytest.raises(ValueError, match="keys: expected"):
+        _fit(jnp.zeros((3, 3)))
+    with pytest.raises(ValueError, match="loss: unknown loss 'l3'"):
+        _fit(jax.random.key(0), loss="l3")
+
+
+def test_feistel_permutation_is_a_permutation():
+    for n in (1, 2, 5, 128, 1000, 4096):
+        p = np.asarray(jp.training.feistel_permutation(jax.random.key(n), n))
+        np.testing.assert_array_equal(np.sort(p), np.arange(n))
+    a = jp.training.feistel_permutation(jax.random.key(0), 1000)
+    b = jp.training.feistel_permutation(jax.random.key(1), 1000)
+    assert (np.asarray(a) != np.asarray(b)).mean() > 0.9
+
+
+def test_feistel_permutation_positions_are_spread():
+    """Where element 0 lands over 2000 keys: roughly uniform over 16 bins (chi-square)."""
+    keys = jax.random.split(jax.random.key(0), 2000)
+    perms = jax.vmap(lambda k: jp.training.feistel_permutation(k, 256))(keys)
+    pos = np.argmax(np.asarray(perms) == 0, axis=1)
+    counts = np.bincount(pos // 16, minlength=16)
+    chi2 = ((counts - 125) ** 2 / 125).sum()
+    assert chi2 < 40, counts  # 15 dof: p < 1e-3 above ~37.7
+
+
+def test_early_stopping_update_matches_keras_rule():
+    s = jp.training.early_stopping_init(jnp.zeros(()))
+    for e, loss in enumerate([5.0, 4.0, 4.0, 3.5, 4.5, 4.5]):
+        s = jp.training.early_stopping_update(s, loss, jnp.float32(e), e, patience=2)
+    assert (float(s.best_loss), int(s.best_epoch), int(s.wait), bool(s.done)) == (3.5, 3, 2, True)
+    assert float(s.best_params) == 3.0
