@@ -1,0 +1,1 @@
+"""Runnable reproductions of the papers' tables: ``python -m experiments <name> [--quick]``."""

@@ -1,0 +1,33 @@
+"""``python -m experiments <name> [options]``: one command line for every experiment."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line description); each module has main(argv) -> output folder.
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "paint_collapse": ("experiments.paint_collapse",
+                       "paper 000 Tables 1-2: collapsible linear layers on the painted square"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in EXPERIMENTS:
+        print("usage: python -m experiments <name> [--quick] [--seeds N] [--out DIR] [...]\n")
+        print("experiments:")
+        for name, (_, desc) in EXPERIMENTS.items():
+            print(f"  {name:24s} {desc}")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown experiment {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    module = importlib.import_module(EXPERIMENTS[argv[0]][0])
+    out = module.main(argv[1:])
+    print(f"outputs in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Shared plumbing for experiments: one command-line shape and one output layout.
+
+Every experiment writes ``<out>/<name>/results.json`` (every run), ``table.md`` (this run's
+numbers beside the paper's, labelled) and ``*.png`` figures, and prints where they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "base_parser",
+    "fmt_pm",
+    "markdown_table",
+    "mean_std",
+    "output_dir",
+    "write_json",
+    "write_text",
+]
+
+
+def base_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """Parser with the options every experiment shares: --quick, --seeds, --out, --seed."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m experiments {name}",
+        description=(doc or "").strip().split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="reduced size for CI and smoke tests (few seeds, capped epochs)")
+    parser.add_argument("--seeds", type=int, default=None, help="runs per configuration")
+    parser.add_argument("--seed", type=int, default=0, help="base random seed")
+    parser.add_argument("--out", type=Path, default=Path("results"),
+                        help="output root; results go to OUT/<experiment>/")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def output_dir(args: argparse.Namespace, name: str) -> Path:
+    """Creates and returns ``args.out / name``."""
+    path = Path(args.out) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _jsonable(obj: Any):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Atomic write: a temp file in the same folder, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Atomic JSON write (numpy/jax arrays become lists)."""
+    return write_text(path, json.dumps(_jsonable(obj), indent=1) + "\n")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation; ``nan`` for no values."""
+    v = np.asarray(list(values), dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std())
+
+
+def fmt_pm(values: Sequence[float], digits: int = 2, sci: bool = False) -> str:
+    """``mean ± std`` (or ``—`` when empty; a single value without ±)."""
+    v = list(values)
+    if not v:
+        return "—"
+    m, s = mean_std(v)
+    f = (lambda z: f"{z:.{digits}e}") if sci else (lambda z: f"{z:.{digits}f}")
+    return f(m) if len(v) == 1 else f"{f(m)} ± {f(s)}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(map(str, header)) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
