@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "base_parser",
     "fmt_pm",
+    "load_finished",
     "markdown_table",
     "mean_std",
     "output_dir",
@@ -102,3 +103,20 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
              "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def load_finished(path: Path, config: dict) -> dict:
+    """The ``models`` entries of a previous ``results.json`` written with the same ``config``.
+
+    Raises ``ValueError`` if the file exists but was written with another configuration, so a
+    resumed run never mixes settings.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if saved.get("config") != config:
+        raise ValueError(
+            f"--resume: {path} was written with config {saved.get('config')}, not {config}"
+        )
+    return saved.get("models", {})

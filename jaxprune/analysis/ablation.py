@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxprune._types import Params, UnitMask
 from jaxprune.training.losses import LossFn, get_loss
@@ -67,7 +68,7 @@ def unit_ablation(model, params: Params, data, loss: str | LossFn = "mse") -> di
     total = sum(widths.values())
     # Row r of the batch removes global unit r: one-hot over the concatenation of all layers.
     keep = 1.0 - jnp.eye(total, dtype=x.dtype)
-    offsets = jnp.cumsum(jnp.array([0, *widths.values()]))
+    offsets = np.cumsum([0, *widths.values()]).tolist()
     masks = {name: keep[:, offsets[i]: offsets[i] + widths[name]] for i, name in enumerate(names)}
 
     def mean_loss(unit_mask: UnitMask | None):

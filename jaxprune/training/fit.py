@@ -219,7 +219,8 @@ def fit(
         state = init_fn(keys, params, x)
     final = jax.tree.map(jnp.zeros_like, state)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
-    bar = tqdm(total=None, unit="epoch", desc="fit", disable=not progress, leave=False)
+    bar = tqdm(total=None, unit="epoch", desc="fit", disable=not progress, leave=False,
+               mininterval=2.0)
     while rows.size:
         state = run_chunk(state, x, y)
         done = np.asarray(state.stopping.done)  # one small host read per chunk
