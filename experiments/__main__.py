@@ -7,8 +7,10 @@ import sys
 
 # name -> (module, one-line description); each module has main(argv) -> output folder.
 EXPERIMENTS: dict[str, tuple[str, str]] = {
-    "paint_collapse": ("experiments.paint_collapse",
-                       "paper 000 Tables 1-2: collapsible linear layers on the painted square"),
+    "paint_collapse": (
+        "experiments.paint_collapse",
+        "paper 000 Tables 1-2: collapsible linear layers on the painted square",
+    ),
 }
 
 

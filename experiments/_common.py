@@ -35,12 +35,19 @@ def base_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
         description=(doc or "").strip().split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="reduced size for CI and smoke tests (few seeds, capped epochs)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="reduced size for CI and smoke tests (few seeds, capped epochs)",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="runs per configuration")
     parser.add_argument("--seed", type=int, default=0, help="base random seed")
-    parser.add_argument("--out", type=Path, default=Path("results"),
-                        help="output root; results go to OUT/<experiment>/")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        help="output root; results go to OUT/<experiment>/",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -99,8 +106,10 @@ def fmt_pm(values: Sequence[float], digits: int = 2, sci: bool = False) -> str:
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(map(str, header)) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+    lines = [
+        "| " + " | ".join(map(str, header)) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 

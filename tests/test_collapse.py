@@ -29,8 +29,10 @@ def test_collapse_mlp_keeps_outputs(model, seed, d_in):
     assert small.linear_after == ()
     assert set(small_params) == {f"relu_{i}" for i in range(len(model.hidden))} | {"out"}
     np.testing.assert_allclose(
-        small.apply({"params": small_params}, x), model.apply({"params": params}, x),
-        rtol=1e-5, atol=1e-5,
+        small.apply({"params": small_params}, x),
+        model.apply({"params": params}, x),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
@@ -42,8 +44,9 @@ def test_paper_models_collapse_to_model_1(linear, key):
     small, small_params = jp.collapse(model, params)
     assert small == MLP(hidden=(3,))
     assert jp.analysis.count_params(small_params) == 13
-    np.testing.assert_allclose(small.apply({"params": small_params}, x),
-                               model.apply({"params": params}, x), atol=1e-6)
+    np.testing.assert_allclose(
+        small.apply({"params": small_params}, x), model.apply({"params": params}, x), atol=1e-6
+    )
 
 
 def test_collapse_hand_computed():
@@ -66,8 +69,9 @@ def test_collapse_subset_renumbers_and_keeps_outputs(key):
     small, p = jp.collapse(model, params, layers=["linear_0_1"])
     assert small.linear_after == ((4, 6), (2,))
     assert p["linear_0_1"]["kernel"].shape == (4, 6)
-    np.testing.assert_allclose(small.apply({"params": p}, x), model.apply({"params": params}, x),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        small.apply({"params": p}, x), model.apply({"params": params}, x), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_collapse_does_not_mutate_input(key):
@@ -85,8 +89,13 @@ def convnets(draw):
     feats = tuple(draw(st.lists(st.integers(1, 4), min_size=n, max_size=n)))
     linear = tuple(tuple(draw(st.lists(st.integers(1, 4), max_size=2))) for _ in feats)
     pool = tuple(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
-    return ConvNet(features=feats, kernel_size=draw(st.sampled_from([1, 3])),
-                   linear_after=linear, pool=pool, out=draw(st.integers(1, 3)))
+    return ConvNet(
+        features=feats,
+        kernel_size=draw(st.sampled_from([1, 3])),
+        linear_after=linear,
+        pool=pool,
+        out=draw(st.integers(1, 3)),
+    )
 
 
 @given(model=convnets(), seed=st.integers(0, 2**16))
@@ -96,8 +105,9 @@ def test_collapse_convnet_keeps_outputs(model, seed):
     params = model.init(k2, x)["params"]
     small, sp = jp.collapse(model, params)
     assert small == dataclasses.replace(model, linear_after=())
-    np.testing.assert_allclose(small.apply({"params": sp}, x), model.apply({"params": params}, x),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        small.apply({"params": sp}, x), model.apply({"params": params}, x), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_collapse_rejects_nonlinear_layer(key):

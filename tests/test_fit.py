@@ -26,8 +26,11 @@ def test_batched_run_equals_single_run():
         assert int(one.epochs) == int(many.epochs[k])
         assert int(one.best_epoch) == int(many.best_epoch[k])
         np.testing.assert_allclose(one.loss, many.loss[k], rtol=1e-6)
-        jax.tree.map(lambda a, b, k=k: np.testing.assert_allclose(a, b[k], rtol=1e-5, atol=1e-7),
-                     one.params, many.params)
+        jax.tree.map(
+            lambda a, b, k=k: np.testing.assert_allclose(a, b[k], rtol=1e-5, atol=1e-7),
+            one.params,
+            many.params,
+        )
 
 
 def test_fit_matches_hand_written_loop():
@@ -45,8 +48,9 @@ def test_fit_matches_hand_written_loop():
         params, opt_state, m = step(params, opt_state, (X[b], Y[b]))
         losses.append(float(m["loss"]) * len(b))
     np.testing.assert_allclose(res.loss, sum(losses) / len(X), rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 res.params, params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), res.params, params
+    )
 
 
 def test_early_stopping_restores_best_and_respects_patience():
@@ -62,15 +66,21 @@ def test_early_stopping_restores_best_and_respects_patience():
 
 
 def test_max_epochs_caps_every_run():
-    res = _fit(jax.random.split(jax.random.key(1), 3), patience=10**6, max_epochs=7,
-               chunk_epochs=3)
+    res = _fit(jax.random.split(jax.random.key(1), 3), patience=10**6, max_epochs=7, chunk_epochs=3)
     assert res.epochs.tolist() == [7, 7, 7]
     assert not res.stopped_early.any()
 
 
 def test_fit_learns_the_square():
-    res = jp.training.fit(MLP(hidden=(12,)), jax.random.key(0), (X, Y), optimizer=TX,
-                          patience=20, max_epochs=400, progress=False)
+    res = jp.training.fit(
+        MLP(hidden=(12,)),
+        jax.random.key(0),
+        (X, Y),
+        optimizer=TX,
+        patience=20,
+        max_epochs=400,
+        progress=False,
+    )
     assert float(jp.training.evaluate(MLP(hidden=(12,)), res.params, (X, Y))) < 0.05
 
 

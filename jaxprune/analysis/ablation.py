@@ -1,4 +1,4 @@
-"""Unit ablation: how much the loss grows when one ReLU unit is removed (paper 000, sec. 3.2, 4.1)."""
+"""Unit ablation: the loss growth when one ReLU unit is removed (paper 000, sec. 3.2, 4.1)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def _unit_widths(model, params: Params) -> dict[str, int]:
     widths = {}
     for name in model.unit_layers():
         if name not in params:
-            raise ValueError(f"params[{name!r}]: missing; model has unit layers "
-                             f"{model.unit_layers()}")
+            raise ValueError(
+                f"params[{name!r}]: missing; model has unit layers {model.unit_layers()}"
+            )
         widths[name] = int(jnp.shape(params[name]["bias"])[-1])
     return widths
 
@@ -69,18 +70,19 @@ def unit_ablation(model, params: Params, data, loss: str | LossFn = "mse") -> di
     # Row r of the batch removes global unit r: one-hot over the concatenation of all layers.
     keep = 1.0 - jnp.eye(total, dtype=x.dtype)
     offsets = np.cumsum([0, *widths.values()]).tolist()
-    masks = {name: keep[:, offsets[i]: offsets[i] + widths[name]] for i, name in enumerate(names)}
+    masks = {name: keep[:, offsets[i] : offsets[i] + widths[name]] for i, name in enumerate(names)}
 
     def mean_loss(unit_mask: UnitMask | None):
         return jnp.mean(loss_fn(model.apply({"params": params}, x, unit_mask=unit_mask), y))
 
     baseline = mean_loss(None)
     ablated = jax.vmap(mean_loss)(masks) / baseline
-    return {name: ablated[offsets[i]: offsets[i] + widths[name]] for i, name in enumerate(names)}
+    return {name: ablated[offsets[i] : offsets[i] + widths[name]] for i, name in enumerate(names)}
 
 
-def active_units(model, params: Params, data, loss: str | LossFn = "mse",
-                 threshold: float = ACTIVE_THRESHOLD) -> dict[str, jax.Array]:
+def active_units(
+    model, params: Params, data, loss: str | LossFn = "mse", threshold: float = ACTIVE_THRESHOLD
+) -> dict[str, jax.Array]:
     """Boolean mask of contributing units: ablation ratio ``>= threshold`` (default 1.5).
 
     Paper 000's sec. 3.2 words the rule inverted ("increased the loss by a factor of less than

@@ -1,4 +1,4 @@
-"""Output activations by name (kept as strings so a model stays a hashable dataclass)."""
+"""Activations and initializers by name (strings keep a model a hashable, printable dataclass)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "identity": lambda z: z,
@@ -14,6 +15,25 @@ _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
 }
+
+
+_INITIALIZERS = {
+    "glorot_uniform": nn.initializers.glorot_uniform(),
+    "glorot_normal": nn.initializers.glorot_normal(),
+    "lecun_normal": nn.initializers.lecun_normal(),
+    "he_normal": nn.initializers.he_normal(),
+    "he_uniform": nn.initializers.he_uniform(),
+}
+
+
+def kernel_initializer(name: str):
+    """The Flax initializer called ``name``; raises ``ValueError`` listing the valid names."""
+    try:
+        return _INITIALIZERS[name]
+    except KeyError:
+        raise ValueError(
+            f"kernel_init: unknown initializer {name!r}; expected one of {sorted(_INITIALIZERS)}"
+        ) from None
 
 
 def output_activation(name: str) -> Callable[[jax.Array], jax.Array]:

@@ -60,9 +60,7 @@ def expected_param_shapes(model, params) -> dict[str, dict[str, tuple[int, ...]]
             )
         shapes["out"] = {"kernel": (flat, model.out), "bias": (model.out,)}
         return shapes
-    raise TypeError(
-        f"model: expected a jaxprune.models.MLP or ConvNet, got {type(model).__name__}"
-    )
+    raise TypeError(f"model: expected a jaxprune.models.MLP or ConvNet, got {type(model).__name__}")
 
 
 def check_params(model, params) -> None:
@@ -100,4 +98,3 @@ def check_params(model, params) -> None:
                 )
             if not jnp.issubdtype(jnp.result_type(got_leaves[leaf]), jnp.inexact):
                 raise ValueError(f"params[{layer!r}][{leaf!r}]: expected a float array")
-

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxprune.models._activations import output_activation
+from jaxprune.models._activations import kernel_initializer, output_activation
 
 __all__ = ["ConvNet"]
 
@@ -35,6 +35,7 @@ class ConvNet(nn.Module):
       pool: per block, whether a 2x2 max-pool follows the ReLU (before the linear convs).
       out: width of the dense head.
       out_activation: as in :class:`~jaxprune.models.MLP`.
+      kernel_init: kernel initializer name (default ``"glorot_uniform"``, as Keras).
 
     >>> import jax, jaxprune as jp
     >>> net = jp.models.ConvNet(features=(4, 8), linear_after=((6, 6), ()), out=3)
@@ -49,6 +50,7 @@ class ConvNet(nn.Module):
     pool: tuple[bool, ...] = ()
     out: int = 10
     out_activation: str = "identity"
+    kernel_init: str = "glorot_uniform"
 
     def __post_init__(self):
         if not self.features or any(int(c) < 1 for c in self.features):
@@ -63,6 +65,7 @@ class ConvNet(nn.Module):
         if self.kernel_size < 1:
             raise ValueError(f"kernel_size: must be >= 1, got {self.kernel_size}")
         output_activation(self.out_activation)
+        kernel_initializer(self.kernel_init)
         super().__post_init__()
 
     def linear_widths(self, i: int) -> tuple[int, ...]:
@@ -82,16 +85,19 @@ class ConvNet(nn.Module):
             raise ValueError(
                 f"unit_mask: unknown layer(s) {sorted(unknown)}; expected {self.unit_layers()}"
             )
+        init = kernel_initializer(self.kernel_init)
         h = x
         k = (self.kernel_size, self.kernel_size)
         for i, c in enumerate(self.features):
             name = f"conv_{i}"
-            h = nn.relu(nn.Conv(c, k, padding="SAME", name=name)(h))
+            h = nn.relu(nn.Conv(c, k, padding="SAME", kernel_init=init, name=name)(h))
             if name in unit_mask:
                 h = h * jnp.asarray(unit_mask[name], h.dtype)
             if self.pool and self.pool[i]:
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))
             for j, lw in enumerate(self.linear_widths(i)):
-                h = nn.Conv(lw, (1, 1), use_bias=False, name=f"linear_{i}_{j}")(h)
+                h = nn.Conv(lw, (1, 1), use_bias=False, kernel_init=init, name=f"linear_{i}_{j}")(h)
         h = h.reshape((*h.shape[:-3], -1))
-        return output_activation(self.out_activation)(nn.Dense(self.out, name="out")(h))
+        return output_activation(self.out_activation)(
+            nn.Dense(self.out, kernel_init=init, name="out")(h)
+        )

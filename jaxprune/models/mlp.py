@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxprune.models._activations import output_activation
+from jaxprune.models._activations import kernel_initializer, output_activation
 
 __all__ = ["MLP"]
 
@@ -32,6 +32,8 @@ class MLP(nn.Module):
       out_activation: ``"sigmoid"``, ``"identity"`` (logits) or ``"softmax"``.
       linear_after: for each hidden layer, the widths of the linear layers inserted after it
         (``()`` for none). Empty means no linear layers anywhere.
+      kernel_init: kernel initializer name; default ``"glorot_uniform"`` with zero biases, which
+        is Keras' ``Dense`` default and so the paper's (Flax's own default is ``lecun_normal``).
 
     The paper's four models (sec. 3.2, Table 1):
 
@@ -52,6 +54,7 @@ class MLP(nn.Module):
     out: int = 1
     out_activation: str = "sigmoid"
     linear_after: tuple[tuple[int, ...], ...] = ()
+    kernel_init: str = "glorot_uniform"
 
     def __post_init__(self):
         if any(int(w) < 1 for w in self.hidden):
@@ -66,7 +69,8 @@ class MLP(nn.Module):
                 raise ValueError(f"linear_after: widths must be >= 1, got {self.linear_after}")
         if self.out < 1:
             raise ValueError(f"out: must be >= 1, got {self.out}")
-        output_activation(self.out_activation)  # validates the name
+        output_activation(self.out_activation)
+        kernel_initializer(self.kernel_init)  # validates the name
         super().__post_init__()
 
     def linear_widths(self, i: int) -> tuple[int, ...]:
@@ -103,12 +107,15 @@ class MLP(nn.Module):
             raise ValueError(
                 f"unit_mask: unknown layer(s) {sorted(unknown)}; expected {self.unit_layers()}"
             )
+        init = kernel_initializer(self.kernel_init)
         h = x
         for i, width in enumerate(self.hidden):
             name = f"relu_{i}"
-            h = nn.relu(nn.Dense(width, name=name)(h))
+            h = nn.relu(nn.Dense(width, kernel_init=init, name=name)(h))
             if name in unit_mask:
                 h = h * jnp.asarray(unit_mask[name], h.dtype)
             for j, lw in enumerate(self.linear_widths(i)):
-                h = nn.Dense(lw, name=f"linear_{i}_{j}")(h)
-        return output_activation(self.out_activation)(nn.Dense(self.out, name="out")(h))
+                h = nn.Dense(lw, kernel_init=init, name=f"linear_{i}_{j}")(h)
+        return output_activation(self.out_activation)(
+            nn.Dense(self.out, kernel_init=init, name="out")(h)
+        )

@@ -69,9 +69,7 @@ def _fold(layer: dict, nxt: dict, dense_head: bool) -> dict:
 def _targets(model, layers: Iterable[str] | None) -> list[tuple[int, int]]:
     """Returns ``(i, j)`` of the linear layers to fold, validating user-given names."""
     all_linear = [
-        (i, j)
-        for i in range(len(model.unit_layers()))
-        for j in range(len(model.linear_widths(i)))
+        (i, j) for i in range(len(model.unit_layers())) for j in range(len(model.linear_widths(i)))
     ]
     if layers is None:
         return all_linear
@@ -81,8 +79,10 @@ def _targets(model, layers: Iterable[str] | None) -> list[tuple[int, int]]:
     names = {f"linear_{i}_{j}": (i, j) for i, j in all_linear}
     for name in layers:
         if name not in names:
-            kind = "a non-linear layer" if name in model.unit_layers() or name == "out" else (
-                "not a layer of this model"
+            kind = (
+                "a non-linear layer"
+                if name in model.unit_layers() or name == "out"
+                else ("not a layer of this model")
             )
             raise ValueError(
                 f"layers: {name!r} is {kind} and cannot be folded; foldable linear layers are "

@@ -11,8 +11,9 @@ from jaxprune._types import Mask, Params
 __all__ = ["reset_optimizer_state"]
 
 
-def reset_optimizer_state(optimizer: optax.GradientTransformation, opt_state, params: Params,
-                          mask: Mask):
+def reset_optimizer_state(
+    optimizer: optax.GradientTransformation, opt_state, params: Params, mask: Mask
+):
     """Returns ``opt_state`` with the entries under ``mask`` set back to their initial values.
 
     Every leaf of ``opt_state`` that mirrors the params (Adam's ``mu``/``nu``, momentum traces,

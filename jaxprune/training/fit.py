@@ -78,21 +78,33 @@ def _bucket(n_active: int, n_rows: int) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _programs(model, optimizer, loss_fn, batch_size, n_batches, pad, patience, min_delta,
-              max_epochs, chunk_epochs):
+def _programs(
+    model,
+    optimizer,
+    loss_fn,
+    batch_size,
+    n_batches,
+    pad,
+    patience,
+    min_delta,
+    max_epochs,
+    chunk_epochs,
+):
     """Builds (and caches, so repeated fits reuse compiled code) the jitted init and chunk."""
 
     def init_run(key, p0, x):
         k_init, k_run = jax.random.split(key)
         p = model.init(k_init, x[:1])["params"] if p0 is None else p0
-        return RunState(p, optimizer.init(p), k_run, jnp.asarray(0, jnp.int32),
-                        early_stopping_init(p))
+        return RunState(
+            p, optimizer.init(p), k_run, jnp.asarray(0, jnp.int32), early_stopping_init(p)
+        )
 
     def train_step(carry, batch):
         p, s = carry
         xb, yb, wb = batch
         value, grads = jax.value_and_grad(
-            lambda q: batch_loss(model.apply, loss_fn, q, xb, yb, wb))(p)
+            lambda q: batch_loss(model.apply, loss_fn, q, xb, yb, wb)
+        )(p)
         updates, s = optimizer.update(grads, s, p)
         return (optax.apply_updates(p, updates), s), value * jnp.sum(wb)
 
@@ -105,8 +117,9 @@ def _programs(model, optimizer, loss_fn, batch_size, n_batches, pad, patience, m
         batches = (split(x[idx]), split(y[idx]), split(w))
         (p, s), sums = jax.lax.scan(train_step, (run.params, run.opt_state), batches)
         epoch_loss = jnp.sum(sums) / n
-        stopping = early_stopping_update(run.stopping, epoch_loss, p, run.epoch,
-                                         patience=patience, min_delta=min_delta)
+        stopping = early_stopping_update(
+            run.stopping, epoch_loss, p, run.epoch, patience=patience, min_delta=min_delta
+        )
         e = run.epoch + 1
         stopping = stopping._replace(done=stopping.done | (e >= max_epochs))
         return RunState(p, s, key, e, stopping)
@@ -195,8 +208,11 @@ def fit(
     x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
-    for name, value in (("batch_size", batch_size), ("patience", patience),
-                        ("max_epochs", max_epochs)):
+    for name, value in (
+        ("batch_size", batch_size),
+        ("patience", patience),
+        ("max_epochs", max_epochs),
+    ):
         if int(value) < 1:
             raise ValueError(f"{name}: must be >= 1, got {value}")
     keys, single = _as_key_batch(keys)
@@ -205,9 +221,18 @@ def fit(
     n_batches = -(-n // batch_size)
     pad = n_batches * batch_size - n
     chunk_epochs = int(chunk_epochs or min(patience, max_epochs))
-    init_fn, run_chunk = _programs(model, optimizer, get_loss(loss), batch_size, n_batches,
-                                   pad, int(patience), float(min_delta), int(max_epochs),
-                                   chunk_epochs)
+    init_fn, run_chunk = _programs(
+        model,
+        optimizer,
+        get_loss(loss),
+        batch_size,
+        n_batches,
+        pad,
+        int(patience),
+        float(min_delta),
+        int(max_epochs),
+        chunk_epochs,
+    )
     if params is not None and single:
         params = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
     if params is None:
@@ -219,8 +244,9 @@ def fit(
         state = init_fn(keys, params, x)
     final = jax.tree.map(jnp.zeros_like, state)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
-    bar = tqdm(total=None, unit="epoch", desc="fit", disable=not progress, leave=False,
-               mininterval=2.0)
+    bar = tqdm(
+        total=None, unit="epoch", desc="fit", disable=not progress, leave=False, mininterval=2.0
+    )
     while rows.size:
         state = run_chunk(state, x, y)
         done = np.asarray(state.stopping.done)  # one small host read per chunk
@@ -247,8 +273,11 @@ def fit(
         seconds=time.perf_counter() - start,
     )
     if single:
-        result = result._replace(**{
-            f: jax.tree.map(lambda a: a[0], getattr(result, f))
-            for f in FitResult._fields if f != "seconds"
-        })
+        result = result._replace(
+            **{
+                f: jax.tree.map(lambda a: a[0], getattr(result, f))
+                for f in FitResult._fields
+                if f != "seconds"
+            }
+        )
     return result

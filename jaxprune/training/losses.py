@@ -54,5 +54,7 @@ def get_loss(loss: str | LossFn) -> LossFn:
     try:
         return _LOSSES[loss]
     except (KeyError, TypeError):
-        raise ValueError(f"loss: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} "
-                         "or a callable(pred, target) -> per-example losses") from None
+        raise ValueError(
+            f"loss: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} "
+            "or a callable(pred, target) -> per-example losses"
+        ) from None

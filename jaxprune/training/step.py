@@ -15,7 +15,11 @@ __all__ = ["batch_loss", "evaluate", "make_train_step"]
 
 
 def batch_loss(
-    apply_fn: Callable, loss_fn: LossFn, params: Params, x: jax.Array, y: jax.Array,
+    apply_fn: Callable,
+    loss_fn: LossFn,
+    params: Params,
+    x: jax.Array,
+    y: jax.Array,
     weights: jax.Array | None = None,
 ) -> jax.Array:
     """Weighted mean of per-example losses (``weights`` 0 marks padding rows)."""
@@ -25,8 +29,9 @@ def batch_loss(
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1)
 
 
-def make_train_step(model, loss: str | LossFn, optimizer: optax.GradientTransformation,
-                    *, jit: bool = True):
+def make_train_step(
+    model, loss: str | LossFn, optimizer: optax.GradientTransformation, *, jit: bool = True
+):
     """Builds ``step(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
     The step computes the mean loss on ``batch = (x, y)`` (or ``(x, y, weights)``), its gradient,
@@ -54,9 +59,9 @@ def make_train_step(model, loss: str | LossFn, optimizer: optax.GradientTransfor
     loss_fn = get_loss(loss)
 
     def step(params, opt_state, batch):
-        value, grads = jax.value_and_grad(
-            lambda p: batch_loss(model.apply, loss_fn, p, *batch)
-        )(params)
+        value, grads = jax.value_and_grad(lambda p: batch_loss(model.apply, loss_fn, p, *batch))(
+            params
+        )
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {"loss": value}
 

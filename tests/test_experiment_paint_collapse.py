@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from experiments import paint_collapse
+
+ARGS = ["--quick", "--max-epochs", "40", "--size", "16", "--no-progress", "--seeds", "2"]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    return paint_collapse.main([*ARGS, "--out", str(root)])
+
+
+def test_quick_run_writes_table_json_and_figure(out):
+    table = (out / "table.md").read_text()
+    for model in (1, 2, 3, 4):
+        assert f"\n| {model} |" in table
+    assert "55 → 13" in table and "49 → 13" in table
+    assert "paper" in table
+    assert (out / "paintings.png").stat().st_size > 1000
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["seeds"] == 2
+    for model in ("2", "3"):
+        for run in saved["models"][model]["runs"]:
+            assert run["collapse_rel_diff"] < 1e-5  # collapsed net's loss == uncollapsed one
+            assert 0 <= run["active_nodes"] <= 3
+    assert all(r["epochs"] <= 40 for m in saved["models"].values() for r in m["runs"])
+
+
+def test_resume_reuses_finished_models_and_rejects_other_config(out):
+    before = json.loads((out / "results.json").read_text())
+    paint_collapse.main([*ARGS, "--out", str(out.parent), "--resume", "--models", "2"])
+    after = json.loads((out / "results.json").read_text())
+    assert after["models"]["2"]["runs"] == before["models"]["2"]["runs"]
+    with pytest.raises(ValueError, match="--resume: .* was written with config"):
+        paint_collapse.main([*ARGS[:-1], "3", "--out", str(out.parent), "--resume"])
