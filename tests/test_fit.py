@@ -120,3 +120,20 @@ def test_early_stopping_update_matches_keras_rule():
         s = jp.training.early_stopping_update(s, loss, jnp.float32(e), e, patience=2)
     assert (float(s.best_loss), int(s.best_epoch), int(s.wait), bool(s.done)) == (3.5, 3, 2, True)
     assert float(s.best_params) == 3.0
+
+
+def test_later_chunks_and_repeat_fits_compile_nothing_new():
+    import importlib
+
+    fit_module = importlib.import_module("jaxprune.training.fit")
+
+    fit_module._programs.cache_clear()
+    kw = dict(patience=10**6, max_epochs=6, chunk_epochs=2)  # 3 chunks, no early stop
+    _fit(jax.random.split(jax.random.key(0), 3), **kw)
+    ((_, chunk_fn),) = [
+        fit_module._programs(MODEL, TX, jp.training.get_loss("mse"), 128, 1, 10**6, 0.0, 6, 2)
+    ]
+    assert fit_module._programs.cache_info().hits >= 1  # the same program object was reused
+    assert chunk_fn._cache_size() == 1  # three chunk calls, one compilation
+    _fit(jax.random.split(jax.random.key(1), 3), **kw)
+    assert chunk_fn._cache_size() == 1

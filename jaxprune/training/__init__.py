@@ -7,6 +7,14 @@ from jaxprune.training.early_stopping import (
 )
 from jaxprune.training.fit import FitResult, RunState, fit
 from jaxprune.training.losses import LossFn, get_loss
+from jaxprune.training.parallel import (
+    data_mesh,
+    make_parallel_epoch,
+    make_parallel_train_step,
+    process_slice,
+    replicate,
+    shard_batch,
+)
 from jaxprune.training.shuffle import feistel_permutation
 from jaxprune.training.step import batch_loss, evaluate, make_train_step
 
@@ -16,11 +24,17 @@ __all__ = [
     "LossFn",
     "RunState",
     "batch_loss",
+    "data_mesh",
     "early_stopping_init",
     "early_stopping_update",
     "evaluate",
     "feistel_permutation",
     "fit",
     "get_loss",
+    "make_parallel_epoch",
+    "make_parallel_train_step",
     "make_train_step",
+    "process_slice",
+    "replicate",
+    "shard_batch",
 ]

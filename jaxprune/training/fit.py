@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxprune._types import Params
@@ -138,6 +140,20 @@ def _programs(
     return init_fn, jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))
 
 
+def _place_seeds(state: RunState) -> RunState:
+    """Shards the seed axis over all devices when there are several and the rows divide evenly.
+
+    Runs are independent, so the vmapped program partitions without any collective; otherwise
+    the state stays where it is (one device).
+    """
+    n_dev = jax.device_count()
+    rows = jax.tree.leaves(state)[0].shape[0]
+    if n_dev == 1 or rows % n_dev:
+        return state
+    mesh = jax.make_mesh((n_dev,), ("seeds",), axis_types=(AxisType.Auto,))
+    return jax.device_put(state, NamedSharding(mesh, P("seeds")))
+
+
 @jax.jit
 def _compact(final, state, seeds, finished, take):
     """Writes finished rows into ``final[seeds]`` and keeps rows ``take`` of ``state``."""
@@ -172,7 +188,8 @@ def fit(
     finished runs are dropped from the batch (compacted once three quarters of the rows are
     finished, see ``_bucket``), so the fastest runs do not keep paying for the slowest.
 
-    Run ``k`` of a batch equals a single-key run with ``keys[k]`` (tested).
+    Run ``k`` of a batch equals a single-key run with ``keys[k]`` (tested). With several devices
+    the seed axis is sharded over all of them whenever the rows divide evenly (seed sharding).
 
     Args:
       model: Flax module; ``model.init(key, x[:1])["params"]`` gives a run's initial params.
@@ -245,6 +262,7 @@ def fit(
         if lead != {n_runs}:
             raise ValueError(f"params: expected a leading seed axis of {n_runs}, got {lead}")
         state = init_fn(keys, params, x)
+    state = _place_seeds(state)
     final = jax.tree.map(jnp.zeros_like, state)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
     bar = tqdm(
@@ -263,6 +281,7 @@ def fit(
         finished = np.flatnonzero(real & done)
         take = np.concatenate([active, np.full(size - active.size, active[0] if size else 0)])
         final, state = _compact(final, state, rows[finished], finished, take)
+        state = _place_seeds(state)
         rows = np.concatenate([rows[active], np.full(size - active.size, -1)])
     bar.close()
     es = final.stopping

@@ -29,6 +29,19 @@ def batch_loss(
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1)
 
 
+def _step_fn(model, loss_fn: LossFn, optimizer: optax.GradientTransformation):
+    """The pure (unjitted) step shared by the single-device and data-parallel builders."""
+
+    def step(params, opt_state, batch):
+        value, grads = jax.value_and_grad(lambda p: batch_loss(model.apply, loss_fn, p, *batch))(
+            params
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, {"loss": value}
+
+    return step
+
+
 def make_train_step(
     model, loss: str | LossFn, optimizer: optax.GradientTransformation, *, jit: bool = True
 ):
@@ -56,15 +69,7 @@ def make_train_step(
     >>> bool(metrics["loss"] < jp.training.evaluate(model, params, (x, y), "mse"))
     True
     """
-    loss_fn = get_loss(loss)
-
-    def step(params, opt_state, batch):
-        value, grads = jax.value_and_grad(lambda p: batch_loss(model.apply, loss_fn, p, *batch))(
-            params
-        )
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, {"loss": value}
-
+    step = _step_fn(model, get_loss(loss), optimizer)
     return jax.jit(step) if jit else step
 
 
