@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -16,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxprune._types import Params
+from jaxprune.training.checkpoint import load_checkpoint, save_checkpoint
 from jaxprune.training.early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
@@ -140,6 +143,21 @@ def _programs(
     return init_fn, jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))
 
 
+def _fingerprint(
+    model, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y
+) -> str:
+    """Names a fit's configuration, so a checkpoint is never resumed into another one."""
+    h = hashlib.sha256()
+    for a in (jax.random.key_data(keys), x, y):
+        h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    loss_name = loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
+    return (
+        f"{model!r} loss={loss_name} batch={batch_size} patience={patience} "
+        f"max_epochs={max_epochs} min_delta={min_delta} chunk={chunk_epochs} "
+        f"data+keys={h.hexdigest()[:16]}"
+    )
+
+
 def _place_seeds(state: RunState) -> RunState:
     """Shards the seed axis over all devices when there are several and the rows divide evenly.
 
@@ -175,6 +193,8 @@ def fit(
     params: Params | None = None,
     chunk_epochs: int | None = None,
     unroll: int = 1,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 10,
     progress: bool = True,
 ) -> FitResult:
     """Trains one run per key, all in one compiled program, each with Keras-style early stopping.
@@ -207,6 +227,12 @@ def fit(
       chunk_epochs: epochs per compiled chunk between host checks (default ``patience``).
       unroll: minibatch steps unrolled per iteration of the compiled loop (``lax.scan``'s
         ``unroll``); trades compile time for less loop overhead.
+      checkpoint: file to save the whole fit state to (params, optimizer state, keys,
+        early-stopping state, finished runs) every ``checkpoint_every`` chunks and at the end,
+        atomically; if it exists, the fit resumes from it and gives the same result as an
+        uninterrupted fit. It is tied (by a fingerprint) to the model, loss, sizes, keys and
+        data; the optimizer must be the same.
+      checkpoint_every: chunks between checkpoints.
       progress: show a tqdm bar (epochs of the slowest run, runs still active).
 
     Returns:
@@ -235,6 +261,7 @@ def fit(
         ("batch_size", batch_size),
         ("patience", patience),
         ("max_epochs", max_epochs),
+        ("checkpoint_every", checkpoint_every),
     ):
         if int(value) < 1:
             raise ValueError(f"{name}: must be >= 1, got {value}")
@@ -262,27 +289,39 @@ def fit(
         if lead != {n_runs}:
             raise ValueError(f"params: expected a leading seed axis of {n_runs}, got {lead}")
         state = init_fn(keys, params, x)
-    state = _place_seeds(state)
     final = jax.tree.map(jnp.zeros_like, state)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
+    if checkpoint is not None:
+        fingerprint = _fingerprint(
+            model, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y
+        )
+        if Path(checkpoint).exists():
+            saved = load_checkpoint(
+                checkpoint, {"state": state, "final": final, "rows": rows}, fingerprint
+            )
+            state, final, rows = saved["state"], saved["final"], np.asarray(saved["rows"])
+    state = _place_seeds(state)
     bar = tqdm(
         total=None, unit="epoch", desc="fit", disable=not progress, leave=False, mininterval=2.0
     )
+    chunks = 0
     while rows.size:
         state = run_chunk(state, x, y)
+        chunks += 1
         done = np.asarray(state.stopping.done)  # one small host read per chunk
         bar.update(chunk_epochs)
         real = rows >= 0
         bar.set_postfix(active=int((real & ~done).sum()), runs=n_runs)
         active = np.flatnonzero(real & ~done)
         size = _bucket(active.size, rows.size)
-        if size == rows.size and active.size:
-            continue
-        finished = np.flatnonzero(real & done)
-        take = np.concatenate([active, np.full(size - active.size, active[0] if size else 0)])
-        final, state = _compact(final, state, rows[finished], finished, take)
-        state = _place_seeds(state)
-        rows = np.concatenate([rows[active], np.full(size - active.size, -1)])
+        if size < rows.size or not active.size:
+            finished = np.flatnonzero(real & done)
+            take = np.concatenate([active, np.full(size - active.size, active[0] if size else 0)])
+            final, state = _compact(final, state, rows[finished], finished, take)
+            state = _place_seeds(state)
+            rows = np.concatenate([rows[active], np.full(size - active.size, -1)])
+        if checkpoint is not None and (not rows.size or chunks % checkpoint_every == 0):
+            save_checkpoint(checkpoint, {"state": state, "final": final, "rows": rows}, fingerprint)
     bar.close()
     es = final.stopping
     result = FitResult(
