@@ -11,6 +11,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "experiments.paint_collapse",
         "paper 000 Tables 1-2: collapsible linear layers on the painted square",
     ),
+    "linearize": (
+        "experiments.linearize",
+        "paper 004: PReLU linearization, APL/NAPL, mask transfer, nonlinear advantage",
+    ),
 }
 
 

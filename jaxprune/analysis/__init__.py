@@ -2,5 +2,30 @@
 
 from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, active_units, unit_ablation
 from jaxprune.analysis.count import count_params
+from jaxprune.analysis.path_length import (
+    Edge,
+    LayerGraph,
+    average_path_length,
+    effective_width,
+    graph_of,
+    linear_units,
+    normalized_average_path_length,
+    path_histogram,
+    residual_graph,
+)
 
-__all__ = ["ACTIVE_THRESHOLD", "active_units", "count_params", "unit_ablation"]
+__all__ = [
+    "ACTIVE_THRESHOLD",
+    "Edge",
+    "LayerGraph",
+    "active_units",
+    "average_path_length",
+    "count_params",
+    "effective_width",
+    "graph_of",
+    "linear_units",
+    "normalized_average_path_length",
+    "path_histogram",
+    "residual_graph",
+    "unit_ablation",
+]

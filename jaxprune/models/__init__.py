@@ -2,5 +2,6 @@
 
 from jaxprune.models.convnet import ConvNet
 from jaxprune.models.mlp import MLP
+from jaxprune.models.prelu import ChannelPReLU, PReLUMLP, PReLUResMLP, prelu
 
-__all__ = ["ConvNet", "MLP"]
+__all__ = ["ChannelPReLU", "ConvNet", "MLP", "PReLUMLP", "PReLUResMLP", "prelu"]

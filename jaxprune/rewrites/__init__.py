@@ -1,6 +1,24 @@
 """Pure params -> params (and model -> model) pytree rewrites."""
 
 from jaxprune.rewrites.collapse import collapse, fold_dense
+from jaxprune.rewrites.fold_linear import MLPCost, fold_linear, mlp_cost
+from jaxprune.rewrites.mask_transfer import (
+    MASK_TRANSFER_MODES,
+    set_linear_slopes,
+    transfer_mask,
+)
 from jaxprune.rewrites.optimizer_state import reset_optimizer_state
+from jaxprune.rewrites.prelu_swap import swap_relu_for_prelu
 
-__all__ = ["collapse", "fold_dense", "reset_optimizer_state"]
+__all__ = [
+    "MASK_TRANSFER_MODES",
+    "MLPCost",
+    "collapse",
+    "fold_dense",
+    "fold_linear",
+    "mlp_cost",
+    "reset_optimizer_state",
+    "set_linear_slopes",
+    "swap_relu_for_prelu",
+    "transfer_mask",
+]

@@ -1,0 +1,239 @@
+"""Sparsity pressure on PReLU slopes toward linearity, freezing units that become linear.
+
+Paper 004, sec. 3 and sec. 4.1.2: the loss gets ``lambda * sum_i |1 - alpha_i|`` over every
+channel-wise PReLU slope ``alpha_i``; a unit whose slope exceeds 0.99 is *inactive* (linear): its
+slope is set to exactly 1 and frozen from then on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxprune._types import Params
+
+__all__ = ["SlopeSparsityState", "inactive_fraction", "slope_layers_of", "slope_sparsity"]
+
+
+class SlopeSparsityState(NamedTuple):
+    """State of :func:`slope_sparsity`.
+
+    Attributes:
+      inactive: ``{layer: bool[width]}``, the frozen (linear) units of each PReLU layer; the key
+        is the ``/``-joined path of the dict holding ``slope`` (``"prelu_0"``).
+      strength: the penalty weight used at the last step (lowered near a target, 0 once the
+        target is reached).
+      inner_state: the wrapped optimizer's state.
+    """
+
+    inactive: dict[str, jax.Array]
+    strength: jax.Array
+    inner_state: Any
+
+
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _slope_layer(path, slope_key: str) -> str | None:
+    names = [_key_name(k) for k in path]
+    if names and names[-1] == slope_key and len(names) > 1:
+        return "/".join(names[:-1])
+    return None
+
+
+def slope_layers_of(params: Params, slope_key: str = "slope") -> dict[str, tuple[int, ...]]:
+    """``{layer: shape}`` of every leaf named ``slope_key`` in ``params``, in leaf order.
+
+    >>> import jax.numpy as jnp
+    >>> slope_layers_of({"dense_0": {"kernel": jnp.ones((2, 3))},
+    ...                  "prelu_0": {"slope": jnp.ones(3)}})
+    {'prelu_0': (3,)}
+    """
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        layer = _slope_layer(path, slope_key)
+        if layer is not None:
+            out[layer] = tuple(np.shape(leaf))
+    return out
+
+
+def inactive_fraction(state: SlopeSparsityState) -> jax.Array:
+    """Fraction of all PReLU units that are inactive (frozen at slope 1).
+
+    >>> import jax.numpy as jnp
+    >>> s = SlopeSparsityState({"a": jnp.array([True, False]), "b": jnp.array([True, True])},
+    ...                        jnp.zeros(()), ())
+    >>> float(inactive_fraction(s))
+    0.75
+    """
+    masks = jax.tree.leaves(state.inactive)
+    count = sum(jnp.sum(m) for m in masks)
+    return count / sum(m.size for m in masks)
+
+
+def slope_sparsity(
+    inner: optax.GradientTransformation,
+    strength: float,
+    *,
+    threshold: float = 0.99,
+    target: float | None = None,
+    slow_margin: float = 0.05,
+    slow_factor: float = 0.1,
+    inactive: Mapping[str, Any] | None = None,
+    slope_key: str = "slope",
+) -> optax.GradientTransformation:
+    """Wraps ``inner`` with the slope penalty and freezes slopes that become linear.
+
+    Each step (``params`` required):
+
+    1. a unit whose current slope is ``> threshold`` becomes inactive (in target mode only as
+       many as the target still allows, the largest slopes first); the mask lives in the state,
+       so freezing never recompiles;
+    2. ``strength * d|1 - alpha|/d alpha = -strength * sign(1 - alpha)`` (the subgradient, 0 at
+       ``alpha = 1``) is added to the slope gradients, which are zeroed for inactive units;
+    3. ``inner`` turns the gradients into updates;
+    4. the **final** update of every inactive slope is replaced by ``1 - alpha``: after
+       ``optax.apply_updates`` its slope is exactly 1, and from then on its update is exactly 0.
+       Setting the slope to 1 thus happens inside this transform's update, not as a rewrite.
+
+    The penalty is the paper's sum over all slopes of the network (not a mean), so ``strength``
+    scales with no layer size. Leaves named ``slope_key`` are the slopes; every other leaf passes
+    through ``inner`` untouched.
+
+    Target mode (sec. 4.1.2): with ``target`` set, freezing stops once
+    ``ceil(target * n_units)`` units are inactive (never more: the step that reaches the target
+    freezes only the largest slopes it needs) and the penalty is switched off. To avoid
+    overshooting, the penalty is lowered to ``strength * slow_factor`` once the inactive fraction
+    is within ``slow_margin`` of the target. The paper gives no numbers for this; 0.05 and 0.1
+    are our choice.
+
+    Args:
+      inner: the optimizer (e.g. ``optax.sgd(0.1, momentum=0.9)``).
+      strength: the penalty weight ``lambda >= 0``; 0 with an ``inactive`` mask retrains with
+        fixed linear units (mask transfer, sec. 4.1.1).
+      threshold: slope above which a unit becomes inactive (paper: 0.99).
+      target: goal fraction of inactive units in ``[0, 1]``, or ``None`` for no goal.
+      slow_margin: distance to the target at which the penalty is lowered.
+      slow_factor: factor in ``[0, 1]`` applied to ``strength`` near the target.
+      inactive: optional initial ``{layer: bool[width]}`` of units already inactive (layers left
+        out start all active). Their slopes are set to 1 by the first update; set them
+        beforehand with :func:`~jaxprune.rewrites.set_linear_slopes` so the first forward pass
+        already sees them linear.
+      slope_key: the leaf name of PReLU slopes.
+
+    Returns:
+      An ``optax.GradientTransformation`` with a :class:`SlopeSparsityState`.
+
+    Raises:
+      ValueError: negative or non-finite ``strength``, ``threshold`` outside ``(0, 1]``,
+        ``target`` outside ``[0, 1]``, bad ``slow_*``, params without slopes, an ``inactive``
+        entry that names no slope layer or has the wrong shape, or ``update`` without params.
+
+    >>> import jax.numpy as jnp, optax
+    >>> params = {"prelu_0": {"slope": jnp.array([0.0, 0.995, 0.5])}, "w": jnp.ones(2)}
+    >>> tx = slope_sparsity(optax.sgd(0.1), strength=1.0)
+    >>> state = tx.init(params)
+    >>> grads = jax.tree.map(jnp.zeros_like, params)
+    >>> updates, state = tx.update(grads, state, params)
+    >>> optax.apply_updates(params, updates)["prelu_0"]["slope"].tolist()
+    [0.10000000149011612, 1.0, 0.6000000238418579]
+    >>> state.inactive["prelu_0"].tolist()
+    [False, True, False]
+
+    References:
+      Paper 004, sec. 3 (penalty, inactive at slope > 0.99), sec. 4 ("Linearization Phase"),
+      sec. 4.1.2 (goal percentage, lowered weight near the target).
+    """
+    if not (np.isfinite(strength) and strength >= 0):
+        raise ValueError(f"strength: expected a finite lambda >= 0, got {strength}")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold: expected a slope in (0, 1], got {threshold}")
+    if target is not None and not 0 <= target <= 1:
+        raise ValueError(f"target: expected a fraction in [0, 1], got {target}")
+    if not 0 <= slow_margin <= 1:
+        raise ValueError(f"slow_margin: expected a fraction in [0, 1], got {slow_margin}")
+    if not 0 <= slow_factor <= 1:
+        raise ValueError(f"slow_factor: expected a factor in [0, 1], got {slow_factor}")
+    initial = dict(inactive or {})
+
+    def init_fn(params):
+        layers = slope_layers_of(params, slope_key)
+        if not layers:
+            raise ValueError(f"params: no leaf named {slope_key!r} (no PReLU slopes to regularize)")
+        unknown = sorted(set(initial) - set(layers))
+        if unknown:
+            raise ValueError(
+                f"inactive: {unknown[0]!r} is not a slope layer; expected {sorted(layers)}"
+            )
+        mask = {}
+        for layer, shape in layers.items():
+            m = jnp.asarray(initial.get(layer, jnp.zeros(shape, bool)), bool)
+            if m.shape != shape:
+                raise ValueError(f"inactive[{layer!r}]: expected shape {shape}, got {m.shape}")
+            mask[layer] = m
+        return SlopeSparsityState(mask, jnp.asarray(strength, jnp.float32), inner.init(params))
+
+    def update_fn(grads, state, params=None):
+        if params is None:
+            raise ValueError("params: slope_sparsity needs the current params in update()")
+        slopes = {}
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+            layer = _slope_layer(path, slope_key)
+            if layer is not None:
+                slopes[layer] = leaf
+        old = state.inactive
+        cand = {k: (slopes[k] > threshold) & ~old[k] for k in old}
+        total = sum(m.size for m in old.values())
+        lam = jnp.asarray(strength, jnp.float32)
+        if target is None:
+            new = {k: old[k] | cand[k] for k in old}
+        else:
+            goal = math.ceil(target * total - 1e-9)
+            allowed = jnp.maximum(goal - sum(jnp.sum(m) for m in old.values()), 0)
+            score = jnp.concatenate(
+                [jnp.where(cand[k], slopes[k], -jnp.inf).astype(jnp.float32).ravel() for k in old]
+            )
+            rank = jnp.zeros(total, jnp.int32).at[jnp.argsort(-score)].set(jnp.arange(total))
+            pick = (rank < allowed) & jnp.isfinite(score)
+            new, offset = {}, 0
+            for k in old:
+                n = old[k].size
+                new[k] = old[k] | pick[offset : offset + n].reshape(old[k].shape)
+                offset += n
+            frac = sum(jnp.sum(m) for m in new.values()) / total
+            lam = jnp.where(
+                frac * total >= goal,
+                0.0,
+                jnp.where(frac >= target - slow_margin, strength * slow_factor, strength),
+            ).astype(jnp.float32)
+
+        def penalize(path, g, p):
+            layer = _slope_layer(path, slope_key)
+            if layer is None:
+                return g
+            pull = -jnp.sign(1 - p) * lam.astype(p.dtype)
+            return jnp.where(new[layer], jnp.zeros_like(g), g + pull.astype(g.dtype))
+
+        grads = jax.tree_util.tree_map_with_path(penalize, grads, params)
+        updates, inner_state = inner.update(grads, state.inner_state, params)
+
+        def freeze(path, u, p):
+            layer = _slope_layer(path, slope_key)
+            if layer is None:
+                return u
+            return jnp.where(new[layer], (1 - p).astype(u.dtype), u)
+
+        updates = jax.tree_util.tree_map_with_path(freeze, updates, params)
+        return updates, SlopeSparsityState(new, lam, inner_state)
+
+    return optax.GradientTransformation(init_fn, update_fn)
