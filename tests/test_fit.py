@@ -137,3 +137,15 @@ def test_later_chunks_and_repeat_fits_compile_nothing_new():
     assert chunk_fn._cache_size() == 1  # three chunk calls, one compilation
     _fit(jax.random.split(jax.random.key(1), 3), **kw)
     assert chunk_fn._cache_size() == 1
+
+
+def test_restore_best_false_returns_last_params():
+    keys = jax.random.split(jax.random.key(0), 2)
+    kw = dict(patience=2, optimizer=optax.sgd(5.0))
+    best, last = _fit(keys, **kw), _fit(keys, restore_best=False, **kw)
+    one_step_more = _fit(keys, restore_best=False, max_epochs=int(last.epochs[0]), **kw)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(a[0], b[0]), last.params, one_step_more.params
+    )
+    diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), best.params, last.params)
+    assert max(jax.tree.leaves(diff)) > 0  # the diverged last epoch is not the best one

@@ -44,7 +44,7 @@ class RunState(NamedTuple):
 class FitResult(NamedTuple):
     """Result of :func:`fit`; every field has a leading seed axis when ``keys`` is a batch."""
 
-    params: Params  # the best params (restored, as Keras' restore_best_weights)
+    params: Params  # the best params (restored, as Keras' restore_best_weights), or the last
     loss: jax.Array  # best monitored epoch loss (mean training loss over the epoch's batches)
     epochs: jax.Array  # epochs run
     best_epoch: jax.Array  # 0-based epoch of the best loss
@@ -193,6 +193,7 @@ def fit(
     params: Params | None = None,
     chunk_epochs: int | None = None,
     unroll: int = 1,
+    restore_best: bool = True,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 10,
     progress: bool = True,
@@ -227,6 +228,9 @@ def fit(
       chunk_epochs: epochs per compiled chunk between host checks (default ``patience``).
       unroll: minibatch steps unrolled per iteration of the compiled loop (``lax.scan``'s
         ``unroll``); trades compile time for less loop overhead.
+      restore_best: return the params of the best epoch (Keras' ``restore_best_weights``);
+        ``False`` returns the last epoch's params, which match the returned ``opt_state`` (use
+        it when the optimizer state carries masks that must agree with the params).
       checkpoint: file to save the whole fit state to (params, optimizer state, keys,
         early-stopping state, finished runs) every ``checkpoint_every`` chunks and at the end,
         atomically; if it exists, the fit resumes from it and gives the same result as an
@@ -325,7 +329,7 @@ def fit(
     bar.close()
     es = final.stopping
     result = FitResult(
-        params=es.best_params,
+        params=es.best_params if restore_best else final.params,
         loss=es.best_loss,
         epochs=final.epoch,
         best_epoch=es.best_epoch,
