@@ -149,3 +149,11 @@ def test_restore_best_false_returns_last_params():
     )
     diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), best.params, last.params)
     assert max(jax.tree.leaves(diff)) > 0  # the diverged last epoch is not the best one
+
+
+def test_same_seed_gives_bit_identical_results():
+    keys = jax.random.split(jax.random.key(9), 3)
+    a, b = _fit(keys), _fit(keys)
+    jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+    np.testing.assert_array_equal(a.loss, b.loss)
+    np.testing.assert_array_equal(a.epochs, b.epochs)
