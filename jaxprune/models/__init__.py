@@ -1,6 +1,33 @@
 """Small reference Flax (linen) modules whose parameter paths are documented."""
 
 from jaxprune.models.convnet import ConvNet
+from jaxprune.models.initializers import INITIALIZERS, get_initializer, signed_he_constant
+from jaxprune.models.masked import (
+    MaskedConv,
+    MaskedConvNet,
+    MaskedDense,
+    MaskedMLP,
+    conv2,
+    conv4,
+    conv6,
+    lenet_300_100,
+)
 from jaxprune.models.mlp import MLP
+from jaxprune.models.scored import Scored
 
-__all__ = ["ConvNet", "MLP"]
+__all__ = [
+    "INITIALIZERS",
+    "MLP",
+    "ConvNet",
+    "MaskedConv",
+    "MaskedConvNet",
+    "MaskedDense",
+    "MaskedMLP",
+    "Scored",
+    "conv2",
+    "conv4",
+    "conv6",
+    "get_initializer",
+    "lenet_300_100",
+    "signed_he_constant",
+]

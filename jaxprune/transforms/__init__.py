@@ -1,3 +1,27 @@
 """optax gradient transformations: freezing, masks, straight-through scores, slope sparsity."""
 
-__all__: list[str] = []
+from jaxprune.transforms.scores import (
+    AddMinimalPenaltyState,
+    add_minimal_penalty,
+    is_score,
+    train_scores,
+)
+from jaxprune.transforms.straight_through import (
+    KINDS,
+    effective_params,
+    gate,
+    init_scores,
+    minimal_penalty,
+)
+
+__all__ = [
+    "KINDS",
+    "AddMinimalPenaltyState",
+    "add_minimal_penalty",
+    "effective_params",
+    "gate",
+    "init_scores",
+    "is_score",
+    "minimal_penalty",
+    "train_scores",
+]
