@@ -89,7 +89,7 @@ class MaskedConv(_Gated):
 
     >>> import jax, jax.numpy as jnp
     >>> conv = MaskedConv(5, kind="flip")
-    >>> y, params = conv.init_with_output(jax.random.key(0), jnp.ones((1, 8, 8, 2)))
+    >>> y, params = jax.eval_shape(conv.init_with_output, jax.random.key(0), jnp.ones((1, 8, 8, 2)))
     >>> y.shape, params["params"]["scores"].shape
     ((1, 8, 8, 5), (3, 3, 2, 5))
     """
@@ -120,7 +120,7 @@ class MaskedMLP(nn.Module):
 
     >>> import jax, jax.numpy as jnp
     >>> net = lenet_300_100(kind="mask")
-    >>> params = net.init(jax.random.key(0), jnp.ones((1, 28, 28, 1)))["params"]
+    >>> params = jax.eval_shape(net.init, jax.random.key(0), jnp.ones((1, 28, 28, 1)))["params"]
     >>> sorted(params), params["dense_0"]["weights"].shape
     (['dense_0', 'dense_1', 'out'], (784, 300))
     """
@@ -156,7 +156,7 @@ class MaskedConvNet(nn.Module):
 
     >>> import jax, jax.numpy as jnp
     >>> net = conv4(kind="flip")
-    >>> params = net.init(jax.random.key(0), jnp.ones((1, 32, 32, 3)))["params"]
+    >>> params = jax.eval_shape(net.init, jax.random.key(0), jnp.ones((1, 32, 32, 3)))["params"]
     >>> sorted(params)
     ['conv_0', 'conv_1', 'conv_2', 'conv_3', 'dense_0', 'dense_1', 'out']
     """
