@@ -151,7 +151,14 @@ def test_weights_fixed_bit_for_bit_after_fit():
     y = (x[:, :3].sum(1) > 0).astype(np.int32) + (x[:, 3] > 0)
     model = jp.models.MaskedMLP(hidden=(16,), out=3, kind=kind, weight_init="he_normal")
     keys = jax.random.split(jax.random.key(1), 2)
-    params = jax.vmap(lambda k: model.init(k, x[:1])["params"])(keys)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x[:1])["params"]
+    params = jax.tree.map(  # 2 seeds, drawn with numpy: scores in (0, 0.1], He-like weights
+        lambda s: jnp.asarray(
+            rng.normal(size=(2, *s.shape)) * np.sqrt(2 / s.shape[0]), jnp.float32
+        ),
+        shapes,
+    )
+    params = {k: {**v, "scores": jnp.abs(v["scores"]) % 0.1 + 1e-3} for k, v in params.items()}
     tx = train_scores(optax.chain(add_minimal_penalty(kind), optax.adam(3e-2)))
     runs = jp.training.fit(
         model,
