@@ -9,6 +9,8 @@ import sys
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "paint_collapse": ("experiments.paint_collapse",
                        "paper 000 Tables 1-2: collapsible linear layers on the painted square"),
+    "connectivity": ("experiments.connectivity",
+                     "paper 003 Table 1: masks and sign flips trained over fixed random weights"),
 }
 
 
