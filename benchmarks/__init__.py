@@ -1,0 +1,1 @@
+"""Timed comparisons with JSON output; not part of the unit suite."""
