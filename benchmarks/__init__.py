@@ -1,1 +1,1 @@
-"""Timed comparisons that write JSON; run as ``python -m benchmarks.<name>``."""
+"""Timed comparisons that write JSON; run as ``python -m benchmarks [--quick]``."""

@@ -15,6 +15,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "experiments.linearize",
         "paper 004: PReLU linearization, APL/NAPL, mask transfer, nonlinear advantage",
     ),
+    "connectivity": (
+        "experiments.connectivity",
+        "paper 003 Table 1: masks and sign flips trained over fixed random weights",
+    ),
 }
 
 

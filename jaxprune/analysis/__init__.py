@@ -1,6 +1,13 @@
 """Read-only measurements of trained networks."""
 
 from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, active_units, unit_ablation
+from jaxprune.analysis.connectivity import (
+    changed_fraction,
+    connectivity_mask,
+    effective_weights,
+    layer_fractions,
+    size_in_bits,
+)
 from jaxprune.analysis.count import count_params
 from jaxprune.analysis.path_length import (
     Edge,
@@ -20,12 +27,17 @@ __all__ = [
     "LayerGraph",
     "active_units",
     "average_path_length",
+    "changed_fraction",
+    "connectivity_mask",
     "count_params",
+    "effective_weights",
     "effective_width",
     "graph_of",
+    "layer_fractions",
     "linear_units",
     "normalized_average_path_length",
     "path_histogram",
     "residual_graph",
+    "size_in_bits",
     "unit_ablation",
 ]

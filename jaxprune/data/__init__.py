@@ -1,5 +1,6 @@
 """Deterministic data: synthetic tasks that need no download."""
 
+from jaxprune.data.images import IMAGE_DATASETS, image_dataset
 from jaxprune.data.paint import SHAPES, paint, shape_polygons
 
-__all__ = ["SHAPES", "paint", "shape_polygons"]
+__all__ = ["IMAGE_DATASETS", "SHAPES", "image_dataset", "paint", "shape_polygons"]

@@ -1,7 +1,38 @@
 """Small reference Flax (linen) modules whose parameter paths are documented."""
 
 from jaxprune.models.convnet import ConvNet
+from jaxprune.models.initializers import INITIALIZERS, get_initializer, signed_he_constant
+from jaxprune.models.masked import (
+    MaskedConv,
+    MaskedConvNet,
+    MaskedDense,
+    MaskedMLP,
+    conv2,
+    conv4,
+    conv6,
+    lenet_300_100,
+)
 from jaxprune.models.mlp import MLP
 from jaxprune.models.prelu import ChannelPReLU, PReLUMLP, PReLUResMLP, prelu
+from jaxprune.models.scored import Scored
 
-__all__ = ["ChannelPReLU", "ConvNet", "MLP", "PReLUMLP", "PReLUResMLP", "prelu"]
+__all__ = [
+    "ChannelPReLU",
+    "ConvNet",
+    "INITIALIZERS",
+    "MLP",
+    "MaskedConv",
+    "MaskedConvNet",
+    "MaskedDense",
+    "MaskedMLP",
+    "PReLUMLP",
+    "PReLUResMLP",
+    "Scored",
+    "conv2",
+    "conv4",
+    "conv6",
+    "get_initializer",
+    "lenet_300_100",
+    "prelu",
+    "signed_he_constant",
+]

@@ -2,18 +2,16 @@
 
 from jaxprune.rewrites.collapse import collapse, fold_dense
 from jaxprune.rewrites.fold_linear import MLPCost, fold_linear, mlp_cost
-from jaxprune.rewrites.mask_transfer import (
-    MASK_TRANSFER_MODES,
-    set_linear_slopes,
-    transfer_mask,
-)
+from jaxprune.rewrites.mask_transfer import MASK_TRANSFER_MODES, set_linear_slopes, transfer_mask
 from jaxprune.rewrites.optimizer_state import reset_optimizer_state
 from jaxprune.rewrites.prelu_swap import swap_relu_for_prelu
+from jaxprune.rewrites.weight_factoring import factor_weights
 
 __all__ = [
     "MASK_TRANSFER_MODES",
     "MLPCost",
     "collapse",
+    "factor_weights",
     "fold_dense",
     "fold_linear",
     "mlp_cost",

@@ -1,0 +1,65 @@
+"""The paper-003 Table 1 experiment runs end to end (--quick) and writes finite numbers."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import jaxprune as jp
+from experiments import connectivity
+
+
+def test_quick_run_writes_table_figures_and_finite_results(tmp_path):
+    # Three of the five methods keep the suite within its time budget; --quick runs all five.
+    methods = ["baseline", "free_pruning", "minimal_flipping"]
+    out = connectivity.main(
+        ["--quick", "--no-progress", "--out", str(tmp_path), "--methods", *methods]
+    )
+    results = json.loads((out / "results.json").read_text())
+    lenet = results["results"]["lenet"]
+    assert sorted(lenet) == sorted(methods)
+    for method in methods:
+        acc = np.asarray(lenet[method]["accuracy"])
+        assert acc.shape == (2, 2) and np.isfinite(acc).all()
+        assert 0.5 < lenet[method]["best_mean_accuracy"] <= 1.0  # 10 classes: chance is 0.1
+    for method in ("free_pruning", "minimal_flipping"):
+        r = lenet[method]
+        assert r["weights_unchanged"] is True
+        assert 0.0 < r["final_changed"] < 0.5
+        assert sorted(r["layers"]) == ["dense_0", "dense_1", "out"]
+        assert r["factored_agreement"] == 1.0
+    n = 64 * 300 + 300 * 100 + 100 * 10
+    assert lenet["minimal_flipping"]["bits"] == {
+        "weights": n,
+        "dense_bits": 32 * n,
+        "factored_bits": n + 32,
+    }
+    table = (out / "table.md").read_text()
+    assert "97.96" in table and "not** measured here" in table  # paper numbers, labelled
+    measured = f"{100 * lenet['baseline']['best_mean_accuracy']:.2f}"
+    assert f"| baseline | {measured} |" in table
+    for name in ("lenet.png", "lenet_layers.png"):
+        assert (out / name).stat().st_size > 10_000
+
+
+def test_digits_split_is_deterministic_and_disjoint():
+    x_tr, y_tr = jp.data.image_dataset("digits", "train")
+    x_te, y_te = jp.data.image_dataset("digits", "test")
+    assert x_tr.shape == (1438, 8, 8, 1) and x_te.shape == (359, 8, 8, 1)
+    assert x_tr.dtype == np.float32 and 0.0 <= x_tr.min() and x_tr.max() == 1.0
+    assert sorted(set(y_tr.tolist())) == list(range(10))
+    np.testing.assert_array_equal(jp.data.image_dataset("digits", "test")[0], x_te)
+    flat_tr = {r.tobytes() for r in x_tr.reshape(len(x_tr), -1)}
+    overlap = sum(r.tobytes() in flat_tr for r in x_te.reshape(len(x_te), -1))
+    assert overlap <= 5  # the 1,797 digits hold a few exact duplicates, no shared rows else
+    assert math.isclose(len(y_te) / (len(y_te) + len(y_tr)), 0.2, abs_tol=1e-3)
+
+
+def test_image_dataset_bad_input():
+    with pytest.raises(ValueError, match="name"):
+        jp.data.image_dataset("svhn")
+    with pytest.raises(ValueError, match="split"):
+        jp.data.image_dataset("digits", "validation")
+    with pytest.raises(ValueError, match="test_fraction"):
+        jp.data.image_dataset("digits", test_fraction=1.0)
