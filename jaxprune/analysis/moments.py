@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float
 
 __all__ = ["Moments", "moments_init", "moments_merge", "moments_update", "streaming_moments"]
@@ -115,6 +116,15 @@ def moments_merge(a: Moments, b: Moments) -> Moments:
     return _combine(a, b)
 
 
+def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a^T b`` summed over rows; replicated output when rows are sharded on an explicit mesh."""
+    sharding = jax.typeof(a).sharding
+    kwargs = {}
+    if any(s is not None for s in getattr(sharding, "spec", ())):
+        kwargs["out_sharding"] = NamedSharding(sharding.mesh, PartitionSpec())
+    return jnp.matmul(a.T, b, precision=_HI, **kwargs)
+
+
 def moments_update(
     state: Moments,
     x: Float[Array, "n dx"],
@@ -173,8 +183,8 @@ def moments_update(
         count=n,
         mean_x=mx,
         mean_y=my,
-        m2_xx=psum(jnp.matmul(xc.T, xc, precision=_HI)),
-        m2_xy=psum(jnp.matmul(xc.T, yc, precision=_HI)),
+        m2_xx=psum(_gram(xc, xc)),
+        m2_xy=psum(_gram(xc, yc)),
         m2_yy=psum(jnp.sum(yc * yc, 0)),
     )
     return _combine(state, batch)

@@ -10,6 +10,7 @@ last layer's activation (and pool). Moments are accumulated batch by batch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -157,8 +158,9 @@ def _rows(model: CNN, plan: FusionPlan, params: Params, x: jax.Array):
     return patches.reshape(n * rows, -1), t.reshape(n * rows, -1), rows
 
 
-def _plan_moments(model, plans, params, batches, dtype=jnp.float32):
-    """One pass over ``batches`` accumulating the moments of every plan (one jitted step)."""
+@functools.lru_cache(maxsize=32)
+def _moments_program(model: CNN, plans: tuple[FusionPlan, ...]):
+    """``(rows_fn, jitted step)`` for ``plans``; cached so repeated fusions reuse the compile."""
 
     def rows_fn(p, x):
         return [_rows(model, plan, p, x)[:2] for plan in plans]
@@ -167,6 +169,12 @@ def _plan_moments(model, plans, params, batches, dtype=jnp.float32):
     def step(states, p, x):
         return [moments_update(s, *r) for s, r in zip(states, rows_fn(p, x), strict=True)]
 
+    return rows_fn, step
+
+
+def _plan_moments(model, plans, params, batches, dtype=jnp.float32):
+    """One pass over ``batches`` accumulating the moments of every plan (one jitted step)."""
+    rows_fn, step = _moments_program(model, tuple(plans))
     states, per_example = None, None
     for batch in batches:
         x = _first_input(batch)
@@ -303,7 +311,13 @@ def fuse(
     x, data = _peek(data)
     check_cnn_params(model, params, x)
     (moments,), (per_example,) = _plan_moments(model, [plan], params, data)
-    a0 = x if plan.start == 0 else model.apply({"params": params}, x[:1], stop=plan.start)
+    a0 = (
+        x
+        if plan.start == 0
+        else jax.eval_shape(
+            lambda p, z: model.apply({"params": p}, z, stop=plan.start), params, x[:1]
+        )
+    )
     groups = None
     if estimator == "uncorrelated":
         groups = _channel_groups(plan, a0.shape[-1])

@@ -8,6 +8,7 @@ the second layer's pre-activation ``y`` hold ``W2 C_{a1a0}`` and ``W2 C_{a1} W2^
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import jax
@@ -125,17 +126,15 @@ def fusion_weights(
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     where = f"{context}: " if context else ""
-    n, dx = float(moments.count), moments.mean_x.shape[0]
-    if n <= 0:
-        raise ValueError(f"{where}moments: no samples")
-    if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in moments):
-        raise ValueError(f"{where}data: non-finite (NaN/inf) activations in the moments")
+    dx = moments.mean_x.shape[0]
     dtype = moments.count.dtype
     rcond = _default_rcond(dx, dtype) if rcond is None else float(rcond)
-    c = moments.cov_xx()
-    if groups is not None:
-        c = _mask_groups(c, groups)
-    cxy = moments.cov_xy()
+    mask = None if groups is None else jnp.asarray(groups)
+    n, finite, lo, hi = (float(v) for v in _diagnose(moments, mask, method == "auto"))
+    if n <= 0:
+        raise ValueError(f"{where}moments: no samples")
+    if not finite:
+        raise ValueError(f"{where}data: non-finite (NaN/inf) activations in the moments")
     if n < dx and method in ("auto", "cholesky"):
         warnings.warn(
             f"{where}{int(n)} samples for {dx} input dimensions: the covariance C_a0 is rank "
@@ -145,8 +144,6 @@ def fusion_weights(
         )
         method = "lstsq"
     if method == "auto":
-        eig = jnp.linalg.eigvalsh(c)
-        lo, hi = float(eig[0]), float(eig[-1])
         if hi <= 0 or lo <= rcond * hi:
             warnings.warn(
                 f"{where}C_a0 is singular or ill conditioned (eigenvalues {lo:.3g} .. {hi:.3g}, "
@@ -157,27 +154,48 @@ def fusion_weights(
             method = "lstsq"
         else:
             method = "cholesky"
+    maxiter = 10 * dx if cg_maxiter is None else int(cg_maxiter)
+    kernel, bias, mse, rel = _solve(moments, mask, method, rcond, cg_tol, maxiter)
+    if method == "cg" and float(rel) > 10 * cg_tol:
+        warnings.warn(
+            f"{where}conjugate gradients stopped at relative residual {float(rel):.3g} "
+            f"(cg_tol={cg_tol:g}, {maxiter} iterations)",
+            FusionWarning,
+            stacklevel=2,
+        )
+    return kernel, bias, mse
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _diagnose(moments: Moments, mask, with_eigenvalues: bool):
+    """``(count, all finite, lambda_min, lambda_max)`` in one compiled call."""
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in moments]))
+    if not with_eigenvalues:
+        z = jnp.zeros((), moments.count.dtype)
+        return moments.count, finite, z, z
+    c = moments.cov_xx() if mask is None else _mask_groups(moments.cov_xx(), mask)
+    eig = jnp.linalg.eigvalsh(jnp.where(finite, c, 0))
+    return moments.count, finite, eig[0], eig[-1]
+
+
+@functools.partial(jax.jit, static_argnums=(2, 5))
+def _solve(moments: Moments, mask, method: str, rcond, cg_tol, maxiter: int):
+    c = moments.cov_xx() if mask is None else _mask_groups(moments.cov_xx(), mask)
+    cxy = moments.cov_xy()
+    rel = jnp.zeros((), c.dtype)
     if method == "cholesky":
         kernel = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(c), cxy)
     elif method == "lstsq":
         kernel = jnp.linalg.lstsq(c, cxy, rcond=rcond)[0]
     else:
-        maxiter = 10 * dx if cg_maxiter is None else cg_maxiter
         kernel, _ = jax.scipy.sparse.linalg.cg(
             lambda v: jnp.matmul(c, v, precision=_HI), cxy, tol=cg_tol, maxiter=maxiter
         )
         res = jnp.linalg.norm(jnp.matmul(c, kernel, precision=_HI) - cxy)
-        rel = float(res / jnp.maximum(jnp.linalg.norm(cxy), jnp.finfo(dtype).tiny))
-        if rel > 10 * cg_tol:
-            warnings.warn(
-                f"{where}conjugate gradients stopped at relative residual {rel:.3g} "
-                f"(cg_tol={cg_tol:g}, {maxiter} iterations)",
-                FusionWarning,
-                stacklevel=2,
-            )
+        rel = res / jnp.maximum(jnp.linalg.norm(cxy), jnp.finfo(c.dtype).tiny)
     bias = moments.mean_y - jnp.matmul(moments.mean_x, kernel, precision=_HI)
-    if groups is None:
+    if mask is None:
         mse = jnp.sum(moments.var_y()) - jnp.sum(kernel * cxy)
     else:
         mse = fusion_mse(moments, kernel)
-    return kernel, bias, mse
+    return kernel, bias, mse, rel
