@@ -9,6 +9,8 @@ import sys
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "paint_collapse": ("experiments.paint_collapse",
                        "paper 000 Tables 1-2: collapsible linear layers on the painted square"),
+    "fuse_init": ("experiments.fuse_init",
+                  "paper 001 Tables I-V, Fig. 2: FuseInit (fuse, retrain) vs random init"),
 }
 
 

@@ -15,7 +15,12 @@ from jaxprune.rewrites import FusionWarning, fusion_weights
 
 
 def _init(net, x, seed=0):
-    return jax.jit(net.init)(jax.random.key(seed), x[:1])["params"]
+    # rbg keys: XLA:CPU takes seconds to compile threefry, once per distinct model
+    return jax.jit(net.init)(jax.random.key(seed, impl="rbg"), x[:1])["params"]
+
+
+def _normal(seed, shape):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 
 def _batches(x, size=64):
@@ -38,7 +43,7 @@ def _empirical_mse(net, params, small, small_params, plan_stop, start, x):
 
 def test_linear_h1_dense_dense_is_exact():
     net = CNN((DenseLayer(6, "identity"), DenseLayer(4, "tanh"), DenseLayer(2, "identity")))
-    x = jax.random.normal(jax.random.key(1), (128, 5))
+    x = _normal(1, (128, 5))
     p = _init(net, x)
     small, q, mse = jp.fuse(net, p, ("dense_0", "dense_1"), data=_batches(x))
     assert small.layers == (DenseLayer(4, "tanh"), DenseLayer(2, "identity"))
@@ -54,7 +59,7 @@ def test_linear_h1_dense_dense_is_exact():
 
 def test_corollary_mse_equals_empirical_mse_and_naive_lstsq():
     net = CNN((DenseLayer(8, "relu"), DenseLayer(3, "sigmoid"), DenseLayer(2, "identity")))
-    x = jax.random.normal(jax.random.key(2), (256, 4)) * 2 + 1
+    x = _normal(2, (256, 4)) * 2 + 1
     p = _init(net, x, seed=3)
     small, q, mse = jp.fuse(net, p, ("dense_0", "dense_1"), data=_batches(x))
     emp = _empirical_mse(net, p, small, q, 2, 0, x)
@@ -79,7 +84,7 @@ def test_bussgang_gain_for_gaussian_input_and_relu():
         "dense_0": {"kernel": jnp.eye(d), "bias": jnp.zeros(d)},
         "dense_1": {"kernel": k2, "bias": b2},
     }
-    x = jax.random.normal(jax.random.key(4), (n, d))
+    x = _normal(4, (n, d))
     small, q, mse = jp.fuse(net, p, ("dense_0", "dense_1"), data=_batches(x, 4096))
     np.testing.assert_allclose(q["dense_0"]["kernel"], k2 / 2, atol=0.03)
     np.testing.assert_allclose(
@@ -88,13 +93,13 @@ def test_bussgang_gain_for_gaussian_input_and_relu():
     analytic = float(jnp.sum(k2 * k2)) * (0.25 - 1 / (2 * math.pi))
     np.testing.assert_allclose(float(mse), analytic, rtol=0.05)
     # held-out samples: the empirical MSE of the fused layer matches Corollary 1 within sampling
-    x_new = jax.random.normal(jax.random.key(5), (n, d))
+    x_new = _normal(5, (n, d))
     np.testing.assert_allclose(_empirical_mse(net, p, small, q, 2, 0, x_new), float(mse), rtol=0.05)
 
 
 def test_singular_covariance_uses_min_norm_lstsq_with_warning():
     net = CNN((DenseLayer(5, "tanh"), DenseLayer(2, "identity")))
-    x = np.array(jax.random.normal(jax.random.key(6), (256, 4)))
+    x = np.array(_normal(6, (256, 4)))
     x[:, 3] = x[:, 0] + x[:, 1]  # rank-3 covariance
     x = jnp.asarray(x)
     p = _init(net, x, seed=7)
@@ -113,7 +118,7 @@ def test_singular_covariance_uses_min_norm_lstsq_with_warning():
 
 
 def test_fewer_samples_than_dimensions_warns():
-    x = jax.random.normal(jax.random.key(8), (3, 5))
+    x = _normal(8, (3, 5))
     m = moments_update(moments_init(5, 2), x, x[:, :2] ** 2)
     with pytest.warns(FusionWarning, match="3 samples for 5 input dimensions"):
         k, _, _ = fusion_weights(m)
@@ -121,7 +126,7 @@ def test_fewer_samples_than_dimensions_warns():
 
 
 def test_cg_and_lstsq_match_cholesky():
-    x = jax.random.normal(jax.random.key(9), (512, 6)) @ jnp.diag(jnp.arange(1.0, 7.0))
+    x = _normal(9, (512, 6)) @ jnp.diag(jnp.arange(1.0, 7.0))
     m = moments_update(moments_init(6, 3), x, jnp.sin(x[:, :3]) + x[:, 3:] ** 2)
     k_chol, b_chol, mse_chol = fusion_weights(m, method="cholesky")
     for method in ("cg", "lstsq", "auto"):
@@ -133,7 +138,7 @@ def test_cg_and_lstsq_match_cholesky():
 
 def test_conv_dense_with_linear_conv_is_exact():
     net = CNN((ConvLayer(3, kernel=3, stride=2, activation="identity"), DenseLayer(2, "relu")))
-    x = jax.random.normal(jax.random.key(10), (128, 6, 6, 1))
+    x = _normal(10, (128, 6, 6, 1))
     p = _init(net, x)
     small, q, mse = jp.fuse(net, p, ("conv_0", "dense_0"), data=_batches(x))
     assert small.layers == (DenseLayer(2, "relu"),) and q["dense_0"]["kernel"].shape == (36, 2)
@@ -143,7 +148,7 @@ def test_conv_dense_with_linear_conv_is_exact():
 
 def test_conv_dense_with_relu_and_pool_matches_empirical_mse():
     net = CNN((ConvLayer(2, kernel=3), ConvLayer(3, kernel=3, pool=2), DenseLayer(4, "identity")))
-    x = jax.random.normal(jax.random.key(11), (192, 4, 4, 1))
+    x = _normal(11, (192, 4, 4, 1))
     p = _init(net, x)
     small, q, mse = jp.fuse(net, p, ("conv_1", "dense_0"), data=_batches(x))
     assert small.layers == (ConvLayer(2, kernel=3), DenseLayer(4, "identity"))
@@ -162,7 +167,7 @@ def test_conv_conv_linear_valid_is_exact_with_stride():
             ConvLayer(2, kernel=2, stride=1, padding="VALID", activation="relu"),
         )
     )
-    x = jax.random.normal(jax.random.key(12), (64, 9, 9, 2))
+    x = _normal(12, (64, 9, 9, 2))
     p = _init(net, x)
     for estimator in ("joint",):
         small, q, mse = jp.fuse(net, p, ("conv_0", "conv_1"), data=_batches(x), estimator=estimator)
@@ -173,7 +178,7 @@ def test_conv_conv_linear_valid_is_exact_with_stride():
 
 def test_conv_conv_same_nonlinear_both_estimators_match_empirical_mse():
     net = CNN((ConvLayer(3, kernel=3, pool=2), ConvLayer(2, kernel=3)))
-    x = jax.random.normal(jax.random.key(13), (64, 8, 8, 2))
+    x = _normal(13, (64, 8, 8, 2))
     x = x + 0.8 * x[..., :1]  # correlated input channels
     p = _init(net, x)
     mses = {}
@@ -190,7 +195,7 @@ def test_conv_conv_same_nonlinear_both_estimators_match_empirical_mse():
 
 def test_uncorrelated_estimator_approaches_joint_for_independent_channels():
     net = CNN((ConvLayer(2, kernel=3, activation="tanh"), ConvLayer(2, kernel=1)))
-    x = jax.random.normal(jax.random.key(14), (512, 6, 6, 2))  # white: channels independent
+    x = _normal(14, (512, 6, 6, 2))  # white: channels independent
     p = _init(net, x)
     _, qj, mj = jp.fuse(net, p, ("conv_0", "conv_1"), data=_batches(x, 256))
     _, qu, mu = jp.fuse(
@@ -210,7 +215,7 @@ def test_fusion_candidates_ranks_every_pair_by_fuse_mse():
             DenseLayer(2, "identity"),
         )
     )
-    x = jax.random.normal(jax.random.key(15), (128, 6, 6, 1))
+    x = _normal(15, (128, 6, 6, 1))
     p = _init(net, x)
     ranking = jp.analysis.fusion_candidates(net, p, _batches(x))
     pairs = [("conv_0", "conv_1"), ("conv_1", "dense_0"), ("dense_0", "dense_1")]
@@ -227,7 +232,7 @@ def test_fusion_candidates_ranks_every_pair_by_fuse_mse():
 
 def test_bad_input_raises_naming_the_layers():
     net = CNN((DenseLayer(4), DenseLayer(3), DenseLayer(2, "identity")))
-    x = jax.random.normal(jax.random.key(16), (32, 3))
+    x = _normal(16, (32, 3))
     p = _init(net, x)
     with pytest.raises(ValueError, match="not consecutive neighbours"):
         jp.fuse(net, p, ("dense_0", "dense_2"), data=[x])
@@ -250,7 +255,7 @@ def test_bad_input_raises_naming_the_layers():
 
 def test_conv_conv_shape_mismatch_and_mixed_padding_raise():
     net = CNN((ConvLayer(2, kernel=3, pool=2), ConvLayer(2, kernel=3)))
-    x = jax.random.normal(jax.random.key(17), (8, 7, 7, 1))  # 7 -> pool 3; fused s~=2 gives 4
+    x = _normal(17, (8, 7, 7, 1))  # 7 -> pool 3; fused s~=2 gives 4
     p = _init(net, x)
     with pytest.raises(ValueError, match=r"layers \('conv_0', 'conv_1'\): the fused convolution"):
         jp.fuse(net, p, ("conv_0", "conv_1"), data=[x])
