@@ -228,7 +228,8 @@ def streaming_moments(fn: Callable, batches: Iterable, dtype=jnp.float32) -> Mom
         if state is None:
             x, y = jax.eval_shape(fn, batch)
             state = moments_init(x.shape[1], y.shape[1], dtype)
-        state = step(state, batch)
+        previous, state = state, step(state, batch)
+        jax.block_until_ready(previous)  # bound the batches in flight (memory independent of T)
     if state is None:
         raise ValueError("batches: expected at least one batch, got none")
     return state

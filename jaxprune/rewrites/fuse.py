@@ -182,7 +182,10 @@ def _plan_moments(model, plans, params, batches, dtype=jnp.float32):
             shapes = jax.eval_shape(rows_fn, params, x)
             states = [moments_init(a.shape[1], b.shape[1], dtype) for a, b in shapes]
             per_example = [_rows_per_example(model, plan, params, x) for plan in plans]
-        states = step(states, params, x)
+        previous, states = states, step(states, params, x)
+        # at most two batches in flight: async dispatch would otherwise queue every batch's
+        # device copy before the first is reduced, and memory would grow with the data
+        jax.block_until_ready(previous)
     if states is None:
         raise ValueError("data: expected at least one batch, got none")
     return states, per_example
