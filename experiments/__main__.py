@@ -19,6 +19,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "experiments.connectivity",
         "paper 003 Table 1: masks and sign flips trained over fixed random weights",
     ),
+    "fuse_init": (
+        "experiments.fuse_init",
+        "paper 001 Tables I-V, Fig. 2: FuseInit (fuse, retrain) vs random init",
+    ),
 }
 
 

@@ -7,6 +7,7 @@ transformations and analyses are read-only functions.
 from jaxprune import analysis, data, models, rewrites, training, transforms
 from jaxprune._types import Batch, Mask, Params, PyTree, UnitMask
 from jaxprune.rewrites.collapse import collapse
+from jaxprune.rewrites.fuse import fuse
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,7 @@ __all__ = [
     "analysis",
     "collapse",
     "data",
+    "fuse",
     "models",
     "rewrites",
     "training",

@@ -9,6 +9,14 @@ from jaxprune.analysis.connectivity import (
     size_in_bits,
 )
 from jaxprune.analysis.count import count_params
+from jaxprune.analysis.fusion import FusionCandidate, fusion_candidates
+from jaxprune.analysis.moments import (
+    Moments,
+    moments_init,
+    moments_merge,
+    moments_update,
+    streaming_moments,
+)
 from jaxprune.analysis.path_length import (
     Edge,
     LayerGraph,
@@ -24,7 +32,9 @@ from jaxprune.analysis.path_length import (
 __all__ = [
     "ACTIVE_THRESHOLD",
     "Edge",
+    "FusionCandidate",
     "LayerGraph",
+    "Moments",
     "active_units",
     "average_path_length",
     "changed_fraction",
@@ -32,12 +42,17 @@ __all__ = [
     "count_params",
     "effective_weights",
     "effective_width",
+    "fusion_candidates",
     "graph_of",
     "layer_fractions",
     "linear_units",
+    "moments_init",
+    "moments_merge",
+    "moments_update",
     "normalized_average_path_length",
     "path_histogram",
     "residual_graph",
     "size_in_bits",
+    "streaming_moments",
     "unit_ablation",
 ]

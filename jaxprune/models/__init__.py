@@ -1,5 +1,6 @@
 """Small reference Flax (linen) modules whose parameter paths are documented."""
 
+from jaxprune.models.cnn import CNN, ConvLayer, DenseLayer
 from jaxprune.models.convnet import ConvNet
 from jaxprune.models.initializers import INITIALIZERS, get_initializer, signed_he_constant
 from jaxprune.models.masked import (
@@ -17,8 +18,11 @@ from jaxprune.models.prelu import ChannelPReLU, PReLUMLP, PReLUResMLP, prelu
 from jaxprune.models.scored import Scored
 
 __all__ = [
+    "CNN",
     "ChannelPReLU",
+    "ConvLayer",
     "ConvNet",
+    "DenseLayer",
     "INITIALIZERS",
     "MLP",
     "MaskedConv",

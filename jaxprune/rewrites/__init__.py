@@ -2,18 +2,26 @@
 
 from jaxprune.rewrites.collapse import collapse, fold_dense
 from jaxprune.rewrites.fold_linear import MLPCost, fold_linear, mlp_cost
+from jaxprune.rewrites.fuse import FusionPlan, fuse, fusion_plan
+from jaxprune.rewrites.fusion_solve import FusionWarning, fusion_mse, fusion_weights
 from jaxprune.rewrites.mask_transfer import MASK_TRANSFER_MODES, set_linear_slopes, transfer_mask
 from jaxprune.rewrites.optimizer_state import reset_optimizer_state
 from jaxprune.rewrites.prelu_swap import swap_relu_for_prelu
 from jaxprune.rewrites.weight_factoring import factor_weights
 
 __all__ = [
+    "FusionPlan",
+    "FusionWarning",
     "MASK_TRANSFER_MODES",
     "MLPCost",
     "collapse",
     "factor_weights",
     "fold_dense",
     "fold_linear",
+    "fuse",
+    "fusion_mse",
+    "fusion_plan",
+    "fusion_weights",
     "mlp_cost",
     "reset_optimizer_state",
     "set_linear_slopes",
