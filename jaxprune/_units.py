@@ -104,8 +104,9 @@ def outgoing_mask(kernel_shape: tuple[int, ...], m: jax.Array) -> jax.Array:
     raise ValueError(f"kernel: expected a 2-D or 4-D kernel, got shape {kernel_shape}")
 
 
-def unit_param_mask(params: Params, units: UnitMask, *, incoming: bool = True,
-                    outgoing: bool = True) -> Params:
+def unit_param_mask(
+    params: Params, units: UnitMask, *, incoming: bool = True, outgoing: bool = True
+) -> Params:
     """Bool tree shaped like ``params``: True on the entries owned by the units in ``units``.
 
     ``incoming`` marks ``kernel[..., u]`` and ``bias[u]``; ``outgoing`` marks the next layer's

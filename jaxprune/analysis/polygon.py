@@ -73,10 +73,13 @@ def _douglas_peucker(pts: np.ndarray, tol: float) -> list[int]:
         a, b = stack.pop()
         if b - a < 2:
             continue
-        seg, rel = pts[b] - pts[a], pts[a + 1: b] - pts[a]
+        seg, rel = pts[b] - pts[a], pts[a + 1 : b] - pts[a]
         norm = np.hypot(*seg)
-        d = (np.abs(seg[0] * rel[:, 1] - seg[1] * rel[:, 0]) / norm if norm > 0
-             else np.hypot(rel[:, 0], rel[:, 1]))
+        d = (
+            np.abs(seg[0] * rel[:, 1] - seg[1] * rel[:, 0]) / norm
+            if norm > 0
+            else np.hypot(rel[:, 0], rel[:, 1])
+        )
         k = int(np.argmax(d))
         if d[k] > tol:
             keep.add(a + 1 + k)
@@ -96,8 +99,9 @@ def _intersection(p0, p1, q0, q1):
 
 def _turns(poly: np.ndarray) -> np.ndarray:
     a, b = poly - np.roll(poly, 1, axis=0), np.roll(poly, -1, axis=0) - poly
-    return np.degrees(np.abs(np.arctan2(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0],
-                                        np.sum(a * b, axis=1))))
+    return np.degrees(
+        np.abs(np.arctan2(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0], np.sum(a * b, axis=1)))
+    )
 
 
 def _dp_closed(loop: np.ndarray, tol: float, start: int) -> np.ndarray:
@@ -140,8 +144,9 @@ def _simplify(loop: np.ndarray, tol: float, min_side: float, min_turn: float) ->
             if corner is None:
                 continue
             near = max(np.hypot(*(corner - poly[k])), np.hypot(*(corner - poly[k1])))
-            flat = (_point_line_distance(corner, poly[k], poly[k1]) <= 2 * tol
-                    and sides[k] < min(sides[k0], sides[k1]))
+            flat = _point_line_distance(corner, poly[k], poly[k1]) <= 2 * tol and sides[k] < min(
+                sides[k0], sides[k1]
+            )
             if sides[k] < min_side and near <= min_side or flat and near <= 2 * sides[k]:
                 poly = np.delete(poly, k1, axis=0)
                 poly[k if k < k1 else k - 1] = corner
@@ -151,8 +156,14 @@ def _simplify(loop: np.ndarray, tol: float, min_side: float, min_turn: float) ->
     return poly
 
 
-def polygon_sides(image, *, tolerance: float = 1.5, min_side: float = 6.0,
-                  min_turn: float = 25.0, min_area: float = 4.0) -> int:
+def polygon_sides(
+    image,
+    *,
+    tolerance: float = 1.5,
+    min_side: float = 6.0,
+    min_turn: float = 25.0,
+    min_area: float = 4.0,
+) -> int:
     """Number of straight sides of the shape(s) in a binary image.
 
     Each contour (:func:`trace_contours`) is simplified to a polygon: Douglas-Peucker with
@@ -216,5 +227,7 @@ def painted_image(predictions, size: int, threshold: float = 0.5) -> np.ndarray:
     """
     p = np.asarray(predictions).reshape(-1)
     if p.size != size * size:
-        raise ValueError(f"predictions: expected {size * size} values for size {size}, got {p.size}")
+        raise ValueError(
+            f"predictions: expected {size * size} values for size {size}, got {p.size}"
+        )
     return (p >= threshold).reshape(size, size)

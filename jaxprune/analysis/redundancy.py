@@ -6,7 +6,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
 
 from jaxprune._types import Params
 from jaxprune._units import unit_layers
@@ -22,14 +21,22 @@ REDUNDANCY_THRESHOLD = 0.99
 """Paper 000's normalized-dot-product threshold for a trivially redundant pair."""
 
 
-def _normalize(v: Float[Array, "w d"]) -> Float[Array, "w d"]:
+def _check_threshold(threshold) -> None:
+    if isinstance(threshold, jax.core.Tracer):  # traced (a jit argument): checked by the caller
+        return
+    if not float(threshold) > 0:
+        raise ValueError(f"threshold: expected a value in (0, inf), got {threshold}")
+
+
+def _normalize(v: jax.Array) -> jax.Array:
     norm = jnp.linalg.norm(v, axis=-1, keepdims=True)
     # A zero vector (e.g. a pruned unit) is similar to nothing: its normalized form is 0.
     return jnp.where(norm > 0, v / jnp.where(norm > 0, norm, 1), 0)
 
 
-def unit_similarity(kernel: jax.Array, bias: jax.Array | None = None, *,
-                    circular: bool = False) -> Float[Array, "w w"]:
+def unit_similarity(
+    kernel: jax.Array, bias: jax.Array | None = None, *, circular: bool = False
+) -> jax.Array:
     """Normalized dot products between the units' incoming weight vectors (bias included).
 
     Unit ``u``'s vector is ``concat(kernel[..., u].ravel(), [bias[u]])``. For a conv kernel
@@ -84,8 +91,7 @@ def unit_similarity(kernel: jax.Array, bias: jax.Array | None = None, *,
     return jnp.max(sims, axis=0)
 
 
-def redundancy_groups(similarity: Float[Array, "w w"],
-                      threshold: float = REDUNDANCY_THRESHOLD) -> Int[Array, " w"]:
+def redundancy_groups(similarity: jax.Array, threshold: float = REDUNDANCY_THRESHOLD) -> jax.Array:
     """Connected components of the relation ``similarity >= threshold``.
 
     Two units are in one group when a chain of pairs, each at or above ``threshold``, links
@@ -108,8 +114,7 @@ def redundancy_groups(similarity: Float[Array, "w w"],
     References:
       Paper 000, sec. 4.1 step 5b.
     """
-    if not threshold > 0:
-        raise ValueError(f"threshold: expected a value in (0, inf), got {threshold}")
+    _check_threshold(threshold)
     similarity = jnp.asarray(similarity)
     w = similarity.shape[0]
     if similarity.shape != (w, w):
@@ -122,7 +127,7 @@ def redundancy_groups(similarity: Float[Array, "w w"],
     return jnp.argmax(reach, axis=1).astype(jnp.int32)
 
 
-def _redundant_in_layer(similarity, threshold, scores) -> Bool[Array, " w"]:
+def _redundant_in_layer(similarity, threshold, scores) -> jax.Array:
     w = similarity.shape[0]
     labels = redundancy_groups(similarity, threshold)
     same = labels[:, None] == labels[None, :]
@@ -131,13 +136,18 @@ def _redundant_in_layer(similarity, threshold, scores) -> Bool[Array, " w"]:
     if s.shape != (w,):
         raise ValueError(f"scores: expected shape ({w},) per layer, got {s.shape}")
     # better[i, j]: unit j is preferred over unit i (higher score, ties to the lower index).
-    better = (s[None, :] > s[:, None]) | ((s[None, :] == s[:, None]) & (idx[None, :] < idx[:, None]))
+    si, sj = s[:, None], s[None, :]
+    better = (sj > si) | ((sj == si) & (idx[None, :] < idx[:, None]))
     return jnp.any(same & better, axis=1)
 
 
-def redundant_units(params: Params, threshold: float = REDUNDANCY_THRESHOLD, *,
-                    scores: dict[str, jax.Array] | None = None,
-                    circular: bool = False) -> dict[str, Bool[Array, " w"]]:
+def redundant_units(
+    params: Params,
+    threshold: float = REDUNDANCY_THRESHOLD,
+    *,
+    scores: dict[str, jax.Array] | None = None,
+    circular: bool = False,
+) -> dict[str, jax.Array]:
     """Trivially redundant units of every ReLU layer: all but one member of each group.
 
     Groups are the connected components of :func:`redundancy_groups` on
@@ -167,8 +177,7 @@ def redundant_units(params: Params, threshold: float = REDUNDANCY_THRESHOLD, *,
     References:
       Paper 000, sec. 4.1 step 5b and sec. 5.
     """
-    if not threshold > 0:
-        raise ValueError(f"threshold: expected a value in (0, inf), got {threshold}")
+    _check_threshold(threshold)
     out = {}
     for name in unit_layers(params):
         layer = params[name]

@@ -2,5 +2,14 @@
 
 from jaxprune.rewrites.collapse import collapse, fold_dense
 from jaxprune.rewrites.optimizer_state import reset_optimizer_state
+from jaxprune.rewrites.prune_units import prune_units
+from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 
-__all__ = ["collapse", "fold_dense", "reset_optimizer_state"]
+__all__ = [
+    "OUTGOING_CHOICES",
+    "collapse",
+    "fold_dense",
+    "prune_units",
+    "reinit_units",
+    "reset_optimizer_state",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,8 +31,10 @@ def _keep_indices(params: Params, keep: UnitMask) -> dict[str, np.ndarray]:
                 "it cannot run under jit/vmap)"
             ) from e
         if m.shape != (w,) or m.dtype != bool:
-            raise ValueError(f"keep[{name!r}]: expected a bool array of shape ({w},), got "
-                             f"{m.dtype}{list(m.shape)}")
+            raise ValueError(
+                f"keep[{name!r}]: expected a bool array of shape ({w},), got "
+                f"{m.dtype}{list(m.shape)}"
+            )
         if not m.any():
             raise ValueError(
                 f"keep[{name!r}]: would remove all {w} units of {name}; a layer needs at least "
@@ -83,8 +84,9 @@ def prune_units(model, params: Params, keep: UnitMask) -> tuple[object, Params]:
       (kernels: the next layer's input channels shrink with them).
     """
     if not isinstance(model, MLP | ConvNet):
-        raise TypeError(f"model: expected a jaxprune.models.MLP or ConvNet, got "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"model: expected a jaxprune.models.MLP or ConvNet, got {type(model).__name__}"
+        )
     idx = _keep_indices(params, keep)
     new = {k: dict(v) for k, v in params.items()}
     for name, ix in idx.items():
@@ -97,8 +99,7 @@ def prune_units(model, params: Params, keep: UnitMask) -> tuple[object, Params]:
         if nk.ndim == 4:
             new[nxt]["kernel"] = nk[:, :, ix, :]
         else:  # dense, or the head on flattened (H, W, C) features
-            new[nxt]["kernel"] = nk.reshape(-1, w, nk.shape[-1])[:, ix, :].reshape(
-                -1, nk.shape[-1])
+            new[nxt]["kernel"] = nk.reshape(-1, w, nk.shape[-1])[:, ix, :].reshape(-1, nk.shape[-1])
     widths = tuple(len(idx[n]) for n in model.unit_layers())
     field = "hidden" if isinstance(model, MLP) else "features"
     return model.clone(**{field: widths}), new

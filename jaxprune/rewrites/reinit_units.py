@@ -19,6 +19,9 @@ OUTGOING_CHOICES = ("redraw", "zero", "keep")
 
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
+_LECUN_NORMAL = initializers.lecun_normal()  # flax nn.Dense / nn.Conv default kernel_init
+_ZEROS = initializers.zeros_init()  # flax nn.Dense / nn.Conv default bias_init
+
 
 def reinit_units(
     params: Params,
@@ -28,8 +31,8 @@ def reinit_units(
     optimizer=None,
     opt_state=None,
     outgoing: str = "redraw",
-    kernel_init: Initializer = initializers.lecun_normal(),
-    bias_init: Initializer = initializers.zeros_init(),
+    kernel_init: Initializer = _LECUN_NORMAL,
+    bias_init: Initializer = _ZEROS,
 ) -> tuple[Params, object]:
     """Redraws the weights of the units in ``units`` and resets their optimizer-state entries.
 
@@ -90,8 +93,9 @@ def reinit_units(
         raise ValueError("optimizer, opt_state: give both (to reset the state) or neither")
     units = check_unit_mask(params, units)
     new = {k: dict(v) for k, v in params.items()}
-    changed = {k: {leaf: jnp.zeros(jnp.shape(a), bool) for leaf, a in v.items()}
-               for k, v in params.items()}
+    changed = {
+        k: {leaf: jnp.zeros(jnp.shape(a), bool) for leaf, a in v.items()} for k, v in params.items()
+    }
     for i, name in enumerate(unit_layers(params)):
         m = units[name]
         k_kernel, k_bias, k_out = jax.random.split(jax.random.fold_in(key, i), 3)

@@ -7,6 +7,12 @@ from jaxprune.training.early_stopping import (
 )
 from jaxprune.training.fit import FitResult, RunState, fit
 from jaxprune.training.losses import LossFn, get_loss
+from jaxprune.training.reinit_loop import (
+    REVERT_THRESHOLD,
+    ReinitResult,
+    pruned_model,
+    train_with_reinit,
+)
 from jaxprune.training.shuffle import feistel_permutation
 from jaxprune.training.step import batch_loss, evaluate, make_train_step
 
@@ -14,6 +20,8 @@ __all__ = [
     "EarlyStoppingState",
     "FitResult",
     "LossFn",
+    "REVERT_THRESHOLD",
+    "ReinitResult",
     "RunState",
     "batch_loss",
     "early_stopping_init",
@@ -23,4 +31,6 @@ __all__ = [
     "fit",
     "get_loss",
     "make_train_step",
+    "pruned_model",
+    "train_with_reinit",
 ]

@@ -1,3 +1,5 @@
 """optax gradient transformations: freezing, masks, straight-through scores, slope sparsity."""
 
-__all__: list[str] = []
+from jaxprune.transforms.freeze import FreezeUnitsState, freeze_units, set_frozen_units
+
+__all__ = ["FreezeUnitsState", "freeze_units", "set_frozen_units"]
