@@ -11,6 +11,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "experiments.paint_collapse",
         "paper 000 Tables 1-2: collapsible linear layers on the painted square",
     ),
+    "paint_reinit": (
+        "experiments.paint_reinit",
+        "paper 000 Table 3, Fig. 8: in-training partial reinitialization on the star",
+    ),
 }
 
 
