@@ -129,7 +129,7 @@ def _table(records: list[dict]) -> str:
         "# blank",
     ]
     paper = [
-        [f"{r} / {w}", *PAPER_TABLE3[(r, w)][:4], f"{PAPER_TABLE3[(r, w)][4]} per run", "", ""]
+        [f"{r} / {w}", *PAPER_TABLE3[(r, w)][:4], f"{PAPER_TABLE3[(r, w)][4]} per run", "—", "—"]
         for r, w in SETTINGS
     ]
     return (
@@ -198,7 +198,19 @@ def main(argv=None):
         default=None,
         help="epoch cap per training phase (default 100,000; --quick: 15)",
     )
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=[f"{r}/{w}" for r, w in SETTINGS],
+        help="reinits/units pairs to run (default: 0/30 1/15 2/10, the paper's)",
+    )
     args = parser.parse_args(argv)
+    try:
+        settings = [tuple(int(v) for v in s.split("/")) for s in args.settings]
+        if any(len(s) != 2 or s[0] < 0 or s[1] < 1 for s in settings):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--settings: expected REINITS/UNITS pairs like 1/15, got {args.settings}")
     n_seeds = args.seeds or (3 if args.quick else 30)
     size = args.size or (20 if args.quick else 64)
     args.max_epochs = args.max_epochs or (15 if args.quick else 100_000)
@@ -212,10 +224,11 @@ def main(argv=None):
         "max_epochs": args.max_epochs,
         "seed": args.seed,
         "quick": args.quick,
+        "settings": args.settings,
     }
     t0 = time.perf_counter()
     records = []
-    for reinits, width in SETTINGS:
+    for reinits, width in settings:
         records.append(run_setting(reinits, width, keys, data, size, args))
         if not args.no_progress:
             print(
