@@ -23,6 +23,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "experiments.fuse_init",
         "paper 001 Tables I-V, Fig. 2: FuseInit (fuse, retrain) vs random init",
     ),
+    "paint_reinit": (
+        "experiments.paint_reinit",
+        "paper 000 Table 3, Fig. 8: in-training partial reinitialization on the star",
+    ),
 }
 
 

@@ -28,6 +28,13 @@ from jaxprune.analysis.path_length import (
     path_histogram,
     residual_graph,
 )
+from jaxprune.analysis.polygon import painted_image, polygon_sides, trace_contours
+from jaxprune.analysis.redundancy import (
+    REDUNDANCY_THRESHOLD,
+    redundancy_groups,
+    redundant_units,
+    unit_similarity,
+)
 
 __all__ = [
     "ACTIVE_THRESHOLD",
@@ -35,6 +42,7 @@ __all__ = [
     "FusionCandidate",
     "LayerGraph",
     "Moments",
+    "REDUNDANCY_THRESHOLD",
     "active_units",
     "average_path_length",
     "changed_fraction",
@@ -50,9 +58,15 @@ __all__ = [
     "moments_merge",
     "moments_update",
     "normalized_average_path_length",
+    "painted_image",
     "path_histogram",
+    "polygon_sides",
+    "redundancy_groups",
+    "redundant_units",
     "residual_graph",
     "size_in_bits",
     "streaming_moments",
+    "trace_contours",
     "unit_ablation",
+    "unit_similarity",
 ]

@@ -7,6 +7,8 @@ from jaxprune.rewrites.fusion_solve import FusionWarning, fusion_mse, fusion_wei
 from jaxprune.rewrites.mask_transfer import MASK_TRANSFER_MODES, set_linear_slopes, transfer_mask
 from jaxprune.rewrites.optimizer_state import reset_optimizer_state
 from jaxprune.rewrites.prelu_swap import swap_relu_for_prelu
+from jaxprune.rewrites.prune_units import prune_units
+from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.rewrites.weight_factoring import factor_weights
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "FusionWarning",
     "MASK_TRANSFER_MODES",
     "MLPCost",
+    "OUTGOING_CHOICES",
     "collapse",
     "factor_weights",
     "fold_dense",
@@ -23,6 +26,8 @@ __all__ = [
     "fusion_plan",
     "fusion_weights",
     "mlp_cost",
+    "prune_units",
+    "reinit_units",
     "reset_optimizer_state",
     "set_linear_slopes",
     "swap_relu_for_prelu",

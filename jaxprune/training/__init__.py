@@ -15,6 +15,12 @@ from jaxprune.training.parallel import (
     replicate,
     shard_batch,
 )
+from jaxprune.training.reinit_loop import (
+    REVERT_THRESHOLD,
+    ReinitResult,
+    pruned_model,
+    train_with_reinit,
+)
 from jaxprune.training.shuffle import feistel_permutation
 from jaxprune.training.step import batch_loss, evaluate, make_train_step
 
@@ -22,6 +28,8 @@ __all__ = [
     "EarlyStoppingState",
     "FitResult",
     "LossFn",
+    "REVERT_THRESHOLD",
+    "ReinitResult",
     "RunState",
     "batch_loss",
     "data_mesh",
@@ -35,6 +43,8 @@ __all__ = [
     "make_parallel_train_step",
     "make_train_step",
     "process_slice",
+    "pruned_model",
     "replicate",
     "shard_batch",
+    "train_with_reinit",
 ]

@@ -1,5 +1,6 @@
 """optax gradient transformations: freezing, masks, straight-through scores, slope sparsity."""
 
+from jaxprune.transforms.freeze import FreezeUnitsState, freeze_units, set_frozen_units
 from jaxprune.transforms.scores import (
     AddMinimalPenaltyState,
     add_minimal_penalty,
@@ -22,15 +23,18 @@ from jaxprune.transforms.straight_through import (
 
 __all__ = [
     "AddMinimalPenaltyState",
+    "FreezeUnitsState",
     "KINDS",
     "SlopeSparsityState",
     "add_minimal_penalty",
     "effective_params",
+    "freeze_units",
     "gate",
     "inactive_fraction",
     "init_scores",
     "is_score",
     "minimal_penalty",
+    "set_frozen_units",
     "slope_layers_of",
     "slope_sparsity",
     "train_scores",

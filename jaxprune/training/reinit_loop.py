@@ -1,0 +1,364 @@
+"""In-training partial reinitialization (paper 000, sec. 4.1 steps 1-14), many seeds at once."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxprune._types import Params, UnitMask
+from jaxprune.rewrites.prune_units import prune_units
+from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
+from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
+from jaxprune.training.losses import LossFn, get_loss
+from jaxprune.training.shuffle import feistel_permutation
+from jaxprune.training.step import batch_loss
+from jaxprune.transforms.freeze import freeze_units, set_frozen_units
+
+__all__ = ["REVERT_THRESHOLD", "ReinitResult", "pruned_model", "train_with_reinit"]
+
+# jaxprune.analysis imports jaxprune.training.losses, so analysis functions are imported where
+# they are used (inside _program) and its threshold defaults are repeated here.
+ACTIVE_THRESHOLD = 1.5  # == jaxprune.analysis.ACTIVE_THRESHOLD (tested)
+REDUNDANCY_THRESHOLD = 0.99  # == jaxprune.analysis.REDUNDANCY_THRESHOLD (tested)
+REVERT_THRESHOLD = 1.25
+"""Paper 000's step 9: revert when the loss after sub-training exceeds 1.25 x baseline."""
+
+
+class ReinitResult(NamedTuple):
+    """Result of :func:`train_with_reinit`; arrays have a leading seed axis."""
+
+    params: Params  # final params, full width; pruned units have all-zero weights
+    keep: UnitMask  # {layer: bool[seeds, width]}: units kept by the final prune (step 13)
+    loss: jax.Array  # [seeds] full-batch training loss after the final training (step 14)
+    baseline: jax.Array  # [seeds, R] baseline loss of each round (step 3)
+    sub_loss: jax.Array  # [seeds, R] loss after each partially frozen sub-training (step 9)
+    reverted: jax.Array  # [seeds, R] True where the round was reverted to its snapshot
+    reinitialized: jax.Array  # [seeds, R] number of units reinitialized in each round
+    epochs: jax.Array  # [seeds] epochs trained in all phases together
+    seconds: float  # wall time of the whole call (all seeds), compile included
+
+
+def _phase_fn(model, tx, loss_fn, batch_size, n_batches, pad, min_delta):
+    """``phase(params, opt_state, key, x, y, patience, max_epochs)``: train one run to early
+    stop. ``patience`` and ``max_epochs`` are data, so every phase shares one compiled program."""
+
+    def train_step(carry, batch):
+        p, s = carry
+        xb, yb, wb = batch
+        value, grads = jax.value_and_grad(
+            lambda q: batch_loss(model.apply, loss_fn, q, xb, yb, wb)
+        )(p)
+        updates, s = tx.update(grads, s, p)
+        return (optax.apply_updates(p, updates), s), value * jnp.sum(wb)
+
+    def epoch(p, s, key, x, y):
+        n = x.shape[0]
+        key, k_perm = jax.random.split(key)
+        idx = jnp.concatenate([feistel_permutation(k_perm, n), jnp.zeros(pad, jnp.int32)])
+        w = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(pad, x.dtype)])
+        split = lambda a: a.reshape(n_batches, batch_size, *a.shape[1:])
+        (p, s), sums = jax.lax.scan(train_step, (p, s), (split(x[idx]), split(y[idx]), split(w)))
+        return p, s, key, jnp.sum(sums) / n
+
+    def phase(p, s, key, x, y, patience, max_epochs):
+        def body(c):
+            p, s, key, e, es = c
+            p, s, key, value = epoch(p, s, key, x, y)
+            es = early_stopping_update(es, value, p, e, patience=patience, min_delta=min_delta)
+            e = e + 1
+            return p, s, key, e, es._replace(done=es.done | (e >= max_epochs))
+
+        init = (p, s, key, jnp.asarray(0, jnp.int32), early_stopping_init(p))
+        p, s, key, e, es = jax.lax.while_loop(lambda c: ~c[4].done, body, init)
+        return es.best_params, s, key, e  # best params restored, as in fit
+
+    return phase
+
+
+class _Programs(NamedTuple):
+    init: Any  # keys -> (params, opt_state, keys)
+    phase: Any  # (params, opt_state, keys, x, y, patience, max_epochs) -> (..., epochs)
+    start_round: Any  # steps 3-7: (params, opt_state, keys, x, y) -> (..., baseline, n_reinit)
+    end_round: Any  # steps 9-10: (params, opt_state, snap_p, snap_s, baseline, x, y) -> ...
+    prune: Any  # step 13: (params, opt_state, keys, x, y) -> (params, opt_state, keep)
+    loss: Any  # (params, x, y) -> full-batch loss
+
+
+@functools.lru_cache(maxsize=16)
+def _programs(
+    model, optimizer, loss_fn, x_shape, x_dtype, batch_size, min_delta, circular, outgoing
+) -> _Programs:
+    # Thresholds, patiences and caps are data arguments: changing them does not recompile.
+    from jaxprune.analysis.ablation import unit_ablation
+    from jaxprune.analysis.redundancy import redundant_units
+
+    n = x_shape[0]
+    n_batches = -(-n // batch_size)
+    pad = n_batches * batch_size - n
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *x_shape[1:]), x_dtype))
+    widths = {name: shapes["params"][name]["bias"].shape[-1] for name in model.unit_layers()}
+    none = {name: jnp.zeros(w, bool) for name, w in widths.items()}
+    tx = optax.chain(optimizer, freeze_units(none))
+    full_loss = lambda p, x, y: batch_loss(model.apply, loss_fn, p, x, y)
+
+    def noncontributing(p, x, y, thresholds):  # step 5: low-loss (a) or redundant (b) units
+        ablation_threshold, redundancy_threshold = thresholds
+        ratios = unit_ablation(model, p, (x, y), loss_fn)
+        red = redundant_units(p, redundancy_threshold, scores=ratios, circular=circular)
+        return {k: ~(ratios[k] >= ablation_threshold) | red[k] for k in widths}, ratios
+
+    def init(key):  # step 1
+        k_init, key = jax.random.split(key)
+        p = model.init(k_init, jnp.zeros((1, *x_shape[1:]), x_dtype))["params"]
+        return p, tx.init(p), key
+
+    def start_round(p, s, key, x, y, thresholds):  # steps 3, 5, 6, 7 (step 4: the input)
+        baseline = full_loss(p, x, y)
+        nc, _ = noncontributing(p, x, y, thresholds)
+        s = set_frozen_units(s, {k: ~m for k, m in nc.items()})
+        key, k_re = jax.random.split(key)
+        p, s = reinit_units(p, nc, k_re, optimizer=tx, opt_state=s, outgoing=outgoing)
+        return p, s, key, baseline, sum(jnp.sum(m) for m in nc.values())
+
+    def end_round(p, s, snap_p, snap_s, baseline, x, y, revert_threshold):  # steps 9, 10
+        sub = full_loss(p, x, y)
+        revert = ~(sub <= revert_threshold * baseline)  # a NaN loss reverts too
+        p, s = jax.tree.map(lambda old, new: jnp.where(revert, old, new), (snap_p, snap_s), (p, s))
+        return p, set_frozen_units(s, none), sub, revert
+
+    def prune(p, s, key, x, y, thresholds):  # step 13 as a mask: zero, freeze pruned units
+        nc, ratios = noncontributing(p, x, y, thresholds)
+        keep = {}
+        for k, m in nc.items():  # a layer keeps at least its most contributing unit
+            best = jnp.arange(m.shape[0]) == jnp.argmax(ratios[k])
+            keep[k] = ~m | (jnp.all(m) & best)
+        pruned = {k: ~m for k, m in keep.items()}
+        zeros = lambda key, shape, dtype: jnp.zeros(shape, dtype)
+        p, s = reinit_units(
+            p,
+            pruned,
+            key,
+            optimizer=tx,
+            opt_state=s,
+            outgoing="zero",
+            kernel_init=zeros,
+            bias_init=zeros,
+        )
+        return p, set_frozen_units(s, pruned), keep
+
+    phase = _phase_fn(model, tx, loss_fn, batch_size, n_batches, pad, min_delta)
+    data = (None, None)
+    return _Programs(
+        init=jax.jit(jax.vmap(init)),
+        phase=jax.jit(jax.vmap(phase, in_axes=(0, 0, 0, *data, None, None))),
+        start_round=jax.jit(jax.vmap(start_round, in_axes=(0, 0, 0, *data, None))),
+        end_round=jax.jit(jax.vmap(end_round, in_axes=(0, 0, 0, 0, 0, *data, None))),
+        prune=jax.jit(jax.vmap(prune, in_axes=(0, 0, 0, *data, None))),
+        loss=jax.jit(jax.vmap(full_loss, in_axes=(0, *data))),
+    )
+
+
+def _positive(name: str, value) -> float:
+    value = float(value)
+    if not (value > 0 and np.isfinite(value)):
+        raise ValueError(f"{name}: expected a value in (0, inf), got {value}")
+    return value
+
+
+def train_with_reinit(
+    model,
+    keys: jax.Array,
+    data: tuple[Any, Any],
+    *,
+    optimizer: optax.GradientTransformation,
+    loss: str | LossFn = "mse",
+    reinits: int = 1,
+    batch_size: int = 128,
+    patience: int = 20,
+    sub_patience: int = 10,
+    ablation_threshold: float = ACTIVE_THRESHOLD,
+    redundancy_threshold: float = REDUNDANCY_THRESHOLD,
+    revert_threshold: float = REVERT_THRESHOLD,
+    max_epochs: int = 100_000,
+    min_delta: float = 0.0,
+    circular: bool = False,
+    outgoing: str = "redraw",
+) -> ReinitResult:
+    """Trains with in-training partial reinitialization, one run per key, all in one program.
+
+    Per run (paper 000, sec. 4.1): (1) init; (2) train to early stop (``patience``); then
+    ``reinits`` rounds of: (3) baseline = full-batch training loss; (4) snapshot params and
+    optimizer state; (5) noncontributing units = ablation loss ratio ``< ablation_threshold``
+    (:func:`~jaxprune.analysis.unit_ablation`) or trivially redundant
+    (:func:`~jaxprune.analysis.redundant_units` at ``redundancy_threshold``, keeping the group
+    member with the highest ablation ratio); (6) freeze the contributing units
+    (:func:`~jaxprune.transforms.freeze_units`, on the final updates); (7) reinitialize the
+    others (:func:`~jaxprune.rewrites.reinit_units`, optimizer state reset); (8) sub-train
+    (``sub_patience``); (9) revert to the snapshot if the loss exceeds ``revert_threshold x``
+    baseline; (10) unfreeze; (11) train (``patience``). Then (13) prune the units found
+    noncontributing by the step-5 criteria, by zeroing their weights and freezing them (a masked
+    network of the original width, so seeds can stay batched; :func:`pruned_model` returns the
+    physically narrower network of one seed); a layer keeps at least its most contributing unit
+    so the narrow network exists; (14) train (``patience``).
+
+    Every run is ``vmap``-ed: each seed takes its own early stopping, its own units to freeze
+    and reinitialize and its own revert decision (``jnp.where`` on the seed axis). Only the R
+    rounds are a host loop; every training phase (whatever its patience) runs one compiled,
+    cached program, so compile time does not grow with R. Each phase lasts as long as its
+    slowest seed (finished seeds idle, their state unchanged).
+
+    Choices where the paper is silent: the optimizer state carries over between phases (as a
+    Keras optimizer does across ``fit`` calls), except that reinitialized and pruned entries are
+    reset; each phase restores its best-epoch params (as :func:`~jaxprune.training.fit`); the
+    losses compared in steps 3 and 9 are full-batch losses of those params; outgoing weights of
+    reinitialized units are redrawn (``outgoing``).
+
+    Args:
+      model: :class:`~jaxprune.models.MLP` or :class:`~jaxprune.models.ConvNet`.
+      keys: a 1-D batch of keys (``jax.random.split``) or one key.
+      data: ``(x, y)``, non-empty, same length.
+      optimizer: any optax transformation; :func:`freeze_units` is chained after it.
+      loss: loss name or per-example callable.
+      reinits: R, the number of reinitialization rounds (``>= 0``).
+      batch_size: minibatch size (paper: 128).
+      patience: patience of steps 2, 11, 14 (paper: 20).
+      sub_patience: patience of the sub-training, step 8 (paper: 10).
+      ablation_threshold: step 5a loss ratio (paper: 1.5), in ``(0, inf)``.
+      redundancy_threshold: step 5b normalized dot product (paper: 0.99), in ``(0, inf)``.
+      revert_threshold: step 9 loss ratio (paper: 1.25), in ``(0, inf)``.
+      max_epochs: cap on the epochs of each phase.
+      min_delta: early-stopping minimum improvement.
+      circular: conv layers also count circularly permuted kernels as redundant (sec. 5).
+      outgoing: ``"redraw"``, ``"zero"`` or ``"keep"``: reinitialized units' outgoing weights.
+
+    Returns:
+      A :class:`ReinitResult` (leading seed axis; no seed axis for a single key).
+
+    Raises:
+      ValueError: for thresholds outside ``(0, inf)``, ``reinits < 0``, non-positive sizes or
+        patiences, empty or inconsistent data, or bad keys.
+
+    >>> import jax, optax, jaxprune as jp
+    >>> x, y = jp.data.paint("square", size=12)
+    >>> model = jp.models.MLP(hidden=(4,), linear_after=((4,),))
+    >>> r = jp.training.train_with_reinit(model, jax.random.split(jax.random.key(0), 2), (x, y),
+    ...     optimizer=optax.adam(1e-2), reinits=1, patience=3, sub_patience=2, max_epochs=10)
+    >>> r.reverted.shape, r.keep["relu_0"].shape
+    ((2, 1), (2, 4))
+
+    References:
+      Paper 000, sec. 4.1 steps 1-14 (Fig. 5) and sec. 5 (kernels).
+    """
+    start = time.perf_counter()
+    x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
+    if x.ndim < 1 or x.shape[0] == 0 or y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
+    if int(reinits) != reinits or reinits < 0:
+        raise ValueError(f"reinits: expected an integer >= 0, got {reinits}")
+    for name, value in (
+        ("batch_size", batch_size),
+        ("patience", patience),
+        ("sub_patience", sub_patience),
+        ("max_epochs", max_epochs),
+    ):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {value}")
+    thresholds = [
+        _positive(n, v)
+        for n, v in (
+            ("ablation_threshold", ablation_threshold),
+            ("redundancy_threshold", redundancy_threshold),
+            ("revert_threshold", revert_threshold),
+        )
+    ]
+    if outgoing not in OUTGOING_CHOICES:
+        raise ValueError(f"outgoing: expected one of {OUTGOING_CHOICES}, got {outgoing!r}")
+    keys = jnp.asarray(keys)
+    if not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) or keys.ndim > 1:
+        raise ValueError(
+            f"keys: expected jax.random.key(...) or a 1-D batch of keys, got "
+            f"dtype {keys.dtype} shape {keys.shape}"
+        )
+    single = keys.ndim == 0
+    progs = _programs(
+        model,
+        optimizer,
+        get_loss(loss),
+        tuple(x.shape),
+        x.dtype,
+        min(int(batch_size), x.shape[0]),
+        float(min_delta),
+        bool(circular),
+        outgoing,
+    )
+    unit_thresholds = (jnp.float32(thresholds[0]), jnp.float32(thresholds[1]))
+    revert_at = jnp.float32(thresholds[2])
+    keys = keys[None] if single else keys
+    pat, sub_pat, cap = (jnp.asarray(v, jnp.int32) for v in (patience, sub_patience, max_epochs))
+    p, s, keys = progs.init(keys)
+    p, s, keys, epochs = progs.phase(p, s, keys, x, y, pat, cap)  # step 2
+    rounds = []
+    for _ in range(int(reinits)):  # step 12 (a host loop over rounds; seeds stay batched)
+        snapshot = (p, s)  # step 4
+        p, s, keys, baseline, n_re = progs.start_round(p, s, keys, x, y, unit_thresholds)
+        p, s, keys, e1 = progs.phase(p, s, keys, x, y, sub_pat, cap)  # step 8
+        p, s, sub, revert = progs.end_round(p, s, *snapshot, baseline, x, y, revert_at)
+        p, s, keys, e2 = progs.phase(p, s, keys, x, y, pat, cap)  # step 11
+        epochs = epochs + e1 + e2
+        rounds.append((baseline, sub, revert, n_re))
+    p, s, keep = progs.prune(p, s, keys, x, y, unit_thresholds)
+    p, s, keys, e3 = progs.phase(p, s, keys, x, y, pat, cap)  # step 14
+    n_runs = keys.shape[0]
+    stack = lambda i, dtype: (
+        jnp.stack([r[i] for r in rounds], axis=1) if rounds else jnp.zeros((n_runs, 0), dtype)
+    )
+    result = ReinitResult(
+        params=p,
+        keep=keep,
+        loss=progs.loss(p, x, y),
+        baseline=stack(0, jnp.float32),
+        sub_loss=stack(1, jnp.float32),
+        reverted=stack(2, bool),
+        reinitialized=stack(3, jnp.int32),
+        epochs=epochs + e3,
+        seconds=0.0,
+    )
+    jax.block_until_ready(result)
+    result = result._replace(seconds=time.perf_counter() - start)
+    if single:
+        result = result._replace(
+            **{
+                f: jax.tree.map(lambda a: a[0], getattr(result, f))
+                for f in ReinitResult._fields
+                if f != "seconds"
+            }
+        )
+    return result
+
+
+def pruned_model(model, result: ReinitResult, seed: int) -> tuple[object, Params]:
+    """The physically narrower ``(model, params)`` of run ``seed`` of a batched result.
+
+    >>> import jax, jax.numpy as jnp, jaxprune as jp
+    >>> model = jp.models.MLP(hidden=(4,))
+    >>> p = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 2)))["params"])(
+    ...     jax.random.split(jax.random.key(0), 2))  # stands in for train_with_reinit(...).params
+    >>> keep = {"relu_0": jnp.array([[True, True, False, True], [False, True, False, False]])}
+    >>> r = ReinitResult(p, keep, *[None] * 6, seconds=0.0)
+    >>> narrow, q = pruned_model(model, r, 1)
+    >>> narrow.hidden, q["relu_0"]["kernel"].shape
+    ((1,), (2, 1))
+
+    References:
+      Paper 000, sec. 4.1 step 13.
+    """
+    pick = lambda a: np.asarray(a)[seed]
+    return prune_units(
+        model, jax.tree.map(pick, result.params), {k: pick(m) for k, m in result.keep.items()}
+    )
