@@ -21,13 +21,6 @@ def result():
     return train_with_reinit(MODEL, KEYS, DATA, reinits=1, **KW)
 
 
-def test_thresholds_match_the_analysis_defaults():
-    from jaxprune.training import reinit_loop
-
-    assert reinit_loop.ACTIVE_THRESHOLD == jp.analysis.ACTIVE_THRESHOLD
-    assert reinit_loop.REDUNDANCY_THRESHOLD == jp.analysis.REDUNDANCY_THRESHOLD
-
-
 def test_each_seed_is_independent_of_the_batch(result):
     perm = np.array([2, 0, 1])
     other = train_with_reinit(MODEL, KEYS[perm], DATA, reinits=1, **KW)

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params, UnitMask
-from jaxprune.training.losses import LossFn, get_loss
 
 __all__ = ["ACTIVE_THRESHOLD", "active_units", "unit_ablation"]
 

@@ -1,12 +1,12 @@
 """Jitted train steps, early stopping and many-seed vmapped fits."""
 
+from jaxprune._losses import LossFn, get_loss
 from jaxprune.training.early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
     early_stopping_update,
 )
 from jaxprune.training.fit import FitResult, RunState, fit
-from jaxprune.training.losses import LossFn, get_loss
 from jaxprune.training.parallel import (
     data_mesh,
     make_parallel_epoch,

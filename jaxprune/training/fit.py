@@ -17,6 +17,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
+from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
 from jaxprune.training.checkpoint import load_checkpoint, save_checkpoint
 from jaxprune.training.early_stopping import (
@@ -24,7 +25,6 @@ from jaxprune.training.early_stopping import (
     early_stopping_init,
     early_stopping_update,
 )
-from jaxprune.training.losses import LossFn, get_loss
 from jaxprune.training.shuffle import feistel_permutation
 from jaxprune.training.step import batch_loss
 

@@ -30,7 +30,7 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxprune.training.losses import LossFn, get_loss
+from jaxprune._losses import LossFn, get_loss
 from jaxprune.training.step import _step_fn
 
 __all__ = [

@@ -11,21 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params, UnitMask
+from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, unit_ablation
+from jaxprune.analysis.redundancy import REDUNDANCY_THRESHOLD, redundant_units
 from jaxprune.rewrites.prune_units import prune_units
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
-from jaxprune.training.losses import LossFn, get_loss
 from jaxprune.training.shuffle import feistel_permutation
 from jaxprune.training.step import batch_loss
 from jaxprune.transforms.freeze import freeze_units, set_frozen_units
 
 __all__ = ["REVERT_THRESHOLD", "ReinitResult", "pruned_model", "train_with_reinit"]
 
-# jaxprune.analysis imports jaxprune.training.losses, so analysis functions are imported where
-# they are used (inside _program) and its threshold defaults are repeated here.
-ACTIVE_THRESHOLD = 1.5  # == jaxprune.analysis.ACTIVE_THRESHOLD (tested)
-REDUNDANCY_THRESHOLD = 0.99  # == jaxprune.analysis.REDUNDANCY_THRESHOLD (tested)
 REVERT_THRESHOLD = 1.25
 """Paper 000's step 9: revert when the loss after sub-training exceeds 1.25 x baseline."""
 
@@ -95,8 +93,6 @@ def _programs(
     model, optimizer, loss_fn, x_shape, x_dtype, batch_size, min_delta, circular, outgoing
 ) -> _Programs:
     # Thresholds, patiences and caps are data arguments: changing them does not recompile.
-    from jaxprune.analysis.ablation import unit_ablation
-    from jaxprune.analysis.redundancy import redundant_units
 
     n = x_shape[0]
     n_batches = -(-n // batch_size)

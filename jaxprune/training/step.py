@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
-from jaxprune.training.losses import LossFn, get_loss
 
 __all__ = ["batch_loss", "evaluate", "make_train_step"]
 
