@@ -153,19 +153,22 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
 
     sched = jnp.asarray(schedule or (1,), jnp.int32)
 
-    def run(key, x, y, xv, yv):
-        k_init, k_fixed, k_rounds = jax.random.split(key, 3)
-        variables = model.init(k_init, x[:1])
-        params = variables["params"]
-        extra = {c: v for c, v in variables.items() if c != "params"}
-        init_fn = lambda k: model.init(k, x[:1])["params"]
-        init_norms = layer_norms(params)
-        opt_state = optimizer.init(params)
+    def run(key, draws, x, y, xv, yv):
+        k_fixed, k_rounds = jax.random.split(key)
+        blank = jax.tree.map(lambda a: jnp.zeros(a.shape[1:], a.dtype), draws)
         sample = x[:sample_size]
 
-        def one_round(carry, r):
-            params, extra, opt_state = carry
-            k_eta, k_mask, k_train = jax.random.split(jax.random.fold_in(k_rounds, r), 3)
+        def one_round(carry, xs):
+            r, fresh = xs  # fresh: this round's eta; in round 0 the initialization itself
+            params, extra, opt_state, init_norms = carry
+            _, k_mask, k_train = jax.random.split(jax.random.fold_in(k_rounds, r), 3)
+            first = r == 0
+            pick = lambda new, old: jax.tree.map(lambda u, v: jnp.where(first, u, v), new, old)
+            params = pick(fresh["params"], params)
+            extra = pick({c: v for c, v in fresh.items() if c != "params"}, extra)
+            opt_state = pick(optimizer.init(fresh["params"]), opt_state)
+            init_norms = pick(layer_norms(fresh["params"]), init_norms)
+            init_fn = lambda _: fresh["params"]
             if method in ("welsr", "wels", "dsd", "fc"):
                 if method == "welsr":
                     mask = random_mask(params, k_mask, fraction)
@@ -177,7 +180,7 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
                     mask = layer_mask(params, fc_layers)
                 mask = jax.tree.map(lambda m: m & (r > 0), mask)  # round 1 trains from init
                 params, opt_state = reinit_round(
-                    params, mask, k_eta, init_fn, optimizer=optimizer, opt_state=opt_state
+                    params, mask, None, init_fn, optimizer=optimizer, opt_state=opt_state
                 )
             elif method == "lw":
                 k = sched[r]
@@ -191,7 +194,7 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
                     params, opt_state = reinit_round(
                         params,
                         above_block_mask(params, blocks, k),
-                        k_eta,
+                        None,
                         init_fn,
                         optimizer=optimizer,
                         opt_state=opt_state,
@@ -204,15 +207,43 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
                 eval_loss(params, extra, x, y),
                 eval_loss(params, extra, xv, yv) if has_val else jnp.zeros(()),
             )
-            return (params, extra, opt_state), (*losses, used)
+            return (params, extra, opt_state, init_norms), (*losses, used)
 
-        n_rounds = 1 if method == "bl" else rounds
-        (params, extra, _), (tl, vl, used) = jax.lax.scan(
-            one_round, (params, extra, opt_state), jnp.arange(n_rounds)
+        params = blank["params"]
+        carry = (
+            params,
+            {c: v for c, v in blank.items() if c != "params"},
+            optimizer.init(params),
+            layer_norms(params),
         )
+        n_rounds = 1 if method == "bl" else rounds
+        xs = (jnp.arange(n_rounds), jax.tree.map(lambda a: a[:n_rounds], draws))
+        (params, extra, _, _), (tl, vl, used) = jax.lax.scan(one_round, carry, xs)
         return {"params": params, **extra}, tl, vl, used
 
-    return jax.jit(jax.vmap(run, in_axes=(0, None, None, None, None)))
+    return jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, None, None)))
+
+
+def _eta_key(key: jax.Array, r) -> jax.Array:
+    """The key of run ``key``'s round-``r`` draw (round 0: the initialization)."""
+    return jax.random.split(jax.random.fold_in(jax.random.split(key)[1], r), 3)[0]
+
+
+@functools.lru_cache(maxsize=16)
+def _draw_program(model, x_shape: tuple[int, ...], x_dtype) -> Any:
+    """Jitted ``(keys[seeds], arange(rounds)) -> variables[seeds, rounds]``, shared by methods.
+
+    Drawing all rounds' ``eta`` in a separate program keeps ``model.init`` (slow to compile on
+    CPU: threefry and truncated normals) out of the per-method programs, so the six methods on
+    one model compile it once.
+    """
+    x1 = jnp.zeros((1, *x_shape[1:]), x_dtype)
+
+    def draw(keys, rounds):
+        ks = jax.vmap(lambda k: jax.vmap(lambda r: _eta_key(k, r))(rounds))(keys)
+        return jax.vmap(jax.vmap(lambda k: model.init(k, x1)))(ks)
+
+    return jax.jit(draw)
 
 
 def train_rounds(
@@ -250,7 +281,10 @@ def train_rounds(
     * ``"fc"``: :func:`~jaxprune.rewrites.layer_mask` of ``fc_layers`` (``model.fc_layers()``);
 
     each followed by :func:`~jaxprune.rewrites.reinit_round` (optimizer state reset under the
-    mask). Phase 1 trains from the initialization (no round before it). ``"lw"`` follows
+    mask). Phase 1 trains from the initialization (no round before it). Each run draws its
+    initialization and every round's ``eta`` from its key with ``model.init`` (round 0's draw is
+    the initialization); all ``rounds`` draws are made up front by one shared program (memory:
+    ``seeds x rounds`` copies of the variables). ``"lw"`` follows
     Algorithm 1 literally, before *every* phase including the first: with ``k = schedule[r]``
     rescale blocks ``1..k`` to their initial norms, set the normalization slot after block ``k``
     from ``sample_size`` training rows, reinitialize everything above block ``k`` (each step can
@@ -373,7 +407,8 @@ def train_rounds(
         validation is not None,
     )
     program = _program(model, optimizer, get_loss(loss), method, config)
-    variables, tl, vl, used = program(keys, x, y, xv, yv)
+    draws = _draw_program(model, tuple(x.shape), x.dtype)(keys, jnp.arange(int(rounds)))
+    variables, tl, vl, used = program(keys, draws, x, y, xv, yv)
     result = RoundsResult(
         variables, tl, vl if validation is not None else None, used, time.perf_counter() - start
     )
