@@ -68,7 +68,7 @@ def test_mask_methods_redraw_the_right_entries(method):
                 k = int(np.floor(0.2 * w.size + 0.5))
                 assert 0 < c.sum() <= 2 * k
         else:
-            for n, c in changed.items():
+            for c in changed.values():
                 k = int(np.floor(0.2 * c.size + 0.5))
                 # WELS redraws one fixed subset twice; WELSR two fresh subsets (union of two)
                 if method == "wels":

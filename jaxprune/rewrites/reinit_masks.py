@@ -109,43 +109,6 @@ def random_mask(
       (20% of the parameters).
     """
     f = _check_fraction(fraction)
-    return _per_leaf(
-        params,
-        layers,
-        lambda i, p: _lowest(
-            jax.random.uniform(jax.random.fold_in(key, i), jnp.shape(p)), _count(f, jnp.size(p))
-        ),
-    )
-
-
-def magnitude_mask(
-    params: Params, fraction: float = 0.2, layers: Sequence[str] | None = None
-) -> Mask:
-    """The ``fraction`` smallest-magnitude entries of each tensor (DSD, extended to many rounds).
-
-    Ties (e.g. zero-initialized biases) are broken by the lower flat index, so the mask always
-    has exactly ``floor(fraction * n + 0.5)`` entries per tensor.
-
-    Args:
-      params: parameter pytree.
-      fraction: share of each tensor to mask, in [0, 1].
-      layers: top-level layer names to consider (default: all).
-
-    Returns:
-      Boolean pytree with the structure and shapes of ``params``.
-
-    Raises:
-      ValueError: on a fraction outside [0, 1] or an unknown layer name.
-
-    >>> import jax.numpy as jnp
-    >>> w = {"d": {"kernel": jnp.array([0.5, -0.1, 2.0, 0.3, -4.0])}}
-    >>> magnitude_mask(w, 0.4)["d"]["kernel"].tolist()
-    [False, True, False, True, False]
-
-    References:
-      Paper 002, sec. 1 ("Weight magnitudes", a multi-round DSD of Han et al. 2017).
-    """
-    f = _check_fraction(fraction)
     sizes = [int(jnp.size(p)) for p in jax.tree.leaves(params)]
     u = jax.random.uniform(key, (max(sum(sizes), 1),))
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
