@@ -7,8 +7,14 @@ import sys
 
 # name -> (module, one-line description); each module has main(argv) -> output folder.
 EXPERIMENTS: dict[str, tuple[str, str]] = {
-    "paint_collapse": ("experiments.paint_collapse",
-                       "paper 000 Tables 1-2: collapsible linear layers on the painted square"),
+    "paint_collapse": (
+        "experiments.paint_collapse",
+        "paper 000 Tables 1-2: collapsible linear layers on the painted square",
+    ),
+    "reinit_synthetic": (
+        "experiments.reinit_synthetic",
+        "paper 002 Table 1: BL/WELSR/DSD/WELS/FC/LW on the synthetic task",
+    ),
 }
 
 
