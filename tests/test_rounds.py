@@ -49,11 +49,17 @@ def test_mask_methods_redraw_the_right_entries(method):
         (X, Y),
         method=method,
         optimizer=FROZEN,
-        steps_per_round=1,
+        steps_per_round=40,
         rounds=3,
         fraction=0.2,
+        validation=(X, Y),
+        eval_every=3,
+        patience=2,
     )
     assert res.train_loss.shape == (2, 3)
+    # no progress at all: the first evaluation is the best, then `patience` more are run
+    np.testing.assert_array_equal(res.steps, 3 * (1 + 2))
+    assert res.val_loss.shape == (2, 3) and bool(jnp.isfinite(res.val_loss).all())
     for s in range(2):
         before = _init(KEYS[s])["params"]
         after = jax.tree.map(lambda a, s=s: a[s], res.variables["params"])
@@ -106,24 +112,6 @@ def test_lw_with_frozen_training_follows_algorithm_1():
     h2 = jax.nn.relu(z1 @ p["relu_1"]["kernel"] + p["relu_1"]["bias"])
     np.testing.assert_allclose(v["lw_norm"]["block_2"]["std"], h2.std(), rtol=1e-4)
     assert float(v["lw_norm"]["block_3"]["std"]) == 1.0
-
-
-def test_validation_early_stopping_counts_steps():
-    # no progress at all: the first evaluation is the best, then `patience` more are run
-    res = train_rounds(
-        MODEL,
-        KEYS,
-        (X, Y),
-        method="fc",
-        optimizer=FROZEN,
-        steps_per_round=40,
-        rounds=2,
-        validation=(X, Y),
-        eval_every=3,
-        patience=2,
-    )
-    np.testing.assert_array_equal(res.steps, 3 * (1 + 2))
-    assert res.val_loss.shape == (2, 2) and bool(jnp.isfinite(res.val_loss).all())
 
 
 def test_bad_arguments_raise():

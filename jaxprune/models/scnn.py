@@ -39,9 +39,12 @@ class SCNN(nn.Module):
 
     >>> import jax, jaxprune as jp
     >>> net = jp.models.SCNN(features=(4, 4, 8, 8), dense=16, out=3)
-    >>> v = net.init(jax.random.key(0), jax.numpy.zeros((1, 8, 8, 1)))
-    >>> net.apply(v, jax.numpy.ones((2, 8, 8, 1))).shape, net.lw_blocks()[1]
-    ((2, 3), ('conv_1', 'norm_1'))
+    >>> x = jax.numpy.zeros((2, 8, 8, 1))
+    >>> v = jax.eval_shape(net.init, jax.random.key(0), x)  # shapes only, nothing compiled
+    >>> v["params"]["dense"]["kernel"].shape, jax.eval_shape(net.apply, v, x).shape
+    ((32, 16), (2, 3))
+    >>> net.lw_blocks()[1]
+    ('conv_1', 'norm_1')
 
     References:
       Paper 002, App. B.1 ("Simple CNN (scnn)") and Algorithm 1 (blocks, lambda layers).

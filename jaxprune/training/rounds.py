@@ -328,11 +328,11 @@ def train_rounds(
 
     >>> import jax, optax, jaxprune as jp
     >>> (x, y), _ = jp.data.signal_task(jax.random.key(0), n_train=64, n_test=8)
-    >>> model = jp.models.BlockMLP(hidden=(8, 8), out=8)
+    >>> model = jp.models.BlockMLP(hidden=(4,), out=8)
     >>> res = jp.training.train_rounds(model, jax.random.split(jax.random.key(1), 2), (x, y),
-    ...     method="lw", optimizer=optax.sgd(0.05), steps_per_round=5, rounds=3)
+    ...     method="lw", optimizer=optax.sgd(0.05), steps_per_round=5, rounds=2)
     >>> res.train_loss.shape, sorted(res.variables)
-    ((2, 3), ['lw_norm', 'params'])
+    ((2, 2), ['lw_norm', 'params'])
 
     References:
       Paper 002, sec. 1 (Eq. 1 and the four methods), sec. 1.1 (budgets: BL 1,800 steps vs
