@@ -27,6 +27,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "experiments.paint_reinit",
         "paper 000 Table 3, Fig. 8: in-training partial reinitialization on the star",
     ),
+    "reinit_synthetic": (
+        "experiments.reinit_synthetic",
+        "paper 002 Table 1: BL/WELSR/DSD/WELS/FC/LW on the synthetic task",
+    ),
 }
 
 

@@ -10,6 +10,7 @@ from jaxprune.analysis.connectivity import (
 )
 from jaxprune.analysis.count import count_params
 from jaxprune.analysis.fusion import FusionCandidate, fusion_candidates
+from jaxprune.analysis.margins import head_weight_product, sharpness, softmax_margins
 from jaxprune.analysis.moments import (
     Moments,
     moments_init,
@@ -52,6 +53,7 @@ __all__ = [
     "effective_width",
     "fusion_candidates",
     "graph_of",
+    "head_weight_product",
     "layer_fractions",
     "linear_units",
     "moments_init",
@@ -64,7 +66,9 @@ __all__ = [
     "redundancy_groups",
     "redundant_units",
     "residual_graph",
+    "sharpness",
     "size_in_bits",
+    "softmax_margins",
     "streaming_moments",
     "trace_contours",
     "unit_ablation",

@@ -2,5 +2,13 @@
 
 from jaxprune.data.images import IMAGE_DATASETS, image_dataset
 from jaxprune.data.paint import SHAPES, paint, shape_polygons
+from jaxprune.data.signal import signal_task
 
-__all__ = ["IMAGE_DATASETS", "SHAPES", "image_dataset", "paint", "shape_polygons"]
+__all__ = [
+    "IMAGE_DATASETS",
+    "SHAPES",
+    "image_dataset",
+    "paint",
+    "shape_polygons",
+    "signal_task",
+]

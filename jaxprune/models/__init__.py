@@ -1,5 +1,6 @@
 """Small reference Flax (linen) modules whose parameter paths are documented."""
 
+from jaxprune.models.block_mlp import BlockMLP
 from jaxprune.models.cnn import CNN, ConvLayer, DenseLayer
 from jaxprune.models.convnet import ConvNet
 from jaxprune.models.initializers import INITIALIZERS, get_initializer, signed_he_constant
@@ -15,9 +16,11 @@ from jaxprune.models.masked import (
 )
 from jaxprune.models.mlp import MLP
 from jaxprune.models.prelu import ChannelPReLU, PReLUMLP, PReLUResMLP, prelu
+from jaxprune.models.scnn import SCNN
 from jaxprune.models.scored import Scored
 
 __all__ = [
+    "BlockMLP",
     "CNN",
     "ChannelPReLU",
     "ConvLayer",
@@ -31,6 +34,7 @@ __all__ = [
     "MaskedMLP",
     "PReLUMLP",
     "PReLUResMLP",
+    "SCNN",
     "Scored",
     "conv2",
     "conv4",

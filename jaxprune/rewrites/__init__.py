@@ -4,10 +4,20 @@ from jaxprune.rewrites.collapse import collapse, fold_dense
 from jaxprune.rewrites.fold_linear import MLPCost, fold_linear, mlp_cost
 from jaxprune.rewrites.fuse import FusionPlan, fuse, fusion_plan
 from jaxprune.rewrites.fusion_solve import FusionWarning, fusion_mse, fusion_weights
+from jaxprune.rewrites.layerwise import (
+    above_block_mask,
+    block_statistics,
+    check_blocks,
+    layer_norms,
+    rescale_blocks,
+    update_normalization,
+)
 from jaxprune.rewrites.mask_transfer import MASK_TRANSFER_MODES, set_linear_slopes, transfer_mask
 from jaxprune.rewrites.optimizer_state import reset_optimizer_state
 from jaxprune.rewrites.prelu_swap import swap_relu_for_prelu
 from jaxprune.rewrites.prune_units import prune_units
+from jaxprune.rewrites.reinit_masks import layer_mask, magnitude_mask, random_mask
+from jaxprune.rewrites.reinit_round import model_initializer, reinit_round, reinitialize
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.rewrites.weight_factoring import factor_weights
 
@@ -17,6 +27,9 @@ __all__ = [
     "MASK_TRANSFER_MODES",
     "MLPCost",
     "OUTGOING_CHOICES",
+    "above_block_mask",
+    "block_statistics",
+    "check_blocks",
     "collapse",
     "factor_weights",
     "fold_dense",
@@ -25,11 +38,20 @@ __all__ = [
     "fusion_mse",
     "fusion_plan",
     "fusion_weights",
+    "layer_mask",
+    "layer_norms",
+    "magnitude_mask",
     "mlp_cost",
+    "model_initializer",
     "prune_units",
+    "random_mask",
+    "reinit_round",
     "reinit_units",
+    "reinitialize",
+    "rescale_blocks",
     "reset_optimizer_state",
     "set_linear_slopes",
     "swap_relu_for_prelu",
     "transfer_mask",
+    "update_normalization",
 ]

@@ -21,6 +21,7 @@ from jaxprune.training.reinit_loop import (
     pruned_model,
     train_with_reinit,
 )
+from jaxprune.training.rounds import METHODS, RoundsResult, lw_schedule, train_rounds
 from jaxprune.training.shuffle import feistel_permutation
 from jaxprune.training.step import batch_loss, evaluate, make_train_step
 
@@ -28,8 +29,10 @@ __all__ = [
     "EarlyStoppingState",
     "FitResult",
     "LossFn",
+    "METHODS",
     "REVERT_THRESHOLD",
     "ReinitResult",
+    "RoundsResult",
     "RunState",
     "batch_loss",
     "data_mesh",
@@ -39,6 +42,7 @@ __all__ = [
     "feistel_permutation",
     "fit",
     "get_loss",
+    "lw_schedule",
     "make_parallel_epoch",
     "make_parallel_train_step",
     "make_train_step",
@@ -46,5 +50,6 @@ __all__ = [
     "pruned_model",
     "replicate",
     "shard_batch",
+    "train_rounds",
     "train_with_reinit",
 ]

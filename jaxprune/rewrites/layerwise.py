@@ -1,0 +1,257 @@
+"""The pieces of layerwise reinitialization LW (paper 002, Algorithm 1): norms, rescale, normalize.
+
+Blocks are given as a sequence of tuples of top-level parameter names, in forward order
+(``model.lw_blocks()`` for :class:`~jaxprune.models.BlockMLP` and :class:`~jaxprune.models.SCNN`);
+``k`` is 1-based as in the paper. A "layer" is one top-level entry of the params (``relu_0``,
+``conv_2``, ``norm_2``...); its norm is the Frobenius norm of all its tensors together (kernel and
+bias), so zero-initialized biases do not make a layer's recorded scale zero. ``k`` may be a traced
+integer (all functions are jittable with a dynamic ``k``; it is range-checked when concrete).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxprune._types import Mask, Params, PyTree
+from jaxprune.models._norm_slot import NORM_COLLECTION, OUTPUT_COLLECTION, slot_name
+
+__all__ = [
+    "above_block_mask",
+    "block_statistics",
+    "check_blocks",
+    "layer_norms",
+    "rescale_blocks",
+    "update_normalization",
+]
+
+Blocks = Sequence[Sequence[str]]
+
+
+def check_blocks(params: Params, blocks: Blocks, k=None) -> tuple[tuple[str, ...], ...]:
+    """Validates ``blocks`` against ``params`` (and a concrete ``k``); returns them as tuples.
+
+    Raises:
+      ValueError: no blocks, an empty block, a name not in ``params``, a name in two blocks, or
+        ``k`` outside ``1..len(blocks)``.
+
+    >>> check_blocks({"a": {}, "b": {}}, [["a"], ["b"]], k=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: k: expected 1 <= k <= 2 (the number of blocks), got 3
+    """
+    if isinstance(blocks, str) or not blocks:
+        raise ValueError(f"blocks: expected a non-empty sequence of name tuples, got {blocks!r}")
+    blocks = tuple(tuple(b) if not isinstance(b, str) else (b,) for b in blocks)
+    names = set(params.keys())
+    seen: set[str] = set()
+    for i, block in enumerate(blocks, 1):
+        if not block:
+            raise ValueError(f"blocks[{i - 1}]: block {i} is empty")
+        for name in block:
+            if name not in names:
+                raise ValueError(
+                    f"blocks[{i - 1}]: {name!r} is not a layer of params; expected names from "
+                    f"{sorted(names)}"
+                )
+            if name in seen:
+                raise ValueError(f"blocks[{i - 1}]: {name!r} appears in two blocks")
+            seen.add(name)
+    kk = None if k is None else _static_int(k)
+    if kk is not None:
+        if not 1 <= kk <= len(blocks):
+            raise ValueError(
+                f"k: expected 1 <= k <= {len(blocks)} (the number of blocks), got {kk}"
+            )
+    return blocks
+
+
+def _static_int(k) -> int | None:
+    """``int(k)`` for a concrete ``k``; None for a traced one."""
+    try:
+        return int(k)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+        return None
+
+
+def _block_index(blocks: tuple[tuple[str, ...], ...]) -> dict[str, int]:
+    return {name: i for i, block in enumerate(blocks, 1) for name in block}
+
+
+def layer_norms(params: Params) -> dict[str, jax.Array]:
+    """Frobenius norm of each top-level layer (all its tensors together); Algorithm 1, line 1.
+
+    >>> import jax.numpy as jnp
+    >>> layer_norms({"d": {"kernel": jnp.array([[3.0]]), "bias": jnp.array([4.0])}})["d"].item()
+    5.0
+
+    References:
+      Paper 002, Algorithm 1, line 1 ("record the scales of each layer during initialization").
+    """
+    return {
+        name: jnp.sqrt(
+            sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(sub))
+        )
+        for name, sub in params.items()
+    }
+
+
+def rescale_blocks(params: Params, init_norms: dict[str, jax.Array], blocks: Blocks, k) -> Params:
+    """Scales every layer of blocks ``1..k`` back to its recorded initial norm (line 4).
+
+    Each layer is multiplied by ``init_norm / current_norm`` (all its tensors by one factor); a
+    layer whose current norm is 0 is left as it is. Layers outside blocks ``1..k`` are unchanged.
+
+    Args:
+      params: current parameters.
+      init_norms: :func:`layer_norms` of the initial parameters.
+      blocks: the LW blocks (tuples of top-level names), in forward order.
+      k: 1-based block index (Python int or traced integer).
+
+    Returns:
+      The rescaled parameters.
+
+    Raises:
+      ValueError: bad blocks or ``k``, or a block layer missing from ``init_norms``.
+
+    >>> import jax.numpy as jnp
+    >>> p = {"a": {"w": jnp.array([6.0, 8.0])}, "b": {"w": jnp.array([1.0])}}
+    >>> r = rescale_blocks(p, {"a": jnp.array(5.0), "b": jnp.array(2.0)}, [["a"], ["b"]], k=1)
+    >>> r["a"]["w"].tolist(), r["b"]["w"].tolist()
+    ([3.0, 4.0], [1.0])
+
+    References:
+      Paper 002, Algorithm 1, line 4; App. A ("scale back all weights such that the norm of each
+      layer matches the norm after initialization").
+    """
+    blocks = check_blocks(params, blocks, k)
+    index = _block_index(blocks)
+    missing = sorted(set(index) - set(init_norms))
+    if missing:
+        raise ValueError(f"init_norms: no recorded norm for layer(s) {missing}")
+    now = layer_norms({name: params[name] for name in index})
+    out = dict(params)
+    for name, i in index.items():
+        factor = jnp.where(
+            (i <= k) & (now[name] > 0),
+            init_norms[name] / jnp.where(now[name] > 0, now[name], 1.0),
+            1.0,
+        )
+        out[name] = jax.tree.map(lambda w, f=factor: (w * f).astype(w.dtype), params[name])
+    return out
+
+
+def above_block_mask(params: Params, blocks: Blocks, k) -> Mask:
+    """True on every layer above block ``k``: blocks ``k+1..K`` and all layers in no block.
+
+    Layers that belong to no block (the dense layers and head of a CNN) must come after the
+    blocks in the forward pass; they are reinitialized at every LW round (line 12).
+
+    >>> import jax.numpy as jnp
+    >>> p = {"a": {"w": jnp.zeros(1)}, "b": {"w": jnp.zeros(1)}, "head": {"w": jnp.zeros(2)}}
+    >>> m = above_block_mask(p, [["a"], ["b"]], k=1)
+    >>> m["a"]["w"].tolist(), m["b"]["w"].tolist(), m["head"]["w"].tolist()
+    ([False], [True], [True, True])
+
+    References:
+      Paper 002, Algorithm 1, line 12 ("Reinitialize all layers above block k").
+    """
+    blocks = check_blocks(params, blocks, k)
+    index = _block_index(blocks)
+    above = len(blocks) + 1  # layers in no block sit above all blocks
+    out = {}
+    for name, sub in params.items():
+        flag = jnp.asarray(index.get(name, above)) > k
+        out[name] = jax.tree.map(lambda w, f=flag: jnp.broadcast_to(f, jnp.shape(w)), sub)
+    return out
+
+
+def block_statistics(
+    model, variables: PyTree, x: jax.Array, **apply_kwargs
+) -> dict[str, tuple[jax.Array, jax.Array]]:
+    """Mean and standard deviation (scalars) of each block's raw output on the sample ``x``.
+
+    The model is applied once with its current normalization slots, recording each slot's input
+    (the block output ``Z``). A zero standard deviation (a dead block) is reported as 1.
+
+    Returns:
+      ``{"block_k": (mu, sigma)}`` for every slot of the model.
+
+    Raises:
+      ValueError: when the model has no LW normalization slots.
+
+    References:
+      Paper 002, Algorithm 1, lines 5-6.
+    """
+    _, state = model.apply(variables, x, mutable=[OUTPUT_COLLECTION], **apply_kwargs)
+    outs = state.get(OUTPUT_COLLECTION, {})
+    if not outs:
+        raise ValueError(
+            f"model: {type(model).__name__} records no block outputs; it needs LW normalization "
+            "slots (jaxprune.models.BlockMLP, SCNN) and variables with a "
+            f"{NORM_COLLECTION!r} collection"
+        )
+    stats = {}
+    for name, (z, *_) in outs.items():
+        z = z.astype(jnp.float32)
+        std = jnp.std(z)
+        stats[name] = (jnp.mean(z), jnp.where(std > 0, std, 1.0))
+    return stats
+
+
+def update_normalization(model, variables: PyTree, x: jax.Array, k, **apply_kwargs) -> PyTree:
+    """Inserts/updates the lambda layer ``(x - mu) / sigma`` after block ``k`` (lines 5-11).
+
+    ``mu`` and ``sigma`` are the scalar mean and standard deviation of block ``k``'s output on the
+    sample ``x``, computed with the current slots of the blocks below. "Insert" (``n = 1``) and
+    "update" (``n > 1``) are the same operation here: every slot exists from ``model.init`` as the
+    identity (``mean=0, std=1``), so the variables keep one structure. The other slots are
+    unchanged; ``variables`` must hold the ``"lw_norm"`` collection.
+
+    Args:
+      model: a module with LW normalization slots.
+      variables: ``{"params": ..., "lw_norm": ...}``.
+      x: the sample batch ``X``.
+      k: 1-based block index (int or traced integer).
+      **apply_kwargs: forwarded to ``model.apply`` (e.g. ``train=False``).
+
+    Returns:
+      New variables with slot ``block_{k}`` set.
+
+    Raises:
+      ValueError: when ``variables`` has no ``"lw_norm"`` collection or ``k`` is out of range.
+
+    >>> import jax, jax.numpy as jnp, jaxprune as jp
+    >>> model = jp.models.BlockMLP(hidden=(8,), out=2)
+    >>> x = jax.random.normal(jax.random.key(0), (64, 3))
+    >>> v = update_normalization(model, model.init(jax.random.key(1), x), x, k=1)
+    >>> h = jax.nn.relu(x @ v["params"]["relu_0"]["kernel"] + v["params"]["relu_0"]["bias"])
+    >>> bool(jnp.allclose(v["lw_norm"]["block_1"]["mean"], h.mean()))
+    True
+
+    References:
+      Paper 002, Algorithm 1, lines 5-11.
+    """
+    if NORM_COLLECTION not in variables:
+        raise ValueError(
+            f"variables: expected a {NORM_COLLECTION!r} collection (from model.init), got "
+            f"{sorted(variables)}"
+        )
+    slots = variables[NORM_COLLECTION]
+    kmax = len(slots)
+    kk = _static_int(k)
+    if kk is not None and not 1 <= kk <= kmax:
+        raise ValueError(f"k: expected 1 <= k <= {kmax} (the number of blocks), got {k}")
+    stats = block_statistics(model, variables, x, **apply_kwargs)
+    new = {}
+    for j in range(1, kmax + 1):
+        name = slot_name(j)
+        mu, sigma = stats[name]
+        old = slots[name]
+        new[name] = {
+            "mean": jnp.where(j == k, mu, old["mean"]).astype(old["mean"].dtype),
+            "std": jnp.where(j == k, sigma, old["std"]).astype(old["std"].dtype),
+        }
+    return {**variables, NORM_COLLECTION: new}

@@ -1,0 +1,420 @@
+"""Reinitialization rounds as a schedule: BL, WELSR, DSD, WELS, FC and LW (paper 002).
+
+One compiled program trains many seeds at once (``vmap``) through all rounds (``lax.scan`` over
+rounds, each a ``lax.scan`` over steps): no host round-trip per step or per round. Unlike
+:func:`~jaxprune.training.fit` it carries the model's non-``params`` variable collections (the LW
+normalization slots), which stay constant while a round trains.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxprune._losses import LossFn, get_loss
+from jaxprune._types import PyTree
+from jaxprune.rewrites.layerwise import (
+    above_block_mask,
+    check_blocks,
+    layer_norms,
+    rescale_blocks,
+    update_normalization,
+)
+from jaxprune.rewrites.reinit_masks import (
+    _check_fraction,
+    layer_mask,
+    magnitude_mask,
+    random_mask,
+)
+from jaxprune.rewrites.reinit_round import reinit_round
+from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
+from jaxprune.training.shuffle import feistel_permutation
+
+__all__ = ["METHODS", "RoundsResult", "lw_schedule", "train_rounds"]
+
+METHODS = ("bl", "welsr", "dsd", "wels", "fc", "lw")
+"""Method names of paper 002: baseline, random subset, magnitudes, fixed subset, FC, layerwise."""
+
+
+class RoundsResult(NamedTuple):
+    """Result of :func:`train_rounds`; arrays have a leading seed axis."""
+
+    variables: PyTree  # final {"params": ..., other collections} (best params if early stopping)
+    train_loss: jax.Array  # [seeds, rounds] training loss (eval mode, full set) after each round
+    val_loss: jax.Array | None  # [seeds, rounds] validation loss after each round, if given
+    steps: jax.Array  # [seeds, rounds] steps trained in each round
+    seconds: float  # wall time, compile included
+
+
+def lw_schedule(num_blocks: int, n: int) -> tuple[int, ...]:
+    """Algorithm 1's loop order: block ``k = 1..K``, each ``N`` times.
+
+    >>> lw_schedule(3, 2)
+    (1, 1, 2, 2, 3, 3)
+    """
+    if int(num_blocks) < 1 or int(n) < 1:
+        raise ValueError(f"num_blocks, n: must be >= 1, got {num_blocks}, {n}")
+    return tuple(k for k in range(1, int(num_blocks) + 1) for _ in range(int(n)))
+
+
+def _accepts_train(model) -> bool:
+    try:
+        return "train" in inspect.signature(model.__call__).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _l2(params) -> jax.Array:
+    """Sum of squares of the weight matrices/kernels (leaves with ndim >= 2), as Keras' l2."""
+    return sum(
+        (jnp.sum(jnp.square(w)) for w in jax.tree.leaves(params) if w.ndim >= 2),
+        jnp.zeros((), jnp.float32),
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> Any:
+    (
+        rounds,
+        steps,
+        batch_size,
+        n,
+        fraction,
+        fc_layers,
+        blocks,
+        schedule,
+        rescale,
+        normalize,
+        reinit,
+        sample_size,
+        l2,
+        eval_every,
+        patience,
+        has_val,
+    ) = config
+    train_kw = _accepts_train(model)
+    n_batches = max(n // batch_size, 1)
+
+    def apply(params, extra, x, train, key=None):
+        kw = {}
+        if train_kw:
+            kw["train"] = train
+            if train:
+                kw["rngs"] = {"dropout": key}
+        return model.apply({"params": params, **extra}, x, **kw)
+
+    def objective(params, extra, x, y, key):
+        value = jnp.mean(loss_fn(apply(params, extra, x, True, key), y))
+        return value + l2 * _l2(params) if l2 else value
+
+    def eval_loss(params, extra, x, y):
+        return jnp.mean(loss_fn(apply(params, extra, x, False), y))
+
+    def step(carry, t, extra, x, y, key):
+        params, opt_state = carry
+        k_drop, k_shuffle = jax.random.split(key)
+        k_step = jax.random.fold_in(k_drop, t)
+        if batch_size >= n:
+            xb, yb = x, y
+        else:
+            perm = feistel_permutation(jax.random.fold_in(k_shuffle, t // n_batches), n)
+            idx = jax.lax.dynamic_slice(perm, ((t % n_batches) * batch_size,), (batch_size,))
+            xb, yb = x[idx], y[idx]
+        grads = jax.grad(objective)(params, extra, xb, yb, k_step)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    def train_phase(params, extra, opt_state, key, x, y, xv, yv, budget):
+        body = functools.partial(step, extra=extra, x=x, y=y, key=key)
+        if not has_val:
+            (params, opt_state), _ = jax.lax.scan(body, (params, opt_state), jnp.arange(budget))
+            return params, opt_state, jnp.asarray(budget, jnp.int32)
+        n_evals = math.ceil(budget / eval_every)
+
+        def chunk(carry, e):
+            params, opt_state, es = carry
+            ts = e * eval_every + jnp.arange(eval_every)
+            (p, s), _ = jax.lax.scan(body, (params, opt_state), ts)
+            es_new = early_stopping_update(es, eval_loss(p, extra, xv, yv), p, e, patience=patience)
+            keep = lambda old, new: jax.tree.map(lambda a, b: jnp.where(es.done, a, b), old, new)
+            return (keep(params, p), keep(opt_state, s), keep(es, es_new)), None
+
+        carry = (params, opt_state, early_stopping_init(params))
+        (params, opt_state, es), _ = jax.lax.scan(chunk, carry, jnp.arange(n_evals))
+        used = jnp.where(es.done, (es.best_epoch + 1 + patience), n_evals) * eval_every
+        return es.best_params, opt_state, jnp.minimum(used, budget).astype(jnp.int32)
+
+    sched = jnp.asarray(schedule or (1,), jnp.int32)
+
+    def run(key, draws, x, y, xv, yv):
+        k_fixed, k_rounds = jax.random.split(key)
+        blank = jax.tree.map(lambda a: jnp.zeros(a.shape[1:], a.dtype), draws)
+        sample = x[:sample_size]
+
+        def one_round(carry, xs):
+            r, fresh = xs  # fresh: this round's eta; in round 0 the initialization itself
+            params, extra, opt_state, init_norms = carry
+            _, k_mask, k_train = jax.random.split(jax.random.fold_in(k_rounds, r), 3)
+            first = r == 0
+            pick = lambda new, old: jax.tree.map(lambda u, v: jnp.where(first, u, v), new, old)
+            params = pick(fresh["params"], params)
+            extra = pick({c: v for c, v in fresh.items() if c != "params"}, extra)
+            opt_state = pick(optimizer.init(fresh["params"]), opt_state)
+            init_norms = pick(layer_norms(fresh["params"]), init_norms)
+            init_fn = lambda _: fresh["params"]
+            if method in ("welsr", "wels", "dsd", "fc"):
+                if method == "welsr":
+                    mask = random_mask(params, k_mask, fraction)
+                elif method == "wels":
+                    mask = random_mask(params, k_fixed, fraction)
+                elif method == "dsd":
+                    mask = magnitude_mask(params, fraction)
+                else:
+                    mask = layer_mask(params, fc_layers)
+                mask = jax.tree.map(lambda m: m & (r > 0), mask)  # round 1 trains from init
+                params, opt_state = reinit_round(
+                    params, mask, None, init_fn, optimizer=optimizer, opt_state=opt_state
+                )
+            elif method == "lw":
+                k = sched[r]
+                if rescale:
+                    params = rescale_blocks(params, init_norms, blocks, k)
+                if normalize:
+                    kw = {"train": False} if train_kw else {}
+                    new = update_normalization(model, {"params": params, **extra}, sample, k, **kw)
+                    extra = {c: v for c, v in new.items() if c != "params"}
+                if reinit:
+                    params, opt_state = reinit_round(
+                        params,
+                        above_block_mask(params, blocks, k),
+                        None,
+                        init_fn,
+                        optimizer=optimizer,
+                        opt_state=opt_state,
+                    )
+            budget = steps * rounds if method == "bl" else steps
+            params, opt_state, used = train_phase(
+                params, extra, opt_state, k_train, x, y, xv, yv, budget
+            )
+            losses = (
+                eval_loss(params, extra, x, y),
+                eval_loss(params, extra, xv, yv) if has_val else jnp.zeros(()),
+            )
+            return (params, extra, opt_state, init_norms), (*losses, used)
+
+        params = blank["params"]
+        carry = (
+            params,
+            {c: v for c, v in blank.items() if c != "params"},
+            optimizer.init(params),
+            layer_norms(params),
+        )
+        n_rounds = 1 if method == "bl" else rounds
+        xs = (jnp.arange(n_rounds), jax.tree.map(lambda a: a[:n_rounds], draws))
+        (params, extra, _, _), (tl, vl, used) = jax.lax.scan(one_round, carry, xs)
+        return {"params": params, **extra}, tl, vl, used
+
+    return jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, None, None)))
+
+
+def _eta_key(key: jax.Array, r) -> jax.Array:
+    """The key of run ``key``'s round-``r`` draw (round 0: the initialization)."""
+    return jax.random.split(jax.random.fold_in(jax.random.split(key)[1], r), 3)[0]
+
+
+@functools.lru_cache(maxsize=16)
+def _draw_program(model, x_shape: tuple[int, ...], x_dtype) -> Any:
+    """Jitted ``(keys[seeds], arange(rounds)) -> variables[seeds, rounds]``, shared by methods.
+
+    Drawing all rounds' ``eta`` in a separate program keeps ``model.init`` (slow to compile on
+    CPU: threefry and truncated normals) out of the per-method programs, so the six methods on
+    one model compile it once.
+    """
+    x1 = jnp.zeros((1, *x_shape[1:]), x_dtype)
+
+    def draw(keys, rounds):
+        ks = jax.vmap(lambda k: jax.vmap(lambda r: _eta_key(k, r))(rounds))(keys)
+        return jax.vmap(jax.vmap(lambda k: model.init(k, x1)))(ks)
+
+    return jax.jit(draw)
+
+
+def train_rounds(
+    model,
+    keys: jax.Array,
+    data: tuple[jax.Array, jax.Array],
+    *,
+    method: str,
+    optimizer: optax.GradientTransformation,
+    steps_per_round: int,
+    rounds: int | None = None,
+    loss: str | LossFn = "cross_entropy",
+    batch_size: int | None = None,
+    fraction: float = 0.2,
+    fc_layers: tuple[str, ...] | None = None,
+    blocks: tuple[tuple[str, ...], ...] | None = None,
+    schedule: tuple[int, ...] | None = None,
+    rescale: bool = True,
+    normalize: bool = True,
+    reinit: bool = True,
+    sample_size: int = 256,
+    l2: float = 0.0,
+    validation: tuple[jax.Array, jax.Array] | None = None,
+    eval_every: int | None = None,
+    patience: int = 20,
+) -> RoundsResult:
+    """Trains one run per key with a reinitialization method, all seeds in one compiled program.
+
+    Every method but BL runs ``rounds`` training phases of ``steps_per_round`` optimizer steps;
+    before phase ``r``:
+
+    * ``"welsr"``: :func:`~jaxprune.rewrites.random_mask` with a fresh key (``fraction``);
+    * ``"wels"``: the same with one key fixed before training;
+    * ``"dsd"``: :func:`~jaxprune.rewrites.magnitude_mask` (``fraction`` per tensor);
+    * ``"fc"``: :func:`~jaxprune.rewrites.layer_mask` of ``fc_layers`` (``model.fc_layers()``);
+
+    each followed by :func:`~jaxprune.rewrites.reinit_round` (optimizer state reset under the
+    mask). Phase 1 trains from the initialization (no round before it). Each run draws its
+    initialization and every round's ``eta`` from its key with ``model.init`` (round 0's draw is
+    the initialization); all ``rounds`` draws are made up front by one shared program (memory:
+    ``seeds x rounds`` copies of the variables). ``"lw"`` follows
+    Algorithm 1 literally, before *every* phase including the first: with ``k = schedule[r]``
+    rescale blocks ``1..k`` to their initial norms, set the normalization slot after block ``k``
+    from ``sample_size`` training rows, reinitialize everything above block ``k`` (each step can
+    be switched off for ablations: ``rescale``, ``normalize``, ``reinit``). ``"bl"`` trains once
+    for ``rounds * steps_per_round`` steps (the same budget).
+
+    With ``validation``, each phase evaluates the validation loss every ``eval_every`` steps,
+    stops after ``patience`` evaluations without improvement and restores its best params
+    (paper 002, sec. 3: 10% of the training split held out); otherwise each phase runs exactly
+    its budget. ``batch_size=None`` is full-batch gradient descent (sec. 1.1); otherwise
+    minibatches come from a per-epoch shuffle, the last partial batch dropped.
+
+    Args:
+      model: Flax module; ``model.init(key, x[:1])`` gives the variables. Modules with a
+        ``train`` argument get ``train=True`` (and a ``"dropout"`` rng) while training.
+      keys: a 1-D batch of PRNG keys (one run each) or a single key.
+      data: ``(x, y)`` training data.
+      method: one of :data:`METHODS`.
+      optimizer: any optax transformation.
+      steps_per_round: optimizer steps per phase (the maximum, with early stopping).
+      rounds: number of phases ``K * N``; for ``"lw"`` defaults to ``len(schedule)``.
+      loss: loss name or per-example callable (see :func:`~jaxprune.training.get_loss`).
+      batch_size: minibatch size, or None for the full batch.
+      fraction: share of each tensor redrawn by WELSR/WELS/DSD (paper: 0.2).
+      fc_layers: top-level names for FC (default ``model.fc_layers()``).
+      blocks: LW blocks (default ``model.lw_blocks()``).
+      schedule: LW block index per round (default :func:`lw_schedule` with ``N = rounds / K``).
+      rescale, normalize, reinit: the three LW steps (ablations of App. A and F).
+      sample_size: rows of ``x`` used for the LW normalization statistics.
+      l2: penalty ``l2 * sum(w**2)`` over kernels (leaves with ndim >= 2), App. A.
+      validation: optional ``(x_val, y_val)`` for per-round early stopping.
+      eval_every: steps between validation checks (default one epoch).
+      patience: evaluations without improvement before a phase stops.
+
+    Returns:
+      A :class:`RoundsResult`.
+
+    Raises:
+      ValueError: unknown method, bad sizes or fraction, blocks/layers not in the params, a
+        schedule entry outside ``1..K``.
+
+    >>> import jax, optax, jaxprune as jp
+    >>> (x, y), _ = jp.data.signal_task(jax.random.key(0), n_train=64, n_test=8)
+    >>> model = jp.models.BlockMLP(hidden=(4,), out=8)
+    >>> res = jp.training.train_rounds(model, jax.random.split(jax.random.key(1), 2), (x, y),
+    ...     method="lw", optimizer=optax.sgd(0.05), steps_per_round=5, rounds=2)
+    >>> res.train_loss.shape, sorted(res.variables)
+    ((2, 2), ['lw_norm', 'params'])
+
+    References:
+      Paper 002, sec. 1 (Eq. 1 and the four methods), sec. 1.1 (budgets: BL 1,800 steps vs
+      K x N rounds of 200), Algorithm 1 (LW), sec. 3 (early stopping on a 10% validation split).
+    """
+    start = time.perf_counter()
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    keys = jnp.asarray(keys)
+    if not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        raise ValueError(f"keys: expected jax.random.key(s), got dtype {keys.dtype}")
+    single = keys.ndim == 0
+    keys = keys[None] if single else keys
+    x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
+    n = x.shape[0]
+    if int(steps_per_round) < 1:
+        raise ValueError(f"steps_per_round: must be >= 1, got {steps_per_round}")
+    batch_size = n if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1 or None, got {batch_size}")
+    fraction = _check_fraction(fraction)
+    params0 = jax.eval_shape(lambda k: model.init(k, x[:1]), jax.random.key(0))["params"]
+    if method == "lw":
+        blocks = check_blocks(params0, blocks if blocks is not None else model.lw_blocks())
+        if schedule is None:
+            if rounds is None or rounds % len(blocks):
+                raise ValueError(
+                    f"rounds: for lw without a schedule, expected a multiple of the "
+                    f"{len(blocks)} blocks (K x N), got {rounds}"
+                )
+            schedule = lw_schedule(len(blocks), rounds // len(blocks))
+        schedule = tuple(int(k) for k in schedule)
+        for k in schedule:
+            check_blocks(params0, blocks, k)
+        if rounds is not None and rounds != len(schedule):
+            raise ValueError(f"rounds: {rounds} != len(schedule) {len(schedule)}")
+        rounds = len(schedule)
+    else:
+        blocks, schedule = None, None
+    if rounds is None or int(rounds) < 1:
+        raise ValueError(f"rounds: must be >= 1, got {rounds}")
+    if method == "fc":
+        fc_layers = tuple(fc_layers if fc_layers is not None else model.fc_layers())
+        layer_mask(params0, fc_layers)  # validates the names
+    else:
+        fc_layers = None
+    if validation is not None:
+        xv, yv = jnp.asarray(validation[0]), jnp.asarray(validation[1])
+        eval_every = int(eval_every or max(n // batch_size, 1))
+        if eval_every < 1 or int(patience) < 1:
+            raise ValueError(f"eval_every, patience: must be >= 1, got {eval_every}, {patience}")
+    else:
+        xv, yv, eval_every = x[:1], y[:1], 1
+    config = (
+        int(rounds),
+        int(steps_per_round),
+        min(batch_size, n),
+        n,
+        fraction,
+        fc_layers,
+        blocks,
+        schedule,
+        bool(rescale),
+        bool(normalize),
+        bool(reinit),
+        int(sample_size),
+        float(l2),
+        eval_every,
+        int(patience),
+        validation is not None,
+    )
+    program = _program(model, optimizer, get_loss(loss), method, config)
+    draws = _draw_program(model, tuple(x.shape), x.dtype)(keys, jnp.arange(int(rounds)))
+    variables, tl, vl, used = program(keys, draws, x, y, xv, yv)
+    result = RoundsResult(
+        variables, tl, vl if validation is not None else None, used, time.perf_counter() - start
+    )
+    if single:
+        pick = lambda t: None if t is None else jax.tree.map(lambda a: a[0], t)
+        result = result._replace(
+            **{f: pick(getattr(result, f)) for f in RoundsResult._fields if f != "seconds"}
+        )
+    return result
