@@ -23,8 +23,8 @@ def test_unit_ablation_hand_computed():
     y = x + 0.05  # intact prediction: [0.5, 1.0, 2.1] -> errors [-0.05, -0.05, 0.05]
     ratios = jp.analysis.unit_ablation(model, params, (x, y))["relu_0"]
     base = 0.05**2
-    # Without u0: prediction [0, 0, 0.1] -> errors [0.55, 1.05, 2.05]
-    no_u0 = (0.55**2 + 1.05**2 + 2.05**2) / 3
+    # Without u0: prediction [0, 0, 0.1] -> errors [0.55, 1.05, 1.95]
+    no_u0 = (0.55**2 + 1.05**2 + 1.95**2) / 3
     # Without u2: prediction [0.5, 1.0, 2.0] -> errors [0.05, 0.05, 0.05]
     np.testing.assert_allclose(ratios, [no_u0 / base, 1.0, 1.0], rtol=1e-5)
 
