@@ -32,15 +32,8 @@ def _chains(params) -> dict:
             optax.adam(1e-3), optax.masked(optax.set_to_zero(), frozen)
         ),
     }
-    transforms = jp.transforms
-    if hasattr(transforms, "freeze_units"):
-        units = {name: jnp.zeros(params[name]["bias"].shape, bool) for name in MLP.unit_layers()}
-        try:
-            chains["adam+freeze_units"] = optax.chain(
-                optax.adam(1e-3), transforms.freeze_units(MLP, units)
-            )
-        except TypeError:  # signature differs; skip rather than guess
-            pass
+    units = {name: jnp.zeros(params[name]["bias"].shape, bool) for name in MLP.unit_layers()}
+    chains["adam+freeze_units"] = optax.chain(optax.adam(1e-3), jp.transforms.freeze_units(units))
     return chains
 
 

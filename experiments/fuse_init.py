@@ -2,7 +2,7 @@
 
 Command::
 
-    PYTHONPATH=. python -m experiments fuse_init [--quick] [--seeds 10] [--epochs 60]
+    python -m experiments fuse_init [--quick] [--seeds 10] [--epochs 60]
         [--part conv_dense|conv_conv|dense_dense|all] [--out results]
 
 Three parts, each on an offline dataset (no download):

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
