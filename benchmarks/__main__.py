@@ -31,7 +31,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
-def _run(name: str, args: list[str], tmp: Path) -> dict:
+def _run(name: str, args: list[str], tmp: Path, quick: bool) -> dict:
     out = tmp / f"{name}.json"
     argv = [a.replace("{out}", str(out)).replace("{dir}", str(tmp)) for a in args]
     module = importlib.import_module(f"benchmarks.{name}")
@@ -40,7 +40,7 @@ def _run(name: str, args: list[str], tmp: Path) -> dict:
         module.main(argv) if module.main.__code__.co_argcount else module.main()
     finally:
         sys.argv = saved
-    for candidate in (out, RESULTS / f"{name}.json", RESULTS / f"{name}_quick.json"):
+    for candidate in (out, RESULTS / f"{name}{'_quick' if quick else ''}.json"):
         if candidate.exists():
             return json.loads(candidate.read_text())
     return {"error": "no JSON written"}
@@ -53,7 +53,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for name, (full, short) in BENCHMARKS.items():
             print(f"== {name}", flush=True)
-            combined[name] = _run(name, short if quick else full, Path(tmp))
+            combined[name] = _run(name, short if quick else full, Path(tmp), quick)
     print(write("all" + ("_quick" if quick else ""), {"benchmarks": combined}))
 
 
