@@ -315,7 +315,7 @@ def fit(
         done = np.asarray(state.stopping.done)  # one small host read per chunk
         bar.update(chunk_epochs)
         real = rows >= 0
-        bar.set_postfix(active=int((real & ~done).sum()), runs=n_runs)
+        bar.set_postfix(active=int((real & ~done).sum()), runs=n_runs, refresh=False)
         active = np.flatnonzero(real & ~done)
         size = _bucket(active.size, rows.size)
         if size < rows.size or not active.size:
