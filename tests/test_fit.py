@@ -157,3 +157,20 @@ def test_same_seed_gives_bit_identical_results():
     jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
     np.testing.assert_array_equal(a.loss, b.loss)
     np.testing.assert_array_equal(a.epochs, b.epochs)
+
+
+def test_fit_continues_from_given_params_and_opt_state():
+    keys = jax.random.split(jax.random.key(4), 2)
+    kw = dict(patience=10**6, restore_best=False, chunk_epochs=3, max_epochs=3)
+    first = _fit(keys, **kw)
+    second = _fit(keys, params=first.params, opt_state=first.opt_state, **kw)
+    fresh = _fit(keys, params=first.params, **kw)
+    count = lambda r: np.asarray(jax.tree.leaves(r.opt_state)[0])  # Adam's step count
+    np.testing.assert_array_equal(count(second), [12, 12])  # 2 steps/epoch x 6 epochs: carried
+    np.testing.assert_array_equal(count(fresh), [6, 6])  # optimizer.init(params) by default
+    diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), second.params, fresh.params)
+    assert max(jax.tree.leaves(diff)) > 0  # the carried Adam moments change the trajectory
+    with pytest.raises(ValueError, match="opt_state: given without params"):
+        _fit(keys, opt_state=first.opt_state)
+    with pytest.raises(ValueError, match="opt_state: expected a leading seed axis of 2"):
+        _fit(keys, params=first.params, opt_state=jax.tree.map(lambda a: a[:1], first.opt_state))

@@ -96,12 +96,11 @@ def _programs(
 ):
     """Builds (and caches, so repeated fits reuse compiled code) the jitted init and chunk."""
 
-    def init_run(key, p0, x):
+    def init_run(key, p0, s0, x):
         k_init, k_run = jax.random.split(key)
         p = model.init(k_init, x[:1])["params"] if p0 is None else p0
-        return RunState(
-            p, optimizer.init(p), k_run, jnp.asarray(0, jnp.int32), early_stopping_init(p)
-        )
+        s = optimizer.init(p) if s0 is None else s0
+        return RunState(p, s, k_run, jnp.asarray(0, jnp.int32), early_stopping_init(p))
 
     def train_step(carry, batch):
         p, s = carry
@@ -139,7 +138,7 @@ def _programs(
 
         return jax.lax.scan(body, run, None, length=chunk_epochs)[0]
 
-    init_fn = jax.jit(jax.vmap(init_run, in_axes=(0, 0, None)))
+    init_fn = jax.jit(jax.vmap(init_run, in_axes=(0, 0, 0, None)))
     return init_fn, jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))
 
 
@@ -191,6 +190,7 @@ def fit(
     max_epochs: int = 500_000,
     min_delta: float = 0.0,
     params: Params | None = None,
+    opt_state: Any = None,
     chunk_epochs: int | None = None,
     unroll: int = 1,
     restore_best: bool = True,
@@ -225,6 +225,9 @@ def fit(
       min_delta: minimum decrease that counts as an improvement.
       params: optional initial params (with a leading seed axis if ``keys`` is a batch); the keys
         then only drive shuffling.
+      opt_state: optional initial optimizer state for those params (same leading axis), e.g. to
+        continue a previous fit's ``opt_state`` or to carry per-seed masks held in the state;
+        default ``optimizer.init(params)``.
       chunk_epochs: epochs per compiled chunk between host checks (default ``patience``).
       unroll: minibatch steps unrolled per iteration of the compiled loop (``lax.scan``'s
         ``unroll``); trades compile time for less loop overhead.
@@ -284,15 +287,15 @@ def fit(
         int(max_epochs),
         chunk_epochs,
     )
-    if params is not None and single:
-        params = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
-    if params is None:
-        state = init_fn(keys, None, x)
-    else:
-        lead = {np.shape(a)[0] for a in jax.tree.leaves(params)}
-        if lead != {n_runs}:
-            raise ValueError(f"params: expected a leading seed axis of {n_runs}, got {lead}")
-        state = init_fn(keys, params, x)
+    if opt_state is not None and params is None:
+        raise ValueError("opt_state: given without params; pass the params it belongs to")
+    if single:
+        params, opt_state = jax.tree.map(lambda a: jnp.asarray(a)[None], (params, opt_state))
+    for name, tree in (("params", params), ("opt_state", opt_state)):
+        lead = {np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(tree)}
+        if tree is not None and lead - {n_runs}:
+            raise ValueError(f"{name}: expected a leading seed axis of {n_runs}, got {lead}")
+    state = init_fn(keys, params, opt_state, x)
     final = jax.tree.map(jnp.zeros_like, state)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
     if checkpoint is not None:
