@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "RunStore",
     "base_parser",
     "fmt_pm",
     "load_finished",
@@ -49,6 +50,11 @@ def base_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
         help="output root; results go to OUT/<experiment>/",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already finished in OUT/<experiment>/results.json (same config only)",
+    )
     return parser
 
 
@@ -114,18 +120,65 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_finished(path: Path, config: dict) -> dict:
-    """The ``models`` entries of a previous ``results.json`` written with the same ``config``.
+def _normalized(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists, arrays lists)."""
+    return json.loads(json.dumps(_jsonable(obj)))
 
-    Raises ``ValueError`` if the file exists but was written with another configuration, so a
-    resumed run never mixes settings.
+
+def load_finished(path: Path, config: dict, key: str = "models") -> dict:
+    """The ``key`` entries of a previous ``results.json`` written with the same ``config``.
+
+    Raises:
+        ValueError: if the file exists but was written with another configuration (so a resumed
+            run never mixes settings), or is not valid JSON (a file edited by hand or cut short
+            by something other than our atomic writes).
     """
     path = Path(path)
     if not path.exists():
         return {}
-    saved = json.loads(path.read_text())
-    if saved.get("config") != config:
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--resume: {path} is not valid JSON ({e}); move it away") from e
+    if saved.get("config") != _normalized(config):
         raise ValueError(
-            f"--resume: {path} was written with config {saved.get('config')}, not {config}"
+            f"--resume: {path} was written with config {saved.get('config')}, "
+            f"not {_normalized(config)}"
         )
-    return saved.get("models", {})
+    return saved.get(key, {})
+
+
+class RunStore:
+    """``results.json`` of one experiment: its config and every finished run, saved as they end.
+
+    Each finished run (a cell of the experiment: one model, one method x setting, with all its
+    vmapped seeds) is added with :meth:`put`, which rewrites the file atomically (temp file +
+    rename), so a kill at any moment leaves the last complete file and loses at most the run in
+    progress. With ``resume=True`` the runs already in a file written with the same ``config``
+    are loaded and :meth:`__contains__` lets the experiment skip them; a different config raises
+    ``ValueError``. Without ``resume`` an existing file is replaced on the first :meth:`put`.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> store = RunStore(d / "results.json", {"seeds": 2}, resume=False)
+        >>> store.put("a", {"acc": [0.5, 0.75]})
+        >>> "a" in RunStore(d / "results.json", {"seeds": 2}, resume=True)
+        True
+    """
+
+    def __init__(self, path: Path, config: dict, *, resume: bool, key: str = "runs"):
+        self.path, self.config, self.key = Path(path), _normalized(config), key
+        self.runs: dict[str, Any] = load_finished(self.path, config, key) if resume else {}
+        self.resumed = sorted(self.runs)
+
+    def __contains__(self, run_id: str) -> bool:
+        return str(run_id) in self.runs
+
+    def __getitem__(self, run_id: str) -> Any:
+        return self.runs[str(run_id)]
+
+    def put(self, run_id: str, record: Any, **extra: Any) -> None:
+        """Records a finished run and saves the file (``extra``: other top-level entries)."""
+        self.runs[str(run_id)] = _normalized(record)
+        write_json(self.path, {"config": self.config, self.key: self.runs, **extra})

@@ -274,11 +274,6 @@ def main(argv=None):
     parser.add_argument(
         "--models", type=int, nargs="+", default=[1, 2, 3, 4], choices=sorted(MODELS)
     )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="reuse the models already finished in OUT/paint_collapse/results.json",
-    )
     args = parser.parse_args(argv)
     n_seeds = args.seeds or (4 if args.quick else 30)
     args.size = args.size or (32 if args.quick else 64)
@@ -293,15 +288,13 @@ def main(argv=None):
         "seed": args.seed,
         "quick": args.quick,
     }
-    done = C.load_finished(out / "results.json", config) if args.resume else {}
-    records, t0 = dict(done), time.perf_counter()
+    store = C.RunStore(out / "results.json", config, resume=args.resume, key="models")
+    t0 = time.perf_counter()
     for i in args.models:
-        if str(i) in done:
-            continue
-        records[str(i)] = run_model(i, keys, data, args)
-        C.write_json(out / "results.json", {"config": config, "models": records})
+        if i not in store:
+            store.put(i, run_model(i, keys, data, args))
     wall = time.perf_counter() - t0
-    records = {k: records[k] for k in sorted(records)}
+    records = {k: store[k] for k in sorted(store.runs)}
     text = f"# {NAME}: paper 000, Tables 1-2\n\n" + _table1(records, n_seeds, wall)
     if "4" in records:
         text += "\n" + _table2(records["4"])
