@@ -14,7 +14,7 @@ IMAGE_DATASETS = ("digits", "mnist", "cifar10")
 def _digits(split: str, test_fraction: float, seed: int):
     try:
         from sklearn.datasets import load_digits
-    except ImportError as err:  # pragma: no cover - depends on the environment
+    except ImportError as err:
         raise ImportError(
             "image_dataset('digits') needs scikit-learn: pip install 'jaxprune[data]'"
         ) from err
@@ -34,7 +34,13 @@ def _tfds(name: str, split: str):
         raise ImportError(
             f"image_dataset({name!r}) needs TensorFlow Datasets: pip install 'jaxprune[tfds]'"
         ) from err
-    ds = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1, as_supervised=True))
+    try:
+        ds = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1, as_supervised=True))
+    except ImportError as err:  # TFDS imports without TensorFlow; loading needs it
+        raise ImportError(
+            f"image_dataset({name!r}) needs TensorFlow to load TFDS data ({err}): "
+            "pip install tensorflow"
+        ) from err
     x, y = ds
     return (np.asarray(x, np.float32) / 255.0), np.asarray(y, np.int32)
 
@@ -60,7 +66,7 @@ def image_dataset(
 
     Raises:
       ValueError: on an unknown name or split, or a bad ``test_fraction``.
-      ImportError: naming the extra to install when scikit-learn / TFDS is missing.
+      ImportError: naming what to install when scikit-learn, TFDS or TensorFlow is missing.
 
     >>> x, y = image_dataset("digits", "test")
     >>> x.shape, y.dtype.name, float(x.max())

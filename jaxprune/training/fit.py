@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
+from jaxprune.training._checks import check_finite, check_params_like_model
 from jaxprune.training.checkpoint import load_checkpoint, save_checkpoint
 from jaxprune.training.early_stopping import (
     EarlyStoppingState,
@@ -246,7 +247,9 @@ def fit(
       A :class:`FitResult`.
 
     Raises:
-      ValueError: on inconsistent data, a bad key batch or non-positive sizes.
+      ValueError: on inconsistent data, NaN/inf in ``data`` (or in the given ``params`` or
+        ``opt_state``), given ``params`` whose entries or shapes differ from ``model.init``'s,
+        a bad key batch or non-positive sizes; the message names the argument.
 
     >>> import jax, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=16)
@@ -295,6 +298,11 @@ def fit(
         lead = {np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(tree)}
         if tree is not None and lead - {n_runs}:
             raise ValueError(f"{name}: expected a leading seed axis of {n_runs}, got {lead}")
+    check_finite("data", (x, y))
+    if params is not None:
+        check_params_like_model(model, params, x, (n_runs,))
+        check_finite("params", params)
+        check_finite("opt_state", opt_state)
     state = init_fn(keys, params, opt_state, x)
     final = jax.tree.map(jnp.zeros_like, state)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)

@@ -17,6 +17,7 @@ from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, unit_ablation
 from jaxprune.analysis.redundancy import REDUNDANCY_THRESHOLD, redundant_units
 from jaxprune.rewrites.prune_units import prune_units
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
+from jaxprune.training._checks import check_finite
 from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
 from jaxprune.training.shuffle import feistel_permutation
 from jaxprune.training.step import batch_loss
@@ -238,7 +239,7 @@ def train_with_reinit(
 
     Raises:
       ValueError: for thresholds outside ``(0, inf)``, ``reinits < 0``, non-positive sizes or
-        patiences, empty or inconsistent data, or bad keys.
+        patiences, empty or inconsistent data, NaN/inf in the data, or bad keys.
 
     >>> import jax, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=12)
@@ -255,6 +256,7 @@ def train_with_reinit(
     x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
     if x.ndim < 1 or x.shape[0] == 0 or y.shape[:1] != x.shape[:1]:
         raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
+    check_finite("data", (x, y))
     if int(reinits) != reinits or reinits < 0:
         raise ValueError(f"reinits: expected an integer >= 0, got {reinits}")
     for name, value in (

@@ -1,0 +1,70 @@
+"""Checks run on the host before training starts (outside jit), each naming the bad argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["check_finite", "check_params_like_model"]
+
+
+def check_finite(name: str, tree: Any) -> None:
+    """Raises ``ValueError`` naming the first leaf of ``tree`` that holds NaN or inf.
+
+    Integer and boolean leaves are always finite. One reduction per float leaf; the index of the
+    first bad entry is only computed when there is one.
+
+    >>> import jax.numpy as jnp
+    >>> check_finite("data", {"x": jnp.array([1.0, jnp.nan])})
+    Traceback (most recent call last):
+    ...
+    ValueError: data['x']: expected finite values, got 1 NaN/inf of 2 entries (first at index (1,))
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        a = jnp.asarray(leaf)
+        if not jnp.issubdtype(a.dtype, jnp.inexact):
+            continue
+        bad = ~jnp.isfinite(a)
+        count = int(jnp.sum(bad))
+        if count:
+            first = tuple(int(i) for i in np.argwhere(np.asarray(bad))[0])
+            raise ValueError(
+                f"{name}{jax.tree_util.keystr(path)}: expected finite values, got {count} "
+                f"NaN/inf of {a.size} entries (first at index {first})"
+            )
+
+
+def check_params_like_model(model, params: Any, x: jax.Array, lead: tuple[int, ...] = ()) -> None:
+    """Raises ``ValueError`` unless ``params`` has the paths and shapes of ``model.init``'s.
+
+    ``lead`` is the leading axes every leaf carries on top of the model's shapes (a seed axis).
+    Only shapes are traced (``jax.eval_shape``); nothing is compiled.
+
+    >>> import jax, jax.numpy as jnp, jaxprune as jp
+    >>> m = jp.models.MLP(hidden=(3,))
+    >>> p = m.init(jax.random.key(0), jnp.zeros((1, 2)))["params"]
+    >>> check_params_like_model(jp.models.MLP(hidden=(4,)), p, jnp.zeros((1, 2)))
+    Traceback (most recent call last):
+    ...
+    ValueError: params['out']['kernel']: expected shape (4, 1) for this model, got (3, 1)
+    """
+    want = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1])["params"])
+    want = {jax.tree_util.keystr(p): s.shape for p, s in jax.tree_util.tree_leaves_with_path(want)}
+    got = {
+        jax.tree_util.keystr(p): tuple(jnp.shape(a))
+        for p, a in jax.tree_util.tree_leaves_with_path(params)
+    }
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
+        raise ValueError(
+            f"params: expected the entries of {type(model).__name__}.init(...)['params']; "
+            f"missing {missing}, unexpected {extra}"
+        )
+    for path, shape in want.items():
+        if got[path] != (*lead, *shape):
+            raise ValueError(
+                f"params{path}: expected shape {(*lead, *shape)} for this model, got {got[path]}"
+            )

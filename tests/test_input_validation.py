@@ -1,0 +1,109 @@
+"""Bad input at the public boundary gets a specific error naming the argument (README table)."""
+
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxprune as jp
+from jaxprune.training._checks import check_finite, check_params_like_model
+
+MODEL = jp.models.MLP(hidden=(4,))
+X, Y = jp.data.paint("square", size=4)
+PARAMS = MODEL.init(jax.random.key(0), X[:1])["params"]
+FIT = dict(optimizer=optax.adam(1e-2), max_epochs=1, progress=False)
+
+
+def test_check_finite_names_the_leaf_and_the_first_bad_entry():
+    check_finite("data", (np.arange(3), np.array([True]), jnp.ones((2, 2))))  # ints, bools: ok
+    x = np.ones((3, 4), np.float32)
+    x[2, 1], x[2, 3] = np.inf, np.nan
+    with pytest.raises(
+        ValueError,
+        match=r"^data\[1\]: expected finite values, got 2 NaN/inf of 12 entries "
+        r"\(first at index \(2, 1\)\)$",
+    ):
+        check_finite("data", (np.zeros(3), x))
+
+
+def test_fit_rejects_nan_or_inf_in_data_before_compiling():
+    x = X.copy()
+    x[5, 1] = np.nan
+    with pytest.raises(ValueError, match=r"data\[0\]: expected finite values, got 1 NaN/inf"):
+        jp.training.fit(MODEL, jax.random.key(0), (x, Y), **FIT)
+    y = Y.copy()
+    y[0] = -np.inf
+    with pytest.raises(ValueError, match=r"data\[1\]: .* \(first at index \(0, 0\)\)"):
+        jp.training.fit(MODEL, jax.random.key(0), (X, y), **FIT)
+
+
+def test_fit_rejects_params_that_do_not_fit_the_model_or_are_not_finite():
+    keys = jax.random.split(jax.random.key(0), 2)
+    two = jax.tree.map(lambda a: jnp.stack([a, a]), PARAMS)
+    narrow = jp.models.MLP(hidden=(3,))
+    with pytest.raises(
+        ValueError, match=r"params\['out'\]\['kernel'\]: expected shape \(2, 3, 1\)"
+    ):
+        jp.training.fit(narrow, keys, (X, Y), params=two, **FIT)
+    no_out = {k: v for k, v in two.items() if k != "out"}
+    with pytest.raises(ValueError, match=r"params: expected the entries .* missing \["):
+        jp.training.fit(MODEL, keys, (X, Y), params=no_out, **FIT)
+    bad = {**two, "relu_0": {**two["relu_0"], "bias": two["relu_0"]["bias"].at[1, 2].set(jnp.inf)}}
+    with pytest.raises(
+        ValueError, match=r"params\['relu_0'\]\['bias'\]: expected finite .*\(1, 2\)"
+    ):
+        jp.training.fit(MODEL, keys, (X, Y), params=bad, **FIT)
+
+
+def test_check_params_like_model_reads_shapes_only():
+    check_params_like_model(MODEL, PARAMS, X)
+    check_params_like_model(MODEL, jax.tree.map(lambda a: a[None], PARAMS), X, (1,))
+    extra = {**PARAMS, "relu_9": PARAMS["relu_0"]}
+    with pytest.raises(ValueError, match=r"unexpected \[\"\['relu_9'\]\['bias'\]\""):
+        check_params_like_model(MODEL, extra, X)
+
+
+def test_train_with_reinit_rejects_non_finite_data():
+    y = Y.copy()
+    y[3] = np.nan
+    with pytest.raises(ValueError, match=r"data\[1\]: expected finite values"):
+        jp.training.train_with_reinit(MODEL, jax.random.key(0), (X, y), optimizer=optax.adam(1e-2))
+
+
+def test_unknown_dataset_names():
+    with pytest.raises(ValueError, match=r"name: expected one of \('digits', 'mnist', 'cifar10'\)"):
+        jp.data.image_dataset("fashion")
+    with pytest.raises(ValueError, match="split: expected 'train' or 'test'"):
+        jp.data.image_dataset("digits", "validation")
+    with pytest.raises(ValueError, match=r"shape: unknown shape 'octagon'; expected one of"):
+        jp.data.paint("octagon")
+
+
+def test_missing_scikit_learn_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import raises ImportError
+    with pytest.raises(ImportError, match=r"needs scikit-learn: pip install 'jaxprune\[data\]'"):
+        jp.data.image_dataset("digits")
+
+
+def test_missing_tfds_or_tensorflow_names_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(
+        ImportError, match=r"needs TensorFlow Datasets: pip install 'jaxprune\[tfds"
+    ):
+        jp.data.image_dataset("mnist")
+
+    def load(*args, **kwargs):  # what TFDS does when TensorFlow is not installed
+        raise ModuleNotFoundError("No module named 'tensorflow'")
+
+    fake = types.SimpleNamespace(load=load, as_numpy=lambda ds: ds)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    with pytest.raises(
+        ImportError,
+        match=r"image_dataset\('cifar10'\) needs TensorFlow to load TFDS data "
+        r"\(No module named 'tensorflow'\): pip install tensorflow",
+    ):
+        jp.data.image_dataset("cifar10")
