@@ -41,6 +41,16 @@ def test_fit_rejects_nan_or_inf_in_data_before_compiling():
         jp.training.fit(MODEL, jax.random.key(0), (X, y), **FIT)
 
 
+@pytest.mark.parametrize("min_delta", [-0.1, float("nan"), float("inf")])
+def test_min_delta_must_be_finite_and_non_negative(min_delta):
+    with pytest.raises(ValueError, match=r"min_delta: expected a finite value >= 0, got"):
+        jp.training.fit(MODEL, jax.random.key(0), (X, Y), min_delta=min_delta, **FIT)
+    with pytest.raises(ValueError, match=r"min_delta: expected a finite value >= 0, got"):
+        jp.training.train_with_reinit(
+            MODEL, jax.random.key(0), (X, Y), optimizer=optax.adam(1e-2), min_delta=min_delta
+        )
+
+
 def test_fit_rejects_params_that_do_not_fit_the_model_or_are_not_finite():
     keys = jax.random.split(jax.random.key(0), 2)
     two = jax.tree.map(lambda a: jnp.stack([a, a]), PARAMS)

@@ -249,7 +249,8 @@ def fit(
     Raises:
       ValueError: on inconsistent data, NaN/inf in ``data`` (or in the given ``params`` or
         ``opt_state``), given ``params`` whose entries or shapes differ from ``model.init``'s,
-        a bad key batch or non-positive sizes; the message names the argument.
+        a bad key batch, non-positive sizes or a negative or non-finite ``min_delta``; the
+        message names the argument.
 
     >>> import jax, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=16)
@@ -275,6 +276,8 @@ def fit(
     ):
         if int(value) < 1:
             raise ValueError(f"{name}: must be >= 1, got {value}")
+    if not 0.0 <= float(min_delta) < math.inf:
+        raise ValueError(f"min_delta: expected a finite value >= 0, got {min_delta}")
     keys, single = _as_key_batch(keys)
     n_runs, n = keys.shape[0], x.shape[0]
     batch_size = min(int(batch_size), n)

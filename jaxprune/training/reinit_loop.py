@@ -277,6 +277,8 @@ def train_with_reinit(
     ]
     if outgoing not in OUTGOING_CHOICES:
         raise ValueError(f"outgoing: expected one of {OUTGOING_CHOICES}, got {outgoing!r}")
+    if not 0.0 <= float(min_delta) < float("inf"):
+        raise ValueError(f"min_delta: expected a finite value >= 0, got {min_delta}")
     keys = jnp.asarray(keys)
     if not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) or keys.ndim > 1:
         raise ValueError(
