@@ -6,6 +6,7 @@ from jaxprune.training.early_stopping import (
     early_stopping_init,
     early_stopping_update,
 )
+from jaxprune.training.epochs import EpochsResult, make_epoch, train_epochs
 from jaxprune.training.fit import FitResult, RunState, fit
 from jaxprune.training.parallel import (
     data_mesh,
@@ -27,6 +28,7 @@ from jaxprune.training.step import batch_loss, evaluate, make_train_step
 
 __all__ = [
     "EarlyStoppingState",
+    "EpochsResult",
     "FitResult",
     "LossFn",
     "METHODS",
@@ -43,6 +45,7 @@ __all__ = [
     "fit",
     "get_loss",
     "lw_schedule",
+    "make_epoch",
     "make_parallel_epoch",
     "make_parallel_train_step",
     "make_train_step",
@@ -50,6 +53,7 @@ __all__ = [
     "pruned_model",
     "replicate",
     "shard_batch",
+    "train_epochs",
     "train_rounds",
     "train_with_reinit",
 ]
