@@ -23,7 +23,8 @@ Validation accuracy (MAE) after the last epoch, mean +- std over seeds, beside t
 numbers for the analogous rows (different datasets and sizes: the paper's are *not*
 reproduced here, they are shown as the paper's). Fig. 2 analogue: validation accuracy per epoch.
 
-Outputs: ``<out>/fuse_init/results.json``, ``table.md``, ``curves_<part>.png``.
+Outputs: ``<out>/fuse_init/results.json`` (saved after every finished part; ``--resume`` keeps
+the parts already there when the configuration is the same), ``table.md``, ``curves_<part>.png``.
 Run time: ``--quick`` (2 seeds, 5 epochs, 512 training examples) about 55 s of CPU time (measured
 2 min wall on a shared, loaded 2-core machine); the default (10 seeds, 60 epochs) several minutes.
 On digits (one input channel) the uncorrelated-channel estimator equals the joint one.
@@ -42,11 +43,11 @@ import optax
 
 import jaxprune as jp
 from experiments._common import (
+    RunStore,
     base_parser,
     fmt_pm,
     markdown_table,
     output_dir,
-    write_json,
     write_text,
 )
 from jaxprune.models import CNN, ConvLayer, DenseLayer
@@ -233,13 +234,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 10)
     epochs = args.epochs or (5 if args.quick else 60)
+    n_train = 512 if args.quick else None
     out = output_dir(args, NAME)
     parts = list(PARTS) if args.part == "all" else [args.part]
-    results = {"seeds": seeds, "epochs": epochs, "quick": args.quick, "parts": {}}
-    rows = []
+    config = {
+        "seeds": seeds,
+        "epochs": epochs,
+        "quick": args.quick,
+        "seed": args.seed,
+        "n_train": n_train,
+    }
+    # one finished part is saved as soon as it ends; --resume skips the parts already saved
+    store = RunStore(out / "results.json", config, resume=args.resume, key="parts")
+    summary = {"seeds": seeds, "epochs": epochs, "quick": args.quick}
     for name in parts:
-        res = run_part(name, seeds, epochs, args.seed, n_train=512 if args.quick else None)
-        results["parts"][name] = res
+        if name not in store:
+            store.put(name, run_part(name, seeds, epochs, args.seed, n_train=n_train), **summary)
+    rows = []
+    for name in (p for p in PARTS if p in store):
+        res = store[name]
         _plot(out / f"curves_{name}.png", name, res)
         digits = 3
         mse = fmt_pm(res["fusion_mse"], 3, sci=True)
@@ -259,7 +272,6 @@ def main(argv=None):
                 PAPER[name],
             ]
         )
-    write_json(out / "results.json", results)
     header = [
         "part",
         "network",

@@ -21,9 +21,10 @@ paper's CIFAR/ImageNet runs are out of reach on CPU and no dataset can be downlo
 5. **Residual vs plain** (paper 004 "Short"/"NoShort"): a ``PReLUResMLP`` with and without
    shortcuts, trained as a ReLU net (slopes frozen at 0), then linearized; APL vs NAPL.
 
-Outputs in ``OUT/linearize/``: ``results.json``, ``table.md`` (this run's numbers; the paper's
-CIFAR numbers beside them, labelled, for context only) and ``accuracy_vs_napl.png``,
-``inactive_heatmap.png``, ``nonlinear_advantage.png``.
+Outputs in ``OUT/linearize/``: ``results.json`` (one entry per seed, saved as soon as that seed
+finishes; ``--resume`` keeps the seeds already there when the configuration is the same),
+``table.md`` (this run's numbers; the paper's CIFAR numbers beside them, labelled, for context
+only) and ``accuracy_vs_napl.png``, ``inactive_heatmap.png``, ``nonlinear_advantage.png``.
 
 Expected run time: ``--quick`` about 40-60 s on 2 CPU cores; the full run (3 seeds, wider and
 longer) about 10-15 minutes.
@@ -43,11 +44,11 @@ import optax
 
 import jaxprune as jp
 from experiments._common import (
+    RunStore,
     base_parser,
     fmt_pm,
     markdown_table,
     output_dir,
-    write_json,
     write_text,
 )
 
@@ -142,6 +143,23 @@ def freeze_slopes(tx):
     return optax.chain(tx, optax.masked(optax.set_to_zero(), mask))
 
 
+# One optimizer object per setting: the jitted epochs are cached by (model, optimizer), so later
+# seeds (and a resumed run in the same process) reuse the compiled programs.
+@functools.cache
+def _adam(lr: float):
+    return optax.adam(lr)
+
+
+@functools.cache
+def _slope_tx(lr: float, strength: float, target: float | None = None):
+    return jp.transforms.slope_sparsity(_adam(lr), strength=strength, target=target)
+
+
+@functools.cache
+def _relu_tx(lr: float):
+    return freeze_slopes(_adam(lr))
+
+
 def measure(model, params, state, test, in_features):
     inactive = {k: np.asarray(v) for k, v in state.inactive.items()}
     active = {k: ~v for k, v in inactive.items()}
@@ -153,6 +171,106 @@ def measure(model, params, state, test, in_features):
         "napl": jp.analysis.normalized_average_path_length(graph, active),
         "enw": jp.analysis.effective_width(active),
     }
+
+
+def run_seed(seed: int, cfg: dict) -> dict:
+    """Every part of the experiment for one seed (one cell of ``results.json``)."""
+    start = time.perf_counter()
+    lr = cfg["lr"]
+    key = jax.random.key(seed)
+    x, y = spirals(cfg["n_per_class"], seed)
+    n_train = int(0.8 * len(x))
+    train_data = (jnp.asarray(x[:n_train]), jnp.asarray(y[:n_train]))
+    test = (jnp.asarray(x[n_train:]), jnp.asarray(y[n_train:]))
+    run = {"seed": seed}
+    # (1) ReLU training, swap, post-training linearization per lambda
+    mlp = jp.models.MLP(hidden=cfg["hidden"], out=3, out_activation="identity")
+    p0 = _init_fn(mlp)(jax.random.fold_in(key, 1), train_data[0][:1])
+    p_relu, _ = train(mlp, _adam(lr), p0, train_data, cfg["epochs"], jax.random.fold_in(key, 2))
+    net, p_prelu = jp.rewrites.swap_relu_for_prelu(mlp, p_relu)
+    swap_diff = float(
+        jnp.max(jnp.abs(_apply_fn(mlp)(p_relu, test[0]) - _apply_fn(net)(p_prelu, test[0])))
+    )
+    run["relu_test_acc"] = float(_acc_fn(mlp)(p_relu, *test))
+    run["swap_max_abs_diff"] = swap_diff
+    run["lambdas"] = []
+    heat = []
+    masks = {}
+    for lam in cfg["lambdas"]:
+        tx = _slope_tx(lr, lam)
+        record = None
+        if lam == cfg["heat_lambda"]:
+            record = functools.partial(_record_heat, heat, net.slope_layers())
+        p_lin, st = train(
+            net,
+            tx,
+            p_prelu,
+            train_data,
+            cfg["post_epochs"],
+            jax.random.fold_in(key, 3),
+            on_epoch=record,
+        )
+        row = {"lambda": lam, **measure(net, p_lin, st, test, 2)}
+        small, q = jp.rewrites.fold_linear(net, p_lin)
+        small_all, q_all = jp.rewrites.fold_linear(net, p_lin, only_if_smaller=False)
+        ref = _apply_fn(net)(p_lin, test[0])
+        row["fold_max_abs_diff"] = max(
+            float(jnp.max(jnp.abs(_apply_fn(small)(q, test[0]) - ref))),
+            float(jnp.max(jnp.abs(_apply_fn(small_all)(q_all, test[0]) - ref))),
+        )
+        row["cost_before"] = jp.rewrites.mlp_cost(net, p_lin)._asdict()
+        row["cost_folded"] = jp.rewrites.mlp_cost(small, q)._asdict()
+        row["cost_folded_all"] = jp.rewrites.mlp_cost(small_all, q_all)._asdict()
+        row["folded_hidden"] = list(small_all.hidden)
+        run["lambdas"].append(row)
+        masks[lam] = st.inactive
+    run["heatmap"] = heat
+    # (3) mask transfer from the heat-map lambda's network, retrained from scratch
+    source = masks[cfg["heat_lambda"]]
+    run["transfer"] = {}
+    # strength 0: no penalty; the transferred units (slope set to 1 > threshold) are frozen
+    # by the first update, the others are ordinary (non-regularized) PReLUs as in the paper
+    transfer_tx = _slope_tx(lr, 0.0)
+    for mode in jp.rewrites.MASK_TRANSFER_MODES:
+        mask = jp.rewrites.transfer_mask(source, mode, jax.random.fold_in(key, 4))
+        fresh = _init_fn(net)(jax.random.fold_in(key, 5), train_data[0][:1])
+        fresh = jp.rewrites.set_linear_slopes(fresh, mask)
+        p_t, st = train(
+            net,
+            transfer_tx,
+            fresh,
+            train_data,
+            cfg["epochs"] + cfg["post_epochs"],
+            jax.random.fold_in(key, 6),
+        )
+        run["transfer"][mode] = measure(net, p_t, st, test, 2)
+    # (4) nonlinear advantage: linearize from epoch t, same total budget, target mode
+    total = cfg["epochs"] + cfg["post_epochs"]
+    relu_tx = _relu_tx(lr)
+    target_tx = _slope_tx(lr, cfg["heat_lambda"], cfg["target"])
+    run["advantage"] = []
+    for t in cfg["t_values"]:
+        p = _init_fn(net)(jax.random.fold_in(key, 7), train_data[0][:1])
+        p, _ = train(net, relu_tx, p, train_data, t, jax.random.fold_in(key, 8))
+        p, st = train(net, target_tx, p, train_data, total - t, jax.random.fold_in(key, 9))
+        run["advantage"].append({"t": t, **measure(net, p, st, test, 2)})
+    # (5) residual vs plain
+    run["residual"] = {}
+    for shortcut in (True, False):
+        res = jp.models.PReLUResMLP(
+            width=cfg["res_width"], blocks=cfg["res_blocks"], out=3, shortcut=shortcut
+        )
+        p = _init_fn(res)(jax.random.fold_in(key, 10), train_data[0][:1])
+        p, _ = train(res, relu_tx, p, train_data, cfg["epochs"], jax.random.fold_in(key, 11))
+        base = float(_acc_fn(res)(p, *test))
+        tx = _slope_tx(lr, cfg["heat_lambda"])
+        p, st = train(res, tx, p, train_data, cfg["post_epochs"], jax.random.fold_in(key, 12))
+        run["residual"]["short" if shortcut else "noshort"] = {
+            "base_test_acc": base,
+            **measure(res, p, st, test, 2),
+        }
+    run["seconds"] = time.perf_counter() - start
+    return run
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -174,108 +292,14 @@ def main(argv: list[str] | None = None) -> Path:
         res_blocks=2 if quick else 4,
         lr=1e-2,
     )
-    start = time.perf_counter()
-    adam = optax.adam(cfg["lr"])
-    results = {"config": {**cfg, "seeds": n_seeds}, "seeds": []}
-    for s in range(n_seeds):
-        seed = args.seed + s
-        key = jax.random.key(seed)
-        x, y = spirals(cfg["n_per_class"], seed)
-        n_train = int(0.8 * len(x))
-        train_data = (jnp.asarray(x[:n_train]), jnp.asarray(y[:n_train]))
-        test = (jnp.asarray(x[n_train:]), jnp.asarray(y[n_train:]))
-        run = {"seed": seed}
-        # (1) ReLU training, swap, post-training linearization per lambda
-        mlp = jp.models.MLP(hidden=cfg["hidden"], out=3, out_activation="identity")
-        p0 = _init_fn(mlp)(jax.random.fold_in(key, 1), train_data[0][:1])
-        p_relu, _ = train(mlp, adam, p0, train_data, cfg["epochs"], jax.random.fold_in(key, 2))
-        net, p_prelu = jp.rewrites.swap_relu_for_prelu(mlp, p_relu)
-        swap_diff = float(
-            jnp.max(jnp.abs(_apply_fn(mlp)(p_relu, test[0]) - _apply_fn(net)(p_prelu, test[0])))
-        )
-        run["relu_test_acc"] = float(_acc_fn(mlp)(p_relu, *test))
-        run["swap_max_abs_diff"] = swap_diff
-        run["lambdas"] = []
-        heat = []
-        masks = {}
-        for lam in cfg["lambdas"]:
-            tx = jp.transforms.slope_sparsity(adam, strength=lam)
-            record = None
-            if lam == cfg["heat_lambda"]:
-                record = functools.partial(_record_heat, heat, net.slope_layers())
-            p_lin, st = train(
-                net,
-                tx,
-                p_prelu,
-                train_data,
-                cfg["post_epochs"],
-                jax.random.fold_in(key, 3),
-                on_epoch=record,
-            )
-            row = {"lambda": lam, **measure(net, p_lin, st, test, 2)}
-            small, q = jp.rewrites.fold_linear(net, p_lin)
-            small_all, q_all = jp.rewrites.fold_linear(net, p_lin, only_if_smaller=False)
-            ref = _apply_fn(net)(p_lin, test[0])
-            row["fold_max_abs_diff"] = max(
-                float(jnp.max(jnp.abs(_apply_fn(small)(q, test[0]) - ref))),
-                float(jnp.max(jnp.abs(_apply_fn(small_all)(q_all, test[0]) - ref))),
-            )
-            row["cost_before"] = jp.rewrites.mlp_cost(net, p_lin)._asdict()
-            row["cost_folded"] = jp.rewrites.mlp_cost(small, q)._asdict()
-            row["cost_folded_all"] = jp.rewrites.mlp_cost(small_all, q_all)._asdict()
-            row["folded_hidden"] = list(small_all.hidden)
-            run["lambdas"].append(row)
-            masks[lam] = st.inactive
-        run["heatmap"] = heat
-        # (3) mask transfer from the heat-map lambda's network, retrained from scratch
-        source = masks[cfg["heat_lambda"]]
-        run["transfer"] = {}
-        # strength 0: no penalty; the transferred units (slope set to 1 > threshold) are frozen
-        # by the first update, the others are ordinary (non-regularized) PReLUs as in the paper
-        transfer_tx = jp.transforms.slope_sparsity(adam, strength=0.0)
-        for mode in jp.rewrites.MASK_TRANSFER_MODES:
-            mask = jp.rewrites.transfer_mask(source, mode, jax.random.fold_in(key, 4))
-            fresh = _init_fn(net)(jax.random.fold_in(key, 5), train_data[0][:1])
-            fresh = jp.rewrites.set_linear_slopes(fresh, mask)
-            p_t, st = train(
-                net,
-                transfer_tx,
-                fresh,
-                train_data,
-                cfg["epochs"] + cfg["post_epochs"],
-                jax.random.fold_in(key, 6),
-            )
-            run["transfer"][mode] = measure(net, p_t, st, test, 2)
-        # (4) nonlinear advantage: linearize from epoch t, same total budget, target mode
-        total = cfg["epochs"] + cfg["post_epochs"]
-        relu_tx = freeze_slopes(adam)
-        target_tx = jp.transforms.slope_sparsity(
-            adam, strength=cfg["heat_lambda"], target=cfg["target"]
-        )
-        run["advantage"] = []
-        for t in cfg["t_values"]:
-            p = _init_fn(net)(jax.random.fold_in(key, 7), train_data[0][:1])
-            p, _ = train(net, relu_tx, p, train_data, t, jax.random.fold_in(key, 8))
-            p, st = train(net, target_tx, p, train_data, total - t, jax.random.fold_in(key, 9))
-            run["advantage"].append({"t": t, **measure(net, p, st, test, 2)})
-        # (5) residual vs plain
-        run["residual"] = {}
-        for shortcut in (True, False):
-            res = jp.models.PReLUResMLP(
-                width=cfg["res_width"], blocks=cfg["res_blocks"], out=3, shortcut=shortcut
-            )
-            p = _init_fn(res)(jax.random.fold_in(key, 10), train_data[0][:1])
-            p, _ = train(res, relu_tx, p, train_data, cfg["epochs"], jax.random.fold_in(key, 11))
-            base = float(_acc_fn(res)(p, *test))
-            tx = jp.transforms.slope_sparsity(adam, strength=cfg["heat_lambda"])
-            p, st = train(res, tx, p, train_data, cfg["post_epochs"], jax.random.fold_in(key, 12))
-            run["residual"]["short" if shortcut else "noshort"] = {
-                "base_test_acc": base,
-                **measure(res, p, st, test, 2),
-            }
-        results["seeds"].append(run)
-    results["seconds"] = time.perf_counter() - start
-    write_json(out / "results.json", results)
+    config = {**cfg, "seeds": n_seeds, "seed": args.seed, "quick": quick}
+    # one seed's run is saved as soon as it ends; --resume skips the seeds already saved
+    store = RunStore(out / "results.json", config, resume=args.resume, key="seeds")
+    for seed in range(args.seed, args.seed + n_seeds):
+        if seed not in store:
+            store.put(seed, run_seed(seed, cfg))
+    runs = [store[seed] for seed in range(args.seed, args.seed + n_seeds)]
+    results = {"config": store.config, "seeds": runs, "seconds": sum(r["seconds"] for r in runs)}
     write_text(out / "table.md", _table(results))
     _figures(results, out)
     return out
@@ -397,7 +421,7 @@ def _table(results) -> str:
             [list(r) for r in PAPER_FIG3],
         )
     )
-    lines.append(f"\nWall time: {results['seconds']:.1f} s\n")
+    lines.append(f"\nWall time: {results['seconds']:.1f} s (all seeds)\n")
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ each run's epochs to early stop.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -80,9 +81,15 @@ def _per_run(model, params, data):
     return jax.jit(jax.vmap(one))(params)
 
 
+@functools.cache
+def _adam(lr: float):
+    """One optimizer object per lr: fit caches its compiled programs by (model, optimizer)."""
+    return optax.adam(lr)
+
+
 def run_model(index: int, keys, data, args) -> dict:
     model = MODELS[index]
-    tx = optax.adam(1e-3)
+    tx = _adam(1e-3)
     t0 = time.perf_counter()
     runs = jp.training.fit(
         model,

@@ -22,13 +22,15 @@ image size (we use 64x64) or how it counted sides.
 Run time: the paper reports seconds per Keras run (90-115 s). We report the wall time of all
 seeds of a setting together (compilation included) and its per-run share.
 
-Outputs: ``results.json`` (every run), ``table.md`` (this run beside the paper's Table 3),
-``sides_histogram.png`` (Fig. 8), ``paintings.png`` (best and worst painting per setting).
+Outputs: ``results.json`` (every run, saved after each setting; ``--resume`` keeps the settings
+already there when the configuration is the same), ``table.md`` (this run beside the paper's
+Table 3), ``sides_histogram.png`` (Fig. 8), ``paintings.png`` (best and worst painting per
+setting).
 """
 
 from __future__ import annotations
 
-import time
+import functools
 
 import jax
 import matplotlib
@@ -58,13 +60,19 @@ def make_model(width: int):
     return jp.models.MLP(hidden=(width,), linear_after=((width, width, width),))
 
 
+@functools.cache
+def _adam(lr: float):
+    """One optimizer object per lr: the compiled programs are cached by (model, optimizer)."""
+    return optax.adam(lr)
+
+
 def run_setting(reinits: int, width: int, keys, data, size: int, args) -> dict:
     model = make_model(width)
     res = jp.training.train_with_reinit(
         model,
         keys,
         data,
-        optimizer=optax.adam(args.lr),
+        optimizer=_adam(args.lr),
         loss="mse",
         reinits=reinits,
         batch_size=128,
@@ -93,12 +101,18 @@ def run_setting(reinits: int, width: int, keys, data, size: int, args) -> dict:
                 "sub_loss": np.asarray(res.sub_loss[k]).tolist(),
             }
         )
+    losses = [r["loss"] for r in runs]
+    best, worst = int(np.argmin(losses)), int(np.argmax(losses))
     return {
         "reinits": reinits,
         "width": width,
         "wall_seconds_all_runs": res.seconds,
         "runs": runs,
-        "predictions": np.asarray(preds)[..., 0],
+        # the predicted images of the best and the worst run, for paintings.png
+        "paintings": {
+            "best": {"seed": best, "prediction": np.asarray(preds[best, :, 0])},
+            "worst": {"seed": worst, "prediction": np.asarray(preds[worst, :, 0])},
+        },
     }
 
 
@@ -171,13 +185,14 @@ def _paintings(records: list[dict], target, size: int, path) -> None:
         axes[row, 0].imshow(target.reshape(size, size), origin="lower", vmin=0, vmax=1)
         axes[row, 0].set_title("target (star)")
     for j, rec in enumerate(records, start=1):
-        losses = [r["loss"] for r in rec["runs"]]
-        for row, k in enumerate((int(np.argmin(losses)), int(np.argmax(losses)))):
-            run = rec["runs"][k]
+        for row, which in enumerate(("best", "worst")):
+            painting = rec["paintings"][which]
+            run = rec["runs"][painting["seed"]]
             ax = axes[row, j]
-            ax.imshow(rec["predictions"][k].reshape(size, size), origin="lower", vmin=0, vmax=1)
+            image = np.asarray(painting["prediction"]).reshape(size, size)
+            ax.imshow(image, origin="lower", vmin=0, vmax=1)
             ax.set_title(
-                f"{'best' if row == 0 else 'worst'} {rec['width']}u/{rec['reinits']}r: "
+                f"{which} {rec['width']}u/{rec['reinits']}r: "
                 f"{run['sides']} sides, {run['active_units']} act.\nloss {run['loss']:.1e}",
                 fontsize=8,
             )
@@ -225,21 +240,17 @@ def main(argv=None):
         "max_epochs": args.max_epochs,
         "seed": args.seed,
         "quick": args.quick,
-        "settings": args.settings,
     }
-    t0 = time.perf_counter()
-    records = []
+    # one setting (all its seeds) is saved as soon as it ends; --resume skips those saved
+    store = C.RunStore(out / "results.json", config, resume=args.resume, key="settings")
     for reinits, width in settings:
-        records.append(run_setting(reinits, width, keys, data, size, args))
+        if f"{reinits}/{width}" in store:
+            continue
+        store.put(f"{reinits}/{width}", run_setting(reinits, width, keys, data, size, args))
         if not args.no_progress:
-            print(
-                f"{width} units / {reinits} reinits: {records[-1]['wall_seconds_all_runs']:.1f} s"
-            )
-    saved = [{k: v for k, v in r.items() if k != "predictions"} for r in records]
-    C.write_json(
-        out / "results.json",
-        {"config": config, "wall_seconds": time.perf_counter() - t0, "settings": saved},
-    )
+            wall = store[f"{reinits}/{width}"]["wall_seconds_all_runs"]
+            print(f"{width} units / {reinits} reinits: {wall:.1f} s")
+    records = sorted(store.runs.values(), key=lambda r: (r["reinits"], -r["width"]))
     C.write_text(out / "table.md", f"# {NAME}: paper 000, Table 3\n\n" + _table(records))
     _histogram(records, out / "sides_histogram.png")
     _paintings(records, data[1], size, out / "paintings.png")

@@ -75,6 +75,10 @@ def check_unit_mask(params: Params, mask: UnitMask | None, arg: str = "units") -
     checked). Raises ``ValueError`` naming ``arg`` for unknown layers or wrong shapes.
     """
     widths = unit_widths(params)
+    if mask is not None and not isinstance(mask, Mapping):
+        raise ValueError(
+            f"{arg}: expected a mapping {{layer: bool[width]}}, got {type(mask).__name__}"
+        )
     mask = dict(mask or {})
     unknown = sorted(set(mask) - set(widths))
     if unknown:

@@ -1,13 +1,22 @@
 import json
 import math
 
+import pytest
+
 from experiments import linearize
 
+ARGS = ["--quick", "--no-progress"]
 
-def test_linearize_quick_writes_finite_results(tmp_path):
-    out = linearize.main(["--quick", "--no-progress", "--out", str(tmp_path)])
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return linearize.main([*ARGS, "--out", str(tmp_path_factory.mktemp("results"))])
+
+
+def test_linearize_quick_writes_finite_results(out):
     res = json.loads((out / "results.json").read_text())
-    run = res["seeds"][0]
+    assert list(res["seeds"]) == ["0"]
+    run = res["seeds"]["0"]
     assert run["swap_max_abs_diff"] == 0.0  # the ReLU -> PReLU swap is exact
     for row in run["lambdas"]:
         for k in ("test_acc", "inactive_fraction", "apl", "napl", "enw"):
@@ -27,3 +36,23 @@ def test_linearize_quick_writes_finite_results(tmp_path):
     assert "NOT measured here" in table and "| 0.03 |" in table
     for png in ("accuracy_vs_napl.png", "inactive_heatmap.png", "nonlinear_advantage.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def test_resume_skips_saved_seeds_and_recomputes_a_deleted_one_identically(out, monkeypatch):
+    path = out / "results.json"
+    before = json.loads(path.read_text())
+    calls = []
+    real = linearize.run_seed
+    monkeypatch.setattr(linearize, "run_seed", lambda s, *a: calls.append(s) or real(s, *a))
+    linearize.main([*ARGS, "--out", str(out.parent), "--resume"])
+    assert calls == [] and json.loads(path.read_text()) == before
+    # a run killed before seed 0 was saved: the file holds everything but that seed
+    path.write_text(json.dumps({**before, "seeds": {}}))
+    linearize.main([*ARGS, "--out", str(out.parent), "--resume"])
+    after = json.loads(path.read_text())
+    assert calls == [0]
+    redone, orig = after["seeds"]["0"], before["seeds"]["0"]
+    assert redone.pop("seconds") > 0 and orig.pop("seconds") > 0
+    assert redone == orig  # same seed, same device: the same numbers, bit for bit
+    with pytest.raises(ValueError, match="--resume: .* was written with config"):
+        linearize.main([*ARGS, "--seed", "1", "--out", str(out.parent), "--resume"])

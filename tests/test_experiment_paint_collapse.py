@@ -36,3 +36,21 @@ def test_resume_reuses_finished_models_and_rejects_other_config(out):
     assert after["models"]["2"]["runs"] == before["models"]["2"]["runs"]
     with pytest.raises(ValueError, match="--resume: .* was written with config"):
         paint_collapse.main([*ARGS[:-1], "3", "--out", str(out.parent), "--resume"])
+
+
+def test_resume_recomputes_only_a_deleted_model_and_gets_identical_numbers(out, monkeypatch):
+    path = out / "results.json"
+    before = json.loads(path.read_text())
+    calls = []
+    real = paint_collapse.run_model
+    monkeypatch.setattr(paint_collapse, "run_model", lambda i, *a: calls.append(i) or real(i, *a))
+    # a run killed before model 1 was saved: the file holds every model but that one
+    kept = {k: v for k, v in before["models"].items() if k != "1"}
+    path.write_text(json.dumps({**before, "models": kept}))
+    paint_collapse.main([*ARGS, "--out", str(out.parent), "--resume"])
+    after = json.loads(path.read_text())
+    assert calls == [1]  # models 2-4 were kept, not retrained
+    redone, orig = after["models"]["1"], before["models"]["1"]
+    assert redone.pop("wall_seconds_all_runs") > 0 and orig.pop("wall_seconds_all_runs") > 0
+    assert redone == orig  # same seed, same device: the same numbers, bit for bit
+    assert {k: after["models"][k] for k in kept} == kept

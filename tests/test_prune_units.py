@@ -66,3 +66,16 @@ def test_refuses_to_remove_every_unit_and_other_bad_masks():
         jax.jit(lambda m: prune_units(MLP, MLP_PARAMS, {"relu_0": m})[1])(jnp.ones(5, bool))
     with pytest.raises(TypeError, match="model: expected"):
         prune_units(object(), MLP_PARAMS, {})
+
+
+def test_consecutive_relu_layers_keep_both_prunings():
+    # relu_0 feeds relu_1 directly: relu_1's kernel loses rows (relu_0) and columns (relu_1)
+    model = jp.models.MLP(hidden=(3, 2), out=1, out_activation="identity")
+    p = model.init(jax.random.key(0), jnp.zeros((1, 2)))["params"]
+    keep = {"relu_0": np.array([True, False, True]), "relu_1": np.array([False, True])}
+    narrow, q = prune_units(model, p, keep)
+    k1 = np.asarray(p["relu_1"]["kernel"])
+    np.testing.assert_array_equal(q["relu_1"]["kernel"], k1[[0, 2]][:, [1]])
+    np.testing.assert_array_equal(q["out"]["kernel"], np.asarray(p["out"]["kernel"])[[1]])
+    masked = APPLY(model, p, X, {k: v.astype(np.float32) for k, v in keep.items()})
+    np.testing.assert_allclose(APPLY(narrow, q, X, {}), masked, rtol=1e-5, atol=1e-6)

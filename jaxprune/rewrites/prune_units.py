@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprune._types import Params, UnitMask
 from jaxprune._units import next_layer, unit_widths
+from jaxprune.models._check import check_params
 from jaxprune.models.convnet import ConvNet
 from jaxprune.models.mlp import MLP
 
@@ -14,6 +17,10 @@ __all__ = ["prune_units"]
 
 
 def _keep_indices(params: Params, keep: UnitMask) -> dict[str, np.ndarray]:
+    if not isinstance(keep, Mapping):
+        raise ValueError(
+            f"keep: expected a mapping {{layer: bool[width]}}, got {type(keep).__name__}"
+        )
     widths = unit_widths(params)
     unknown = sorted(set(keep) - set(widths))
     if unknown:
@@ -63,8 +70,9 @@ def prune_units(model, params: Params, keep: UnitMask) -> tuple[object, Params]:
       ``(narrow_model, narrow_params)``.
 
     Raises:
-      ValueError: when a mask would remove every unit of a layer, names an unknown layer, has
-        the wrong shape/dtype, or is traced.
+      ValueError: when ``params`` do not match ``model`` (the message names the path), or a
+        mask would remove every unit of a layer, names an unknown layer, has the wrong
+        shape/dtype, or is traced.
       TypeError: for a model other than ``MLP``/``ConvNet``.
 
     >>> import jax, jax.numpy as jnp, numpy as np, jaxprune as jp
@@ -87,11 +95,13 @@ def prune_units(model, params: Params, keep: UnitMask) -> tuple[object, Params]:
         raise TypeError(
             f"model: expected a jaxprune.models.MLP or ConvNet, got {type(model).__name__}"
         )
+    check_params(model, params)
     idx = _keep_indices(params, keep)
     new = {k: dict(v) for k, v in params.items()}
     for name, ix in idx.items():
         w = int(jnp.shape(params[name]["kernel"])[-1])
-        new[name]["kernel"] = jnp.asarray(params[name]["kernel"])[..., ix]
+        # new[name], not params[name]: the previous unit layer may have pruned its rows already
+        new[name]["kernel"] = jnp.asarray(new[name]["kernel"])[..., ix]
         if "bias" in params[name]:
             new[name]["bias"] = jnp.asarray(params[name]["bias"])[ix]
         nxt = next_layer(params, name)

@@ -1,0 +1,213 @@
+"""Fuzzing the unit rewrites: random MLPs and ConvNets through collapse, prune_units, reinit_units.
+
+Valid input never crashes and keeps each rewrite's documented invariant; invalid input always
+raises the documented error (type and message). Parameters are random normal draws on the
+shapes of ``model.init`` (no zero biases), so "changed" and "unchanged" entries are told apart.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxprune as jp
+from jaxprune._units import unit_param_mask
+from jaxprune.models import MLP, ConvNet
+from jaxprune.models._check import check_params
+from jaxprune.rewrites import OUTGOING_CHOICES, prune_units, reinit_units
+
+widths = st.integers(1, 4)
+FUZZ = settings(max_examples=15, deadline=None)
+
+
+@st.composite
+def mlps(draw):
+    hidden = tuple(draw(st.lists(widths, min_size=1, max_size=3)))
+    linear = tuple(tuple(draw(st.lists(widths, max_size=2))) for _ in hidden)
+    return MLP(hidden=hidden, out=draw(widths), out_activation="identity", linear_after=linear)
+
+
+@st.composite
+def convnets(draw):
+    feats = tuple(draw(st.lists(widths, min_size=1, max_size=2)))
+    linear = tuple(tuple(draw(st.lists(widths, max_size=2))) for _ in feats)
+    pool = tuple(draw(st.lists(st.booleans(), min_size=len(feats), max_size=len(feats))))
+    k = draw(st.sampled_from([1, 3]))
+    return ConvNet(features=feats, kernel_size=k, linear_after=linear, pool=pool, out=2)
+
+
+models = st.one_of(mlps(), convnets())
+
+
+def _setup(model, seed):
+    """Random-normal params on ``model``'s shapes and a small input batch."""
+    shape = (5, 3) if isinstance(model, MLP) else (2, 4, 4, 2)
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))["params"]
+    params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
+    return params, x
+
+
+def _apply(model, params, x, mask=None):
+    return np.asarray(model.apply({"params": params}, x, unit_mask=mask))
+
+
+def _unit_masks(draw, model):
+    """A random bool mask per unit layer (each keeps at least one unit)."""
+    out = {}
+    for name, w in zip(model.unit_layers(), _widths(model), strict=True):
+        bits = draw(st.lists(st.booleans(), min_size=w, max_size=w).filter(any))
+        out[name] = np.array(bits)
+    return out
+
+
+def _widths(model):
+    return model.hidden if isinstance(model, MLP) else model.features
+
+
+def _linear_names(model):
+    return [
+        f"linear_{i}_{j}"
+        for i in range(len(model.unit_layers()))
+        for j in range(len(model.linear_widths(i)))
+    ]
+
+
+@FUZZ
+@given(model=models, seed=st.integers(0, 2**16), data=st.data())
+def test_collapse_of_any_subset_keeps_outputs_and_fits_the_smaller_model(model, seed, data):
+    params, x = _setup(model, seed)
+    names = _linear_names(model)
+    chosen = data.draw(st.lists(st.sampled_from(names), unique=True) if names else st.just([]))
+    small, sp = jp.collapse(model, params, layers=chosen)
+    check_params(small, sp)  # the new params have exactly the smaller model's shapes
+    assert len(_linear_names(small)) == len(names) - len(chosen)
+    assert sum(map(len, small.linear_after)) == sum(map(len, model.linear_after)) - len(chosen)
+    tol = 1e-4 * max(1.0, float(np.abs(_apply(model, params, x)).max()))
+    np.testing.assert_allclose(_apply(small, sp, x), _apply(model, params, x), atol=tol)
+
+
+@FUZZ
+@given(model=models, seed=st.integers(0, 2**16), data=st.data())
+def test_collapse_rejects_bad_layers_and_mismatched_params(model, seed, data):
+    params, _ = _setup(model, seed)
+    unit = data.draw(st.sampled_from([*model.unit_layers(), "out"]))
+    with pytest.raises(ValueError, match=f"layers: '{unit}' is a non-linear layer"):
+        jp.collapse(model, params, layers=[unit])
+    with pytest.raises(ValueError, match="layers: 'linear_9_9' is not a layer of this model"):
+        jp.collapse(model, params, layers=["linear_9_9"])
+    layer = data.draw(st.sampled_from(sorted(params)))
+    leaf = data.draw(st.sampled_from(sorted(params[layer])))
+    bad = {k: dict(v) for k, v in params.items()}
+    a = bad[layer][leaf]
+    bad[layer][leaf] = jnp.zeros((*a.shape[:-1], a.shape[-1] + 1), a.dtype)
+    with pytest.raises(ValueError, match=r"params\['\w+'\]\['\w+'\]: expected shape"):
+        jp.collapse(model, bad)
+    missing = {k: v for k, v in params.items() if k != "out"}
+    with pytest.raises(ValueError, match=r"params\['out'\]: missing"):
+        jp.collapse(model, missing)
+    with pytest.raises(ValueError, match=r"params\['extra'\]: layer not in"):
+        jp.collapse(model, {**params, "extra": params["out"]})
+
+
+@FUZZ
+@given(model=models, seed=st.integers(0, 2**16), data=st.data())
+def test_prune_equals_the_masked_network_and_dead_units_change_nothing(model, seed, data):
+    params, x = _setup(model, seed)
+    keep = _unit_masks(data.draw, model)
+    narrow, q = prune_units(model, params, keep)
+    check_params(narrow, q)
+    assert _widths(narrow) == tuple(int(m.sum()) for m in keep.values())
+    masked = _apply(model, params, x, {k: v.astype(np.float32) for k, v in keep.items()})
+    np.testing.assert_allclose(_apply(narrow, q, x), masked, rtol=1e-5, atol=1e-5)
+    # units that are dead on every input (zero kernel, negative bias): pruning them is exact
+    dead = {k: dict(v) for k, v in params.items()}
+    for name, m in keep.items():
+        dead[name]["kernel"] = jnp.where(m, params[name]["kernel"], 0.0)
+        dead[name]["bias"] = jnp.where(m, params[name]["bias"], -1.0)
+    narrow2, q2 = prune_units(model, dead, keep)
+    assert narrow2 == narrow
+    np.testing.assert_allclose(_apply(narrow2, q2, x), _apply(model, dead, x), rtol=1e-5, atol=1e-5)
+
+
+@FUZZ
+@given(model=models, seed=st.integers(0, 2**16), data=st.data())
+def test_prune_rejects_bad_masks_and_mismatched_params(model, seed, data):
+    params, _ = _setup(model, seed)
+    name = data.draw(st.sampled_from(model.unit_layers()))
+    w = _widths(model)[model.unit_layers().index(name)]
+    with pytest.raises(ValueError, match=rf"keep\['{name}'\]: would remove all {w} units"):
+        prune_units(model, params, {name: np.zeros(w, bool)})
+    with pytest.raises(ValueError, match=rf"keep\['{name}'\]: expected a bool array of shape"):
+        prune_units(model, params, {name: np.ones(w + 1, bool)})
+    with pytest.raises(ValueError, match=rf"keep\['{name}'\]: expected a bool array of shape"):
+        prune_units(model, params, {name: np.ones(w, np.int32)})
+    with pytest.raises(ValueError, match=r"keep: unknown layer\(s\) \['relu_9'\]"):
+        prune_units(model, params, {"relu_9": np.ones(w, bool)})
+    with pytest.raises(ValueError, match="keep: expected a mapping"):
+        prune_units(model, params, [np.ones(w, bool)])
+    wider = model.clone(out=model.out + 1)
+    with pytest.raises(ValueError, match=r"params\['out'\]\['kernel'\]: expected shape"):
+        prune_units(wider, params, {})
+
+
+@FUZZ
+@given(
+    model=models,
+    seed=st.integers(0, 2**16),
+    outgoing=st.sampled_from(OUTGOING_CHOICES),
+    data=st.data(),
+)
+def test_reinit_changes_exactly_the_selected_units_entries(model, seed, outgoing, data):
+    params, _ = _setup(model, seed)
+    units = {
+        name: np.array(data.draw(st.lists(st.booleans(), min_size=w, max_size=w)))
+        for name, w in zip(model.unit_layers(), _widths(model), strict=True)
+    }
+    # rbg keys: XLA:CPU compiles threefry slowly for every new shape, rbg in a fraction
+    key = jax.random.key(seed, impl="rbg")
+    q, state = reinit_units(params, units, key, outgoing=outgoing)
+    assert state is None
+    owned = unit_param_mask(params, units, outgoing=outgoing != "keep")
+    for path, old in jax.tree_util.tree_leaves_with_path(params):
+        new, m = np.asarray(_at(q, path)), np.asarray(_at(owned, path))
+        old = np.asarray(old)
+        assert new.dtype == old.dtype and new.shape == old.shape
+        np.testing.assert_array_equal(new[~m], old[~m])  # unselected entries: bit-identical
+        assert (new[m] != old[m]).all(), jax.tree_util.keystr(path)  # selected: all redrawn
+    if outgoing == "zero":  # entries fed by a selected unit, and not redrawn as incoming: 0
+        only_out = jax.tree.map(
+            lambda o, i: np.asarray(o) & ~np.asarray(i),
+            unit_param_mask(params, units, incoming=False),
+            unit_param_mask(params, units, outgoing=False),
+        )
+        for new, m in zip(jax.tree.leaves(q), jax.tree.leaves(only_out), strict=True):
+            np.testing.assert_array_equal(np.asarray(new)[m], 0.0)
+
+
+def _at(tree, path):
+    for k in path:
+        tree = tree[k.key]
+    return tree
+
+
+@FUZZ
+@given(model=models, seed=st.integers(0, 2**16), data=st.data())
+def test_reinit_rejects_bad_masks(model, seed, data):
+    params, _ = _setup(model, seed)
+    name = data.draw(st.sampled_from(model.unit_layers()))
+    w = _widths(model)[model.unit_layers().index(name)]
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=rf"units\['{name}'\]: expected shape \({w},\)"):
+        reinit_units(params, {name: np.ones(w + 1, bool)}, key)
+    with pytest.raises(ValueError, match=r"units: unknown layer\(s\) \['dense_0'\]"):
+        reinit_units(params, {"dense_0": np.ones(w, bool)}, key)
+    with pytest.raises(ValueError, match="units: expected a mapping"):
+        reinit_units(params, [np.ones(w, bool)], key)
+    with pytest.raises(ValueError, match="outgoing: expected one of"):
+        reinit_units(params, {}, key, outgoing="shuffle")
+    with pytest.raises(ValueError, match=r"params\['dense_0'\]: not a layer name"):
+        reinit_units({**params, "dense_0": params["out"]}, {}, key)
