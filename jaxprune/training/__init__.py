@@ -6,7 +6,7 @@ from jaxprune.training.early_stopping import (
     early_stopping_init,
     early_stopping_update,
 )
-from jaxprune.training.epochs import EpochsResult, make_epoch, train_epochs
+from jaxprune.training.epochs import EpochsResult, train_epochs
 from jaxprune.training.fit import FitResult, RunState, fit
 from jaxprune.training.parallel import (
     data_mesh,
@@ -24,7 +24,7 @@ from jaxprune.training.reinit_loop import (
 )
 from jaxprune.training.rounds import METHODS, RoundsResult, lw_schedule, train_rounds
 from jaxprune.training.shuffle import feistel_permutation
-from jaxprune.training.step import batch_loss, evaluate, make_train_step
+from jaxprune.training.step import batch_loss, evaluate, make_epoch, make_train_step
 
 __all__ = [
     "EarlyStoppingState",

@@ -19,8 +19,7 @@ from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
 from jaxprune.training.checkpoint import load_checkpoint, save_checkpoint
 from jaxprune.training.fit import _as_key_batch, _place_seeds
-from jaxprune.training.shuffle import feistel_permutation
-from jaxprune.training.step import batch_loss
+from jaxprune.training.step import make_epoch
 
 __all__ = ["EpochsResult", "train_epochs"]
 
@@ -32,38 +31,6 @@ class EpochsResult(NamedTuple):
     opt_state: Any  # optimizer state after the last epoch
     history: dict[str, jax.Array]  # name -> [seeds, epochs, ...]; "loss": epoch training loss
     seconds: float  # wall time of the whole call, compile included
-
-
-def make_epoch(model, optimizer: optax.GradientTransformation, loss_fn: LossFn, batch_size: int):
-    """``epoch(params, opt_state, key, x, y) -> (params, opt_state, mean_loss)``, unjitted.
-
-    One pass over ``(x, y)`` in an order drawn from ``key`` (:func:`feistel_permutation`, no
-    sort), as a ``lax.scan`` of minibatch steps; the last, smaller batch is kept (one more step
-    on its own static shape, as Keras does), so no example is dropped. ``mean_loss`` is the
-    mean over examples of the per-batch losses before each update.
-    """
-
-    def step(carry, batch):
-        p, s = carry
-        xb, yb = batch
-        value, grads = jax.value_and_grad(lambda q: batch_loss(model.apply, loss_fn, q, xb, yb))(p)
-        updates, s = optimizer.update(grads, s, p)
-        return (optax.apply_updates(p, updates), s), value * xb.shape[0]
-
-    def epoch(p, s, key, x, y):
-        n = x.shape[0]
-        n_full, rem = divmod(n, batch_size)
-        perm = feistel_permutation(key, n)
-        xs, ys = x[perm], y[perm]
-        full = lambda a: a[: n_full * batch_size].reshape(n_full, batch_size, *a.shape[1:])
-        (p, s), sums = jax.lax.scan(step, (p, s), (full(xs), full(ys)))
-        total = jnp.sum(sums)
-        if rem:
-            (p, s), last = step((p, s), (xs[n_full * batch_size :], ys[n_full * batch_size :]))
-            total = total + last
-        return p, s, total / n
-
-    return epoch
 
 
 @functools.lru_cache(maxsize=32)

@@ -10,8 +10,9 @@ import optax
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
+from jaxprune.training.shuffle import feistel_permutation
 
-__all__ = ["batch_loss", "evaluate", "make_train_step"]
+__all__ = ["batch_loss", "evaluate", "make_epoch", "make_train_step"]
 
 TrainablePredicate = Callable[[tuple, jax.Array], bool]
 
@@ -175,3 +176,44 @@ def evaluate(model, params: Params, data, loss: str | LossFn = "mse") -> jax.Arr
     """Mean loss of ``model`` with ``params`` on ``data = (x, y)`` (one full batch)."""
     x, y = data
     return batch_loss(model.apply, get_loss(loss), params, jnp.asarray(x), jnp.asarray(y))
+
+
+def make_epoch(
+    model,
+    optimizer: optax.GradientTransformation,
+    loss_fn: LossFn,
+    batch_size: int,
+    *,
+    unroll: int = 1,
+):
+    """``epoch(params, opt_state, key, x, y) -> (params, opt_state, mean_loss)``, unjitted.
+
+    One pass over ``(x, y)`` in an order drawn from ``key`` (:func:`feistel_permutation`, no
+    sort), as a ``lax.scan`` of minibatch steps; the last, smaller batch is kept (one more step
+    on its own static shape, as Keras does), so no example is dropped. ``mean_loss`` is the
+    mean over examples of the per-batch losses before each update. ``unroll`` is passed to the
+    ``lax.scan`` over batches. :func:`~jaxprune.training.fit` and
+    :func:`~jaxprune.training.train_epochs` are built on it.
+    """
+
+    def step(carry, batch):
+        p, s = carry
+        xb, yb = batch
+        value, grads = jax.value_and_grad(lambda q: batch_loss(model.apply, loss_fn, q, xb, yb))(p)
+        updates, s = optimizer.update(grads, s, p)
+        return (optax.apply_updates(p, updates), s), value * xb.shape[0]
+
+    def epoch(p, s, key, x, y):
+        n = x.shape[0]
+        n_full, rem = divmod(n, batch_size)
+        perm = feistel_permutation(key, n)
+        xs, ys = x[perm], y[perm]
+        full = lambda a: a[: n_full * batch_size].reshape(n_full, batch_size, *a.shape[1:])
+        (p, s), sums = jax.lax.scan(step, (p, s), (full(xs), full(ys)), unroll=unroll)
+        total = jnp.sum(sums)
+        if rem:
+            (p, s), last = step((p, s), (xs[n_full * batch_size :], ys[n_full * batch_size :]))
+            total = total + last
+        return p, s, total / n
+
+    return epoch
