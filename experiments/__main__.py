@@ -31,6 +31,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "experiments.reinit_synthetic",
         "paper 002 Table 1: BL/WELSR/DSD/WELS/FC/LW on the synthetic task",
     ),
+    "reinit_l2": (
+        "experiments.reinit_l2",
+        "paper 002 App. A Table 4: L2 penalty x baseline/rescaling/LW, 100 seeds",
+    ),
 }
 
 

@@ -13,8 +13,12 @@ WELS redraw 20% of each tensor per round; FC redraws the head. The test set size
 given in the paper; it is our choice. All seeds of one (method, alpha) cell run as one vmapped
 program. Expected run time: full about 5-10 minutes on a 2-core CPU; --quick under a minute.
 
-Writes ``results.json`` (per-seed test/train accuracies, wall times), ``table.md`` (this run's
-mean ± std beside the paper's Table 1, labelled) and ``accuracy.png``.
+Writes ``results.json`` (per-seed test/train accuracies, wall times; one entry per cell
+``alpha=<a>/<method>``, saved as each cell finishes), ``table.md`` (this run's mean ± std beside
+the paper's Table 1, labelled) and ``accuracy.png``. ``--resume`` keeps the cells already in
+``results.json`` (same config only) and computes the missing ones; a recomputed cell is
+bit-identical to the original on the same machine (every cell is a pure function of
+``--seed``).
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import jaxprune as jp  # noqa: E402
 from experiments._common import (  # noqa: E402
+    RunStore,
     base_parser,
     fmt_pm,
     markdown_table,
+    mean_std,
     output_dir,
-    write_json,
     write_text,
 )
 
@@ -72,6 +77,11 @@ PAPER = {
 }
 
 
+def run_id(alpha: float, method: str) -> str:
+    """Key of one cell (a method at one alpha, all its seeds) in ``results.json``."""
+    return f"alpha={alpha}/{method}"
+
+
 def _accuracy(model, variables, x, y):
     return jax.vmap(lambda v: jnp.mean(model.apply(v, x).argmax(-1) == y))(variables)
 
@@ -100,13 +110,25 @@ def main(argv=None):
     k_blocks = len(model.lw_blocks())
     rounds = k_blocks * n_per_block
     optimizer = optax.sgd(0.05)
-    runs = []
+    config = {
+        "seeds": seeds,
+        "steps_per_round": steps,
+        "K": k_blocks,
+        "N": n_per_block,
+        "lr": 0.05,
+        "alphas": alphas,
+        "quick": quick,
+        "seed": args.seed,
+    }
+    store = RunStore(out / "results.json", config, resume=args.resume)
     for alpha in alphas:
         (x, y), (xt, yt) = jp.data.signal_task(
             jax.random.key(args.seed), alpha=alpha, n_test=512 if quick else 4096
         )
         keys = jax.random.split(jax.random.key(args.seed + 1), seeds)
         for method in methods:
+            if run_id(alpha, method) in store:
+                continue
             t = time.perf_counter()
             res = jp.training.train_rounds(
                 model,
@@ -119,32 +141,22 @@ def main(argv=None):
             )
             test = _accuracy(model, res.variables, xt, yt)
             train = _accuracy(model, res.variables, x, y)
-            runs.append(
-                {
-                    "alpha": alpha,
-                    "method": method,
-                    "test_acc": 100 * test,
-                    "train_acc": 100 * train,
-                    "final_train_loss": res.train_loss[:, -1],
-                    "steps": res.steps.sum(-1),
-                    "seconds": time.perf_counter() - t,
-                }
-            )
+            record = {
+                "alpha": alpha,
+                "method": method,
+                "test_acc": 100 * test,
+                "train_acc": 100 * train,
+                "final_train_loss": res.train_loss[:, -1],
+                "steps": res.steps.sum(-1),
+                "seconds": time.perf_counter() - t,
+            }
+            store.put(run_id(alpha, method), record)
             if not args.no_progress:
                 print(
                     f"alpha={alpha} {LABELS[method]:5s} test {fmt_pm(100 * test, 1)} "
-                    f"train {fmt_pm(100 * train, 1)} ({runs[-1]['seconds']:.1f}s)"
+                    f"train {fmt_pm(100 * train, 1)} ({record['seconds']:.1f}s)"
                 )
-    config = {
-        "seeds": seeds,
-        "steps_per_round": steps,
-        "K": k_blocks,
-        "N": n_per_block,
-        "lr": 0.05,
-        "quick": quick,
-        "seed": args.seed,
-    }
-    write_json(out / "results.json", {"config": config, "runs": runs})
+    runs = [store[run_id(a, m)] for a in alphas for m in methods]
     rows = []
     for alpha in alphas:
         cell = {r["method"]: r for r in runs if r["alpha"] == alpha}
@@ -162,8 +174,8 @@ def main(argv=None):
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for i, alpha in enumerate(alphas):
         cell = {r["method"]: r for r in runs if r["alpha"] == alpha}
-        means = [float(jnp.mean(cell[m]["test_acc"])) for m in methods]
-        stds = [float(jnp.std(cell[m]["test_acc"])) for m in methods]
+        means = [mean_std(cell[m]["test_acc"])[0] for m in methods]
+        stds = [mean_std(cell[m]["test_acc"])[1] for m in methods]
         pos = [j + 0.8 * i / len(alphas) for j in range(len(methods))]
         ax.bar(pos, means, width=0.8 / len(alphas), yerr=stds, label=f"alpha={alpha}")
     ax.set_xticks([j + 0.4 - 0.4 / len(alphas) for j in range(len(methods))])

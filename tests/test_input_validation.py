@@ -1,7 +1,6 @@
 """Bad input at the public boundary gets a specific error naming the argument (README table)."""
 
 import sys
-import types
 
 import jax
 import jax.numpy as jnp
@@ -30,15 +29,24 @@ def test_check_finite_names_the_leaf_and_the_first_bad_entry():
         check_finite("data", (np.zeros(3), x))
 
 
-def test_fit_rejects_nan_or_inf_in_data_before_compiling():
+def _train_epochs(model, keys, data, **kw):
+    kw = {k: v for k, v in kw.items() if k != "max_epochs"}
+    return jp.training.train_epochs(model, keys, data, epochs=1, **kw)
+
+
+TRAINERS = [jp.training.fit, _train_epochs]
+
+
+@pytest.mark.parametrize("train", TRAINERS)
+def test_training_rejects_nan_or_inf_in_data_before_compiling(train):
     x = X.copy()
     x[5, 1] = np.nan
     with pytest.raises(ValueError, match=r"data\[0\]: expected finite values, got 1 NaN/inf"):
-        jp.training.fit(MODEL, jax.random.key(0), (x, Y), **FIT)
+        train(MODEL, jax.random.key(0), (x, Y), **FIT)
     y = Y.copy()
     y[0] = -np.inf
     with pytest.raises(ValueError, match=r"data\[1\]: .* \(first at index \(0, 0\)\)"):
-        jp.training.fit(MODEL, jax.random.key(0), (X, y), **FIT)
+        train(MODEL, jax.random.key(0), (X, y), **FIT)
 
 
 @pytest.mark.parametrize("min_delta", [-0.1, float("nan"), float("inf")])
@@ -51,22 +59,23 @@ def test_min_delta_must_be_finite_and_non_negative(min_delta):
         )
 
 
-def test_fit_rejects_params_that_do_not_fit_the_model_or_are_not_finite():
+@pytest.mark.parametrize("train", TRAINERS)
+def test_training_rejects_params_that_do_not_fit_the_model_or_are_not_finite(train):
     keys = jax.random.split(jax.random.key(0), 2)
     two = jax.tree.map(lambda a: jnp.stack([a, a]), PARAMS)
     narrow = jp.models.MLP(hidden=(3,))
     with pytest.raises(
         ValueError, match=r"params\['out'\]\['kernel'\]: expected shape \(2, 3, 1\)"
     ):
-        jp.training.fit(narrow, keys, (X, Y), params=two, **FIT)
+        train(narrow, keys, (X, Y), params=two, **FIT)
     no_out = {k: v for k, v in two.items() if k != "out"}
     with pytest.raises(ValueError, match=r"params: expected the entries .* missing \["):
-        jp.training.fit(MODEL, keys, (X, Y), params=no_out, **FIT)
+        train(MODEL, keys, (X, Y), params=no_out, **FIT)
     bad = {**two, "relu_0": {**two["relu_0"], "bias": two["relu_0"]["bias"].at[1, 2].set(jnp.inf)}}
     with pytest.raises(
         ValueError, match=r"params\['relu_0'\]\['bias'\]: expected finite .*\(1, 2\)"
     ):
-        jp.training.fit(MODEL, keys, (X, Y), params=bad, **FIT)
+        train(MODEL, keys, (X, Y), params=bad, **FIT)
 
 
 def test_check_params_like_model_reads_shapes_only():
@@ -85,7 +94,7 @@ def test_train_with_reinit_rejects_non_finite_data():
 
 
 def test_unknown_dataset_names():
-    with pytest.raises(ValueError, match=r"name: expected one of \('digits', 'mnist', 'cifar10'\)"):
+    with pytest.raises(ValueError, match=r"name: expected one of \('digits', 'mnist', "):
         jp.data.image_dataset("fashion")
     with pytest.raises(ValueError, match="split: expected 'train' or 'test'"):
         jp.data.image_dataset("digits", "validation")
@@ -97,23 +106,3 @@ def test_missing_scikit_learn_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import raises ImportError
     with pytest.raises(ImportError, match=r"needs scikit-learn: pip install 'jaxprune\[data\]'"):
         jp.data.image_dataset("digits")
-
-
-def test_missing_tfds_or_tensorflow_names_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
-    with pytest.raises(
-        ImportError, match=r"needs TensorFlow Datasets: pip install 'jaxprune\[tfds"
-    ):
-        jp.data.image_dataset("mnist")
-
-    def load(*args, **kwargs):  # what TFDS does when TensorFlow is not installed
-        raise ModuleNotFoundError("No module named 'tensorflow'")
-
-    fake = types.SimpleNamespace(load=load, as_numpy=lambda ds: ds)
-    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-    with pytest.raises(
-        ImportError,
-        match=r"image_dataset\('cifar10'\) needs TensorFlow to load TFDS data "
-        r"\(No module named 'tensorflow'\): pip install tensorflow",
-    ):
-        jp.data.image_dataset("cifar10")

@@ -6,6 +6,7 @@ from jaxprune.training.early_stopping import (
     early_stopping_init,
     early_stopping_update,
 )
+from jaxprune.training.epochs import EpochsResult, train_epochs
 from jaxprune.training.fit import FitResult, RunState, fit
 from jaxprune.training.parallel import (
     data_mesh,
@@ -23,10 +24,11 @@ from jaxprune.training.reinit_loop import (
 )
 from jaxprune.training.rounds import METHODS, RoundsResult, lw_schedule, train_rounds
 from jaxprune.training.shuffle import feistel_permutation
-from jaxprune.training.step import batch_loss, evaluate, make_train_step
+from jaxprune.training.step import batch_loss, evaluate, make_epoch, make_train_step
 
 __all__ = [
     "EarlyStoppingState",
+    "EpochsResult",
     "FitResult",
     "LossFn",
     "METHODS",
@@ -43,6 +45,7 @@ __all__ = [
     "fit",
     "get_loss",
     "lw_schedule",
+    "make_epoch",
     "make_parallel_epoch",
     "make_parallel_train_step",
     "make_train_step",
@@ -50,6 +53,7 @@ __all__ = [
     "pruned_model",
     "replicate",
     "shard_batch",
+    "train_epochs",
     "train_rounds",
     "train_with_reinit",
 ]

@@ -26,8 +26,7 @@ from jaxprune.training.early_stopping import (
     early_stopping_init,
     early_stopping_update,
 )
-from jaxprune.training.shuffle import feistel_permutation
-from jaxprune.training.step import batch_loss
+from jaxprune.training.step import make_epoch
 
 __all__ = ["FitResult", "RunState", "fit"]
 
@@ -103,30 +102,13 @@ def _programs(
         s = optimizer.init(p) if s0 is None else s0
         return RunState(p, s, k_run, jnp.asarray(0, jnp.int32), early_stopping_init(p))
 
-    def train_step(carry, batch):
-        p, s = carry
-        xb, yb = batch
-        value, grads = jax.value_and_grad(lambda q: batch_loss(model.apply, loss_fn, q, xb, yb))(p)
-        updates, s = optimizer.update(grads, s, p)
-        return (optax.apply_updates(p, updates), s), value * xb.shape[0]
+    one_epoch = make_epoch(model, optimizer, loss_fn, batch_size, unroll=unroll)
 
     def epoch(run: RunState, x, y) -> RunState:
-        n = x.shape[0]
-        n_full, rem = divmod(n, batch_size)
         key, k_perm = jax.random.split(run.key)
-        perm = feistel_permutation(k_perm, n)
-        xs, ys = x[perm], y[perm]
-        full = lambda a: a[: n_full * batch_size].reshape(n_full, batch_size, *a.shape[1:])
-        carry, sums = jax.lax.scan(
-            train_step, (run.params, run.opt_state), (full(xs), full(ys)), unroll=unroll
-        )
-        total = jnp.sum(sums)
-        if rem:  # Keras keeps the last, smaller batch: one more step on its own (static) shape
-            carry, last = train_step(carry, (xs[n_full * batch_size :], ys[n_full * batch_size :]))
-            total = total + last
-        p, s = carry
+        p, s, mean_loss = one_epoch(run.params, run.opt_state, k_perm, x, y)
         stopping = early_stopping_update(
-            run.stopping, total / n, p, run.epoch, patience=patience, min_delta=min_delta
+            run.stopping, mean_loss, p, run.epoch, patience=patience, min_delta=min_delta
         )
         e = run.epoch + 1
         stopping = stopping._replace(done=stopping.done | (e >= max_epochs))
