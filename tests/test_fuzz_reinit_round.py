@@ -100,10 +100,9 @@ def test_bad_masks_fractions_and_layers_raise(setup, data):
         reinit_round(params, extra, key, init)
     leaf = data.draw(st.sampled_from(sorted(params[layer])))
     n = params[layer][leaf].shape[-1]
-    if n > 1:  # a size-1 axis broadcasts against anything: see the xfail test below
-        wrong = {**ok, layer: {**ok[layer], leaf: jnp.zeros((n + 1,), bool)}}
-        with pytest.raises(ValueError, match=rf"mask\['{layer}'\]\['{leaf}'\]: shape .* broadc"):
-            reinit_round(params, wrong, key, init)
+    wrong = {**ok, layer: {**ok[layer], leaf: jnp.zeros((n + 1,), bool)}}  # n = 1 too
+    with pytest.raises(ValueError, match=rf"mask\['{layer}'\]\['{leaf}'\]: shape .* broadc"):
+        reinit_round(params, wrong, key, init)
     with pytest.raises(ValueError, match="optimizer, opt_state: give both"):
         reinit_round(params, ok, key, init, optimizer=TX)
     fraction = data.draw(
@@ -117,12 +116,6 @@ def test_bad_masks_fractions_and_layers_raise(setup, data):
         random_mask(params, key, 0.5, layers=[layer, "dense_9"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reinit_round._check_mask accepts masks that broadcast *with* the parameter (a "
-    "(2,) mask on a (1,) bias) and the result then has the mask's shape; it should require "
-    "broadcast_shapes(mask, param) == param.shape",
-)
 def test_a_mask_wider_than_a_size_one_parameter_raises():
     params = {"out": {"bias": jnp.ones(1), "kernel": jnp.ones((2, 1))}}
     mask = {"out": {"bias": jnp.ones(2, bool), "kernel": jnp.zeros((2, 1), bool)}}

@@ -24,12 +24,14 @@ def _check_mask(params: Params, mask: Mask, name: str = "mask") -> None:
         jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(mask), strict=True
     ):
         try:
-            jnp.broadcast_shapes(jnp.shape(m), jnp.shape(p))
+            fits = jnp.broadcast_shapes(jnp.shape(m), jnp.shape(p)) == jnp.shape(p)
         except ValueError:
+            fits = False
+        if not fits:  # the mask must broadcast *to* the parameter, never widen it
             raise ValueError(
                 f"{name}{jax.tree_util.keystr(path)}: shape {jnp.shape(m)} does not broadcast "
                 f"to the parameter's {jnp.shape(p)}"
-            ) from None
+            )
 
 
 def reinitialize(params: Params, mask: Mask, fresh: Params) -> Params:
