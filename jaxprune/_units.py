@@ -72,7 +72,8 @@ def check_unit_mask(params: Params, mask: UnitMask | None, arg: str = "units") -
     """Validates a per-layer unit mask; returns it as bool arrays for *every* unit layer.
 
     Layers missing from ``mask`` get all-False masks. Works on traced masks (only shapes are
-    checked). Raises ``ValueError`` naming ``arg`` for unknown layers or wrong shapes.
+    checked). Raises ``ValueError`` naming ``arg`` for unknown layers, wrong shapes or a float
+    dtype (a 0.5 would otherwise silently count as True).
     """
     widths = unit_widths(params)
     if mask is not None and not isinstance(mask, Mapping):
@@ -88,6 +89,10 @@ def check_unit_mask(params: Params, mask: UnitMask | None, arg: str = "units") -
         m = jnp.asarray(mask.get(name, jnp.zeros(w, bool)))
         if m.shape != (w,):
             raise ValueError(f"{arg}[{name!r}]: expected shape ({w},), got {m.shape}")
+        if not (m.dtype == bool or jnp.issubdtype(m.dtype, jnp.integer)):
+            raise ValueError(
+                f"{arg}[{name!r}]: expected a bool (or 0/1 integer) mask, got dtype {m.dtype}"
+            )
         out[name] = m.astype(bool)
     return out
 

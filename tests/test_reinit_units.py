@@ -120,3 +120,5 @@ def test_bad_arguments_raise():
         reinit_units(p, {"relu_0": jnp.ones(3, bool)}, jax.random.key(0))
     with pytest.raises(ValueError, match="units: unknown layer"):
         reinit_units(p, {"relu_9": jnp.ones(3, bool)}, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"units\['relu_0'\]: expected a bool .* got dtype float"):
+        reinit_units(p, {"relu_0": jnp.full(4, 0.5)}, jax.random.key(0))
