@@ -65,15 +65,8 @@ PAPER = {  # the paper's analogous rows (its datasets), for reference only
 
 
 def _digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[..., None]
-    y = d.target.astype(np.int32)
-    perm = np.random.default_rng(0).permutation(len(x))
-    x, y = x[perm], y[perm]
-    n_tr = int(0.8 * len(x))
-    return (x[:n_tr], y[:n_tr]), (x[n_tr:], y[n_tr:])
+    """scikit-learn's digits, the library's deterministic 1,438 / 359 split."""
+    return jp.data.image_dataset("digits", "train"), jp.data.image_dataset("digits", "test")
 
 
 def _positioning(n=3000):
