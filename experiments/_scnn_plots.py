@@ -42,7 +42,7 @@ def table(records: dict, config: dict) -> str:
                 fmt_pm(r["train_acc"], 1),
                 fmt_pm(steps, 0),
                 fmt_pm([mg[0] for mg in r["margins"]], 3),
-                fmt_pm([li[j] for li in r["loss_increase"]], 3),
+                fmt_pm([li[j] for li in r["loss_increase"]], 3),  # "—" without sharpness
                 _head_ratio(records, m),
                 *(f"{PAPER_TABLE6[d][m]:.1f}" for d in PAPER_TABLE6),
             ]
@@ -116,8 +116,9 @@ def _figure_sharpness(records: dict, sigmas, path: Path) -> None:
 
 
 def write_outputs(out: Path, records: dict, config: dict) -> None:
-    """Writes ``table.md``, ``margins.png`` and ``sharpness.png`` into ``out``."""
+    """Writes ``table.md``, ``margins.png`` and (with sharpness data) ``sharpness.png``."""
     write_text(out / "table.md", table(records, config))
     if records:
         _figure_margins(records, out / "margins.png")
-        _figure_sharpness(records, list(config["sigmas"]), out / "sharpness.png")
+        if all(r["loss_increase"] for r in records.values()):
+            _figure_sharpness(records, list(config["sigmas"]), out / "sharpness.png")

@@ -71,30 +71,38 @@ def load(dataset: str, seed: int):
     return (arr(x[train]), arr(y[train])), (arr(x[val]), arr(y[val])), (arr(xt), arr(yt))
 
 
-def analyse(model, variables, train, test, sample: int, k_margins: int, key) -> dict:
-    """Accuracies, smallest margins, sharpness and head-weight product of every seed."""
+def analysers(model, train, test, sample: int, k_margins: int, draws: int):
+    """Jitted per-seed analyses, compiled once per model and shared by all methods."""
     x, y = train
     xs, ys = x[:sample], y[:sample]
     acc = jax.jit(
         jax.vmap(lambda v, a, b: jnp.mean(model.apply(v, a).argmax(-1) == b), (0, None, None))
     )
     margins = jax.jit(lambda v: jp.analysis.softmax_margins(model, v, x, y)[:k_margins])
-    sharp = jax.jit(lambda v, k: jp.analysis.sharpness(model, v, (xs, ys), SIGMAS, k, draws=8))
+    sharp = jax.jit(
+        lambda v, k: jp.analysis.sharpness(model, v, (xs, ys), SIGMAS, k, draws=max(draws, 1))
+    )
     head = jax.jit(lambda v: jp.analysis.head_weight_product(model, v, xs[:256]))
-    seeds = jax.tree.leaves(variables)[0].shape[0]
-    per = {"margins": [], "loss_increase": [], "accuracy_drop": [], "head_product": []}
-    for i, k in enumerate(jax.random.split(key, seeds)):
-        v = jax.tree.map(lambda a, i=i: a[i], variables)
-        s = sharp(v, k)
-        per["margins"].append(np.asarray(margins(v)))
-        per["loss_increase"].append(np.asarray(s["loss_increase"]))
-        per["accuracy_drop"].append(np.asarray(s["accuracy_drop"]))
-        per["head_product"].append(float(head(v)))
-    return {
-        "test_acc": 100 * acc(variables, *test),
-        "train_acc": 100 * acc(variables, x, y),
-        **per,
-    }
+
+    def analyse(variables, key) -> dict:
+        """Accuracies, smallest margins, sharpness and head-weight product of every seed."""
+        seeds = jax.tree.leaves(variables)[0].shape[0]
+        per = {"margins": [], "loss_increase": [], "accuracy_drop": [], "head_product": []}
+        for i, k in enumerate(jax.random.split(key, seeds)):
+            v = jax.tree.map(lambda a, i=i: a[i], variables)
+            per["margins"].append(np.asarray(margins(v)))
+            per["head_product"].append(float(head(v)))
+            if draws > 0:
+                s = sharp(v, k)
+                per["loss_increase"].append(np.asarray(s["loss_increase"]))
+                per["accuracy_drop"].append(np.asarray(s["accuracy_drop"]))
+        return {
+            "test_acc": 100 * acc(variables, *test),
+            "train_acc": 100 * acc(variables, x, y),
+            **per,
+        }
+
+    return analyse
 
 
 def main(argv=None):
@@ -107,6 +115,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256, help="minibatch size (paper: 256)")
     parser.add_argument("--margins", type=int, default=400, help="smallest margins kept (400)")
     parser.add_argument("--analysis-size", type=int, default=512, help="sharpness sample size")
+    parser.add_argument(
+        "--draws", type=int, default=8, help="noise draws per sigma (0: skip the sharpness)"
+    )
     args = parser.parse_args(argv)
     methods = _parse_methods(parser, args.methods)
     quick = args.quick
@@ -115,6 +126,8 @@ def main(argv=None):
     patience = args.patience or (5 if quick else 20)
     if min(seeds, steps, patience, args.batch_size, args.margins, args.analysis_size) < 1:
         parser.error("--seeds, --steps, --patience, --batch-size, --margins, --analysis-size: >= 1")
+    if args.draws < 0:
+        parser.error(f"--draws: expected >= 0, got {args.draws}")
     if quick:
         model = jp.models.SCNN(features=(4, 4, 8, 8), dense=16, out=10)
     else:
@@ -134,11 +147,13 @@ def main(argv=None):
         "batch_size": args.batch_size,
         "sigmas": SIGMAS,
         "analysis_size": args.analysis_size,
+        "draws": args.draws,
         "quick": quick,
         "seed": args.seed,
     }
     store = RunStore(out / "results.json", config, resume=args.resume)
     keys = jax.random.split(jax.random.key(args.seed + 2), seeds)
+    analyse = analysers(model, train, test, args.analysis_size, args.margins, args.draws)
     for method in methods:
         if method in store:
             continue
@@ -163,15 +178,7 @@ def main(argv=None):
             "steps": res.steps,
             "final_train_loss": res.train_loss[:, -1],
             "train_seconds": train_seconds,
-            **analyse(
-                model,
-                res.variables,
-                train,
-                test,
-                args.analysis_size,
-                args.margins,
-                jax.random.key(args.seed + 3),
-            ),
+            **analyse(res.variables, jax.random.key(args.seed + 3)),
         }
         store.put(method, record)
         if not args.no_progress:
