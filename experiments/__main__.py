@@ -35,6 +35,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "experiments.reinit_l2",
         "paper 002 App. A Table 4: L2 penalty x baseline/rescaling/LW, 100 seeds",
     ),
+    "reinit_scnn": (
+        "experiments.reinit_scnn",
+        "paper 002 sec. 3-4: scnn with BL and the reinit methods, margins and sharpness",
+    ),
 }
 
 

@@ -114,12 +114,30 @@ def test_lw_with_frozen_training_follows_algorithm_1():
     assert float(v["lw_norm"]["block_3"]["std"]) == 1.0
 
 
+@pytest.mark.parametrize("method", ["welsr", "dsd"])
+def test_rounds_with_an_all_zero_mask_are_noops_and_equal_bl(method):
+    # fraction 0: every round's mask is all False, so neither the params nor the momentum are
+    # touched and 3 rounds of 3 steps are exactly BL's 9 uninterrupted steps.
+    tx = optax.sgd(0.05, momentum=0.9)
+    kw = dict(optimizer=tx, steps_per_round=3, rounds=3)
+    res = train_rounds(MODEL, KEYS, (X, Y), method=method, fraction=0.0, **kw)
+    bl = train_rounds(MODEL, KEYS, (X, Y), method="bl", **kw)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        res.variables["params"],
+        bl.variables["params"],
+    )
+    np.testing.assert_allclose(res.train_loss[:, -1], bl.train_loss[:, -1], rtol=1e-6)
+
+
 def test_bad_arguments_raise():
     kw = {"optimizer": FROZEN, "steps_per_round": 1}
     with pytest.raises(ValueError, match="method: expected one of"):
         train_rounds(MODEL, KEYS, (X, Y), method="knowledge_evolution", rounds=2, **kw)
     with pytest.raises(ValueError, match="fraction"):
         train_rounds(MODEL, KEYS, (X, Y), method="welsr", rounds=2, fraction=1.2, **kw)
+    with pytest.raises(ValueError, match=r"fraction: expected a value in \[0, 1\], got -0.1"):
+        train_rounds(MODEL, KEYS, (X, Y), method="dsd", rounds=2, fraction=-0.1, **kw)
     with pytest.raises(ValueError, match="k: expected 1 <= k <= 3"):
         train_rounds(MODEL, KEYS, (X, Y), method="lw", schedule=(1, 4), **kw)
     with pytest.raises(ValueError, match="multiple of the 3 blocks"):
