@@ -89,7 +89,9 @@ def train_curves(
     n_batches = n // batch_size
     if n_batches < 1:
         raise ValueError(f"batch_size: {batch_size} exceeds the {n} training examples")
-    step = jp.training.make_train_step(model, "cross_entropy", tx, jit=False)
+    # Masked runs differentiate and update only the scores; the fixed weights pass through.
+    trainable = None if kind is None else jp.transforms.is_score
+    step = jp.training.make_train_step(model, "cross_entropy", tx, jit=False, trainable=trainable)
 
     def metrics(p):
         acc = jnp.mean(jnp.argmax(model.apply({"params": p}, xt), -1) == yt)
