@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> Path:
             all_results[net][method] = store[run_id(net, method)]
         _plot(net, all_results[net], out / f"{net}.png")
         _plot_layers(net, all_results[net], out / f"{net}_layers.png")
-    write_text(out / "table.md", _table(config, all_results))
+        write_text(out / "table.md", _table(config, all_results))  # the nets finished so far
     return out
 
 
@@ -260,7 +260,8 @@ def _train_net(args, net: str, methods: list[str], seeds: int, epochs: int, stor
 
 
 def _table(config, results) -> str:
-    nets = config["nets"]
+    nets = [net for net in config["nets"] if net in results]
+    pending = [net for net in config["nets"] if net not in results]
     header = ["method"]
     for net in nets:
         header += [
@@ -290,6 +291,8 @@ def _table(config, results) -> str:
         "the Conv nets, many more epochs); they were **not** measured here and are not "
         "comparable in value when the dataset differs.\n\n"
     )
+    if pending:
+        text += f"*Partial table: {', '.join(pending)} not run yet.*\n\n"
     text += markdown_table(header, rows)
     checks = [(net, m, r) for net in nets for m, r in results[net].items() if "bits" in r]
     if checks:
