@@ -162,6 +162,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--train-limit", type=int, default=None, help="use only the first N training examples"
     )
+    parser.add_argument(
+        "--seed-loop",
+        default="auto",
+        choices=["auto", "vmap", "map"],
+        help="batch seeds with vmap or loop with lax.map (auto: map for conv nets on CPU)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     nets = args.nets or (["lenet"] if quick else list(NETS))
@@ -196,6 +202,13 @@ def main(argv: list[str] | None = None) -> Path:
         _plot_layers(net, all_results[net], out / f"{net}_layers.png")
         write_text(out / "table.md", _table(config, all_results))  # the nets finished so far
     return out
+
+
+def seed_loop(args, net: str) -> str:
+    """``--seed-loop``; ``auto``: ``lax.map`` for conv nets on CPU (vmapped convs are slow)."""
+    if args.seed_loop != "auto":
+        return args.seed_loop
+    return "map" if net != "lenet" and jax.default_backend() == "cpu" else "vmap"
 
 
 def run_id(net: str, method: str) -> str:
@@ -233,6 +246,7 @@ def _train_net(args, net: str, methods: list[str], seeds: int, epochs: int, stor
             epochs=epochs,
             batch_size=args.batch_size,
             kind=kind,
+            seed_loop=seed_loop(args, net),
         )
         same = jax.tree.map(
             lambda a, b: bool((a == b).all()),
@@ -247,6 +261,7 @@ def _train_net(args, net: str, methods: list[str], seeds: int, epochs: int, stor
             "final_changed": None if kind is None else float(c.changed[:, -1].mean()),
             "weights_unchanged": None if kind is None else all(jax.tree.leaves(same)),
             "seconds": c.seconds,
+            "seed_loop": seed_loop(args, net),
         }
         if kind is not None and args.init == "signed_he_constant":
             r["factored_agreement"] = _factoring_check(model, c.params, test, kind)

@@ -37,7 +37,7 @@ import numpy as np
 
 import jaxprune as jp
 from experiments._common import RunStore, base_parser, markdown_table, output_dir, write_text
-from experiments.connectivity import METHODS, NETS, load, optimizer
+from experiments.connectivity import METHODS, NETS, load, optimizer, seed_loop
 from experiments.connectivity_train import initial_params, train_curves
 
 matplotlib.use("Agg")
@@ -81,6 +81,7 @@ def _cell(args, net, method, p, data, seeds, epochs) -> dict:
         epochs=epochs,
         batch_size=args.batch_size,
         kind=kind,
+        seed_loop=seed_loop(args, net),
     )
     mean = c.accuracy.mean(0)
     best = int(mean.argmax())
@@ -106,6 +107,12 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--ps", nargs="+", type=float, default=None, help="values of p")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument(
+        "--seed-loop",
+        default="auto",
+        choices=["auto", "vmap", "map"],
+        help="batch seeds with vmap or loop with lax.map (auto: map for conv nets on CPU)",
+    )
     args = parser.parse_args(argv)
     ps = sorted(set(args.ps or (QUICK_PS if args.quick else PS)))
     bad = [p for p in ps if not 0.0 <= p <= 1.0]

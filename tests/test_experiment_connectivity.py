@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -99,3 +100,26 @@ def test_image_dataset_bad_input():
         jp.data.image_dataset("digits", "validation")
     with pytest.raises(ValueError, match="test_fraction"):
         jp.data.image_dataset("digits", test_fraction=1.0)
+
+
+def test_seed_loop_map_equals_vmap():
+    # lax.map over seeds (used for conv nets on CPU) trains the same runs as vmap.
+    from experiments.connectivity_train import initial_params, train_curves
+
+    train = jp.data.image_dataset("digits", "train")
+    train = (train[0][:100], train[1][:100])
+    test = jp.data.image_dataset("digits", "test")
+    model = jp.models.MaskedMLP(hidden=(16,), kind="mask", weight_init="signed_he_constant")
+    keys = jax.random.split(jax.random.key(0), 2)
+    p0 = initial_params(model, train[0], keys)
+    tx = connectivity.optimizer("lenet", "free_pruning")
+    kw = dict(epochs=1, kind="mask")
+    a = train_curves(model, tx, train, test, p0, keys, seed_loop="vmap", **kw)
+    b = train_curves(model, tx, train, test, p0, keys, seed_loop="map", **kw)
+    np.testing.assert_allclose(a.accuracy, b.accuracy, atol=2 / len(test[1]))
+    np.testing.assert_allclose(a.changed, b.changed, atol=1e-4)
+    jax.tree.map(
+        lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5), a.params, b.params
+    )
+    with pytest.raises(ValueError, match="seed_loop: expected one of"):
+        train_curves(model, tx, train, test, p0, keys, seed_loop="pmap", **kw)
