@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--seed-loop",
         default="auto",
-        choices=["auto", "vmap", "map"],
-        help="batch seeds with vmap or loop with lax.map (auto: map for conv nets on CPU)",
+        choices=["auto", "vmap", "python"],
+        help="vmap seeds and scan steps, or loop in Python (auto: python for conv nets on CPU)",
     )
     args = parser.parse_args(argv)
     quick = args.quick
@@ -205,10 +205,10 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def seed_loop(args, net: str) -> str:
-    """``--seed-loop``; ``auto``: ``lax.map`` for conv nets on CPU (vmapped convs are slow)."""
+    """``--seed-loop``; ``auto``: a Python loop for conv nets on CPU (see ``train_curves``)."""
     if args.seed_loop != "auto":
         return args.seed_loop
-    return "map" if net != "lenet" and jax.default_backend() == "cpu" else "vmap"
+    return "python" if net != "lenet" and jax.default_backend() == "cpu" else "vmap"
 
 
 def run_id(net: str, method: str) -> str:

@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument(
         "--seed-loop",
         default="auto",
-        choices=["auto", "vmap", "map"],
-        help="batch seeds with vmap or loop with lax.map (auto: map for conv nets on CPU)",
+        choices=["auto", "vmap", "python"],
+        help="vmap seeds and scan steps, or loop in Python (auto: python for conv nets on CPU)",
     )
     args = parser.parse_args(argv)
     ps = sorted(set(args.ps or (QUICK_PS if args.quick else PS)))

@@ -102,8 +102,8 @@ def test_image_dataset_bad_input():
         jp.data.image_dataset("digits", test_fraction=1.0)
 
 
-def test_seed_loop_map_equals_vmap():
-    # lax.map over seeds (used for conv nets on CPU) trains the same runs as vmap.
+def test_seed_loop_python_equals_vmap():
+    # The Python loop over seeds and steps (conv nets on CPU) trains the same runs as vmap+scan.
     from experiments.connectivity_train import initial_params, train_curves
 
     train = jp.data.image_dataset("digits", "train")
@@ -115,7 +115,7 @@ def test_seed_loop_map_equals_vmap():
     tx = connectivity.optimizer("lenet", "free_pruning")
     kw = dict(epochs=1, kind="mask")
     a = train_curves(model, tx, train, test, p0, keys, seed_loop="vmap", **kw)
-    b = train_curves(model, tx, train, test, p0, keys, seed_loop="map", **kw)
+    b = train_curves(model, tx, train, test, p0, keys, seed_loop="python", **kw)
     np.testing.assert_allclose(a.accuracy, b.accuracy, atol=2 / len(test[1]))
     np.testing.assert_allclose(a.changed, b.changed, atol=1e-4)
     jax.tree.map(
