@@ -35,6 +35,7 @@ import jaxprune as jp
 from benchmarks._util import machine
 
 SHAPES = {"lenet": (25, 28, 28, 1), "conv2": (25, 32, 32, 3)}
+STEPS = {"lenet": 20, "conv2": 3}  # per round: a conv2 step takes about 0.5 s on 2 cores
 TARGET = 1.3  # the target for the masked / baseline time per step on CPU
 
 
@@ -85,13 +86,15 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nets", nargs="+", default=["lenet"], choices=list(SHAPES))
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--steps", type=int, default=20, help="steps per round")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"steps per round (default {STEPS})"
+    )
     parser.add_argument("--no-full-tree", action="store_true", help="skip the *_full_tree steps")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: print only)")
     args = parser.parse_args(argv)
     result = {"target_ratio": TARGET, "nets": {}}
     for net in args.nets:
-        r = _bench(net, args.rounds, args.steps, not args.no_full_tree)
+        r = _bench(net, args.rounds, args.steps or STEPS[net], not args.no_full_tree)
         result["nets"][net] = r
         print(json.dumps(r, indent=1), flush=True)
     if args.out:

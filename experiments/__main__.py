@@ -19,6 +19,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "experiments.connectivity",
         "paper 003 Table 1: masks and sign flips trained over fixed random weights",
     ),
+    "connectivity_p_sweep": (
+        "experiments.connectivity_p_sweep",
+        "paper 003 sec. 2.4, Fig. 4: free pruning over sign-imbalanced weights (p sweep)",
+    ),
     "fuse_init": (
         "experiments.fuse_init",
         "paper 001 Tables I-V, Fig. 2: FuseInit (fuse, retrain) vs random init",

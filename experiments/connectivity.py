@@ -18,7 +18,9 @@ are *not* comparable in value with the paper's: table.md lists them side by side
 the ordering of methods. Table 1 reports the maximum over epochs of the seed-mean test accuracy
 curve; so does this script.
 
-Outputs in ``OUT/connectivity/``: results.json (every curve), table.md (this run's Table 1
+Outputs in ``OUT/connectivity/``: results.json (every curve; ``runs["<net>/<method>"]`` is one
+cell with all its seeds, saved as soon as it finishes, so ``--resume`` after an interruption
+recomputes only the missing cells, identically), table.md (this run's Table 1
 beside the paper's), ``<net>.png`` (accuracy with min-max band; pruned/flipped fraction) and
 ``<net>_layers.png`` (per-layer fractions, the paper's bottom-row curves).
 
@@ -36,7 +38,7 @@ import numpy as np
 import optax
 
 import jaxprune as jp
-from experiments._common import base_parser, markdown_table, output_dir, write_json, write_text
+from experiments._common import RunStore, base_parser, markdown_table, output_dir, write_text
 from experiments.connectivity_train import initial_params, params_for, train_curves
 
 matplotlib.use("Agg")
@@ -160,6 +162,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--train-limit", type=int, default=None, help="use only the first N training examples"
     )
+    parser.add_argument(
+        "--seed-loop",
+        default="auto",
+        choices=["auto", "vmap", "python"],
+        help="vmap seeds and scan steps, or loop in Python (auto: python for conv nets on CPU)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     nets = args.nets or (["lenet"] if quick else list(NETS))
@@ -179,66 +187,96 @@ def main(argv: list[str] | None = None) -> Path:
         quick=quick,
         learning_rates=LEARNING_RATES,
     )
+    store = RunStore(out / "results.json", config, resume=args.resume, key="runs")
+    if store.resumed:
+        print(f"resuming: {len(store.resumed)} finished cells kept ({', '.join(store.resumed)})")
     all_results: dict = {}
     for net in nets:
-        train, test = load(args.dataset, net)
-        if args.train_limit:
-            train = (train[0][: args.train_limit], train[1][: args.train_limit])
         all_results[net] = {}
-        n_classes = int(train[1].max()) + 1
-
-        def build(kind, net=net, n_classes=n_classes):
-            return NETS[net](kind=kind, weight_init=args.init, p=args.p, out=n_classes)
-
-        k_init, k_shuffle = jax.random.split(jax.random.key(args.seed))
-        p0 = initial_params(build("mask"), train[0], jax.random.split(k_init, seeds))
-        keys = jax.random.split(k_shuffle, seeds)
+        todo = [m for m in args.methods if run_id(net, m) not in store]
+        if todo:
+            _train_net(args, net, todo, seeds, epochs, store)
         for method in args.methods:
-            kind, _ = METHODS[method]
-            model = build(kind)
-            c = train_curves(
-                model,
-                optimizer(net, method),
-                train,
-                test,
-                params_for(p0, kind),
-                keys,
-                epochs=epochs,
-                batch_size=args.batch_size,
-                kind=kind,
-            )
-            same = jax.tree.map(
-                lambda a, b: bool((a == b).all()),
-                {k: v["weights"] for k, v in c.params.items()},
-                {k: v["weights"] for k, v in c.initial.items()},
-            )
-            r = {
-                "accuracy": c.accuracy,
-                "changed": c.changed,
-                "layers": c.layers,
-                "best_mean_accuracy": float(c.accuracy.mean(0).max()),
-                "final_changed": None if kind is None else float(c.changed[:, -1].mean()),
-                "weights_unchanged": None if kind is None else all(jax.tree.leaves(same)),
-                "seconds": c.seconds,
-            }
-            if kind is not None and args.init == "signed_he_constant":
-                r["factored_agreement"] = _factoring_check(model, c.params, test, kind)
-                r["bits"] = jp.analysis.size_in_bits(jax.tree.map(lambda a: a[0], c.params), kind)
-            all_results[net][method] = r
-            print(
-                f"{net:6s} {method:17s} best acc {100 * r['best_mean_accuracy']:6.2f}%  "
-                f"changed {r['final_changed']}  ({c.seconds:.1f}s)",
-                flush=True,
-            )
+            all_results[net][method] = store[run_id(net, method)]
         _plot(net, all_results[net], out / f"{net}.png")
         _plot_layers(net, all_results[net], out / f"{net}_layers.png")
-    write_json(out / "results.json", {"config": config, "results": all_results})
-    write_text(out / "table.md", _table(config, all_results))
+        write_text(out / "table.md", _table(config, all_results))  # the nets finished so far
     return out
 
 
+def seed_loop(args, net: str) -> str:
+    """``--seed-loop``; ``auto``: a Python loop for conv nets on CPU (see ``train_curves``)."""
+    if args.seed_loop != "auto":
+        return args.seed_loop
+    return "python" if net != "lenet" and jax.default_backend() == "cpu" else "vmap"
+
+
+def run_id(net: str, method: str) -> str:
+    """Key of one cell (a network x method, all seeds) in results.json's ``runs``."""
+    return f"{net}/{method}"
+
+
+def _train_net(args, net: str, methods: list[str], seeds: int, epochs: int, store) -> None:
+    """Trains the ``methods`` of one network (seeds vmapped) and stores each cell as it ends.
+
+    The initial weights and the shuffling keys depend only on ``--seed`` and ``net``, so a cell
+    recomputed after ``--resume`` equals the one computed in a full run.
+    """
+    train, test = load(args.dataset, net)
+    if args.train_limit:
+        train = (train[0][: args.train_limit], train[1][: args.train_limit])
+    n_classes = int(train[1].max()) + 1
+
+    def build(kind):
+        return NETS[net](kind=kind, weight_init=args.init, p=args.p, out=n_classes)
+
+    k_init, k_shuffle = jax.random.split(jax.random.key(args.seed))
+    p0 = initial_params(build("mask"), train[0], jax.random.split(k_init, seeds))
+    keys = jax.random.split(k_shuffle, seeds)
+    for method in methods:
+        kind, _ = METHODS[method]
+        model = build(kind)
+        c = train_curves(
+            model,
+            optimizer(net, method),
+            train,
+            test,
+            params_for(p0, kind),
+            keys,
+            epochs=epochs,
+            batch_size=args.batch_size,
+            kind=kind,
+            seed_loop=seed_loop(args, net),
+        )
+        same = jax.tree.map(
+            lambda a, b: bool((a == b).all()),
+            {k: v["weights"] for k, v in c.params.items()},
+            {k: v["weights"] for k, v in c.initial.items()},
+        )
+        r = {
+            "accuracy": c.accuracy,
+            "changed": c.changed,
+            "layers": c.layers,
+            "best_mean_accuracy": float(c.accuracy.mean(0).max()),
+            "final_changed": None if kind is None else float(c.changed[:, -1].mean()),
+            "weights_unchanged": None if kind is None else all(jax.tree.leaves(same)),
+            "seconds": c.seconds,
+            "seed_loop": seed_loop(args, net),
+        }
+        if kind is not None and args.init == "signed_he_constant":
+            r["factored_agreement"] = _factoring_check(model, c.params, test, kind)
+            r["bits"] = jp.analysis.size_in_bits(jax.tree.map(lambda a: a[0], c.params), kind)
+        store.put(run_id(net, method), r)
+        print(
+            f"{net:6s} {method:17s} best acc {100 * r['best_mean_accuracy']:6.2f}%  "
+            f"changed {r['final_changed']}  ({c.seconds:.1f}s)",
+            flush=True,
+        )
+
+
 def _table(config, results) -> str:
-    nets = config["nets"]
+    nets = [net for net in config["nets"] if net in results]
+    pending = [net for net in config["nets"] if net not in results]
     header = ["method"]
     for net in nets:
         header += [
@@ -268,6 +306,8 @@ def _table(config, results) -> str:
         "the Conv nets, many more epochs); they were **not** measured here and are not "
         "comparable in value when the dataset differs.\n\n"
     )
+    if pending:
+        text += f"*Partial table: {', '.join(pending)} not run yet.*\n\n"
     text += markdown_table(header, rows)
     checks = [(net, m, r) for net in nets for m, r in results[net].items() if "bits" in r]
     if checks:

@@ -2,23 +2,31 @@
 
 import json
 import math
+import shutil
 
+import jax
 import numpy as np
 import pytest
 
 import jaxprune as jp
 from experiments import connectivity
 
+METHODS = ["baseline", "free_pruning", "minimal_flipping"]
 
-def test_quick_run_writes_table_figures_and_finite_results(tmp_path):
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
     # Three of the five methods keep the suite within its time budget; --quick runs all five.
-    methods = ["baseline", "free_pruning", "minimal_flipping"]
-    out = connectivity.main(
-        ["--quick", "--no-progress", "--out", str(tmp_path), "--methods", *methods]
-    )
-    results = json.loads((out / "results.json").read_text())
-    lenet = results["results"]["lenet"]
-    assert sorted(lenet) == sorted(methods)
+    tmp = tmp_path_factory.mktemp("connectivity")
+    out = connectivity.main(["--quick", "--no-progress", "--out", str(tmp), "--methods", *METHODS])
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_writes_table_figures_and_finite_results(quick_run):
+    out, results = quick_run
+    methods = METHODS
+    lenet = {m: results["runs"][connectivity.run_id("lenet", m)] for m in methods}
+    assert sorted(results["runs"]) == sorted(f"lenet/{m}" for m in methods)
     for method in methods:
         acc = np.asarray(lenet[method]["accuracy"])
         assert acc.shape == (2, 2) and np.isfinite(acc).all()
@@ -43,6 +51,35 @@ def test_quick_run_writes_table_figures_and_finite_results(tmp_path):
         assert (out / name).stat().st_size > 10_000
 
 
+def test_resume_recomputes_a_deleted_cell_identically(quick_run, tmp_path, monkeypatch):
+    # Also the determinism test: the recomputed cell equals the first run's, bit for bit.
+    src, first = quick_run
+    out = tmp_path / "connectivity"
+    shutil.copytree(src, out)
+    saved = json.loads((out / "results.json").read_text())
+    deleted = saved["runs"].pop("lenet/minimal_flipping")
+    (out / "results.json").write_text(json.dumps(saved))
+    trained = []
+    real = connectivity.train_curves
+    monkeypatch.setattr(
+        connectivity, "train_curves", lambda *a, **k: trained.append(a[0].kind) or real(*a, **k)
+    )
+    argv = ["--quick", "--no-progress", "--out", str(tmp_path), "--methods", *METHODS]
+    connectivity.main([*argv, "--resume"])
+    assert trained == ["flip"]  # only the deleted cell was trained again
+    again = json.loads((out / "results.json").read_text())
+    assert again["config"] == first["config"]
+    assert sorted(again["runs"]) == sorted(first["runs"])
+    for run, record in first["runs"].items():  # kept cells: untouched, wall time included
+        if run != "lenet/minimal_flipping":
+            assert again["runs"][run] == record
+    recomputed = dict(again["runs"]["lenet/minimal_flipping"])
+    assert recomputed.pop("seconds") >= 0 and deleted.pop("seconds") >= 0
+    assert recomputed == deleted
+    with pytest.raises(ValueError, match="--resume: .* was written with config"):
+        connectivity.main([*argv[:-1], "--resume"])  # another method list: another config
+
+
 def test_digits_split_is_deterministic_and_disjoint():
     x_tr, y_tr = jp.data.image_dataset("digits", "train")
     x_te, y_te = jp.data.image_dataset("digits", "test")
@@ -63,3 +100,26 @@ def test_image_dataset_bad_input():
         jp.data.image_dataset("digits", "validation")
     with pytest.raises(ValueError, match="test_fraction"):
         jp.data.image_dataset("digits", test_fraction=1.0)
+
+
+def test_seed_loop_python_equals_vmap():
+    # The Python loop over seeds and steps (conv nets on CPU) trains the same runs as vmap+scan.
+    from experiments.connectivity_train import initial_params, train_curves
+
+    train = jp.data.image_dataset("digits", "train")
+    train = (train[0][:100], train[1][:100])
+    test = jp.data.image_dataset("digits", "test")
+    model = jp.models.MaskedMLP(hidden=(16,), kind="mask", weight_init="signed_he_constant")
+    keys = jax.random.split(jax.random.key(0), 2)
+    p0 = initial_params(model, train[0], keys)
+    tx = connectivity.optimizer("lenet", "free_pruning")
+    kw = dict(epochs=1, kind="mask")
+    a = train_curves(model, tx, train, test, p0, keys, seed_loop="vmap", **kw)
+    b = train_curves(model, tx, train, test, p0, keys, seed_loop="python", **kw)
+    np.testing.assert_allclose(a.accuracy, b.accuracy, atol=2 / len(test[1]))
+    np.testing.assert_allclose(a.changed, b.changed, atol=1e-4)
+    jax.tree.map(
+        lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5), a.params, b.params
+    )
+    with pytest.raises(ValueError, match="seed_loop: expected one of"):
+        train_curves(model, tx, train, test, p0, keys, seed_loop="pmap", **kw)
