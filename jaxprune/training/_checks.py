@@ -68,3 +68,27 @@ def check_params_like_model(model, params: Any, x: jax.Array, lead: tuple[int, .
             raise ValueError(
                 f"params{path}: expected shape {(*lead, *shape)} for this model, got {got[path]}"
             )
+
+
+def check_initial_state(model, params, opt_state, data, n_runs: int, single: bool):
+    """Validates ``data`` and optional initial ``params``/``opt_state`` of a many-seed run.
+
+    Returns ``(params, opt_state)`` with a leading seed axis (added for a single key). Raises
+    ``ValueError`` naming the argument: ``opt_state`` without ``params``, a leading axis other
+    than ``n_runs``, params unlike ``model.init``'s, or NaN/inf anywhere.
+    """
+    x, y = data
+    if opt_state is not None and params is None:
+        raise ValueError("opt_state: given without params; pass the params it belongs to")
+    if single:
+        params, opt_state = jax.tree.map(lambda a: jnp.asarray(a)[None], (params, opt_state))
+    for name, tree in (("params", params), ("opt_state", opt_state)):
+        lead = {np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(tree)}
+        if tree is not None and lead - {n_runs}:
+            raise ValueError(f"{name}: expected a leading seed axis of {n_runs}, got {lead}")
+    check_finite("data", (x, y))
+    if params is not None:
+        check_params_like_model(model, params, x, (n_runs,))
+        check_finite("params", params)
+        check_finite("opt_state", opt_state)
+    return params, opt_state

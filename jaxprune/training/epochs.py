@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
-from jaxprune.training._checks import check_finite, check_params_like_model
+from jaxprune.training._checks import check_initial_state
 from jaxprune.training.checkpoint import load_checkpoint, save_checkpoint
 from jaxprune.training.fit import _as_key_batch, _place_seeds
 from jaxprune.training.step import make_epoch
@@ -152,21 +152,9 @@ def train_epochs(
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("chunk", chunk_epochs)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name}: expected an integer >= 1, got {value}")
-    if opt_state is not None and params is None:
-        raise ValueError("opt_state: given without params; pass the params it belongs to")
     keys, single = _as_key_batch(keys)
     n_runs = keys.shape[0]
-    if single:
-        params, opt_state = jax.tree.map(lambda a: jnp.asarray(a)[None], (params, opt_state))
-    for name, tree in (("params", params), ("opt_state", opt_state)):
-        lead = {np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(tree)}
-        if tree is not None and lead - {n_runs}:
-            raise ValueError(f"{name}: expected a leading seed axis of {n_runs}, got {lead}")
-    check_finite("data", (x, y))
-    if params is not None:
-        check_params_like_model(model, params, x, (n_runs,))
-        check_finite("params", params)
-        check_finite("opt_state", opt_state)
+    params, opt_state = check_initial_state(model, params, opt_state, (x, y), n_runs, single)
     epochs, batch_size = int(epochs), min(int(batch_size), x.shape[0])
     chunk_epochs = min(int(chunk_epochs), epochs)
     loss_fn = get_loss(loss)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
-from jaxprune.training._checks import check_finite, check_params_like_model
+from jaxprune.training._checks import check_initial_state
 from jaxprune.training.checkpoint import load_checkpoint, save_checkpoint
 from jaxprune.training.early_stopping import (
     EarlyStoppingState,
@@ -275,19 +275,7 @@ def fit(
         int(max_epochs),
         chunk_epochs,
     )
-    if opt_state is not None and params is None:
-        raise ValueError("opt_state: given without params; pass the params it belongs to")
-    if single:
-        params, opt_state = jax.tree.map(lambda a: jnp.asarray(a)[None], (params, opt_state))
-    for name, tree in (("params", params), ("opt_state", opt_state)):
-        lead = {np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(tree)}
-        if tree is not None and lead - {n_runs}:
-            raise ValueError(f"{name}: expected a leading seed axis of {n_runs}, got {lead}")
-    check_finite("data", (x, y))
-    if params is not None:
-        check_params_like_model(model, params, x, (n_runs,))
-        check_finite("params", params)
-        check_finite("opt_state", opt_state)
+    params, opt_state = check_initial_state(model, params, opt_state, (x, y), n_runs, single)
     state = init_fn(keys, params, opt_state, x)
     final = jax.tree.map(jnp.zeros_like, state)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
