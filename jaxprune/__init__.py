@@ -4,8 +4,9 @@ Parameters are plain pytrees; rewrites are pure functions, training-time methods
 transformations and analyses are read-only functions.
 """
 
-from jaxprune import analysis, data, models, rewrites, training, transforms
+from jaxprune import analysis, data, graph, models, rewrites, training, transforms
 from jaxprune._types import Batch, Mask, Params, PyTree, UnitMask
+from jaxprune.graph import GraphError, trace
 from jaxprune.rewrites.collapse import collapse
 from jaxprune.rewrites.fuse import fuse
 
@@ -21,8 +22,11 @@ __all__ = [
     "collapse",
     "data",
     "fuse",
+    "graph",
+    "GraphError",
     "models",
     "rewrites",
+    "trace",
     "training",
     "transforms",
 ]

@@ -1,0 +1,91 @@
+"""Evaluation of a traced program, with interventions on unit channels.
+
+The interpreter binds each primitive of the flat program in order. A unit mask multiplies the
+unit's channels where they are *read*: at the input of every kernel layer and every reduction
+over channels, and at the outputs. So a 0 removes the unit from everything downstream (the
+next layer, skip projections, concatenations, the head), exactly as pruning it would, and for
+a unit followed by its nonlinearity it equals multiplying the nonlinearity's output by 0.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxprune.graph._inline import Literal
+from jaxprune.graph._layout import Act
+
+__all__ = ["channel_vector", "run_program"]
+
+
+def channel_vector(act: Act, masks: dict, locate, dtype):
+    """The mask along ``act``'s channel axis (length ``outer * C * inner``), or None."""
+    parts, any_mask = [], False
+    for s, a, b in act.segs:
+        root, start = locate(s)
+        m = masks.get(root)
+        if m is None:
+            parts.append(jnp.ones((b - a,), dtype))
+        else:
+            any_mask = True
+            parts.append(jnp.asarray(m[start + a : start + b], dtype))
+    if not any_mask:
+        return None
+    vec = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+    if act.inner > 1:
+        vec = jnp.repeat(vec, act.inner)
+    if act.outer > 1:
+        vec = jnp.tile(vec, act.outer)
+    return vec
+
+
+def _apply_mask(x, act: Act, masks, locate):
+    vec = channel_vector(act, masks, locate, x.dtype)
+    if vec is None:
+        return x
+    shape = [1] * x.ndim
+    shape[act.axis] = vec.shape[0]
+    return x * vec.reshape(shape)
+
+
+def run_program(analysis, flat_inputs, masks: dict | None = None):
+    """Evaluates the analysed program on ``flat_inputs`` (leaves then arguments).
+
+    Args:
+      analysis: the channel analysis of the program.
+      flat_inputs: one array per program input.
+      masks: ``{root space id: float[width]}`` multiplied onto those channels where read.
+
+    Returns:
+      The list of outputs.
+    """
+    program = analysis.program
+    masks = masks or {}
+    env = dict(zip(program.invars, flat_inputs, strict=True))
+    points: dict[int, list] = {}
+    if masks:
+        for node_i, operand, act in analysis.mask_points:
+            points.setdefault(node_i, []).append((operand, act))
+
+    def read(v):
+        return v.value if isinstance(v, Literal) else env[v]
+
+    for i, node in enumerate(program.nodes):
+        vals = [read(v) for v in node.ins]
+        for operand, act in points.get(i, ()):
+            vals[operand] = _apply_mask(vals[operand], act, masks, analysis.locate)
+        outs = node.primitive.bind(*vals, **node.params)
+        if not node.primitive.multiple_results:
+            outs = (outs,)
+        for o, val in zip(node.outs, outs, strict=True):
+            env[o] = val
+    results = []
+    for v, act in zip(program.outvars, analysis.output_layouts, strict=True):
+        val = read(v)
+        if masks and isinstance(act, Act) and act.axis is not None:
+            val = _apply_mask(jnp.asarray(val), act, masks, analysis.locate)
+        results.append(val)
+    return results
+
+
+del jax

@@ -1,0 +1,395 @@
+"""The layer graph of a traced model: layers, units and their coupling groups."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune.graph._adapters import ModelAdapter, as_model, path_str
+from jaxprune.graph._analyze import Analysis, SliceInfo, analyze
+from jaxprune.graph._errors import GraphError
+from jaxprune.graph._evaluate import run_program
+from jaxprune.graph._inline import inline
+
+__all__ = ["Graph", "Layer", "Unit", "trace"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """A linear layer with a parameter kernel, as found in the trace.
+
+    Attributes:
+      name: the param path of the layer (the kernel's path without its leaf name and without
+        linen's ``params/`` collection: ``"Dense_0"``, ``"block1/Conv_1"``).
+      op: ``"dense"``, ``"conv"`` or ``"depthwise_conv"``.
+      kernel: the kernel's full leaf path in the variables (``"params/Dense_0/kernel"``).
+      in_shape, out_shape: shapes at the traced example arguments.
+      unit: the unit group its output channels belong to (``None`` if they are not units).
+      nonlinearity: what its output enters (``"relu"``, ``"gelu"``, ...; ``""`` if nothing).
+      reads_linear: the layers whose output this layer reads with no nonlinearity in between
+        (a linear chain, which :func:`jaxprune.collapse` folds).
+      where: the user's source line.
+    """
+
+    name: str
+    op: str
+    kernel: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    unit: str | None
+    nonlinearity: str
+    reads_linear: tuple[str, ...]
+    where: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """A unit group: channels entering a nonlinearity, with everything coupled to them.
+
+    Channel ``i`` of every layer in ``layers`` is one unit (tied by residual adds or a
+    depthwise conv); its parameter entries are the ``write`` slices (kernel column, bias,
+    norm entries, depthwise filter) and the ``read`` slices (kernel rows of every consumer,
+    through skips, concatenation offsets and flatten tiling).
+
+    Attributes:
+      name: the name of the first layer producing these channels.
+      width: the number of units.
+      layers: every layer whose output channels are in the group.
+      nonlinearity: the nonlinearities the channels enter.
+      coupled: reasons the group cannot be pruned exactly (channel-mixing reductions such as
+        LayerNorm, constants aligned with the channels); empty for an ordinary group.
+    """
+
+    name: str
+    width: int
+    layers: tuple[str, ...]
+    nonlinearity: tuple[str, ...]
+    coupled: tuple[str, ...]
+    root: int = dataclasses.field(repr=False, compare=False, default=-1)
+
+
+def _layer_name(adapter: ModelAdapter, kernel: str) -> str:
+    short = adapter.short(kernel)
+    return short.rsplit("/", 1)[0] if "/" in short else short
+
+
+class Graph:
+    """The layer graph of one traced call of a model (see :func:`trace`).
+
+    Attributes:
+      model: the :class:`~jaxprune.graph.ModelAdapter` of the traced model.
+      layers: ``{name: Layer}`` in forward order.
+      units: ``{name: Unit}`` in forward order.
+      args, kwargs: the example arguments and the call's keyword arguments.
+    """
+
+    def __init__(self, adapter: ModelAdapter, analysis: Analysis, args, kwargs, leaf_paths):
+        self.model = adapter
+        self.analysis = analysis
+        self.args = args
+        self.kwargs = dict(kwargs)
+        self.leaf_paths = tuple(leaf_paths)
+        self._build()
+
+    # -- construction ------------------------------------------------------------------------
+    def _build(self):
+        an = self.analysis
+        names, seen = [], {}
+        for info in an.layers:
+            base = _layer_name(self.model, info.kernel)
+            k = seen.get(base, 0)
+            seen[base] = k + 1
+            names.append(base if k == 0 else f"{base}@{k}")
+        self._layer_names = names
+        roots: dict[int, list[int]] = {}
+        for sid in an.spaces:
+            roots.setdefault(an.find(sid)[0], []).append(sid)
+        group_width = {r: w for r, (_, w) in an.groups().items()}
+        units: dict[str, Unit] = {}
+        unit_of_root: dict[int, str] = {}
+        for root, sids in sorted(roots.items(), key=lambda kv: self._first_layer(kv[1])):
+            spaces = [an.spaces[s] for s in sids]
+            if not any(s.sites for s in spaces) or any(s.is_input or s.is_output for s in spaces):
+                continue
+            producers = sorted({s.layer for s in spaces if s.layer is not None})
+            if not producers:
+                continue
+            name = names[producers[0]]
+            sites = tuple(dict.fromkeys(x for s in spaces for x in s.sites))
+            coupled = tuple(dict.fromkeys(x for s in spaces for x in (*s.mixing, *s.consts)))
+            units[name] = Unit(
+                name,
+                group_width[root],
+                tuple(names[p] for p in producers),
+                sites,
+                coupled,
+                root,
+            )
+            unit_of_root[root] = name
+        self.units = units
+        self._unit_of_root = unit_of_root
+        layers = {}
+        for info, name in zip(an.layers, names, strict=True):
+            if info.out_space is not None:
+                root = an.find(info.out_space)[0]
+                sites = an.spaces[info.out_space].sites
+            else:  # depthwise: its channels are its input's
+                roots_in = {an.find(s)[0] for s in info.in_act.spaces()}
+                root = next(iter(roots_in)) if len(roots_in) == 1 else None
+                sites = []
+            layers[name] = Layer(
+                name=name,
+                op=info.op,
+                kernel=info.kernel,
+                in_shape=info.in_shape,
+                out_shape=info.out_shape,
+                unit=unit_of_root.get(root),
+                nonlinearity=",".join(sites),
+                reads_linear=tuple(names[j] for j in sorted(info.reads_from)),
+                where=info.where,
+            )
+        self.layers = layers
+
+    def _first_layer(self, sids):
+        layers = [self.analysis.spaces[s].layer for s in sids]
+        layers = [x for x in layers if x is not None]
+        return min(layers) if layers else 10**9
+
+    # -- units -------------------------------------------------------------------------------
+    def check_units(self, units: Mapping | None, arg: str = "units", *, fill: bool = True):
+        """Validates ``{unit: bool[width]}``; returns bool arrays (all units if ``fill``).
+
+        Raises ``ValueError`` naming ``arg`` for an unknown unit (listing the valid ones), a
+        wrong shape, or a float dtype (a 0.5 would silently count as True).
+        """
+        if units is not None and not isinstance(units, Mapping):
+            raise ValueError(
+                f"{arg}: expected a mapping {{unit: bool[width]}}, got {type(units).__name__}"
+            )
+        units = dict(units or {})
+        unknown = sorted(set(units) - set(self.units))
+        if unknown:
+            raise ValueError(
+                f"{arg}: unknown unit(s) {unknown}; the model's units are {list(self.units)}"
+            )
+        out = {}
+        for name, u in self.units.items():
+            if name not in units and not fill:
+                continue
+            m = jnp.asarray(units.get(name, jnp.zeros(u.width, bool)))
+            if m.shape != (u.width,):
+                raise ValueError(f"{arg}[{name!r}]: expected shape ({u.width},), got {m.shape}")
+            if not (m.dtype == bool or jnp.issubdtype(m.dtype, jnp.integer)):
+                raise ValueError(
+                    f"{arg}[{name!r}]: expected a bool (or 0/1 integer) mask, got dtype {m.dtype}"
+                )
+            out[name] = m.astype(bool)
+        return out
+
+    def slices(self, unit: str, *, incoming: bool = True, outgoing: bool = True):
+        """The parameter slices of a unit group: ``[(leaf path, axis, channel index)]``.
+
+        ``channel index`` is an int array over the leaf's ``axis``: the unit each entry belongs
+        to, or -1 for entries of other channels (a kernel row of a concatenated input).
+        ``incoming`` selects the writing slices (kernel columns, biases, norm entries),
+        ``outgoing`` the reading ones (kernel rows of every consumer).
+        """
+        u = self.units[unit]
+        an = self.analysis
+        out, seen = [], set()
+        for sid, space in an.spaces.items():
+            if an.find(sid)[0] != u.root:
+                continue
+            for sl in space.slices:
+                if (sl.role == "write" and not incoming) or (sl.role == "read" and not outgoing):
+                    continue
+                key = (sl.leaf, sl.axis, sl.role, id(sl))
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append((sl.leaf, sl.axis, self._index(sl, u.root), sl.role))
+        merged: dict[tuple[str, int], np.ndarray] = {}
+        for leaf, axis, idx, _ in out:
+            k = (leaf, axis)
+            merged[k] = idx if k not in merged else np.where(idx >= 0, idx, merged[k])
+        return [(leaf, axis, idx) for (leaf, axis), idx in merged.items()]
+
+    def _index(self, sl: SliceInfo, root: int) -> np.ndarray:
+        an = self.analysis
+        chan = []
+        for s, a, b in sl.segs:
+            r, start = an.locate(s)
+            if r == root:
+                chan.extend(range(start + a, start + b))
+            else:
+                chan.extend([-1] * (b - a))
+        chan = np.asarray(chan, np.int32)
+        if sl.inner > 1:
+            chan = np.repeat(chan, sl.inner)
+        if sl.outer > 1:
+            chan = np.tile(chan, sl.outer)
+        return chan
+
+    def unit_param_mask(self, tree, units: Mapping, *, incoming=True, outgoing=True):
+        """Bool tree shaped like ``tree``: True on the entries of the units in ``units``.
+
+        ``tree`` is the model's variables, or its trainable part (linen's ``params``, an
+        optimizer's updates): leaves are matched by path. Works on traced masks.
+
+        Args:
+          tree: a pytree with (a subset of) the model's leaf paths.
+          units: ``{unit: bool[width]}`` (unlisted units are all False).
+          incoming: mark the writing entries (kernel columns, biases, norm entries).
+          outgoing: mark the reading entries (kernel rows in every consumer).
+        """
+        units = self.check_units(units, "units", fill=False)
+        per_leaf: dict[str, list] = {}
+        for name, m in units.items():
+            for leaf, axis, idx in self.slices(name, incoming=incoming, outgoing=outgoing):
+                per_leaf.setdefault(leaf, []).append((axis, idx, m))
+        prefix = self.model.param_prefix
+
+        def mark(path, x):
+            p = path_str(path)
+            entries = per_leaf.get(p) or per_leaf.get(f"{prefix}/{p}" if prefix else p) or []
+            out = jnp.zeros(jnp.shape(x), bool)
+            for axis, idx, m in entries:
+                hit = jnp.where(idx >= 0, m[np.maximum(idx, 0)], False)
+                shape = [1] * out.ndim
+                shape[axis] = idx.shape[0]
+                out = out | jnp.broadcast_to(hit.reshape(shape), out.shape)
+            return out
+
+        return jax.tree_util.tree_map_with_path(mark, tree)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def apply(self, variables, *args, masks: Mapping | None = None):
+        """Evaluates the traced call on ``variables`` and ``args`` (same shapes as traced).
+
+        Args:
+          variables: the model's variables (same structure as at tracing).
+          *args: the call's arguments.
+          masks: ``{unit: float[width]}`` multiplied onto each unit's channels where they are
+            read (0 removes a unit). May be traced (``vmap`` over masks).
+
+        Returns:
+          The model's output.
+        """
+        flat = jax.tree.leaves(variables) + jax.tree.leaves(args)
+        root_masks = {}
+        for name, m in (masks or {}).items():
+            if name not in self.units:
+                raise ValueError(
+                    f"masks: unknown unit {name!r}; the model's units are {list(self.units)}"
+                )
+            root_masks[self.units[name].root] = m
+        outs = run_program(self.analysis, flat, root_masks)
+        return jax.tree.unflatten(self._out_tree, outs)
+
+    # -- display -----------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"Graph({self.model.kind}, {len(self.layers)} layers, units={list(self.units)})"
+
+    def __str__(self) -> str:
+        rows = [("layer", "op", "in -> out", "unit group", "nonlinearity", "linear chain")]
+        for layer in self.layers.values():
+            shapes = f"{layer.in_shape} -> {layer.out_shape}"
+            group = layer.unit or "-"
+            if layer.unit is not None:
+                group += f" [{self.units[layer.unit].width}]"
+            chain = ("after " + ", ".join(layer.reads_linear)) if layer.reads_linear else ""
+            rows.append((layer.name, layer.op, shapes, group, layer.nonlinearity or "-", chain))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def _full_tracebacks():
+    """Keep whole tracebacks in equations' source info, so errors can name the user's line."""
+    try:
+        from jax._src import config
+
+        return config.traceback_in_locations_limit(1000)
+    except (ImportError, AttributeError):  # pragma: no cover - older/newer JAX
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def trace(model, variables=None, *args, **kwargs) -> Graph:
+    """Traces a model into its layer graph.
+
+    Args:
+      model: a ``flax.linen`` Module, a ``flax.nnx`` Module, an ``equinox`` Module, or a
+        function ``f(params, *args)`` (see :func:`~jaxprune.graph.as_model` for how each kind is
+        passed).
+      variables: the linen variables (every collection), NNX state or None, equinox arrays or
+        None, or the function's params.
+      *args: example arguments (shapes matter; the graph is for these shapes).
+      **kwargs: keyword arguments of the model's call (``train=False``).
+
+    Returns:
+      A :class:`Graph`.
+
+    Raises:
+      GraphError: for an operation on a channel path the graph does not understand (naming the
+        primitive and the user's source line) or data-dependent control flow.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         h = nn.relu(nn.Dense(3)(x))
+    ...         return nn.Dense(2)(h)
+    >>> x = jnp.ones((4, 5)); net = Net(); variables = net.init(jax.random.key(0), x)
+    >>> g = trace(net, variables, x)
+    >>> {name: u.width for name, u in g.units.items()}
+    {'Dense_0': 3}
+    >>> print(g)  # doctest: +NORMALIZE_WHITESPACE
+    layer    op     in -> out         unit group   nonlinearity  linear chain
+    -------  -----  ----------------  -----------  ------------  ------------
+    Dense_0  dense  (4, 5) -> (4, 3)  Dense_0 [3]  relu
+    Dense_1  dense  (4, 3) -> (4, 2)  -            -
+    """
+    adapter = as_model(model, variables)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(adapter.variables)
+    paths = [path_str(p) for p, _ in flat]
+    leaves = [v for _, v in flat]
+    arg_leaves, arg_tree = jax.tree.flatten(args)
+
+    out_tree = []
+
+    def f(leaves, arg_leaves):
+        v = jax.tree.unflatten(treedef, leaves)
+        a = jax.tree.unflatten(arg_tree, arg_leaves)
+        out = adapter.apply(v, *a, **kwargs)
+        flat_out, tree = jax.tree.flatten(out)
+        out_tree.append(tree)
+        return flat_out
+
+    try:
+        with _full_tracebacks():
+            closed = jax.make_jaxpr(f)(leaves, arg_leaves)
+    except jax.errors.ConcretizationTypeError as e:
+        raise GraphError(
+            "the model branches in Python on the values of its inputs or parameters "
+            "(data-dependent control flow); jaxprune needs a model that traces with jax.jit"
+        ) from e
+    program = inline(closed)
+    n = len(leaves)
+    leaf_of_var = dict(zip(program.invars[:n], paths, strict=True))
+    analysis = analyze(program, leaf_of_var, program.invars[n:])
+    graph = Graph(adapter, analysis, args, kwargs, paths)
+    graph._out_tree = out_tree[0]
+    return graph
+
+
+del Any
