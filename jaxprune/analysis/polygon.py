@@ -220,9 +220,10 @@ def polygon_sides(image, *, min_turn: float = 20.0, min_area: float = 4.0) -> in
     centre is inside): convex 3- to 8-gons, the six-pointed star (12 sides) and L-, T- and arrow
     shapes spanning 60-90 % of the image, at every rotation and sub-pixel shift, from
     ``POLYGON_MIN_SIZE = 32`` pixels (the star's sides are then 7 px long) up to 128 px. It assumes
-    a thresholded (pixel-aligned, binary) image of shapes whose sides are at least ~5 px long
-    and whose corners turn by at least ``min_turn`` degrees; a shorter side can be absorbed by
-    its neighbours, a smaller turn is not a corner.
+    a thresholded (pixel-aligned, binary) image of shapes whose sides are at least ~6 px long
+    and whose corners turn by at least ``min_turn`` degrees; a shorter side may be absorbed by
+    its neighbours, a smaller turn is not a corner. Separate shapes and holes add up. Cost:
+    about 25 ms for a 32 px image of a star, 180 ms at 128 px (pure NumPy).
 
     Args:
       image: 2-D array, nonzero = painted (e.g. a thresholded network prediction), at least
