@@ -1,11 +1,13 @@
 import json
 import math
+import pathlib
+import shutil
 
 import pytest
 
 from experiments import paint_reinit
 
-ARGS = ["--quick", "--seeds", "2", "--size", "16", "--max-epochs", "8", "--no-progress"]
+ARGS = ["--quick", "--seeds", "2", "--size", "32", "--max-epochs", "8", "--no-progress"]
 ARGS += ["--settings", "2/4"]
 
 
@@ -34,7 +36,9 @@ def test_quick_run_writes_table_json_and_figures(out):
     losses = [r["loss"] for r in setting["runs"]]
     best, worst = setting["paintings"]["best"], setting["paintings"]["worst"]
     assert losses[best["seed"]] == min(losses) and losses[worst["seed"]] == max(losses)
-    assert len(best["prediction"]) == 16 * 16
+    assert len(best["prediction"]) == 32 * 32
+    assert "sides per active unit: runs with >= 1 active unit (# runs)" in table
+    assert "sides per active unit: 0 active counted as 0" in table
     for png in ("sides_histogram.png", "paintings.png"):
         assert (out / png).stat().st_size > 1000
 
@@ -60,3 +64,43 @@ def test_resume_skips_saved_settings_and_recomputes_a_deleted_one_identically(ou
     assert redone == orig  # same seed, same device: the same numbers, bit for bit
     with pytest.raises(ValueError, match="--resume: .* was written with config"):
         paint_reinit.main([*ARGS, "--lr", "0.01", "--out", str(out.parent), "--resume"])
+
+
+def test_sides_per_active_unit_both_conventions():
+    runs = [(6, 4), (0, 0), (2, 0), (9, 3)]  # (sides, active units)
+    active_only, zero_counted = paint_reinit.sides_per_active_unit(
+        [{"sides": s, "active_units": a} for s, a in runs]
+    )
+    assert active_only == [1.5, 3.0]
+    assert zero_counted == [1.5, 0.0, 0.0, 3.0]
+
+
+def _run(seed, sides, active):
+    return {"seed": seed, "sides": sides, "active_units": active, "loss": 0.01 * (seed + 1)}
+
+
+def test_render_only_rewrites_the_table_from_results_in_the_old_layout(tmp_path):
+    out = tmp_path / "paint_reinit"
+    out.mkdir()
+    runs = [_run(0, 6, 3), _run(1, 0, 0), _run(2, 4, 4)]
+    record = {"reinits": 0, "width": 30, "wall_seconds_all_runs": 3.0, "runs": runs}
+    (out / "results.json").write_text(json.dumps({"config": {}, "settings": [record]}))
+    assert paint_reinit.main(["--render-only", "--out", str(tmp_path)]) == out
+    table = (out / "table.md").read_text()
+    # ratios 2, -, 1: mean 1.5 +- 0.5 over 2 runs; counted as 0: 2, 0, 1 -> 1.00 +- 0.82
+    assert "| 0 / 30 | 3.3 ± 2.5 | 2.3 ± 1.7 | 1.50 ± 0.50 (2) | 1.00 ± 0.82 |" in table
+    assert "| 3.0 (1.00) | 0 | 1 |" in table  # run time, # stars, # blank
+
+
+def test_committed_table_is_the_rendering_of_the_committed_results(tmp_path):
+    committed = pathlib.Path(__file__).parents[1] / "results" / "paint_reinit"
+    shutil.copy(committed / "results.json", tmp_path / "results.json")
+    paint_reinit.render(tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    assert table == (committed / "table.md").read_text()
+    assert "| 0 / 30 | 5.7 ± 3.8 | 4.6 ± 3.6 | 1.29 ± 0.34 (22) | 0.94 ± 0.64 |" in table
+
+
+def test_sizes_the_side_count_does_not_support_are_refused_before_training(tmp_path):
+    with pytest.raises(SystemExit):
+        paint_reinit.main(["--quick", "--size", "20", "--out", str(tmp_path)])

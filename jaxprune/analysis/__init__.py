@@ -29,7 +29,12 @@ from jaxprune.analysis.path_length import (
     path_histogram,
     residual_graph,
 )
-from jaxprune.analysis.polygon import painted_image, polygon_sides, trace_contours
+from jaxprune.analysis.polygon import (
+    POLYGON_MIN_SIZE,
+    painted_image,
+    polygon_sides,
+    trace_contours,
+)
 from jaxprune.analysis.redundancy import (
     REDUNDANCY_THRESHOLD,
     redundancy_groups,
@@ -43,6 +48,7 @@ __all__ = [
     "FusionCandidate",
     "LayerGraph",
     "Moments",
+    "POLYGON_MIN_SIZE",
     "REDUNDANCY_THRESHOLD",
     "active_units",
     "average_path_length",
