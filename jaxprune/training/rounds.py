@@ -93,6 +93,7 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
         rescale,
         normalize,
         reinit,
+        lw_include_biases,
         sample_size,
         l2,
         eval_every,
@@ -167,7 +168,9 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
             params = pick(fresh["params"], params)
             extra = pick({c: v for c, v in fresh.items() if c != "params"}, extra)
             opt_state = pick(optimizer.init(fresh["params"]), opt_state)
-            init_norms = pick(layer_norms(fresh["params"]), init_norms)
+            init_norms = pick(
+                layer_norms(fresh["params"], include_biases=lw_include_biases), init_norms
+            )
             init_fn = lambda _: fresh["params"]
             if method in ("welsr", "wels", "dsd", "fc"):
                 if method == "welsr":
@@ -185,7 +188,9 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
             elif method == "lw":
                 k = sched[r]
                 if rescale:
-                    params = rescale_blocks(params, init_norms, blocks, k)
+                    params = rescale_blocks(
+                        params, init_norms, blocks, k, include_biases=lw_include_biases
+                    )
                 if normalize:
                     kw = {"train": False} if train_kw else {}
                     new = update_normalization(model, {"params": params, **extra}, sample, k, **kw)
@@ -214,7 +219,7 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
             params,
             {c: v for c, v in blank.items() if c != "params"},
             optimizer.init(params),
-            layer_norms(params),
+            layer_norms(params, include_biases=lw_include_biases),
         )
         n_rounds = 1 if method == "bl" else rounds
         xs = (jnp.arange(n_rounds), jax.tree.map(lambda a: a[:n_rounds], draws))
@@ -264,6 +269,7 @@ def train_rounds(
     rescale: bool = True,
     normalize: bool = True,
     reinit: bool = True,
+    lw_include_biases: bool = False,
     sample_size: int = 256,
     l2: float = 0.0,
     validation: tuple[jax.Array, jax.Array] | None = None,
@@ -313,6 +319,9 @@ def train_rounds(
       blocks: LW blocks (default ``model.lw_blocks()``).
       schedule: LW block index per round (default :func:`lw_schedule` with ``N = rounds / K``).
       rescale, normalize, reinit: the three LW steps (ablations of App. A and F).
+      lw_include_biases: LW's rescaling uses (and scales) biases too; the default, False, is
+        the paper's "rescale the weights": norms of the non-bias leaves (kernels, norm scales),
+        biases unchanged.
       sample_size: rows of ``x`` used for the LW normalization statistics.
       l2: penalty ``l2 * sum(w**2)`` over kernels (leaves with ndim >= 2), App. A.
       validation: optional ``(x_val, y_val)`` for per-round early stopping.
@@ -400,6 +409,7 @@ def train_rounds(
         bool(rescale),
         bool(normalize),
         bool(reinit),
+        bool(lw_include_biases),
         int(sample_size),
         float(l2),
         eval_every,
