@@ -65,7 +65,12 @@ class BlockMLP(nn.Module):
         return (*((f"relu_{i}",) for i in range(len(self.hidden))), ("out",))
 
     def fc_layers(self) -> tuple[str, ...]:
-        """The classifier head, reinitialized by the FC method."""
+        """The classifier head, reinitialized by the FC method.
+
+        Every layer of an MLP is fully connected; paper 002 (sec. 1) defines FC as "only the last
+        fully-connected layers", naming Zhao et al.'s head-only variant, and is silent for the
+        synthetic MLP, so the head alone is our choice (``train_rounds(fc_layers=...)`` for more).
+        """
         return ("out",)
 
     @nn.compact

@@ -286,6 +286,15 @@ def train_rounds(
     * ``"dsd"``: :func:`~jaxprune.rewrites.magnitude_mask` (``fraction`` per tensor);
     * ``"fc"``: :func:`~jaxprune.rewrites.layer_mask` of ``fc_layers`` (``model.fc_layers()``);
 
+    Choices where paper 002 is silent: WELSR, WELS and DSD redraw ``fraction`` of *every* tensor
+    (per tensor, as Han et al.'s DSD prunes per layer), biases and normalization parameters
+    included (the paper's ``w`` is "all of the parameters"; it says only "the smallest
+    parameters in terms of their absolute magnitudes" and "20% of the parameters"). FC's
+    "last fully-connected layers" are ``model.fc_layers()``: the dense layer, its layer norm and
+    the head for :class:`~jaxprune.models.SCNN`, the head only for
+    :class:`~jaxprune.models.BlockMLP` (every layer of an MLP is fully connected; sec. 1 names
+    Zhao et al.'s head-only variant); pass ``fc_layers`` for another choice.
+
     each followed by :func:`~jaxprune.rewrites.reinit_round` (optimizer state reset under the
     mask). Phase 1 trains from the initialization (no round before it). Each run draws its
     initialization and every round's ``eta`` from its key with ``model.init`` (round 0's draw is
