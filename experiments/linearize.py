@@ -228,11 +228,13 @@ def run_seed(seed: int, cfg: dict) -> dict:
     # (3) mask transfer from the heat-map lambda's network, retrained from scratch
     source = masks[cfg["heat_lambda"]]
     run["transfer"] = {}
-    # strength 0: no penalty; the transferred units (slope set to 1 > threshold) are frozen
-    # by the first update, the others are ordinary (non-regularized) PReLUs as in the paper
-    transfer_tx = _slope_tx(lr, 0.0)
+    # strength 0 and freeze_new=False: the transferred units stay frozen at slope 1, the others
+    # are ordinary (unregularized) PReLUs as in the paper, even if a slope crosses 0.99
     for mode in jp.rewrites.MASK_TRANSFER_MODES:
         mask = jp.rewrites.transfer_mask(source, mode, jax.random.fold_in(key, 4))
+        transfer_tx = jp.transforms.slope_sparsity(
+            _adam(lr), strength=0.0, inactive=mask, freeze_new=False
+        )
         fresh = _init_fn(net)(jax.random.fold_in(key, 5), train_data[0][:1])
         fresh = jp.rewrites.set_linear_slopes(fresh, mask)
         p_t, st = train(

@@ -28,6 +28,11 @@ def test_quick_run_writes_table_json_and_figure(out):
         assert len(part[key]) == 2 and all(math.isfinite(v) for v in part[key]), key
     assert all(v > 0 for v in part["fusion_mse"])  # a ReLU layer does not fuse exactly
     assert len(part["fuseinit_curve"][0]) == 3
+    # equal total budget: Random trains the deep stage's 3 epochs plus the retraining's 3
+    assert [len(c) for c in part["random_curve"]] == [6, 6]
+    assert part["random_final"] == [c[5] for c in part["random_curve"]]
+    assert part["random_final_half"] == [c[2] for c in part["random_curve"]]
+    assert "Random (6, equal total)" in (out / "table.md").read_text()
     table = (out / "table.md").read_text()
     assert "| dense_dense | fused 16-2 |" in table and "Table V" in table
     assert f"{sum(part['fuseinit_final']) / 2:.3f}" in table

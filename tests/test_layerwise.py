@@ -149,3 +149,30 @@ def test_bad_blocks_and_k_raise():
     pv = plain.init(jax.random.key(0), jnp.zeros((1, 2)))
     with pytest.raises(ValueError, match="records no block outputs"):
         block_statistics(plain, pv, jnp.zeros((2, 2)))
+
+
+def test_rescale_uses_weight_norms_and_leaves_biases_by_default():
+    # paper 002, Alg. 1 line 4 / App. A: "scale back all weights"; the norm is the kernel's
+    grown = jax.tree.map(lambda w: 3.0 * w + 0.1, P)
+    init = layer_norms(P)
+    kernel0 = np.asarray(P["relu_0"]["kernel"], np.float64)
+    np.testing.assert_allclose(init["relu_0"], np.sqrt((kernel0**2).sum()), rtol=1e-6)
+    r = rescale_blocks(grown, init, BLOCKS, 1)
+    kernel = np.asarray(grown["relu_0"]["kernel"], np.float64)
+    factor = np.sqrt((kernel0**2).sum()) / np.sqrt((kernel**2).sum())
+    np.testing.assert_allclose(r["relu_0"]["kernel"], kernel * factor, rtol=1e-5)
+    np.testing.assert_array_equal(r["relu_0"]["bias"], grown["relu_0"]["bias"])  # 0.1, kept
+    # the alternative: one factor over kernel and bias together
+    init_all = layer_norms(P, include_biases=True)
+    r_all = rescale_blocks(grown, init_all, BLOCKS, 1, include_biases=True)
+    bias = np.asarray(grown["relu_0"]["bias"], np.float64)
+    factor_all = np.sqrt((kernel0**2).sum()) / np.sqrt((kernel**2).sum() + (bias**2).sum())
+    np.testing.assert_allclose(r_all["relu_0"]["bias"], bias * factor_all, rtol=1e-5)
+    np.testing.assert_allclose(r_all["relu_0"]["kernel"], kernel * factor_all, rtol=1e-5)
+
+
+def test_rescale_counts_a_norm_layers_scale_as_its_weights():
+    p = {"norm_0": {"scale": jnp.array([3.0, 4.0]), "bias": jnp.array([1.0, 1.0])}}
+    r = rescale_blocks(p, {"norm_0": jnp.array(10.0)}, [["norm_0"]], 1)
+    np.testing.assert_allclose(r["norm_0"]["scale"], [6.0, 8.0])  # |(3, 4)| = 5 -> 10
+    np.testing.assert_array_equal(r["norm_0"]["bias"], [1.0, 1.0])

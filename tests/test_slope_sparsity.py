@@ -130,3 +130,45 @@ def test_bad_arguments():
     bad = slope_sparsity(optax.sgd(0.1), strength=1.0, inactive={"prelu_0": jnp.ones(2, bool)})
     with pytest.raises(ValueError, match=r"inactive\['prelu_0'\]: expected shape"):
         bad.init(make_params())
+
+
+def test_target_controller_reaches_the_target_where_a_fixed_slow_down_stalls():
+    # 9 of 20 slopes freeze at once (0.45, within 0.05 of the 0.5 target: goal 10 units); the
+    # loss gradient +0.5 on every slope outweighs the lowered penalty 1.0 * 0.1, so with a fixed
+    # slow-down (slow_growth=1) the other 11 slopes only fall and the run stalls at 9.
+    slopes = jnp.array([0.995] * 9 + [0.9] * 11)
+    params = {"prelu_0": {"slope": slopes}}
+    grads = {"prelu_0": {"slope": jnp.full(20, 0.5)}}
+
+    def frozen(growth, steps):
+        tx = slope_sparsity(optax.sgd(0.01), strength=1.0, target=0.5, slow_growth=growth)
+        p, state, _ = run(tx, params, grads, steps)
+        return int(state.inactive["prelu_0"].sum()), state, p
+
+    assert frozen(1.0, 600)[0] == 9
+    count, state, p = frozen(1.02, 600)
+    assert count == 10  # the goal exactly (never more)
+    assert float(state.strength) == 0.0
+    # controller: lambda = 0.1 * 1.02**s after s steps without a freeze; it passes the gradient
+    # 0.5 at s = ceil(ln 5 / ln 1.02) = 82, so after 3 steps the strength is 0.1 * 1.02**2
+    _, state3, _ = frozen(1.02, 3)
+    assert int(state3.stall) == 2
+    assert float(state3.strength) == pytest.approx(0.1 * 1.02**2, rel=1e-5)
+    assert int(np.ceil(np.log(5) / np.log(1.02))) == 82
+    _, state81, _ = frozen(1.02, 83)
+    assert float(state81.strength) == pytest.approx(0.1 * 1.02**82, rel=1e-4)
+    assert float(state81.strength) > 0.5
+
+
+def test_freeze_new_false_keeps_crossing_slopes_trainable():
+    # the paper retrains a transferred mask with unregularized PReLUs: a slope that crosses 0.99
+    # keeps training (here 0.995 + 0.1 * 0.5 = 1.045 after one SGD step on gradient -0.5)
+    params = {"prelu_0": {"slope": jnp.array([1.0, 0.995, 0.5])}}
+    grads = {"prelu_0": {"slope": jnp.full(3, -0.5)}}
+    mask = {"prelu_0": jnp.array([True, False, False])}
+    tx = slope_sparsity(optax.sgd(0.1), strength=0.0, inactive=mask, freeze_new=False)
+    p, state, _ = run(tx, params, grads, 2)
+    assert state.inactive["prelu_0"].tolist() == [True, False, False]
+    np.testing.assert_allclose(p["prelu_0"]["slope"], [1.0, 0.995 + 0.1, 0.5 + 0.1], rtol=1e-6)
+    with pytest.raises(ValueError, match="freeze_new=True"):
+        slope_sparsity(optax.sgd(0.1), strength=1.0, target=0.5, freeze_new=False)

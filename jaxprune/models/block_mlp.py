@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jaxprune.models._activations import output_activation
+from jaxprune.models._activations import kernel_initializer, output_activation
 from jaxprune.models._norm_slot import norm_slot
 
 __all__ = ["BlockMLP"]
@@ -28,6 +28,11 @@ class BlockMLP(nn.Module):
       hidden: widths of the hidden ReLU layers.
       out: number of classes (width of the head).
       out_activation: ``"identity"`` (logits), ``"softmax"`` or ``"sigmoid"``.
+      kernel_init: kernel initializer name; default ``"he_normal"`` (paper 002, sec. 3: "We use
+        He-initialization (He et al. 2015) for all models"; the paper's other setting is "He
+        normal or Xavier uniform", so He normal: Keras' truncated normal with variance
+        ``2 / fan_in``). ``"glorot_uniform"`` is the alternative (Xavier uniform, Keras'
+        default). Biases start at zero.
 
     >>> import jax, jaxprune as jp
     >>> m = jp.models.BlockMLP(hidden=(32, 32), out=8)
@@ -44,6 +49,7 @@ class BlockMLP(nn.Module):
     hidden: tuple[int, ...] = (32, 32)
     out: int = 8
     out_activation: str = "identity"
+    kernel_init: str = "he_normal"
 
     def __post_init__(self):
         if any(int(w) < 1 for w in self.hidden):
@@ -51,6 +57,7 @@ class BlockMLP(nn.Module):
         if self.out < 1:
             raise ValueError(f"out: must be >= 1, got {self.out}")
         output_activation(self.out_activation)
+        kernel_initializer(self.kernel_init)  # validates the name
         super().__post_init__()
 
     def lw_blocks(self) -> tuple[tuple[str, ...], ...]:
@@ -58,15 +65,23 @@ class BlockMLP(nn.Module):
         return (*((f"relu_{i}",) for i in range(len(self.hidden))), ("out",))
 
     def fc_layers(self) -> tuple[str, ...]:
-        """The classifier head, reinitialized by the FC method."""
+        """The classifier head, reinitialized by the FC method.
+
+        Every layer of an MLP is fully connected; paper 002 (sec. 1) defines FC as "only the last
+        fully-connected layers", naming Zhao et al.'s head-only variant, and is silent for the
+        synthetic MLP, so the head alone is our choice (``train_rounds(fc_layers=...)`` for more).
+        """
         return ("out",)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Forward pass on ``(..., features)``; ``train`` is accepted for a uniform signature."""
         del train
+        init = kernel_initializer(self.kernel_init)
         h = x
         for i, width in enumerate(self.hidden):
-            h = norm_slot(self, nn.relu(nn.Dense(width, name=f"relu_{i}")(h)), i + 1)
-        h = norm_slot(self, nn.Dense(self.out, name="out")(h), len(self.hidden) + 1)
+            h = nn.relu(nn.Dense(width, kernel_init=init, name=f"relu_{i}")(h))
+            h = norm_slot(self, h, i + 1)
+        h = nn.Dense(self.out, kernel_init=init, name="out")(h)
+        h = norm_slot(self, h, len(self.hidden) + 1)
         return output_activation(self.out_activation)(h)

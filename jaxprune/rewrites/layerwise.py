@@ -3,8 +3,11 @@
 Blocks are given as a sequence of tuples of top-level parameter names, in forward order
 (``model.lw_blocks()`` for :class:`~jaxprune.models.BlockMLP` and :class:`~jaxprune.models.SCNN`);
 ``k`` is 1-based as in the paper. A "layer" is one top-level entry of the params (``relu_0``,
-``conv_2``, ``norm_2``...); its norm is the Frobenius norm of all its tensors together (kernel and
-bias), so zero-initialized biases do not make a layer's recorded scale zero. ``k`` may be a traced
+``conv_2``, ``norm_2``...); its norm is the Frobenius norm of its *weights* together: every leaf
+but ``bias`` (a dense or conv kernel, a norm layer's ``scale``), as the paper says ("rescale the
+weights", App. A: "scale back all weights such that the norm of each layer matches the norm
+after initialization"); biases are left as they are. ``include_biases=True`` is the alternative:
+the norm of all the layer's tensors, all scaled by one factor. ``k`` may be a traced
 integer (all functions are jittable with a dynamic ``k``; it is range-checked when concrete).
 """
 
@@ -80,35 +83,59 @@ def _block_index(blocks: tuple[tuple[str, ...], ...]) -> dict[str, int]:
     return {name: i for i, block in enumerate(blocks, 1) for name in block}
 
 
-def layer_norms(params: Params) -> dict[str, jax.Array]:
-    """Frobenius norm of each top-level layer (all its tensors together); Algorithm 1, line 1.
+def _is_bias(path) -> bool:
+    last = path[-1] if path else None
+    return str(getattr(last, "key", getattr(last, "name", ""))) == "bias"
+
+
+def layer_norms(params: Params, *, include_biases: bool = False) -> dict[str, jax.Array]:
+    """Frobenius norm of each top-level layer's weights (leaves other than ``bias``); line 1.
+
+    Args:
+      params: the parameters.
+      include_biases: if True, the norm of all the layer's tensors, biases included.
 
     >>> import jax.numpy as jnp
-    >>> layer_norms({"d": {"kernel": jnp.array([[3.0]]), "bias": jnp.array([4.0])}})["d"].item()
-    5.0
+    >>> p = {"d": {"kernel": jnp.array([[3.0]]), "bias": jnp.array([4.0])}}
+    >>> layer_norms(p)["d"].item(), layer_norms(p, include_biases=True)["d"].item()
+    (3.0, 5.0)
 
     References:
       Paper 002, Algorithm 1, line 1 ("record the scales of each layer during initialization").
     """
-    return {
-        name: jnp.sqrt(
-            sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(sub))
-        )
-        for name, sub in params.items()
-    }
+    out = {}
+    for name, sub in params.items():
+        leaves = jax.tree_util.tree_flatten_with_path(sub)[0]
+        total = jnp.zeros((), jnp.float32)
+        for path, leaf in leaves:
+            if include_biases or not _is_bias(path):
+                total = total + jnp.sum(jnp.square(leaf.astype(jnp.float32)))
+        out[name] = jnp.sqrt(total)
+    return out
 
 
-def rescale_blocks(params: Params, init_norms: dict[str, jax.Array], blocks: Blocks, k) -> Params:
-    """Scales every layer of blocks ``1..k`` back to its recorded initial norm (line 4).
+def rescale_blocks(
+    params: Params,
+    init_norms: dict[str, jax.Array],
+    blocks: Blocks,
+    k,
+    *,
+    include_biases: bool = False,
+) -> Params:
+    """Scales the weights of every layer of blocks ``1..k`` back to their initial norm (line 4).
 
-    Each layer is multiplied by ``init_norm / current_norm`` (all its tensors by one factor); a
-    layer whose current norm is 0 is left as it is. Layers outside blocks ``1..k`` are unchanged.
+    Each layer's weights (leaves other than ``bias``) are multiplied by ``init_norm /
+    current_norm`` of the weights; its biases are unchanged (the paper rescales "the weights").
+    With ``include_biases=True`` the norms count all tensors and all are scaled by one factor.
+    A layer whose current norm is 0 is left as it is; layers outside blocks ``1..k`` are
+    unchanged. ``init_norms`` must be :func:`layer_norms` with the same ``include_biases``.
 
     Args:
       params: current parameters.
       init_norms: :func:`layer_norms` of the initial parameters.
       blocks: the LW blocks (tuples of top-level names), in forward order.
       k: 1-based block index (Python int or traced integer).
+      include_biases: count and scale the biases too (not the paper's choice).
 
     Returns:
       The rescaled parameters.
@@ -117,10 +144,11 @@ def rescale_blocks(params: Params, init_norms: dict[str, jax.Array], blocks: Blo
       ValueError: bad blocks or ``k``, or a block layer missing from ``init_norms``.
 
     >>> import jax.numpy as jnp
-    >>> p = {"a": {"w": jnp.array([6.0, 8.0])}, "b": {"w": jnp.array([1.0])}}
+    >>> p = {"a": {"w": jnp.array([6.0, 8.0]), "bias": jnp.array([2.0])},
+    ...      "b": {"w": jnp.array([1.0])}}
     >>> r = rescale_blocks(p, {"a": jnp.array(5.0), "b": jnp.array(2.0)}, [["a"], ["b"]], k=1)
-    >>> r["a"]["w"].tolist(), r["b"]["w"].tolist()
-    ([3.0, 4.0], [1.0])
+    >>> r["a"]["w"].tolist(), r["a"]["bias"].tolist(), r["b"]["w"].tolist()
+    ([3.0, 4.0], [2.0], [1.0])
 
     References:
       Paper 002, Algorithm 1, line 4; App. A ("scale back all weights such that the norm of each
@@ -131,7 +159,7 @@ def rescale_blocks(params: Params, init_norms: dict[str, jax.Array], blocks: Blo
     missing = sorted(set(index) - set(init_norms))
     if missing:
         raise ValueError(f"init_norms: no recorded norm for layer(s) {missing}")
-    now = layer_norms({name: params[name] for name in index})
+    now = layer_norms({name: params[name] for name in index}, include_biases=include_biases)
     out = dict(params)
     for name, i in index.items():
         factor = jnp.where(
@@ -139,7 +167,13 @@ def rescale_blocks(params: Params, init_norms: dict[str, jax.Array], blocks: Blo
             init_norms[name] / jnp.where(now[name] > 0, now[name], 1.0),
             1.0,
         )
-        out[name] = jax.tree.map(lambda w, f=factor: (w * f).astype(w.dtype), params[name])
+
+        def scale(path, w, f=factor):
+            if not include_biases and _is_bias(path):
+                return w
+            return (w * f).astype(w.dtype)
+
+        out[name] = jax.tree_util.tree_map_with_path(scale, params[name])
     return out
 
 

@@ -93,6 +93,7 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
         rescale,
         normalize,
         reinit,
+        lw_include_biases,
         sample_size,
         l2,
         eval_every,
@@ -167,7 +168,9 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
             params = pick(fresh["params"], params)
             extra = pick({c: v for c, v in fresh.items() if c != "params"}, extra)
             opt_state = pick(optimizer.init(fresh["params"]), opt_state)
-            init_norms = pick(layer_norms(fresh["params"]), init_norms)
+            init_norms = pick(
+                layer_norms(fresh["params"], include_biases=lw_include_biases), init_norms
+            )
             init_fn = lambda _: fresh["params"]
             if method in ("welsr", "wels", "dsd", "fc"):
                 if method == "welsr":
@@ -185,7 +188,9 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
             elif method == "lw":
                 k = sched[r]
                 if rescale:
-                    params = rescale_blocks(params, init_norms, blocks, k)
+                    params = rescale_blocks(
+                        params, init_norms, blocks, k, include_biases=lw_include_biases
+                    )
                 if normalize:
                     kw = {"train": False} if train_kw else {}
                     new = update_normalization(model, {"params": params, **extra}, sample, k, **kw)
@@ -214,7 +219,7 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
             params,
             {c: v for c, v in blank.items() if c != "params"},
             optimizer.init(params),
-            layer_norms(params),
+            layer_norms(params, include_biases=lw_include_biases),
         )
         n_rounds = 1 if method == "bl" else rounds
         xs = (jnp.arange(n_rounds), jax.tree.map(lambda a: a[:n_rounds], draws))
@@ -264,6 +269,7 @@ def train_rounds(
     rescale: bool = True,
     normalize: bool = True,
     reinit: bool = True,
+    lw_include_biases: bool = False,
     sample_size: int = 256,
     l2: float = 0.0,
     validation: tuple[jax.Array, jax.Array] | None = None,
@@ -279,6 +285,15 @@ def train_rounds(
     * ``"wels"``: the same with one key fixed before training;
     * ``"dsd"``: :func:`~jaxprune.rewrites.magnitude_mask` (``fraction`` per tensor);
     * ``"fc"``: :func:`~jaxprune.rewrites.layer_mask` of ``fc_layers`` (``model.fc_layers()``);
+
+    Choices where paper 002 is silent: WELSR, WELS and DSD redraw ``fraction`` of *every* tensor
+    (per tensor, as Han et al.'s DSD prunes per layer), biases and normalization parameters
+    included (the paper's ``w`` is "all of the parameters"; it says only "the smallest
+    parameters in terms of their absolute magnitudes" and "20% of the parameters"). FC's
+    "last fully-connected layers" are ``model.fc_layers()``: the dense layer, its layer norm and
+    the head for :class:`~jaxprune.models.SCNN`, the head only for
+    :class:`~jaxprune.models.BlockMLP` (every layer of an MLP is fully connected; sec. 1 names
+    Zhao et al.'s head-only variant); pass ``fc_layers`` for another choice.
 
     each followed by :func:`~jaxprune.rewrites.reinit_round` (optimizer state reset under the
     mask). Phase 1 trains from the initialization (no round before it). Each run draws its
@@ -313,6 +328,9 @@ def train_rounds(
       blocks: LW blocks (default ``model.lw_blocks()``).
       schedule: LW block index per round (default :func:`lw_schedule` with ``N = rounds / K``).
       rescale, normalize, reinit: the three LW steps (ablations of App. A and F).
+      lw_include_biases: LW's rescaling uses (and scales) biases too; the default, False, is
+        the paper's "rescale the weights": norms of the non-bias leaves (kernels, norm scales),
+        biases unchanged.
       sample_size: rows of ``x`` used for the LW normalization statistics.
       l2: penalty ``l2 * sum(w**2)`` over kernels (leaves with ndim >= 2), App. A.
       validation: optional ``(x_val, y_val)`` for per-round early stopping.
@@ -400,6 +418,7 @@ def train_rounds(
         bool(rescale),
         bool(normalize),
         bool(reinit),
+        bool(lw_include_biases),
         int(sample_size),
         float(l2),
         eval_every,

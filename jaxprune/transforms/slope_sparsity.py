@@ -18,6 +18,8 @@ import optax
 
 from jaxprune._types import Params
 
+_LOG_MAX_BOOST = np.float32(math.log(1e6))  # the controller's penalty stays finite
+
 __all__ = ["SlopeSparsityState", "inactive_fraction", "slope_layers_of", "slope_sparsity"]
 
 
@@ -30,11 +32,14 @@ class SlopeSparsityState(NamedTuple):
       strength: the penalty weight used at the last step (lowered near a target, 0 once the
         target is reached).
       inner_state: the wrapped optimizer's state.
+      stall: target mode: steps since the last unit froze (or since the inactive fraction came
+        within ``slow_margin`` of the target); drives the penalty controller.
     """
 
     inactive: dict[str, jax.Array]
     strength: jax.Array
     inner_state: Any
+    stall: jax.Array | int = 0
 
 
 def _key_name(k) -> str:
@@ -89,7 +94,9 @@ def slope_sparsity(
     target: float | None = None,
     slow_margin: float = 0.05,
     slow_factor: float = 0.1,
+    slow_growth: float = 1.02,
     inactive: Mapping[str, Any] | None = None,
+    freeze_new: bool = True,
     slope_key: str = "slope",
 ) -> optax.GradientTransformation:
     """Wraps ``inner`` with the slope penalty and freezes slopes that become linear.
@@ -113,9 +120,17 @@ def slope_sparsity(
     Target mode (sec. 4.1.2): with ``target`` set, freezing stops once
     ``ceil(target * n_units)`` units are inactive (never more: the step that reaches the target
     freezes only the largest slopes it needs) and the penalty is switched off. To avoid
-    overshooting, the penalty is lowered to ``strength * slow_factor`` once the inactive fraction
-    is within ``slow_margin`` of the target. The paper gives no numbers for this; 0.05 and 0.1
-    are our choice.
+    overshooting, the penalty is lowered once the inactive fraction is within ``slow_margin`` of
+    the target; a fixed lower penalty can stall below the target (the loss gradient outweighs it
+    and no slope reaches the threshold), so it is an integral controller instead:
+    ``lambda = strength * slow_factor * slow_growth ** s``, ``s`` the steps since the last unit
+    froze (or since the fraction came within the margin). Each freeze drops the penalty back to
+    the gentle level; while nothing freezes it grows geometrically (up to 1e6 times the gentle
+    level, which keeps it finite) until it
+    outweighs the loss gradient, so training long enough always reaches the target, and ends
+    exactly at it (the cap above). The paper tuned ``lambda`` by hand to avoid undershooting
+    and gives no numbers; 0.05, 0.1 and 1.02 are our choice (``slow_growth=1`` is a fixed
+    slow-down: ``lambda = strength * slow_factor``).
 
     Args:
       inner: the optimizer (e.g. ``optax.sgd(0.1, momentum=0.9)``).
@@ -124,11 +139,17 @@ def slope_sparsity(
       threshold: slope above which a unit becomes inactive (paper: 0.99).
       target: goal fraction of inactive units in ``[0, 1]``, or ``None`` for no goal.
       slow_margin: distance to the target at which the penalty is lowered.
-      slow_factor: factor in ``[0, 1]`` applied to ``strength`` near the target.
+      slow_factor: factor in ``[0, 1]`` applied to ``strength`` near the target, right after
+        a unit froze.
+      slow_growth: factor ``>= 1`` by which the lowered penalty grows per step without a freeze.
       inactive: optional initial ``{layer: bool[width]}`` of units already inactive (layers left
         out start all active). Their slopes are set to 1 by the first update; set them
         beforehand with :func:`~jaxprune.rewrites.set_linear_slopes` so the first forward pass
         already sees them linear.
+      freeze_new: if False, only the units of ``inactive`` are ever frozen: slopes that cross
+        ``threshold`` stay trainable. With ``strength=0`` this retrains unregularized PReLUs
+        around a transferred mask, as paper 004 does (sec. 4.1.1); with True (default) a unit
+        becomes inactive when its slope crosses ``threshold``, whatever ``strength``.
       slope_key: the leaf name of PReLU slopes.
 
     Returns:
@@ -136,8 +157,9 @@ def slope_sparsity(
 
     Raises:
       ValueError: negative or non-finite ``strength``, ``threshold`` outside ``(0, 1]``,
-        ``target`` outside ``[0, 1]``, bad ``slow_*``, params without slopes, an ``inactive``
-        entry that names no slope layer or has the wrong shape, or ``update`` without params.
+        ``target`` outside ``[0, 1]``, bad ``slow_*``, ``target`` with ``freeze_new=False``,
+        params without slopes, an ``inactive`` entry that names no slope layer or has the wrong
+        shape, or ``update`` without params.
 
     >>> import jax.numpy as jnp, optax
     >>> params = {"prelu_0": {"slope": jnp.array([0.0, 0.995, 0.5])}, "w": jnp.ones(2)}
@@ -164,6 +186,10 @@ def slope_sparsity(
         raise ValueError(f"slow_margin: expected a fraction in [0, 1], got {slow_margin}")
     if not 0 <= slow_factor <= 1:
         raise ValueError(f"slow_factor: expected a factor in [0, 1], got {slow_factor}")
+    if not (np.isfinite(slow_growth) and slow_growth >= 1):
+        raise ValueError(f"slow_growth: expected a finite factor >= 1, got {slow_growth}")
+    if target is not None and not freeze_new:
+        raise ValueError("target: needs freeze_new=True (the target is reached by freezing)")
     initial = dict(inactive or {})
 
     def init_fn(params):
@@ -181,7 +207,9 @@ def slope_sparsity(
             if m.shape != shape:
                 raise ValueError(f"inactive[{layer!r}]: expected shape {shape}, got {m.shape}")
             mask[layer] = m
-        return SlopeSparsityState(mask, jnp.asarray(strength, jnp.float32), inner.init(params))
+        return SlopeSparsityState(
+            mask, jnp.asarray(strength, jnp.float32), inner.init(params), jnp.zeros((), jnp.int32)
+        )
 
     def update_fn(grads, state, params=None):
         if params is None:
@@ -195,7 +223,10 @@ def slope_sparsity(
         cand = {k: (slopes[k] > threshold) & ~old[k] for k in old}
         total = sum(m.size for m in old.values())
         lam = jnp.asarray(strength, jnp.float32)
-        if target is None:
+        stall = jnp.zeros((), jnp.int32)
+        if not freeze_new:
+            new = old
+        elif target is None:
             new = {k: old[k] | cand[k] for k in old}
         else:
             goal = math.ceil(target * total - 1e-9)
@@ -210,12 +241,17 @@ def slope_sparsity(
                 n = old[k].size
                 new[k] = old[k] | pick[offset : offset + n].reshape(old[k].shape)
                 offset += n
-            frac = sum(jnp.sum(m) for m in new.values()) / total
-            lam = jnp.where(
-                frac * total >= goal,
-                0.0,
-                jnp.where(frac >= target - slow_margin, strength * slow_factor, strength),
-            ).astype(jnp.float32)
+            before = sum(jnp.sum(m) for m in old.values())
+            count = sum(jnp.sum(m) for m in new.values())
+            near = count / total >= target - slow_margin
+            was_near = before / total >= target - slow_margin
+            # integral controller: steps without a freeze since entering the slow zone
+            stall = jnp.where(near & was_near & (count == before), state.stall + 1, 0)
+            stall = jnp.minimum(stall, 2**30).astype(jnp.int32)
+            log_boost = jnp.minimum(stall * np.float32(math.log(slow_growth)), _LOG_MAX_BOOST)
+            slow = strength * slow_factor * jnp.exp(log_boost)
+            lam = jnp.where(count >= goal, 0.0, jnp.where(near, slow, strength))
+            lam = lam.astype(jnp.float32)
 
         def penalize(path, g, p):
             layer = _slope_layer(path, slope_key)
@@ -234,6 +270,6 @@ def slope_sparsity(
             return jnp.where(new[layer], (1 - p).astype(u.dtype), u)
 
         updates = jax.tree_util.tree_map_with_path(freeze, updates, params)
-        return updates, SlopeSparsityState(new, lam, inner_state)
+        return updates, SlopeSparsityState(new, lam, inner_state, stall)
 
     return optax.GradientTransformation(init_fn, update_fn)
