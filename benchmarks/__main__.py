@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--width", "256", "--samples", "20000", "--no-naive", "--out", "{out}"],
     ),
     "path_length": (["--out", "{out}"], ["--out", "{out}"]),
+    "trace_graph": ([], ["--repeats", "1", "--out", "{dir}"]),
 }
 
 

@@ -1,0 +1,73 @@
+"""User-style linen ResNets for the benchmarks (nothing here is a jaxprune class).
+
+* ``ResNet56``: the CIFAR ResNet of He et al. (3 stages x 9 basic blocks, 16/32/64 channels,
+  option-A zero-padding shortcuts), post-activation, BatchNorm.
+* ``ResNet50``: the ImageNet bottleneck ResNet (3/4/6/3 blocks, 1x1 projection shortcuts).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class BasicBlock(nn.Module):
+    features: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        norm = lambda: nn.BatchNorm(use_running_average=not train)  # noqa: E731
+        s = (self.strides, self.strides)
+        y = nn.relu(norm()(nn.Conv(self.features, (3, 3), s, use_bias=False)(x)))
+        y = norm()(nn.Conv(self.features, (3, 3), use_bias=False)(y))
+        if x.shape != y.shape:  # option A: subsample and pad channels with zeros
+            x = x[:, :: self.strides, :: self.strides, :]
+            x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, self.features - x.shape[-1])))
+        return nn.relu(y + x)
+
+
+class ResNet56(nn.Module):
+    num_classes: int = 10
+    blocks_per_stage: int = 9
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(16, (3, 3), use_bias=False)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        for stage, features in enumerate((16, 32, 64)):
+            for b in range(self.blocks_per_stage):
+                strides = 2 if stage > 0 and b == 0 else 1
+                x = BasicBlock(features, strides)(x, train)
+        return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+
+
+class Bottleneck(nn.Module):
+    features: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        norm = lambda: nn.BatchNorm(use_running_average=not train)  # noqa: E731
+        s = (self.strides, self.strides)
+        y = nn.relu(norm()(nn.Conv(self.features, (1, 1), use_bias=False)(x)))
+        y = nn.relu(norm()(nn.Conv(self.features, (3, 3), s, use_bias=False)(y)))
+        y = norm()(nn.Conv(self.features * 4, (1, 1), use_bias=False)(y))
+        if x.shape != y.shape:
+            x = norm()(nn.Conv(self.features * 4, (1, 1), s, use_bias=False)(x))
+        return nn.relu(y + x)
+
+
+class ResNet50(nn.Module):
+    num_classes: int = 1000
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        for stage, (features, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
+            for b in range(n):
+                strides = 2 if stage > 0 and b == 0 else 1
+                x = Bottleneck(features, strides)(x, train)
+        return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
