@@ -66,7 +66,7 @@ class ResNet50(nn.Module):
         x = nn.Conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False)(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
-        for stage, (features, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
+        for stage, (features, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3), strict=True)):
             for b in range(n):
                 strides = 2 if stage > 0 and b == 0 else 1
                 x = Bottleneck(features, strides)(x, train)
