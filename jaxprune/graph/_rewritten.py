@@ -75,6 +75,13 @@ def leaf_keep(graph, keep: dict[str, np.ndarray]) -> dict[tuple[str, int], np.nd
 
 
 def _root_keep(graph, keep):
+    missing = sorted(set(keep) - set(graph.units))
+    if missing:
+        raise GraphError(
+            f"the pruned unit group(s) {missing} are not unit groups in this call (their "
+            "channels reach an output, e.g. BatchNorm statistics updated with "
+            "mutable=['batch_stats']); call the narrow model as it was pruned (train=False)"
+        )
     return {graph.units[name].root: np.asarray(m, bool) for name, m in keep.items()}
 
 
