@@ -98,7 +98,8 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
     >>> class Net(nn.Module):
     ...     @nn.compact
     ...     def __call__(self, x):
-    ...         return nn.Dense(2)(nn.relu(nn.Dense(4)(x)))
+    ...         h = nn.relu(nn.Dense(4)(x))
+    ...         return nn.Dense(2)(h)
     >>> x = jnp.ones((3, 5)); net = Net(); v = net.init(jax.random.key(0), x)
     >>> keep = {"Dense_0": np.array([True, False, True, False])}
     >>> narrow, nv = prune_units(net, v, keep, x)
