@@ -9,6 +9,7 @@ from jaxprune._types import Batch, Mask, Params, PyTree, UnitMask
 from jaxprune.graph import GraphError, trace
 from jaxprune.rewrites.collapse import collapse
 from jaxprune.rewrites.fuse import fuse
+from jaxprune.rewrites.prune import prune_units
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "graph",
     "GraphError",
     "models",
+    "prune_units",
     "rewrites",
     "trace",
     "training",

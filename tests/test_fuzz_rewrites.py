@@ -1,4 +1,5 @@
-"""Fuzzing the unit rewrites: random MLPs and ConvNets through collapse, prune_units, reinit_units.
+"""Fuzzing the unit rewrites: random MLPs and ConvNets through collapse and reinit_units
+(prune_units: tests/rewrites/test_prune_units.py).
 
 Valid input never crashes and keeps each rewrite's documented invariant; invalid input always
 raises the documented error (type and message). Parameters are random normal draws on the
@@ -16,7 +17,7 @@ import jaxprune as jp
 from jaxprune._units import unit_param_mask
 from jaxprune.models import MLP, ConvNet
 from jaxprune.models._check import check_params
-from jaxprune.rewrites import OUTGOING_CHOICES, prune_units, reinit_units
+from jaxprune.rewrites import OUTGOING_CHOICES, reinit_units
 
 widths = st.integers(1, 4)
 FUZZ = settings(max_examples=15, deadline=None)
@@ -111,47 +112,6 @@ def test_collapse_rejects_bad_layers_and_mismatched_params(model, seed, data):
         jp.collapse(model, missing)
     with pytest.raises(ValueError, match=r"params\['extra'\]: layer not in"):
         jp.collapse(model, {**params, "extra": params["out"]})
-
-
-@FUZZ
-@given(model=models, seed=st.integers(0, 2**16), data=st.data())
-def test_prune_equals_the_masked_network_and_dead_units_change_nothing(model, seed, data):
-    params, x = _setup(model, seed)
-    keep = _unit_masks(data.draw, model)
-    narrow, q = prune_units(model, params, keep)
-    check_params(narrow, q)
-    assert _widths(narrow) == tuple(int(m.sum()) for m in keep.values())
-    masked = _apply(model, params, x, {k: v.astype(np.float32) for k, v in keep.items()})
-    np.testing.assert_allclose(_apply(narrow, q, x), masked, rtol=1e-5, atol=1e-5)
-    # units that are dead on every input (zero kernel, negative bias): pruning them is exact
-    dead = {k: dict(v) for k, v in params.items()}
-    for name, m in keep.items():
-        dead[name]["kernel"] = jnp.where(m, params[name]["kernel"], 0.0)
-        dead[name]["bias"] = jnp.where(m, params[name]["bias"], -1.0)
-    narrow2, q2 = prune_units(model, dead, keep)
-    assert narrow2 == narrow
-    np.testing.assert_allclose(_apply(narrow2, q2, x), _apply(model, dead, x), rtol=1e-5, atol=1e-5)
-
-
-@FUZZ
-@given(model=models, seed=st.integers(0, 2**16), data=st.data())
-def test_prune_rejects_bad_masks_and_mismatched_params(model, seed, data):
-    params, _ = _setup(model, seed)
-    name = data.draw(st.sampled_from(model.unit_layers()))
-    w = _widths(model)[model.unit_layers().index(name)]
-    with pytest.raises(ValueError, match=rf"keep\['{name}'\]: would remove all {w} units"):
-        prune_units(model, params, {name: np.zeros(w, bool)})
-    with pytest.raises(ValueError, match=rf"keep\['{name}'\]: expected a bool array of shape"):
-        prune_units(model, params, {name: np.ones(w + 1, bool)})
-    with pytest.raises(ValueError, match=rf"keep\['{name}'\]: expected a bool array of shape"):
-        prune_units(model, params, {name: np.ones(w, np.int32)})
-    with pytest.raises(ValueError, match=r"keep: unknown layer\(s\) \['relu_9'\]"):
-        prune_units(model, params, {"relu_9": np.ones(w, bool)})
-    with pytest.raises(ValueError, match="keep: expected a mapping"):
-        prune_units(model, params, [np.ones(w, bool)])
-    wider = model.clone(out=model.out + 1)
-    with pytest.raises(ValueError, match=r"params\['out'\]\['kernel'\]: expected shape"):
-        prune_units(wider, params, {})
 
 
 @FUZZ

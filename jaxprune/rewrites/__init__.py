@@ -15,7 +15,7 @@ from jaxprune.rewrites.layerwise import (
 from jaxprune.rewrites.mask_transfer import MASK_TRANSFER_MODES, set_linear_slopes, transfer_mask
 from jaxprune.rewrites.optimizer_state import reset_optimizer_state
 from jaxprune.rewrites.prelu_swap import swap_relu_for_prelu
-from jaxprune.rewrites.prune_units import prune_units
+from jaxprune.rewrites.prune import prune_units
 from jaxprune.rewrites.reinit_masks import layer_mask, magnitude_mask, random_mask
 from jaxprune.rewrites.reinit_round import model_initializer, reinit_round, reinitialize
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units

@@ -15,7 +15,7 @@ from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params, UnitMask
 from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, unit_ablation
 from jaxprune.analysis.redundancy import REDUNDANCY_THRESHOLD, redundant_units
-from jaxprune.rewrites.prune_units import prune_units
+from jaxprune.rewrites._prune_mlp import prune_mlp_units
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
 from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
@@ -359,6 +359,6 @@ def pruned_model(model, result: ReinitResult, seed: int) -> tuple[object, Params
       Paper 000, sec. 4.1 step 13.
     """
     pick = lambda a: np.asarray(a)[seed]
-    return prune_units(
+    return prune_mlp_units(
         model, jax.tree.map(pick, result.params), {k: pick(m) for k, m in result.keep.items()}
     )

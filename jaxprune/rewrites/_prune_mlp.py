@@ -1,4 +1,6 @@
-"""Structural pruning: remove ReLU units, returning a physically narrower model and params."""
+"""Pruning of the reference MLP/ConvNet by their unit protocol, for the reinit loop.
+
+Superseded by :func:`jaxprune.prune_units`, which prunes any traced model."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from jaxprune.models._check import check_params
 from jaxprune.models.convnet import ConvNet
 from jaxprune.models.mlp import MLP
 
-__all__ = ["prune_units"]
+__all__ = ["prune_mlp_units"]
 
 
 def _keep_indices(params: Params, keep: UnitMask) -> dict[str, np.ndarray]:
@@ -51,7 +53,7 @@ def _keep_indices(params: Params, keep: UnitMask) -> dict[str, np.ndarray]:
     return out
 
 
-def prune_units(model, params: Params, keep: UnitMask) -> tuple[object, Params]:
+def prune_mlp_units(model, params: Params, keep: UnitMask) -> tuple[object, Params]:
     """Removes the units with ``keep[layer][u] == False``; returns ``(narrow_model, params)``.
 
     The removed units' incoming weights and biases and their outgoing weights (the next layer's
@@ -79,7 +81,7 @@ def prune_units(model, params: Params, keep: UnitMask) -> tuple[object, Params]:
     >>> model = jp.models.MLP(hidden=(4,), linear_after=((3,),))
     >>> p = model.init(jax.random.key(0), jnp.zeros((1, 2)))["params"]
     >>> keep = {"relu_0": np.array([True, False, True, False])}
-    >>> narrow, q = prune_units(model, p, keep)
+    >>> narrow, q = prune_mlp_units(model, p, keep)
     >>> narrow.hidden, q["relu_0"]["kernel"].shape, q["linear_0_0"]["kernel"].shape
     ((2,), (2, 2), (2, 3))
     >>> x = jax.random.normal(jax.random.key(1), (5, 2))

@@ -1,0 +1,313 @@
+"""Rewritten models: the original model's program, re-traced per call, run on new variables.
+
+A rewritten model keeps the user's model and a static description of the rewrite (a
+:class:`RewriteSpec`). Each call re-traces the original model abstractly at the call's
+argument shapes (``jax.make_jaxpr`` over ``jax.ShapeDtypeStruct``; cached per shape), runs
+the channel analysis, and evaluates the program on the new, smaller variables. So it works at
+any batch size, under ``jit``/``vmap``/``grad`` and through ``jax.export``.
+
+Pruning (``keep``) is an evaluation with narrowed shapes: every unit group's removed channels
+are absent from every value that carries them. The shape-carrying parameters of primitives
+(reshape sizes, broadcast shapes, zero padding of shortcuts, slice bounds, split sizes, the
+group count of depthwise convolutions) are recomputed from the channel layouts; any other
+primitive whose result disagrees with the narrowed layout raises :class:`GraphError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxprune.graph._errors import GraphError, user_line
+from jaxprune.graph._inline import Literal
+from jaxprune.graph._layout import Act, PVal
+
+__all__ = ["RewriteSpec", "leaf_keep", "narrowed_shapes", "run_rewritten"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RewriteSpec:
+    """A static rewrite of a model (hashed by identity, so it can be a jit-static field).
+
+    Attributes:
+      model: the user's original model (linen module or function).
+      kind: ``"linen"`` or ``"function"``.
+      treedef: the structure of the original variables.
+      paths: the original leaf paths, in flattening order.
+      avals: ``ShapeDtypeStruct`` of each original leaf.
+      new_avals: ``ShapeDtypeStruct`` of each rewritten leaf.
+      keep: ``((unit, (bool, ...)), ...)``: the units kept per pruned group.
+    """
+
+    model: Any
+    kind: str
+    treedef: Any
+    paths: tuple[str, ...]
+    avals: tuple[jax.ShapeDtypeStruct, ...]
+    new_avals: tuple[jax.ShapeDtypeStruct, ...]
+    keep: tuple[tuple[str, tuple[bool, ...]], ...]
+    cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+
+def leaf_keep(graph, keep: dict[str, np.ndarray]) -> dict[tuple[str, int], np.ndarray]:
+    """``{(leaf, axis): kept indices}`` for the slices of every pruned unit group.
+
+    Raises:
+      GraphError: if a pruned group has coupled channels (``Unit.coupled``).
+    """
+    out: dict[tuple[str, int], np.ndarray] = {}
+    for name, m in keep.items():
+        if m.all():
+            continue
+        unit = graph.units[name]
+        if unit.coupled:
+            raise GraphError(
+                f"unit group {name!r} cannot be pruned exactly: " + "; ".join(unit.coupled)
+            )
+        for leaf, axis, idx in graph.slices(name):
+            hit = np.where(idx >= 0, m[np.maximum(idx, 0)], True)
+            prev = out.get((leaf, axis))
+            out[(leaf, axis)] = hit if prev is None else prev & hit
+    return {k: np.flatnonzero(v) for k, v in out.items()}
+
+
+def _root_keep(graph, keep):
+    missing = sorted(set(keep) - set(graph.units))
+    if missing:
+        raise GraphError(
+            f"the pruned unit group(s) {missing} are not unit groups in this call (their "
+            "channels reach an output, e.g. BatchNorm statistics updated with "
+            "mutable=['batch_stats']); call the narrow model as it was pruned (train=False)"
+        )
+    return {graph.units[name].root: np.asarray(m, bool) for name, m in keep.items()}
+
+
+def _act_keep(act: Act, roots, locate) -> np.ndarray | None:
+    """Bool over ``act``'s channel axis: the positions that survive, or None if all do."""
+    if act.axis is None:
+        return None
+    parts, any_cut = [], False
+    for s, a, b in act.segs:
+        root, start = locate(s)
+        m = roots.get(root)
+        if m is None:
+            parts.append(np.ones(b - a, bool))
+        else:
+            part = m[start + a : start + b]
+            any_cut |= not part.all()
+            parts.append(part)
+    if not any_cut:
+        return None
+    vec = np.concatenate(parts)
+    if act.inner > 1:
+        vec = np.repeat(vec, act.inner)
+    if act.outer > 1:
+        vec = np.tile(vec, act.outer)
+    return vec
+
+
+def narrowed_shapes(graph, keep) -> tuple[dict, dict]:
+    """``({var: new shape}, {var: (axis, bool kept)})`` of every program value."""
+    an = graph.analysis
+    roots = _root_keep(graph, keep)
+    lk = leaf_keep(graph, keep)
+    shapes, cuts = {}, {}
+    for v, ann in an.annotations.items():
+        shape = list(an.program.avals[v].shape)
+        if isinstance(ann, Act):
+            vec = _act_keep(ann, roots, an.locate)
+            if vec is not None:
+                shape[ann.axis] = int(vec.sum())
+                cuts[v] = (ann.axis, vec)
+        elif isinstance(ann, PVal):
+            for i, pairs in enumerate(ann.axes):
+                for pair in sorted(pairs):
+                    if pair in lk and len(ann.shape) > i and ann.shape[i] > 1:
+                        shape[i] = len(lk[pair])
+                        break
+        shapes[v] = tuple(shape)
+    return shapes, cuts
+
+
+@dataclasses.dataclass
+class _Plan:
+    graph: Any
+    shapes: dict
+    cuts: dict
+    leaf_shapes: tuple
+
+
+def plan_for(spec: RewriteSpec, args, kwargs) -> _Plan:
+    """Traces ``spec.model`` at ``args``' shapes (cached) and plans the narrowed evaluation."""
+    from jaxprune.graph._graph import trace
+
+    arg_leaves, arg_tree = jax.tree.flatten(args)
+    abstract_args = [jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in arg_leaves]
+    try:
+        key = (arg_tree, tuple((s.shape, s.dtype) for s in abstract_args), tuple(kwargs.items()))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in spec.cache:
+        return spec.cache[key]
+    variables = jax.tree.unflatten(spec.treedef, list(spec.avals))
+    graph = trace(spec.model, variables, *jax.tree.unflatten(arg_tree, abstract_args), **kwargs)
+    keep = {name: np.asarray(m, bool) for name, m in spec.keep}
+    shapes, cuts = narrowed_shapes(graph, keep)
+    n = len(spec.paths)
+    leaf_shapes = tuple(shapes[v] for v in graph.analysis.program.invars[:n])
+    plan = _Plan(graph, shapes, cuts, leaf_shapes)
+    if key is not None:
+        spec.cache[key] = plan
+    return plan
+
+
+def _count(vec, stop):
+    return int(vec[:stop].sum())
+
+
+def _fix_params(node, plan: _Plan, in_shapes):
+    """The primitive's params with shape-carrying entries recomputed for narrowed values."""
+    name, params = node.name, dict(node.params)
+    out_shapes = [plan.shapes[o] for o in node.outs]
+    cuts = plan.cuts
+    if name == "reshape":
+        params["new_sizes"] = out_shapes[0]
+        params["dimensions"] = None
+    elif name == "broadcast_in_dim":
+        params["shape"] = out_shapes[0]
+    elif name == "iota":
+        params["shape"] = out_shapes[0]
+    elif name == "pad" and node.ins[0] in cuts or (name == "pad" and node.outs[0] in cuts):
+        if node.outs[0] in cuts:
+            axis, vec = cuts[node.outs[0]]
+            cfg = list(params["padding_config"])
+            lo, hi, interior = cfg[axis]
+            cfg[axis] = (_count(vec, lo), int(vec[len(vec) - hi :].sum()) if hi else 0, interior)
+            params["padding_config"] = tuple(cfg)
+    elif name == "slice" and not isinstance(node.ins[0], Literal) and node.ins[0] in cuts:
+        axis, vec = cuts[node.ins[0]]
+        start = list(params["start_indices"])
+        limit = list(params["limit_indices"])
+        start[axis], limit[axis] = _count(vec, start[axis]), _count(vec, limit[axis])
+        params["start_indices"], params["limit_indices"] = tuple(start), tuple(limit)
+    elif name == "split" and node.ins[0] in cuts and cuts[node.ins[0]][0] == params["axis"]:
+        params["sizes"] = tuple(s[params["axis"]] for s in out_shapes)
+    elif name == "conv_general_dilated":
+        groups = params.get("feature_group_count", 1)
+        lhs_feature = params["dimension_numbers"].lhs_spec[1]
+        old_cin = node_in_aval(plan, node, 0).shape[lhs_feature]
+        if groups > 1 and groups == old_cin:
+            params["feature_group_count"] = in_shapes[0][lhs_feature]
+    return params
+
+
+def node_in_aval(plan, node, i):
+    v = node.ins[i]
+    if isinstance(v, Literal):
+        return jax.ShapeDtypeStruct(np.shape(v.value), np.asarray(v.value).dtype)
+    return plan.graph.analysis.program.avals[v]
+
+
+def run_rewritten(spec: RewriteSpec, leaves, args, kwargs):
+    """Evaluates the rewritten model: ``leaves`` are the new variables' leaves in order."""
+    plan = plan_for(spec, args, kwargs)
+    program = plan.graph.analysis.program
+    n = len(spec.paths)
+    for path, leaf, shape in zip(spec.paths, leaves, plan.leaf_shapes, strict=True):
+        if tuple(np.shape(leaf)) != shape:
+            raise ValueError(
+                f"variables[{path!r}]: expected shape {shape} (the rewritten model's), got "
+                f"{tuple(np.shape(leaf))}"
+            )
+    env = dict(zip(program.invars, list(leaves) + jax.tree.leaves(args), strict=True))
+    del n
+
+    def read(v):
+        return v.value if isinstance(v, Literal) else env[v]
+
+    for node in program.nodes:
+        vals = [read(v) for v in node.ins]
+        params = _fix_params(node, plan, [np.shape(x) for x in vals])
+        outs = node.primitive.bind(*vals, **params)
+        if not node.primitive.multiple_results:
+            outs = (outs,)
+        for o, val in zip(node.outs, outs, strict=True):
+            if tuple(np.shape(val)) != plan.shapes[o]:
+                raise GraphError(
+                    f"after pruning, the result has shape {tuple(np.shape(val))} where the "
+                    f"channel layout expects {plan.shapes[o]}; jaxprune does not know how to "
+                    "narrow this operation",
+                    node.name,
+                    user_line(node.source_info, node.call_sites),
+                )
+            env[o] = val
+    outs = [read(v) for v in program.outvars]
+    return jax.tree.unflatten(plan.graph._out_tree, outs)
+
+
+def _linen_module_class():
+    import flax.linen as nn
+
+    class Rewritten(nn.Module):
+        """A rewritten linen model: the original's program run on the new (smaller) variables.
+
+        Its variables have the original's nested structure (``{"params": {"Dense_0": ...}}``),
+        minus what the rewrite removed. ``init`` gives zeros of the new shapes; use the
+        variables returned by the rewrite.
+        """
+
+        spec: RewriteSpec
+
+        @nn.compact
+        def __call__(self, *args, **kwargs):
+            spec = self.spec
+            tree = jax.tree.unflatten(spec.treedef, list(spec.new_avals))
+            got = {}
+            for col, tops in tree.items():
+                got[col] = {}
+                for top, sub in tops.items():
+
+                    def zeros(*_, sub=sub):
+                        return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), sub)
+
+                    if col == "params":
+                        got[col][top] = self.param(top, zeros)
+                    else:
+                        got[col][top] = self.variable(col, top, zeros).value
+            mutable = [c for c in tree if c != "params" and self.is_mutable_collection(c)]
+            call_kwargs = dict(kwargs)
+            if mutable:
+                call_kwargs["mutable"] = mutable
+            leaves = jax.tree.leaves(got)
+            out = run_rewritten(spec, leaves, args, call_kwargs)
+            if mutable:
+                out, updates = out
+                for col, tops in updates.items():
+                    for top, val in tops.items():
+                        self.put_variable(col, top, val)
+            return out
+
+    return Rewritten
+
+
+_CLASSES: dict[str, Any] = {}
+
+
+def build_model(spec: RewriteSpec):
+    """The rewritten model in the user's kind: a linen Module, or a function for a function."""
+    if spec.kind == "linen":
+        if "linen" not in _CLASSES:
+            _CLASSES["linen"] = _linen_module_class()
+        return _CLASSES["linen"](spec)
+    if spec.kind == "function":
+
+        def apply_fn(params, *args, **kwargs):
+            return run_rewritten(spec, jax.tree.leaves(params), args, kwargs)
+
+        apply_fn.spec = spec
+        return apply_fn
+    raise NotImplementedError(f"rewriting a {spec.kind} model is not supported yet")

@@ -1,0 +1,154 @@
+"""Structural pruning of any traced model: remove units, return a narrower model of its kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+from jaxprune.graph import GraphError, as_model, trace
+from jaxprune.graph._adapters import path_str
+from jaxprune.graph._rewritten import RewriteSpec, build_model, leaf_keep
+
+__all__ = ["prune_units"]
+
+
+def _concrete_keep(keep) -> dict:
+    if not isinstance(keep, Mapping):
+        raise ValueError(
+            f"keep: expected a mapping {{unit: bool[width]}}, got {type(keep).__name__}"
+        )
+    out = {}
+    for name, m in keep.items():
+        if isinstance(m, jax.core.Tracer):
+            raise ValueError(
+                f"keep[{name!r}]: expected a concrete bool array; prune_units changes shapes, so "
+                "it cannot run under jax.jit/vmap (call it outside, then jit the narrow model)"
+            )
+        m = np.asarray(m)
+        if m.dtype != bool:
+            raise ValueError(f"keep[{name!r}]: expected a bool mask, got dtype {m.dtype}")
+        out[name] = m
+    return out
+
+
+def _round_up(graph, variables_flat, keep, round_to):
+    """Keeps extra units so each pruned group's width is a multiple of ``round_to``.
+
+    The extra units are the removed ones with the largest incoming-weight norm (the L2 norm
+    of their writing slices: kernel columns, biases, norm entries), ties by lowest index.
+    """
+    out = {}
+    for name, m in keep.items():
+        w = m.shape[0]
+        target = min(w, -(-int(m.sum()) // round_to) * round_to)
+        extra = target - int(m.sum())
+        if extra <= 0:
+            out[name] = m
+            continue
+        norm = np.zeros(w)
+        for leaf, axis, idx in graph.slices(name, outgoing=False):
+            a = np.moveaxis(np.asarray(variables_flat[leaf], np.float64), axis, 0)
+            sq = (a.reshape(a.shape[0], -1) ** 2).sum(1)
+            np.add.at(norm, idx[idx >= 0], sq[idx >= 0])
+        cand = np.flatnonzero(~m)
+        order = cand[np.lexsort((cand, -norm[cand]))]
+        m = m.copy()
+        m[order[:extra]] = True
+        out[name] = m
+    return out
+
+
+def prune_units(model, variables, keep, *args, round_to: int | None = None, **kwargs):
+    """Removes units; returns ``(narrow_model, narrow_variables)`` of the model's own kind.
+
+    Every unit group with ``keep[unit][i] == False`` loses channel ``i`` everywhere it lives:
+    the kernel columns, biases and norm entries that write it (in every layer of a residual
+    group, the shortcut projection included) and the kernel rows that read it (through skips,
+    concatenation and flatten). The narrow model's outputs equal the masked network's,
+    ``jp.trace(model, variables, *args).apply(variables, *args, masks=keep)``, up to float
+    rounding (the sums skip exact zeros).
+
+    The narrow model re-traces the original at each call's argument shapes, so it runs at any
+    batch size, under ``jit``/``vmap``/``grad`` and through ``jax.export``.
+
+    Args:
+      model: a ``flax.linen`` Module or a function ``f(params, *args)``.
+      variables: its variables (linen: every collection) or params.
+      keep: ``{unit: bool[width]}`` (unit names as in ``jp.trace(...).units``); unlisted units
+        are kept.
+      *args: example arguments of the call (only their shapes matter).
+      round_to: if set (8 for GPUs, 128 for TPUs), keep widths rounded up to a multiple of it
+        (capped at the full width): the extra units kept are the removed ones with the largest
+        incoming weights (L2 norm of kernel columns, biases and norm entries).
+      **kwargs: keyword arguments of the call (``train=False``).
+
+    Returns:
+      ``(narrow_model, narrow_variables)``: a linen Module whose variables have the original's
+      nested structure with narrowed leaves, or ``(apply_fn, params)`` for a function.
+
+    Raises:
+      ValueError: for an unknown unit, a mask of the wrong length or dtype, a traced mask
+        (under ``jit``), or a mask removing every unit of a group.
+      GraphError: for a group whose channels are coupled (LayerNorm-like reductions over the
+        channels, constants aligned with them), naming why.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, numpy as np
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         h = nn.relu(nn.Dense(4)(x))
+    ...         return nn.Dense(2)(h)
+    >>> x = jnp.ones((3, 5)); net = Net(); v = net.init(jax.random.key(0), x)
+    >>> keep = {"Dense_0": np.array([True, False, True, False])}
+    >>> narrow, nv = prune_units(net, v, keep, x)
+    >>> nv["params"]["Dense_0"]["kernel"].shape, nv["params"]["Dense_1"]["kernel"].shape
+    ((5, 2), (2, 2))
+    >>> masked = trace(net, v, x).apply(v, x, masks=keep)
+    >>> bool(jnp.allclose(narrow.apply(nv, x), masked, atol=1e-6))
+    True
+    """
+    adapter = as_model(model, variables)
+    if adapter.kind not in ("linen", "function"):
+        raise NotImplementedError(
+            f"prune_units: {adapter.kind} models are not supported yet (linen and functions are)"
+        )
+    keep = _concrete_keep(keep)
+    graph = trace(model, variables, *args, **kwargs)
+    keep = {k: np.asarray(v) for k, v in graph.check_units(keep, "keep", fill=False).items()}
+    for name, m in keep.items():
+        if not m.any():
+            raise ValueError(
+                f"keep[{name!r}]: would remove all {m.shape[0]} units of group {name!r}; a group "
+                "needs at least one unit"
+            )
+    flat, treedef = jax.tree_util.tree_flatten_with_path(adapter.variables)
+    paths = tuple(path_str(p) for p, _ in flat)
+    leaves = [v for _, v in flat]
+    by_path = dict(zip(paths, leaves, strict=True))
+    if round_to is not None:
+        if not isinstance(round_to, int) or round_to < 1:
+            raise ValueError(f"round_to: expected a positive int, got {round_to!r}")
+        keep = _round_up(graph, by_path, keep, round_to)
+    kept = leaf_keep(graph, keep)  # raises GraphError for coupled groups
+    new = {}
+    for path, leaf in by_path.items():
+        for (lp, axis), idx in kept.items():
+            if lp == path:
+                leaf = jax.numpy.take(jax.numpy.asarray(leaf), idx, axis=axis)
+        new[path] = jax.numpy.asarray(leaf)
+    new_leaves = [new[p] for p in paths]
+    spec = RewriteSpec(
+        model=model,
+        kind=adapter.kind,
+        treedef=treedef,
+        paths=paths,
+        avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in leaves),
+        new_avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in new_leaves),
+        keep=tuple((k, tuple(bool(b) for b in m)) for k, m in keep.items() if not m.all()),
+    )
+    return build_model(spec), jax.tree.unflatten(treedef, new_leaves)
+
+
+del GraphError
