@@ -29,10 +29,15 @@ def _fresh_leaves(graph, key, init_fn) -> dict[str, jax.Array]:
         fresh = graph.model.model.init(key, *graph.args, **graph.kwargs)
     else:
         fresh = init_fn(key)
-        if kind in ("nnx", "equinox") and not isinstance(fresh, dict):
-            fresh = as_model(fresh, None).variables  # a fresh module of the user's kind
-        elif kind == "nnx" and hasattr(fresh, "to_pure_dict"):
-            fresh = fresh.to_pure_dict()
+        if kind == "nnx":
+            from flax import nnx
+
+            if isinstance(fresh, nnx.Module):
+                fresh = as_model(fresh, None).variables
+            elif isinstance(fresh, nnx.State):
+                fresh = nnx.to_pure_dict(fresh)
+        elif kind == "equinox" and not isinstance(fresh, dict):
+            fresh = as_model(fresh, None).variables  # a fresh module: its arrays
     flat, _ = jax.tree_util.tree_flatten_with_path(fresh)
     return {path_str(p): v for p, v in flat}
 
@@ -66,7 +71,8 @@ def reinit_units(
     The fresh variables come from ``model.init(key, *graph.args, **graph.kwargs)`` for a linen
     model. NNX, equinox and function models have no generic re-constructor: pass
     ``init_fn(key)`` returning a fresh module of the same kind (NNX or equinox) or its variables
-    (a pure dict / the params pytree, with ``params``' paths).
+    (an ``nnx.State`` or pure dict / the arrays / the params pytree, with ``params``' paths);
+    for linen, :func:`~jaxprune.rewrites.model_initializer` is such an ``init_fn`` too.
 
     If ``optimizer`` and ``opt_state`` are given, the optimizer-state entries of every changed
     entry are set back to their initial values (:func:`~jaxprune.rewrites.reset_optimizer_state`,
