@@ -209,8 +209,9 @@ def train_with_reinit(
     Choices where the paper is silent: the optimizer state carries over between phases (as a
     Keras optimizer does across ``fit`` calls), except that reinitialized and pruned entries are
     reset; each phase restores its best-epoch params (as :func:`~jaxprune.training.fit`); the
-    losses compared in steps 3 and 9 are full-batch losses of those params; outgoing weights of
-    reinitialized units are redrawn (``outgoing``).
+    losses compared in steps 3 and 9 are full-batch losses of those params; reinitialized units
+    are redrawn from the model's own initializer (``model.init`` with a new key), outgoing weights
+    included (``outgoing``); the units and their entries come from :func:`jaxprune.trace`.
 
     Args:
       model: :class:`~jaxprune.models.MLP` or :class:`~jaxprune.models.ConvNet`.
