@@ -32,8 +32,10 @@ def _chains(params) -> dict:
             optax.adam(1e-3), optax.masked(optax.set_to_zero(), frozen)
         ),
     }
-    units = {name: jnp.zeros(params[name]["bias"].shape, bool) for name in MLP.unit_layers()}
-    chains["adam+freeze_units"] = optax.chain(optax.adam(1e-3), jp.transforms.freeze_units(units))
+    graph = jp.trace(MLP, {"params": params}, jnp.zeros((1, params["relu_0"]["kernel"].shape[0])))
+    chains["adam+freeze_units"] = optax.chain(
+        optax.adam(1e-3), jp.transforms.freeze_units(graph, {})
+    )
     return chains
 
 

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxprune as jp
-from jaxprune._units import unit_param_mask
 from jaxprune.models import MLP, ConvNet
 from jaxprune.models._check import check_params
 from jaxprune.rewrites import OUTGOING_CHOICES, reinit_units
@@ -122,16 +121,17 @@ def test_collapse_rejects_bad_layers_and_mismatched_params(model, seed, data):
     data=st.data(),
 )
 def test_reinit_changes_exactly_the_selected_units_entries(model, seed, outgoing, data):
-    params, _ = _setup(model, seed)
+    params, x = _setup(model, seed)
+    graph = jp.trace(model, {"params": params}, x)
     units = {
-        name: np.array(data.draw(st.lists(st.booleans(), min_size=w, max_size=w)))
-        for name, w in zip(model.unit_layers(), _widths(model), strict=True)
+        name: np.array(data.draw(st.lists(st.booleans(), min_size=u.width, max_size=u.width)))
+        for name, u in graph.units.items()
     }
     # rbg keys: XLA:CPU compiles threefry slowly for every new shape, rbg in a fraction
     key = jax.random.key(seed, impl="rbg")
-    q, state = reinit_units(params, units, key, outgoing=outgoing)
+    q, state = reinit_units(graph, params, units, key, outgoing=outgoing)
     assert state is None
-    owned = unit_param_mask(params, units, outgoing=outgoing != "keep")
+    owned = graph.unit_param_mask(params, units, outgoing=outgoing != "keep")
     for path, old in jax.tree_util.tree_leaves_with_path(params):
         new, m = np.asarray(_at(q, path)), np.asarray(_at(owned, path))
         old = np.asarray(old)
@@ -141,8 +141,8 @@ def test_reinit_changes_exactly_the_selected_units_entries(model, seed, outgoing
     if outgoing == "zero":  # entries fed by a selected unit, and not redrawn as incoming: 0
         only_out = jax.tree.map(
             lambda o, i: np.asarray(o) & ~np.asarray(i),
-            unit_param_mask(params, units, incoming=False),
-            unit_param_mask(params, units, outgoing=False),
+            graph.unit_param_mask(params, units, incoming=False),
+            graph.unit_param_mask(params, units, outgoing=False),
         )
         for new, m in zip(jax.tree.leaves(q), jax.tree.leaves(only_out), strict=True):
             np.testing.assert_array_equal(np.asarray(new)[m], 0.0)
@@ -157,17 +157,20 @@ def _at(tree, path):
 @FUZZ
 @given(model=models, seed=st.integers(0, 2**16), data=st.data())
 def test_reinit_rejects_bad_masks(model, seed, data):
-    params, _ = _setup(model, seed)
-    name = data.draw(st.sampled_from(model.unit_layers()))
-    w = _widths(model)[model.unit_layers().index(name)]
+    params, x = _setup(model, seed)
+    graph = jp.trace(model, {"params": params}, x)
+    name = data.draw(st.sampled_from(list(graph.units)))
+    w = graph.units[name].width
     key = jax.random.key(0)
     with pytest.raises(ValueError, match=rf"units\['{name}'\]: expected shape \({w},\)"):
-        reinit_units(params, {name: np.ones(w + 1, bool)}, key)
-    with pytest.raises(ValueError, match=r"units: unknown layer\(s\) \['dense_0'\]"):
-        reinit_units(params, {"dense_0": np.ones(w, bool)}, key)
+        reinit_units(graph, params, {name: np.ones(w + 1, bool)}, key)
+    with pytest.raises(
+        ValueError, match=r"units\['{name}'\]: expected a bool".replace("{name}", name)
+    ):
+        reinit_units(graph, params, {name: np.ones(w, np.float32)}, key)
+    with pytest.raises(ValueError, match=r"units: unknown unit\(s\) \['dense_0'\]"):
+        reinit_units(graph, params, {"dense_0": np.ones(w, bool)}, key)
     with pytest.raises(ValueError, match="units: expected a mapping"):
-        reinit_units(params, [np.ones(w, bool)], key)
+        reinit_units(graph, params, [np.ones(w, bool)], key)
     with pytest.raises(ValueError, match="outgoing: expected one of"):
-        reinit_units(params, {}, key, outgoing="shuffle")
-    with pytest.raises(ValueError, match=r"params\['dense_0'\]: not a layer name"):
-        reinit_units({**params, "dense_0": params["out"]}, {}, key)
+        reinit_units(graph, params, {}, key, outgoing="shuffle")

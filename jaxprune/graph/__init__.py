@@ -3,8 +3,8 @@
 Everything else in jaxprune reaches a user's model through this package.
 """
 
-from jaxprune.graph._adapters import ModelAdapter, as_model
+from jaxprune.graph._adapters import ModelAdapter, as_model, path_str
 from jaxprune.graph._errors import GraphError
 from jaxprune.graph._graph import Graph, Layer, Unit, trace
 
-__all__ = ["Graph", "GraphError", "Layer", "ModelAdapter", "Unit", "as_model", "trace"]
+__all__ = ["Graph", "GraphError", "Layer", "ModelAdapter", "Unit", "as_model", "path_str", "trace"]

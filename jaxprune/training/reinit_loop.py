@@ -15,7 +15,9 @@ from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params, UnitMask
 from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, unit_ablation
 from jaxprune.analysis.redundancy import REDUNDANCY_THRESHOLD, redundant_units
+from jaxprune.graph import trace
 from jaxprune.rewrites._prune_mlp import prune_mlp_units
+from jaxprune.rewrites.optimizer_state import reset_optimizer_state
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
 from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
@@ -98,10 +100,11 @@ def _programs(
     n = x_shape[0]
     n_batches = -(-n // batch_size)
     pad = n_batches * batch_size - n
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *x_shape[1:]), x_dtype))
-    widths = {name: shapes["params"][name]["bias"].shape[-1] for name in model.unit_layers()}
+    x0 = jnp.zeros((1, *x_shape[1:]), x_dtype)
+    graph = trace(model, model.init(jax.random.key(0), x0), x0)  # units and their entries
+    widths = {name: u.width for name, u in graph.units.items()}
     none = {name: jnp.zeros(w, bool) for name, w in widths.items()}
-    tx = optax.chain(optimizer, freeze_units(none))
+    tx = optax.chain(optimizer, freeze_units(graph, none))
     full_loss = lambda p, x, y: batch_loss(model.apply, loss_fn, p, x, y)
 
     def noncontributing(p, x, y, thresholds):  # step 5: low-loss (a) or redundant (b) units
@@ -120,7 +123,7 @@ def _programs(
         nc, _ = noncontributing(p, x, y, thresholds)
         s = set_frozen_units(s, {k: ~m for k, m in nc.items()})
         key, k_re = jax.random.split(key)
-        p, s = reinit_units(p, nc, k_re, optimizer=tx, opt_state=s, outgoing=outgoing)
+        p, s = reinit_units(graph, p, nc, k_re, optimizer=tx, opt_state=s, outgoing=outgoing)
         return p, s, key, baseline, sum(jnp.sum(m) for m in nc.values())
 
     def end_round(p, s, snap_p, snap_s, baseline, x, y, revert_threshold):  # steps 9, 10
@@ -130,23 +133,16 @@ def _programs(
         return p, set_frozen_units(s, none), sub, revert
 
     def prune(p, s, key, x, y, thresholds):  # step 13 as a mask: zero, freeze pruned units
+        del key
         nc, ratios = noncontributing(p, x, y, thresholds)
         keep = {}
         for k, m in nc.items():  # a layer keeps at least its most contributing unit
             best = jnp.arange(m.shape[0]) == jnp.argmax(ratios[k])
             keep[k] = ~m | (jnp.all(m) & best)
         pruned = {k: ~m for k, m in keep.items()}
-        zeros = lambda key, shape, dtype: jnp.zeros(shape, dtype)
-        p, s = reinit_units(
-            p,
-            pruned,
-            key,
-            optimizer=tx,
-            opt_state=s,
-            outgoing="zero",
-            kernel_init=zeros,
-            bias_init=zeros,
-        )
+        dead = graph.unit_param_mask(p, pruned)  # incoming and outgoing entries
+        p = jax.tree.map(lambda a, m: jnp.where(m, jnp.zeros_like(a), a), p, dead)
+        s = reset_optimizer_state(tx, s, p, dead)
         return p, set_frozen_units(s, pruned), keep
 
     phase = _phase_fn(model, tx, loss_fn, batch_size, n_batches, pad, min_delta)
@@ -213,8 +209,9 @@ def train_with_reinit(
     Choices where the paper is silent: the optimizer state carries over between phases (as a
     Keras optimizer does across ``fit`` calls), except that reinitialized and pruned entries are
     reset; each phase restores its best-epoch params (as :func:`~jaxprune.training.fit`); the
-    losses compared in steps 3 and 9 are full-batch losses of those params; outgoing weights of
-    reinitialized units are redrawn (``outgoing``).
+    losses compared in steps 3 and 9 are full-batch losses of those params; reinitialized units
+    are redrawn from the model's own initializer (``model.init`` with a new key), outgoing weights
+    included (``outgoing``); the units and their entries come from :func:`jaxprune.trace`.
 
     Args:
       model: :class:`~jaxprune.models.MLP` or :class:`~jaxprune.models.ConvNet`.

@@ -1,7 +1,8 @@
-"""Freeze whole ReLU units: zero the final updates of their incoming, bias and outgoing weights."""
+"""Freeze whole units of any traced model: zero the final updates of everything they touch."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -9,71 +10,69 @@ import jax.numpy as jnp
 import optax
 
 from jaxprune._types import UnitMask
-from jaxprune._units import check_unit_mask, unit_param_mask
 
 __all__ = ["FreezeUnitsState", "freeze_units", "set_frozen_units"]
 
 
 class FreezeUnitsState(NamedTuple):
-    """State of :func:`freeze_units`: ``frozen[layer][u]`` is True for a frozen unit."""
+    """State of :func:`freeze_units`: ``frozen[unit][i]`` is True for a frozen unit."""
 
     frozen: UnitMask
 
 
-def _as_mask(frozen: UnitMask, arg: str) -> UnitMask:
-    if not isinstance(frozen, dict) or not frozen:
-        raise ValueError(f"{arg}: expected a non-empty {{layer: bool[width]}} dict, got {frozen!r}")
-    out = {}
-    for name, m in frozen.items():
-        m = jnp.asarray(m)
-        if m.ndim != 1:
-            raise ValueError(f"{arg}[{name!r}]: expected a 1-D unit mask, got shape {m.shape}")
-        out[name] = m.astype(bool)
-    return out
+def freeze_units(graph, frozen: UnitMask) -> optax.GradientTransformation:
+    """Zeroes the final updates of the frozen units' writing and reading parameter entries.
 
+    A unit's entries are those of :meth:`~jaxprune.graph.Graph.unit_param_mask`: what writes it
+    (kernel columns, biases, norm entries of every layer of its coupled group) and what reads it
+    (kernel rows of every consumer, through skip projections, concatenation offsets and flatten
+    tiling). Place it *last* in an ``optax.chain`` so it acts on the final updates: frozen entries
+    then do not move at all, even under Adam with built-up momentum (masking the gradients before
+    Adam would let the accumulated moments keep moving them).
 
-def freeze_units(frozen: UnitMask) -> optax.GradientTransformation:
-    """Zeroes the updates of frozen units' incoming weights, biases and outgoing weights.
-
-    Place it *last* in an ``optax.chain`` so it acts on the final updates: frozen entries then
-    do not move at all, even under momentum or Adam (masking the gradients before Adam would let
-    the accumulated moments keep moving them). The mask is *data* in the state, not part of the
-    compiled program: change it between steps with :func:`set_frozen_units` (no recompilation; it
-    may differ per seed under ``vmap``).
-
-    The unit layout follows the parameter names of :class:`~jaxprune.models.MLP` and
-    :class:`~jaxprune.models.ConvNet`: unit ``u`` of ``relu_i``/``conv_i`` owns ``kernel[..., u]``,
-    ``bias[u]`` and the next layer's kernel entries fed by it (dense row ``u``, conv input
-    channel ``u``, or the head rows of channel ``u``). Other layers (linear layers beyond the
-    first one after the unit layer, the head's bias) are not frozen, as in paper 000.
-
+    The mask is *data* in the state, not part of the compiled program: change it between steps
+    with :func:`set_frozen_units` (no recompilation; it may differ per seed under ``vmap``).
     ``optax.masked``/``optax.set_to_zero`` need a static mask tree, which would bake the mask into
     the program; a ``jnp.where`` on a state mask keeps it data.
 
+    The updates (and params) are the model's trainable tree: linen's ``variables["params"]``,
+    an equinox module's arrays, an NNX module's params as a pure dict, a function's params.
+    Leaves are matched to the graph by path; leaves the graph does not know are left alone.
+
     Args:
-      frozen: ``{layer: bool[width]}``, the initial frozen units (True = frozen). Layers not
-        listed are never frozen. Shapes are checked against the updates on the first step.
+      graph: the model's :class:`~jaxprune.graph.Graph` (:func:`jaxprune.trace`).
+      frozen: ``{unit: bool[width]}``, the initial frozen units (True = frozen); unlisted units
+        start unfrozen. Every unit of the graph gets a mask in the state.
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`FreezeUnitsState`.
 
     Raises:
-      ValueError: if ``frozen`` is not a dict of 1-D masks (at construction), or names unknown
-        layers / has a wrong width (on the first update).
+      ValueError: naming ``frozen`` for an unknown unit (listing the valid ones), a wrong shape
+        or a float dtype.
 
-    >>> import jax.numpy as jnp, optax
-    >>> params = {"relu_0": {"kernel": jnp.ones((1, 2)), "bias": jnp.ones(2)},
-    ...           "out": {"kernel": jnp.ones((2, 1)), "bias": jnp.ones(1)}}
-    >>> tx = optax.chain(optax.adam(0.1), freeze_units({"relu_0": jnp.array([True, False])}))
-    >>> updates, state = tx.update(params, tx.init(params), params)
-    >>> (updates["relu_0"]["bias"] == 0).tolist(), (updates["out"]["kernel"][:, 0] == 0).tolist()
-    ([True, False], [True, False])
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, optax, jaxprune as jp
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         h = nn.relu(nn.Dense(2)(x))
+    ...         return nn.Dense(1)(h)
+    >>> x = jnp.ones((1, 3)); params = Net().init(jax.random.key(0), x)["params"]
+    >>> graph = jp.trace(Net(), {"params": params}, x)
+    >>> tx = optax.chain(optax.adam(0.1),
+    ...                  freeze_units(graph, {"Dense_0": jnp.array([True, False])}))
+    >>> grads = jax.tree.map(jnp.ones_like, params)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> (updates["Dense_0"]["bias"] == 0).tolist()  # writes
+    [True, False]
+    >>> (updates["Dense_1"]["kernel"][:, 0] == 0).tolist()  # reads
+    [True, False]
 
     References:
       Paper 000, sec. 4.1 step 6 (freeze contributing nodes: a mask on their incoming weights,
       biases and outgoing weights).
     """
-    initial = _as_mask(frozen, "frozen")
+    initial = graph.check_units(frozen, "frozen")
 
     def init_fn(params):
         del params  # the mask does not depend on the params (init may see optax placeholders)
@@ -81,7 +80,7 @@ def freeze_units(frozen: UnitMask) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
-        mask = unit_param_mask(updates, check_unit_mask(updates, state.frozen, "frozen"))
+        mask = graph.unit_param_mask(updates, state.frozen)
         updates = jax.tree.map(lambda u, m: jnp.where(m, jnp.zeros_like(u), u), updates, mask)
         return updates, state
 
@@ -91,44 +90,60 @@ def freeze_units(frozen: UnitMask) -> optax.GradientTransformation:
 def set_frozen_units(opt_state, frozen: UnitMask):
     """Returns ``opt_state`` with every :class:`FreezeUnitsState` in it set to ``frozen``.
 
-    Works inside ``jit``/``vmap`` (``frozen`` may be traced; its layers and shapes must equal
-    the current mask's, so the state structure never changes).
+    Works inside ``jit``/``vmap`` (``frozen`` may be traced). Units missing from ``frozen`` are
+    unfrozen; the state's structure never changes.
 
     Args:
       opt_state: the state of an optimizer that contains :func:`freeze_units` (e.g. a chain).
-      frozen: the new ``{layer: bool[width]}`` mask.
+      frozen: the new ``{unit: bool[width]}`` mask.
 
     Returns:
       The new optimizer state.
 
     Raises:
-      ValueError: if ``opt_state`` holds no ``FreezeUnitsState`` or the mask's layers/shapes
-        differ from the current one.
+      ValueError: naming ``opt_state`` if it holds no ``FreezeUnitsState``, or ``frozen`` for an
+        unknown unit, a wrong shape or a float dtype.
 
-    >>> import jax.numpy as jnp, optax
-    >>> tx = optax.chain(optax.sgd(1.0), freeze_units({"relu_0": jnp.zeros(2, bool)}))
-    >>> state = set_frozen_units(tx.init({}), {"relu_0": jnp.array([False, True])})
-    >>> state[1].frozen["relu_0"].tolist()
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, optax, jaxprune as jp
+    >>> x = jnp.ones((1, 3)); net = nn.Sequential([nn.Dense(2), nn.relu, nn.Dense(1)])
+    >>> graph = jp.trace(net, net.init(jax.random.key(0), x), x)
+    >>> tx = optax.chain(optax.sgd(1.0), freeze_units(graph, {}))
+    >>> state = set_frozen_units(tx.init({}), {"layers_0": jnp.array([False, True])})
+    >>> state[1].frozen["layers_0"].tolist()
     [False, True]
 
     References:
       Paper 000, sec. 4.1 steps 6 and 10 (freeze, then unfreeze: remove the gradient mask).
     """
-    new = _as_mask(frozen, "frozen")
+    if frozen is not None and not isinstance(frozen, Mapping):
+        raise ValueError(
+            f"frozen: expected a mapping {{unit: bool[width]}}, got {type(frozen).__name__}"
+        )
+    frozen = dict(frozen or {})
     found = []
 
     def replace(s):
         if not isinstance(s, FreezeUnitsState):
             return s
-        if set(s.frozen) != set(new):
-            raise ValueError(f"frozen: expected layers {sorted(s.frozen)}, got {sorted(new)}")
-        for k, m in s.frozen.items():
-            if jnp.shape(m) != new[k].shape:
+        unknown = sorted(set(frozen) - set(s.frozen))
+        if unknown:
+            raise ValueError(
+                f"frozen: unknown unit(s) {unknown}; the model's units are {list(s.frozen)}"
+            )
+        new = {}
+        for name, old in s.frozen.items():
+            m = jnp.asarray(frozen.get(name, jnp.zeros(jnp.shape(old), bool)))
+            if m.shape != jnp.shape(old):
                 raise ValueError(
-                    f"frozen[{k!r}]: expected shape {jnp.shape(m)}, got {new[k].shape}"
+                    f"frozen[{name!r}]: expected shape {jnp.shape(old)}, got {m.shape}"
                 )
+            if not (m.dtype == bool or jnp.issubdtype(m.dtype, jnp.integer)):
+                raise ValueError(
+                    f"frozen[{name!r}]: expected a bool (or 0/1 integer) mask, got dtype {m.dtype}"
+                )
+            new[name] = m.astype(bool)
         found.append(True)
-        return FreezeUnitsState(frozen=dict(new))
+        return FreezeUnitsState(frozen=new)
 
     out = jax.tree.map(replace, opt_state, is_leaf=lambda s: isinstance(s, FreezeUnitsState))
     if not found:
