@@ -1,0 +1,143 @@
+"""Channel-level data-flow DAG recorded during the dataflow, for path counting (paper 004).
+
+Each activation with a channel axis gets a :class:`PathNode`: a vector of channels, each of
+which is a vertex of the network's computation graph at channel granularity. Nodes:
+
+* ``input`` (a model input) and ``zero`` (zero-padded channels: no path reaches them);
+* ``layer``: a dense or conv layer, every output channel summing every input channel ``mult``
+  times (``mult`` = kernel entries per channel pair, times the flatten tiling);
+* ``chan``: a depthwise conv, channel ``c`` from channel ``c`` (``mult`` = its window);
+* ``sum``: an elementwise join of several channel vectors (residual adds);
+* ``site``: a nonlinearity applied channel-wise; ``segs`` locates each channel's unit;
+* ``concat`` / ``slice``: channel concatenation and slicing.
+
+Norms, pooling, scalings and reshapes keep the channel vector. One activation function
+lowered to several primitives (``x * sigmoid(x)``, PReLU's ``where(x >= 0, x, a * x)``) is one
+site: a nonlinear op drops every operand that is a site computed from another operand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxprune.graph._inline import Literal
+from jaxprune.graph._layout import Act, PVal
+
+__all__ = ["PathNode", "record_paths"]
+
+_POOL = {"reduce_window_max", "reduce_window_min", "reduce_max", "reduce_min"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PathNode:
+    """One channel vector of the data-flow DAG (see the module docstring)."""
+
+    kind: str
+    width: int
+    srcs: tuple[int, ...] = ()
+    mult: float = 1.0
+    segs: tuple = ()
+    start: int = 0
+    pool: bool = False
+    layer: int | None = None
+
+
+def _new(st, node: PathNode) -> int:
+    st.paths.append(node)
+    return len(st.paths) - 1
+
+
+def _reaches(st, pid: int, target: int) -> bool:
+    """Whether ``target`` is reached from site ``pid`` through sites and sums only."""
+    stack, seen = [pid], set()
+    while stack:
+        p = stack.pop()
+        if p == target:
+            return True
+        if p in seen:
+            continue
+        seen.add(p)
+        if st.paths[p].kind in ("site", "sum"):
+            stack.extend(st.paths[p].srcs)
+    return False
+
+
+def _join(st, ids: list[int], width: int) -> int:
+    ids = list(dict.fromkeys(ids))
+    return ids[0] if len(ids) == 1 else _new(st, PathNode("sum", width, tuple(ids)))
+
+
+def record_paths(st, node, ins, outs, n_layers: int, sited: bool) -> None:
+    """Sets ``st.path_of[var]`` for ``node``'s channel outputs, given its rule's results.
+
+    ``n_layers`` is the number of layers before the node, ``sited`` whether it marked a site.
+    """
+
+    def pid(v):
+        return None if isinstance(v, Literal) else st.path_of.get(v)
+
+    in_ids = [pid(v) for v in node.ins]
+    chan_in = [
+        (p, a) for p, a in zip(in_ids, ins, strict=True) if isinstance(a, Act) and p is not None
+    ]
+    for o, out in zip(node.outs, outs, strict=True):
+        if not isinstance(out, Act) or out.axis is None or not chan_in:
+            continue
+        w = out.channels
+        name = node.name
+        if len(st.layers) > n_layers:  # a dense or conv layer
+            info = st.layers[-1]
+            src = next(p for p, a in chan_in if a is info.in_act)
+            ker = next(a for a in ins if isinstance(a, PVal))
+            if info.op == "dense":
+                mult = info.in_act.outer * info.in_act.inner
+                kind = "layer"
+            else:
+                spatial = [
+                    n
+                    for i, n in enumerate(ker.shape)
+                    if i not in (node.params["dimension_numbers"].rhs_spec[:2])
+                ]
+                mult = float(np.prod(spatial)) if spatial else 1.0
+                kind = "layer" if info.op == "conv" else "chan"
+            st.path_of[o] = _new(st, PathNode(kind, w, (src,), mult, layer=info.index))
+            continue
+        (p0, a0) = chan_in[0]
+        if name == "concatenate" and out.axis == node.params["dimension"] and a0.axis == out.axis:
+            srcs = tuple(p for p, _ in chan_in)
+            st.path_of[o] = _new(st, PathNode("concat", w, srcs))
+            continue
+        if name in ("slice", "split") and a0.axis == out.axis and out.segs != a0.segs:
+            start = _offset_of(a0.segs, out.segs)
+            st.path_of[o] = _new(st, PathNode("slice", w, (p0,), start=start))
+            continue
+        if name == "pad" and out.segs != a0.segs:
+            lo, hi, _ = node.params["padding_config"][a0.axis]
+            parts = [_new(st, PathNode("zero", lo))] if lo else []
+            parts.append(p0)
+            parts += [_new(st, PathNode("zero", hi))] if hi else []
+            st.path_of[o] = _new(st, PathNode("concat", w, tuple(parts)))
+            continue
+        ids = [p for p, a in chan_in if a.axis is not None and a.channels == w]
+        if not ids:
+            continue
+        if sited:
+            keep = [p for p in ids if not any(q != p and _reaches(st, p, q) for q in ids)]
+            base = _join(st, keep or ids, w)
+            node_ = PathNode("site", w, (base,), segs=out.segs, pool=name in _POOL)
+            st.path_of[o] = _new(st, node_)
+        else:
+            st.path_of[o] = _join(st, ids, w)
+
+
+def _offset_of(segs, sub) -> int:
+    """Channel offset of ``sub`` (a contiguous piece of ``segs``) within ``segs``."""
+    s0, a0, _ = sub[0]
+    pos = 0
+    for s, a, b in segs:
+        if s == s0 and a <= a0 < b:
+            return pos + a0 - a
+        pos += b - a
+    raise AssertionError("slice not found in its source's channels")
