@@ -228,14 +228,28 @@ def test_prelu_models_trace_and_linear_units():
     moved = units_from_param_masks(graph, by_layer)
     assert {u: m.tolist() for u, m in moved.items()} == {u: m.tolist() for u, m in lin.items()}
 
-    res = jp.models.PReLUResMLP(width=3, blocks=2, out=2)
-    vr = res.init(jax.random.key(0), x)
-    gr = jp.trace(res, vr, x)
-    full = average_path_length(gr)
-    assert full > 0
-    none = {u: np.zeros(v.width, bool) for u, v in gr.units.items()}
-    assert average_path_length(gr, none) == 0.0
-    assert normalized_average_path_length(gr, none) == 0.0
+
+def test_prelu_resmlp_per_activation_masks():
+    """Each block's first PReLU acts on the residual stream (one unit, several PReLUs): masks
+    keyed by the PReLU layer apply to that activation only, as the slopes do."""
+    net = jp.models.PReLUResMLP(width=3, blocks=2, out=2)
+    x = jnp.ones((2, 4))
+    graph = jp.trace(net, net.init(jax.random.key(0), x), x)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        m = {k: rng.random(3) < 0.5 for k in net.slope_layers()}
+        h = _layer(_inp(4), 3)
+        for b in range(2):
+            t = _layer(_act(h, m[f"prelu_{b}_0"]), 3)
+            h = h + _layer(_act(t, m[f"prelu_{b}_1"]), 3)
+        out = _layer(_act(h, m["prelu_final"]), 2)
+        assert average_path_length(graph, m) == pytest.approx(_apl(out), rel=1e-12)
+    none = {k: np.zeros(3, bool) for k in net.slope_layers()}
+    assert average_path_length(graph, none) == 0.0
+    assert normalized_average_path_length(graph, none) == 0.0
+    assert effective_width(graph, {"prelu_0_0": np.array([1, 0, 0], bool)}) == pytest.approx(
+        (1 + 3 * 4) / 5
+    )
 
 
 def test_errors():

@@ -46,29 +46,59 @@ def _lse(a: np.ndarray, axis: int = 0) -> np.ndarray:
 
 def _site_activity(graph: Graph, node, masks) -> np.ndarray | None:
     """Per channel of a site: shift the histogram (True) or not; None if not a unit's site."""
+    units, by_param = masks
+    if node.pool:
+        return np.ones(node.width, bool)
+    for leaf in node.params:
+        layer = _param_layer(graph, leaf)
+        if layer in by_param:
+            return by_param[layer]
     an = graph.analysis
     parts, any_unit = [], False
     for s, a, b in node.segs:
         root, start = an.locate(s)
         unit = graph._unit_of_root.get(root)
-        if node.pool:
-            parts.append(np.ones(b - a, bool))
-        elif unit is None:
+        if unit is None:
             parts.append(np.zeros(b - a, bool))
         else:
             any_unit = True
-            parts.append(masks[unit][start + a : start + b])
-    if not (any_unit or node.pool):
-        return None
-    return np.concatenate(parts) if parts else np.zeros(0, bool)
+            parts.append(units[unit][start + a : start + b])
+    return np.concatenate(parts) if any_unit else None
 
 
-def _masks(graph: Graph, active: Mapping | None) -> dict[str, np.ndarray]:
+def _param_layer(graph: Graph, leaf: str) -> str:
+    return graph.model.short(leaf).rpartition("/")[0]
+
+
+def _masks(graph: Graph, active: Mapping | None):
+    """``({unit: bool[width]}, {activation parameter layer: bool[width]})``."""
+    active = dict(active or {})
+    sites = {}
+    for n in graph.analysis.paths:
+        if n.kind == "site":
+            for leaf in n.params:
+                sites[_param_layer(graph, leaf)] = n.width
+    by_param = {}
+    for name in [k for k in active if k in sites and k not in graph.units]:
+        m = np.asarray(active.pop(name))
+        if m.shape != (sites[name],) or not (m.dtype == bool or m.dtype.kind in "iu"):
+            raise ValueError(
+                f"active[{name!r}]: expected a bool mask of shape ({sites[name]},), got "
+                f"{m.dtype}{list(m.shape)}"
+            )
+        by_param[name] = m.astype(bool)
+    unknown = sorted(set(active) - set(graph.units))
+    if unknown:
+        raise ValueError(
+            f"active: unknown unit(s) {unknown}; the model's units are {list(graph.units)}"
+            + (f" and its activations' parameter layers {sorted(sites)}" if sites else "")
+        )
     given = graph.check_units(active, "active", fill=False)
-    return {
+    units = {
         name: np.asarray(given[name]) if name in given else np.ones(u.width, bool)
         for name, u in graph.units.items()
     }
+    return units, by_param
 
 
 def _reachable(graph: Graph) -> set[int]:
@@ -97,7 +127,10 @@ def path_histogram(
     Args:
       graph: the traced model (:func:`jaxprune.trace`).
       active: ``{unit: bool[width]}``; False marks a linear (inactive) unit. Missing units are
-        all active (a ReLU network).
+        all active (a ReLU network). A key may also name the parameter layer of one
+        activation (a PReLU's ``"prelu_1"``, whose slope multiplies inside the activation):
+        its mask then applies to that activation only, e.g. each block's PReLU on a residual
+        stream, where the unit (the stream's channels) enters several PReLUs.
       normalized: equal weight per incoming edge (NAPL) instead of per path (APL).
 
     Returns:
@@ -106,7 +139,7 @@ def path_histogram(
       (``nan`` when normalized).
 
     Raises:
-      ValueError: ``active`` names an unknown unit or has a wrong shape or dtype.
+      ValueError: ``active`` names an unknown unit or activation, or has a wrong shape or dtype.
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxprune as jp
     >>> class Net(nn.Module):
@@ -147,6 +180,8 @@ def path_histogram(
                 total = _lse(ls)
                 lc, row = np.full(w, total + np.log(n.mult)), np.exp(ls - total) @ ps
             p = np.broadcast_to(row, (w, k))
+        elif n.kind == "scale":
+            lc, p = src_l[0], src_p[0]
         elif n.kind == "chan":
             lc = src_l[0] if normalized else src_l[0] + np.log(n.mult)
             p = src_p[0]
@@ -290,6 +325,9 @@ def units_from_param_masks(graph: Graph, masks: Mapping, leaf: str = "slope") ->
 
     Raises:
       ValueError: a layer whose ``leaf`` acts on no unit's channels.
+
+    Where several such layers act on one unit (each block's PReLU on a residual stream), the
+    last one wins; the path-length functions also take the layers' masks directly.
     """
     out: dict[str, np.ndarray] = {}
     found = set()

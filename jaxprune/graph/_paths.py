@@ -9,11 +9,14 @@ which is a vertex of the network's computation graph at channel granularity. Nod
 * ``chan``: a depthwise conv, channel ``c`` from channel ``c`` (``mult`` = its window);
 * ``sum``: an elementwise join of several channel vectors (residual adds);
 * ``site``: a nonlinearity applied channel-wise; ``segs`` locates each channel's unit;
-* ``concat`` / ``slice``: channel concatenation and slicing.
+* ``concat`` / ``slice``: channel concatenation and slicing;
+* ``scale``: a product with per-channel parameters (a norm's scale, a PReLU's slope).
 
 Norms, pooling, scalings and reshapes keep the channel vector. One activation function
 lowered to several primitives (``x * sigmoid(x)``, PReLU's ``where(x >= 0, x, a * x)``) is one
-site: a nonlinear op drops every operand that is a site computed from another operand.
+site: a nonlinear op drops every operand that is a site or a scaling computed from another
+operand; the site keeps the parameter leaves of the scalings it drops (a PReLU's slope), so an
+activity mask can name the activation's own parameters.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class PathNode:
     start: int = 0
     pool: bool = False
     layer: int | None = None
+    params: tuple[str, ...] = ()  # scale: its parameter leaves; site: those of its activation
 
 
 def _new(st, node: PathNode) -> int:
@@ -50,7 +54,7 @@ def _new(st, node: PathNode) -> int:
 
 
 def _reaches(st, pid: int, target: int) -> bool:
-    """Whether ``target`` is reached from site ``pid`` through sites and sums only."""
+    """Whether ``target`` is reached from ``pid`` through sites, sums and scalings only."""
     stack, seen = [pid], set()
     while stack:
         p = stack.pop()
@@ -59,7 +63,7 @@ def _reaches(st, pid: int, target: int) -> bool:
         if p in seen:
             continue
         seen.add(p)
-        if st.paths[p].kind in ("site", "sum"):
+        if st.paths[p].kind in ("site", "sum", "scale"):
             stack.extend(st.paths[p].srcs)
     return False
 
@@ -125,11 +129,26 @@ def record_paths(st, node, ins, outs, n_layers: int, sited: bool) -> None:
             continue
         if sited:
             keep = [p for p in ids if not any(q != p and _reaches(st, p, q) for q in ids)]
+            dropped = [p for p in ids if p not in keep and st.paths[p].kind == "scale"]
+            params = tuple(dict.fromkeys(x for p in dropped for x in st.paths[p].params))
             base = _join(st, keep or ids, w)
-            node_ = PathNode("site", w, (base,), segs=out.segs, pool=name in _POOL)
+            node_ = PathNode("site", w, (base,), segs=out.segs, pool=name in _POOL, params=params)
             st.path_of[o] = _new(st, node_)
+            continue
+        leaves = _channel_leaves(ins, out) if name == "mul" and len(ids) == 1 else ()
+        if leaves:
+            st.path_of[o] = _new(st, PathNode("scale", w, (ids[0],), params=leaves))
         else:
             st.path_of[o] = _join(st, ids, w)
+
+
+def _channel_leaves(ins, out: Act) -> tuple[str, ...]:
+    """Parameter leaves of a per-channel factor (shape ``(..., C)`` aligned with ``out``)."""
+    leaves = []
+    for a in ins:
+        if isinstance(a, PVal) and len(a.shape) == len(out.shape) and a.shape[out.axis] > 1:
+            leaves += sorted(leaf for leaf, _ in a.axes[out.axis])
+    return tuple(dict.fromkeys(leaves))
 
 
 def _offset_of(segs, sub) -> int:
