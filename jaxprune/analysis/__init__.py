@@ -71,6 +71,6 @@ __all__ = [
     "streaming_moments",
     "trace_contours",
     "unit_ablation",
-    "units_from_param_masks",
     "unit_similarity",
+    "units_from_param_masks",
 ]
