@@ -92,7 +92,31 @@ def _hand_resnet_v2(m):
     return _layer(_act(x, m["ResBlockV2_1/Conv_0"]), 3)
 
 
+def _hand_cnn(m):
+    x = _act(_layer(_inp(2), 6, 9), m["Conv_0"])
+    x = _layer(x, 4)  # linear 1x1 conv
+    x = _act(_layer(x, 5, 9), m["Conv_2"])
+    x = _act(x, np.ones(5))  # max-pool: a nonlinearity, always active
+    return _layer(x, 3, 16)  # flatten: each channel read at 4 x 4 positions
+
+
+def _hand_depthwise(m):
+    x = _act(_layer(_inp(2), 6, 9), m["Conv_0"])
+    x = _act(9 * x, m["Conv_0"])  # depthwise 3x3: channel c from channel c only
+    x = _act(_layer(x, 5), m["Conv_2"])
+    return _layer(x, 2)
+
+
+def _hand_transformer_mlp(m):
+    x = _inp(4)  # LayerNorm: ignored (its 1/std is a rescaling, not a nonlinearity)
+    h = _act(_layer(x, 16), m["Dense_0"])  # gelu (tanh form: several primitives, one site)
+    return _layer(h, 4) + x
+
+
 CASES = {
+    "transformer_mlp_gelu_layernorm": (zoo.make_transformer_mlp, _hand_transformer_mlp),
+    "cnn_flatten_maxpool": (zoo.make_cnn, _hand_cnn),
+    "depthwise": (zoo.make_depthwise, _hand_depthwise),
     "mlp": (zoo.make_mlp, _hand_mlp),
     "concat": (zoo.make_concat, _hand_concat),
     "resnet_v1_A": (lambda: zoo.make_resnet_v1("A"), lambda m: _hand_resnet_v1(m, "A")),
@@ -120,6 +144,8 @@ def test_apl_matches_the_papers_construction(name):
             masks = {u: rng.random(v.width) < 0.5 for u, v in graph.units.items()}
         expect = _apl(hand(masks))
         assert average_path_length(graph, masks) == pytest.approx(expect, rel=1e-12, abs=1e-12)
+        _, log_n = path_histogram(graph, masks)
+        assert log_n == pytest.approx(np.log(hand(masks).sum()), rel=1e-12)
     assert average_path_length(graph) == pytest.approx(_apl(hand(_ones(graph))), rel=1e-12)
 
 
@@ -260,3 +286,20 @@ def test_errors():
         average_path_length(graph, {"Dense_0": np.ones(3, bool)})
     with pytest.raises(ValueError, match="scale no unit"):
         units_from_param_masks(graph, {"prelu_9": np.ones(3, bool)})
+
+
+class _NormMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.LayerNorm()(nn.Dense(5)(x)))
+        h = nn.Dense(4)(h)
+        return nn.Dense(2)(jax.nn.softmax(h) * h)
+
+
+def test_norms_are_not_nonlinearities():
+    """LayerNorm's 1/std and softmax's 1/sum rescale the channels (paper 004 ignores norms);
+    softmax's exp and the product with it are one gating nonlinearity on ``Dense_1``."""
+    x = jnp.ones((2, 3))
+    graph = jp.trace(_NormMLP(), _NormMLP().init(jax.random.key(0), x), x)
+    assert average_path_length(graph) == pytest.approx(2.0)
+    assert average_path_length(graph, {"Dense_0": np.zeros(5, bool)}) == pytest.approx(1.0)

@@ -12,7 +12,8 @@ which is a vertex of the network's computation graph at channel granularity. Nod
 * ``concat`` / ``slice``: channel concatenation and slicing;
 * ``scale``: a product with per-channel parameters (a norm's scale, a PReLU's slope).
 
-Norms, pooling, scalings and reshapes keep the channel vector. One activation function
+Norms (a product with a channel reduction), pooling, scalings and reshapes keep the channel
+vector. One activation function
 lowered to several primitives (``x * sigmoid(x)``, PReLU's ``where(x >= 0, x, a * x)``) is one
 site: a nonlinear op drops every operand that is a site or a scaling computed from another
 operand; the site keeps the parameter leaves of the scalings it drops (a PReLU's slope), so an
@@ -127,7 +128,10 @@ def record_paths(st, node, ins, outs, n_layers: int, sited: bool) -> None:
         ids = [p for p, a in chan_in if a.axis is not None and a.channels == w]
         if not ids:
             continue
-        if sited:
+        # A product with a channel reduction (a norm's 1/std, softmax's 1/sum) rescales the
+        # channels: not a nonlinearity site for path counting (norms are ignored, paper 004).
+        norm = name in ("mul", "div") and any(isinstance(a, Act) and a.axis is None for a in ins)
+        if sited and not norm:
             keep = [p for p in ids if not any(q != p and _reaches(st, p, q) for q in ids)]
             dropped = [p for p in ids if p not in keep and st.paths[p].kind == "scale"]
             params = tuple(dict.fromkeys(x for p in dropped for x in st.paths[p].params))
