@@ -303,3 +303,23 @@ def test_norms_are_not_nonlinearities():
     graph = jp.trace(_NormMLP(), _NormMLP().init(jax.random.key(0), x), x)
     assert average_path_length(graph) == pytest.approx(2.0)
     assert average_path_length(graph, {"Dense_0": np.zeros(5, bool)}) == pytest.approx(1.0)
+
+
+class _Slices(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(4)(x)
+        b = nn.relu(jnp.concatenate([h, h], -1)[:, 5:7])  # the second copy's channels 1, 2
+        _, d = jnp.split(nn.Dense(6)(x), [2], axis=-1)
+        return nn.Dense(1)(jnp.concatenate([b, nn.relu(d)], -1))
+
+
+def test_slices_and_splits_of_the_channels():
+    x = jnp.ones((1, 3))
+    graph = jp.trace(_Slices(), _Slices().init(jax.random.key(0), x), x)
+    m = {"Dense_0": np.array([1, 0, 1, 1], bool), "Dense_1": np.array([1, 1, 0, 0, 0, 1], bool)}
+    h = _layer(_inp(3), 4)
+    b = _act(np.concatenate([h, h])[5:7], m["Dense_0"][1:3])
+    d = _act(_layer(_inp(3), 6)[2:], m["Dense_1"][2:])
+    out = _layer(np.concatenate([b, d]), 1)
+    assert average_path_length(graph, m) == pytest.approx(_apl(out), rel=1e-12)

@@ -90,7 +90,7 @@ def record_paths(st, node, ins, outs, n_layers: int, sited: bool) -> None:
     for o, out in zip(node.outs, outs, strict=True):
         if not isinstance(out, Act) or out.axis is None or not chan_in:
             continue
-        w = out.channels
+        w = int(out.channels)
         name = node.name
         if len(st.layers) > n_layers:  # a dense or conv layer
             info = st.layers[-1]
@@ -115,7 +115,10 @@ def record_paths(st, node, ins, outs, n_layers: int, sited: bool) -> None:
             st.path_of[o] = _new(st, PathNode("concat", w, srcs))
             continue
         if name in ("slice", "split") and a0.axis == out.axis and out.segs != a0.segs:
-            start = _offset_of(a0.segs, out.segs)
+            if name == "slice":
+                start = node.params["start_indices"][a0.axis]
+            else:
+                start = int(sum(node.params["sizes"][: list(node.outs).index(o)]))
             st.path_of[o] = _new(st, PathNode("slice", w, (p0,), start=start))
             continue
         if name == "pad" and out.segs != a0.segs:
@@ -153,14 +156,3 @@ def _channel_leaves(ins, out: Act) -> tuple[str, ...]:
         if isinstance(a, PVal) and len(a.shape) == len(out.shape) and a.shape[out.axis] > 1:
             leaves += sorted(leaf for leaf, _ in a.axes[out.axis])
     return tuple(dict.fromkeys(leaves))
-
-
-def _offset_of(segs, sub) -> int:
-    """Channel offset of ``sub`` (a contiguous piece of ``segs``) within ``segs``."""
-    s0, a0, _ = sub[0]
-    pos = 0
-    for s, a, b in segs:
-        if s == s0 and a <= a0 < b:
-            return pos + a0 - a
-        pos += b - a
-    raise AssertionError("slice not found in its source's channels")
