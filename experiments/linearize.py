@@ -161,15 +161,17 @@ def _relu_tx(lr: float):
 
 
 def measure(model, params, state, test, in_features):
-    inactive = {k: np.asarray(v) for k, v in state.inactive.items()}
-    active = {k: ~v for k, v in inactive.items()}
-    graph = jp.analysis.graph_of(model, in_features)
+    """Test accuracy and the path measures; activity comes from the slope state."""
+    del in_features  # the graph is traced at the test inputs' shape
+    graph = jp.trace(model, {"params": params}, test[0][:1])
+    # Keyed by PReLU layer: each activation's own mask (a residual stream enters several).
+    active = {k: ~np.asarray(v) for k, v in state.inactive.items()}
     return {
         "test_acc": float(_acc_fn(model)(params, *test)),
         "inactive_fraction": float(jp.transforms.inactive_fraction(state)),
         "apl": jp.analysis.average_path_length(graph, active),
         "napl": jp.analysis.normalized_average_path_length(graph, active),
-        "enw": jp.analysis.effective_width(active),
+        "enw": jp.analysis.effective_width(graph, active),
     }
 
 

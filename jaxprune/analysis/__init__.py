@@ -19,15 +19,12 @@ from jaxprune.analysis.moments import (
     streaming_moments,
 )
 from jaxprune.analysis.path_length import (
-    Edge,
-    LayerGraph,
     average_path_length,
     effective_width,
-    graph_of,
     linear_units,
     normalized_average_path_length,
     path_histogram,
-    residual_graph,
+    units_from_param_masks,
 )
 from jaxprune.analysis.polygon import (
     POLYGON_MIN_SIZE,
@@ -44,9 +41,7 @@ from jaxprune.analysis.redundancy import (
 
 __all__ = [
     "ACTIVE_THRESHOLD",
-    "Edge",
     "FusionCandidate",
-    "LayerGraph",
     "Moments",
     "POLYGON_MIN_SIZE",
     "REDUNDANCY_THRESHOLD",
@@ -58,7 +53,6 @@ __all__ = [
     "effective_weights",
     "effective_width",
     "fusion_candidates",
-    "graph_of",
     "head_weight_product",
     "layer_fractions",
     "linear_units",
@@ -71,7 +65,6 @@ __all__ = [
     "polygon_sides",
     "redundancy_groups",
     "redundant_units",
-    "residual_graph",
     "sharpness",
     "size_in_bits",
     "softmax_margins",
@@ -79,4 +72,5 @@ __all__ = [
     "trace_contours",
     "unit_ablation",
     "unit_similarity",
+    "units_from_param_masks",
 ]

@@ -14,6 +14,7 @@ import numpy as np
 from jaxprune.graph._errors import GraphError, user_line
 from jaxprune.graph._inline import Literal, Node, Program
 from jaxprune.graph._layout import Act, PVal, Seg, reshape_axis_map
+from jaxprune.graph._paths import PathNode, record_paths
 
 __all__ = ["Analysis", "LayerInfo", "SliceInfo", "SpaceInfo", "analyze"]
 
@@ -109,6 +110,8 @@ class Analysis:
     offset: dict[int, int]
     mask_points: list[tuple[int, int, Act]]  # (node index, operand index, layout to mask)
     output_layouts: list
+    paths: list[PathNode] = dataclasses.field(default_factory=list)  # channel data-flow DAG
+    output_paths: tuple[int | None, ...] = ()  # the outputs' nodes in ``paths``
 
     def find(self, s: int) -> tuple[int, int]:
         """``(root, offset)``: channel ``j`` of space ``s`` is channel ``j + offset`` of the
@@ -160,6 +163,9 @@ class _State:
         self.mask_points: list[tuple[int, int, Act]] = []
         self.node_index = 0
         self.node: Node | None = None
+        self.paths: list[PathNode] = []
+        self.path_of: dict = {}  # variable -> index in paths
+        self.sited = False
 
     # -- helpers -----------------------------------------------------------------------------
     def where(self) -> str:
@@ -208,6 +214,7 @@ class _State:
         return _NONLINEAR_LABEL.get(self.node.name, self.node.name)
 
     def mark_sites(self, acts) -> None:
+        self.sited = True
         lab = self.label()
         for a in acts:
             for s in a.spaces():
@@ -716,6 +723,8 @@ def analyze(program: Program, leaf_of_var: dict[int, str], arg_vars, out_names=N
         elif v in arg_vars and len(shape) >= 1 and np.issubdtype(aval.dtype, np.inexact):
             sid = st.new_space(shape[-1], None, is_input=True)
             st.ann[v] = Act(shape, len(shape) - 1, ((sid, 0, shape[-1]),))
+            st.path_of[v] = len(st.paths)
+            st.paths.append(PathNode("input", shape[-1]))
         else:
             st.ann[v] = PVal.const(shape)
     for i, node in enumerate(program.nodes):
@@ -724,6 +733,7 @@ def analyze(program: Program, leaf_of_var: dict[int, str], arg_vars, out_names=N
         shapes = [tuple(program.avals[o].shape) for o in node.outs]
         name = node.name
         has_act = any(isinstance(a, Act) for a in ins)
+        n_layers, st.sited = len(st.layers), False
         if name == "split":
             outs = _rule_split(st, node, ins, shapes)
         elif name in _RULES:
@@ -748,6 +758,8 @@ def analyze(program: Program, leaf_of_var: dict[int, str], arg_vars, out_names=N
                 )
         for o, a in zip(node.outs, outs, strict=True):
             st.ann[o] = a
+        if has_act:
+            record_paths(st, node, ins, outs, n_layers, st.sited)
     st.node = None
     out_layouts = []
     for v in program.outvars:
@@ -767,4 +779,8 @@ def analyze(program: Program, leaf_of_var: dict[int, str], arg_vars, out_names=N
         offset=st.offset,
         mask_points=st.mask_points,
         output_layouts=out_layouts,
+        paths=st.paths,
+        output_paths=tuple(
+            None if isinstance(v, Literal) else st.path_of.get(v) for v in program.outvars
+        ),
     )

@@ -25,12 +25,53 @@ __all__ = [
     "above_block_mask",
     "block_statistics",
     "check_blocks",
+    "default_blocks",
     "layer_norms",
     "rescale_blocks",
     "update_normalization",
 ]
 
 Blocks = Sequence[Sequence[str]]
+
+
+def default_blocks(graph) -> tuple[tuple[str, ...], ...]:
+    """The model's top-level parameter subtrees, one block each, in forward order.
+
+    The order is that of the traced program (:func:`jaxprune.trace`): a subtree comes where the
+    forward pass first reads one of its parameters, so a norm sits after the layer it
+    normalizes whatever the names say.
+
+    Args:
+      graph: the traced model.
+
+    Returns:
+      ``(("Dense_0",), ("BatchNorm_0",), ...)`` for :func:`check_blocks` and the LW functions.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxprune as jp
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         out = nn.Dense(2, name="a_out")
+    ...         return out(nn.relu(nn.Dense(3, name="z_hidden")(x)))
+    >>> x = jnp.ones((1, 4)); g = jp.trace(Net(), Net().init(jax.random.key(0), x), x)
+    >>> default_blocks(g)
+    (('z_hidden',), ('a_out',))
+
+    References:
+      Paper 002, Algorithm 1 (blocks default to the model's top-level submodules in order).
+    """
+    an = graph.analysis
+    prefix = graph.model.param_prefix
+    first: dict[str, int] = {}
+    for i, node in enumerate(an.program.nodes):
+        for v in node.ins:
+            leaf = an.leaf_of_var.get(v) if isinstance(v, int) else None
+            if leaf is None or (prefix and not leaf.startswith(prefix + "/")):
+                continue
+            first.setdefault(graph.model.short(leaf).split("/")[0], i)
+    if not first:
+        raise ValueError("graph: the forward pass reads no parameters; no blocks")
+    return tuple((name,) for name in sorted(first, key=first.__getitem__))
 
 
 def check_blocks(params: Params, blocks: Blocks, k=None) -> tuple[tuple[str, ...], ...]:

@@ -20,9 +20,11 @@ import optax
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import PyTree
+from jaxprune.graph import trace
 from jaxprune.rewrites.layerwise import (
     above_block_mask,
     check_blocks,
+    default_blocks,
     layer_norms,
     rescale_blocks,
     update_normalization,
@@ -251,6 +253,14 @@ def _draw_program(model, x_shape: tuple[int, ...], x_dtype) -> Any:
     return jax.jit(draw)
 
 
+def _lw_blocks(model, x):
+    """``model.lw_blocks()``, or the top-level parameter subtrees in forward order."""
+    if hasattr(model, "lw_blocks"):
+        return model.lw_blocks()
+    variables = model.init(jax.random.key(0), x[:1])
+    return default_blocks(trace(model, variables, x[:1]))
+
+
 def train_rounds(
     model,
     keys: jax.Array,
@@ -325,7 +335,8 @@ def train_rounds(
       batch_size: minibatch size, or None for the full batch.
       fraction: share of each tensor redrawn by WELSR/WELS/DSD (paper: 0.2).
       fc_layers: top-level names for FC (default ``model.fc_layers()``).
-      blocks: LW blocks (default ``model.lw_blocks()``).
+      blocks: LW blocks (default ``model.lw_blocks()`` where the model defines it, else its
+        top-level parameter subtrees in forward order, :func:`~jaxprune.rewrites.default_blocks`).
       schedule: LW block index per round (default :func:`lw_schedule` with ``N = rounds / K``).
       rescale, normalize, reinit: the three LW steps (ablations of App. A and F).
       lw_include_biases: LW's rescaling uses (and scales) biases too; the default, False, is
@@ -376,7 +387,7 @@ def train_rounds(
     fraction = _check_fraction(fraction)
     params0 = jax.eval_shape(lambda k: model.init(k, x[:1]), jax.random.key(0))["params"]
     if method == "lw":
-        blocks = check_blocks(params0, blocks if blocks is not None else model.lw_blocks())
+        blocks = check_blocks(params0, blocks if blocks is not None else _lw_blocks(model, x))
         if schedule is None:
             if rounds is None or rounds % len(blocks):
                 raise ValueError(
