@@ -165,7 +165,8 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
     ...     @nn.compact
     ...     def __call__(self, x):
     ...         h = nn.relu(nn.Dense(8)(x))
-    ...         return nn.Dense(2)(nn.relu(nn.Dense(4)(h)))
+    ...         h = nn.relu(nn.Dense(4)(h))
+    ...         return nn.Dense(2)(h)
     >>> x = jax.random.normal(jax.random.key(1), (6, 3)); net = Net()
     >>> pnet, pv = jp.rewrites.swap_relu_for_prelu(net, net.init(jax.random.key(0), x), x)
     >>> pv = jp.rewrites.set_linear_slopes(pv["params"], {"prelu/Dense_0": jnp.ones(8, bool)})

@@ -80,7 +80,8 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
     >>> class Net(nn.Module):
     ...     @nn.compact
     ...     def __call__(self, x):
-    ...         return nn.Dense(2)(nn.relu(nn.Dense(4)(x)))
+    ...         h = nn.relu(nn.Dense(4)(x))
+    ...         return nn.Dense(2)(h)
     >>> x = jax.random.normal(jax.random.key(1), (6, 5)); net = Net()
     >>> v = net.init(jax.random.key(0), x)
     >>> pnet, pv = swap_relu_for_prelu(net, v, x)
