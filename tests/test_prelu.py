@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import jaxprune as jp
-from jaxprune.models import MLP, PReLUMLP, PReLUResMLP
+from jaxprune.models import PReLUMLP, PReLUResMLP
 
 
 def test_channel_prelu_hand_computed():
@@ -39,38 +39,6 @@ def test_resmlp_without_shortcut_is_a_chain(key):
     assert jax.tree.structure(jax.eval_shape(no.init, key, x)["params"]) == jax.tree.structure(p)
     diff = jax.jit(short.apply)({"params": p}, x) - jax.jit(no.apply)({"params": p}, x)
     assert float(jnp.abs(diff).max()) > 1e-3
-
-
-@pytest.mark.parametrize("linear_after", [(), ((3, 3), ())])
-def test_swap_keeps_outputs_exactly(linear_after, key):
-    mlp = MLP(hidden=(4, 3), out=2, out_activation="softmax", linear_after=linear_after)
-    x = jax.random.normal(key, (16, 5))
-    params = jax.jit(mlp.init)(jax.random.key(3), x)["params"]
-    net, q = jp.rewrites.swap_relu_for_prelu(mlp, params)
-    assert net == PReLUMLP(hidden=(4, 3), out=2, out_activation="softmax")
-    before = jax.jit(mlp.apply)({"params": params}, x)
-    after = jax.jit(net.apply)({"params": q}, x)
-    if linear_after:
-        np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
-    else:
-        np.testing.assert_array_equal(after, before)
-    # slope 1 makes every unit linear: the network is then affine in x
-    _, lin = jp.rewrites.swap_relu_for_prelu(mlp, params, slope=1.0)
-    net_id = PReLUMLP(hidden=(4, 3), out=2, out_activation="identity")
-    a, b = x[:4], x[4:8]
-    g = jax.jit(net_id.apply)({"params": lin}, jnp.concatenate([a + b, 0 * a, a, b]))
-    np.testing.assert_allclose(g[:4] + g[4:8], g[8:12] + g[12:], atol=1e-5)
-
-
-def test_swap_bad_inputs(key):
-    with pytest.raises(ValueError, match="no ReLU"):
-        jp.rewrites.swap_relu_for_prelu(MLP(hidden=()), {})
-    with pytest.raises(TypeError, match="MLP"):
-        jp.rewrites.swap_relu_for_prelu(PReLUMLP(), {})
-    mlp = MLP(hidden=(3,))
-    p = jax.tree.map(jnp.zeros_like, jax.eval_shape(mlp.init, key, jnp.zeros((1, 2)))["params"])
-    with pytest.raises(ValueError, match="relu_0"):
-        jp.rewrites.swap_relu_for_prelu(MLP(hidden=(4,)), p)
 
 
 def test_model_validation():

@@ -40,6 +40,9 @@ class RewriteSpec:
       avals: ``ShapeDtypeStruct`` of each original leaf.
       new_avals: ``ShapeDtypeStruct`` of each rewritten leaf.
       keep: ``((unit, (bool, ...)), ...)``: the units kept per pruned group.
+      run: optional ``run(leaves, args, kwargs)`` evaluating the rewritten model in place of
+        the narrowed evaluation (a rewrite that edits the program, e.g. the PReLU swap); then
+        ``treedef`` is the structure of the new variables.
     """
 
     model: Any
@@ -50,6 +53,7 @@ class RewriteSpec:
     new_avals: tuple[jax.ShapeDtypeStruct, ...]
     keep: tuple[tuple[str, tuple[bool, ...]], ...]
     cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    run: Any = None
 
 
 def leaf_keep(graph, keep: dict[str, np.ndarray]) -> dict[tuple[str, int], np.ndarray]:
@@ -214,6 +218,8 @@ def node_in_aval(plan, node, i):
 
 def run_rewritten(spec: RewriteSpec, leaves, args, kwargs):
     """Evaluates the rewritten model: ``leaves`` are the new variables' leaves in order."""
+    if spec.run is not None:
+        return spec.run(leaves, args, kwargs)
     plan = plan_for(spec, args, kwargs)
     program = plan.graph.analysis.program
     n = len(spec.paths)

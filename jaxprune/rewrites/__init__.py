@@ -1,7 +1,7 @@
 """Pure params -> params (and model -> model) pytree rewrites."""
 
 from jaxprune.rewrites.collapse import collapse, fold_dense
-from jaxprune.rewrites.fold_linear import MLPCost, fold_linear, mlp_cost
+from jaxprune.rewrites.fold_linear import fold_linear
 from jaxprune.rewrites.fuse import FusionPlan, fuse, fusion_plan
 from jaxprune.rewrites.fusion_solve import FusionWarning, fusion_mse, fusion_weights
 from jaxprune.rewrites.layerwise import (
@@ -26,7 +26,6 @@ __all__ = [
     "FusionPlan",
     "FusionWarning",
     "MASK_TRANSFER_MODES",
-    "MLPCost",
     "OUTGOING_CHOICES",
     "above_block_mask",
     "block_statistics",
@@ -43,7 +42,6 @@ __all__ = [
     "layer_mask",
     "layer_norms",
     "magnitude_mask",
-    "mlp_cost",
     "model_initializer",
     "prune_units",
     "random_mask",

@@ -1,213 +1,234 @@
-"""Fold linearized PReLU channels into their neighbours (beyond paper 004; uses paper 000's fold).
+"""Fold linearized PReLU unit groups into their readers (beyond paper 004; paper 000's fold).
 
-A PReLU channel with slope exactly 1 is the identity: its value is an affine function of the
-layer's inputs, so it can be multiplied into every layer that reads it (paper 000, Eq. 6,
-:func:`~jaxprune.rewrites.fold_dense`). A layer whose channels are *all* linear disappears (its
-neighbours are joined directly, as :func:`~jaxprune.collapse` does for linear layers); a partially
-linear layer keeps its nonlinear channels and its linear ones become a direct (skip) connection
-from the layer's inputs to the layer's readers.
+A unit group whose slopes are all exactly 1 is the identity: the layer that produces it and
+the layer that reads it compose to one affine map, ``x @ (W1 @ W2) + (b1 @ W2 + b2)`` (paper
+000, Eq. 6). :func:`fold_linear` replaces the pair by one layer of the model returned by
+:func:`~jaxprune.rewrites.swap_relu_for_prelu`: the first layer's kernel and bias and the
+group's slopes disappear, the second layer's kernel becomes ``W1 @ W2``.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune._types import Params
-from jaxprune.models.prelu import PReLUMLP
-from jaxprune.rewrites.collapse import fold_dense
+from jaxprune.graph._inline import Literal
+from jaxprune.graph._layout import Act, PVal
+from jaxprune.graph._rewritten import build_model
+from jaxprune.rewrites._prelu_program import PReLUProgram, flat_paths, slope_path
+from jaxprune.rewrites.prelu_swap import _spec
 
-__all__ = ["MLPCost", "fold_linear", "mlp_cost"]
-
-
-class MLPCost(NamedTuple):
-    """Size of a :class:`~jaxprune.models.PReLUMLP`.
-
-    Attributes:
-      params: number of scalar parameters (kernels, biases, slopes).
-      macs: multiply-accumulates per example (the kernel entries; FLOPs are about ``2 * macs``).
-      depth: number of hidden (PReLU) layers.
-      nonlinear_units: PReLU channels whose slope is not exactly 1.
-    """
-
-    params: int
-    macs: int
-    depth: int
-    nonlinear_units: int
+__all__ = ["fold_linear"]
 
 
-def _check(model, params) -> int:
-    if not isinstance(model, PReLUMLP):
-        raise TypeError(f"model: expected a jaxprune.models.PReLUMLP, got {type(model).__name__}")
-    try:
-        d = int(np.shape(params["dense_0"]["kernel"])[0])
-    except (KeyError, TypeError, IndexError):
-        raise ValueError("params['dense_0']['kernel']: missing (the first hidden layer)") from None
-    want = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, d), "float32"))
-    want = want["params"]
-    if jax.tree.structure(want) != jax.tree.structure(params):
-        raise ValueError(
-            f"params: structure {sorted(params)} does not match {model}; expected "
-            f"layers {sorted(want)}"
+def _program_of(model) -> PReLUProgram:
+    spec = getattr(model, "spec", None)
+    run = getattr(spec, "run", None)
+    if not isinstance(run, PReLUProgram):
+        raise TypeError(
+            "model: expected a model returned by jp.rewrites.swap_relu_for_prelu (or by "
+            f"fold_linear), got {type(model).__name__}"
         )
-    for (path, w), p in zip(
-        jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(params), strict=True
-    ):
-        if tuple(w.shape) != tuple(np.shape(p)):
-            raise ValueError(
-                f"params{jax.tree_util.keystr(path)}: expected shape {w.shape}, got {np.shape(p)}"
-            )
-    return d
+    return run
 
 
-def mlp_cost(model: PReLUMLP, params: Params) -> MLPCost:
-    """Parameters, MACs per example, depth and nonlinear channels of a ``PReLUMLP``.
+def _single_consumer(program, var, skip=None):
+    users = [
+        (i, j)
+        for i, node in enumerate(program.nodes)
+        if i != skip
+        for j, v in enumerate(node.ins)
+        if v == var and not isinstance(v, Literal)
+    ]
+    outs = [v for v in program.outvars if v == var]
+    return users[0] if len(users) == 1 and not outs else None
 
-    >>> import jax, jaxprune as jp
-    >>> net = jp.models.PReLUMLP(hidden=(4,), out=2)
-    >>> p = net.init(jax.random.key(0), jax.numpy.zeros((1, 3)))["params"]
-    >>> jp.rewrites.mlp_cost(net, p)
-    MLPCost(params=30, macs=20, depth=1, nonlinear_units=4)
 
-    References:
-      Paper 004, sec. 3 (linear channels); paper 000, sec. 3 (parameter counts).
+def _dense_pair(graph, sites, unit: str):
+    """``(first, second, first_bias_leaf or None)`` if ``unit`` is a foldable dense chain.
+
+    Foldable: one producing dense layer ``first`` with a 2-D kernel, optionally plus a bias,
+    then exactly one ReLU site, read by exactly one dense layer ``second`` (2-D kernel) and by
+    nothing else.
     """
-    _check(model, params)
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    n = sum(int(np.size(v)) for _, v in leaves)
-    macs = sum(
-        int(np.size(v)) for path, v in leaves if jax.tree_util.keystr(path).endswith("['kernel']")
-    )
-    nonlinear = sum(
-        int(np.sum(np.asarray(params[f"prelu_{i}"]["slope"]) != 1))
-        for i in range(len(model.hidden))
-    )
-    return MLPCost(n, macs, len(model.hidden), nonlinear)
+    an = graph.analysis
+    program = an.program
+    u = graph.units[unit]
+    if len(u.layers) != 1 or u.coupled:
+        return None
+    first = graph.layers[u.layers[0]]
+    if first.op != "dense":
+        return None
+    info1 = an.layers[list(graph.layers).index(first.name)]
+    var = program.nodes[info1.node].outs[0]
+    bias = None
+    step = _single_consumer(program, var)
+    if step is None:
+        return None
+    node = program.nodes[step[0]]
+    if node.name == "add":
+        other = node.ins[1 - step[1]]
+        ann = None if isinstance(other, Literal) else an.annotations.get(other)
+        if not isinstance(ann, PVal) or len(ann.leaves) != 1:
+            return None
+        bias = next(iter(ann.leaves))
+        var = node.outs[0]
+        step = _single_consumer(program, var)
+        if step is None:
+            return None
+    if step[0] not in sites:
+        return None
+    var = program.nodes[step[0]].outs[0]
+    step = _single_consumer(program, var)
+    if step is None:
+        return None
+    for info2, name2 in zip(an.layers, graph.layers, strict=True):
+        if info2.node == step[0]:
+            second = graph.layers[name2]
+            act = an.annotations[var]
+            ok = (
+                second.op == "dense"
+                and isinstance(act, Act)
+                and act.outer == act.inner == 1
+                and act.axis == len(act.shape) - 1
+                and info2.kernel_in_axis == 0
+                and info2.kernel_out_axis == 1
+                and info1.kernel_in_axis == 0
+                and info1.kernel_out_axis == 1
+            )
+            return (first.name, second.name, bias) if ok else None
+    return None
 
 
-def fold_linear(model: PReLUMLP, params: Params, *, only_if_smaller: bool = True):
-    """Removes the linear (slope exactly 1) PReLU channels of a ``PReLUMLP``; outputs unchanged.
+def _bias_of(graph, layer: str):
+    """The bias leaf added right after ``layer``'s product, or None."""
+    an = graph.analysis
+    program = an.program
+    info = an.layers[list(graph.layers).index(layer)]
+    step = _single_consumer(program, program.nodes[info.node].outs[0])
+    if step is None or program.nodes[step[0]].name != "add":
+        return None
+    other = program.nodes[step[0]].ins[1 - step[1]]
+    ann = None if isinstance(other, Literal) else an.annotations.get(other)
+    if isinstance(ann, PVal) and len(ann.leaves) == 1:
+        return next(iter(ann.leaves))
+    return None
 
-    Hidden layers are visited in order. For a layer ``v`` with linear channels ``L``, every
-    reader ``w`` of ``v`` (the next layer, or a skip target) gets, from every input ``u`` of
-    ``v``, the folded kernel ``K_uv[:, L] @ K_vw[L, :]`` (added to an existing connection or a
-    new skip ``skip_{u}_{w}``) and the bias ``b_v[L] @ K_vw[L, :]``
-    (:func:`~jaxprune.rewrites.fold_dense`); ``L`` is then removed from ``v``. A layer left with
-    no channels is removed and the network gets shallower; at least one hidden layer is kept.
-    Arithmetic is float64, so outputs match to float rounding of the original dtype.
 
-    Only channels whose slope is *exactly* 1 fold (after :func:`~jaxprune.transforms.slope_sparsity`
-    or :func:`~jaxprune.rewrites.set_linear_slopes`); a slope of 0.995 is not linear.
+def _nest(keypaths, leaves):
+    """Nested dicts from ``jax.tree_util`` key paths (dict keys only)."""
+    out: dict = {}
+    for path, leaf in zip(keypaths, leaves, strict=True):
+        keys = [getattr(k, "key", None) for k in path]
+        if any(k is None for k in keys):
+            raise ValueError("fold_linear: the variables must be nested dicts")
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = leaf
+    return out
+
+
+def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
+    """Folds every all-linear dense unit group into its reader; returns a shallower model.
+
+    For each unit group of ``prelu_model`` (from :func:`swap_relu_for_prelu`) whose slopes are
+    *all exactly* 1 (after :func:`~jaxprune.transforms.slope_sparsity` or
+    :func:`~jaxprune.rewrites.set_linear_slopes`; 0.995 is not linear), produced by one dense
+    layer ``first`` (``x @ W1 + b1``, 2-D kernel) and read only by one dense layer ``second``
+    (``h @ W2 + b2``), the pair becomes one layer: ``second`` reads ``first``'s input with
+    kernel ``W1 @ W2`` and bias ``b1 @ W2 + b2`` (computed in float64, stored in ``W2``'s
+    dtype); ``first``'s leaves and the group's slopes are removed. Groups are visited in forward
+    order, so a run of linear groups folds into one layer.
+
+    Not folded (kept, their slope-1 channels computing the identity): partially linear groups
+    (paper 004 measures them with ENW/APL/NAPL, :mod:`jaxprune.analysis`), and all-linear
+    groups that are not such a dense pair (convolutions, residual groups, several readers,
+    ``second`` without a bias while ``first`` has one). For linear chains without PReLUs see
+    :func:`jaxprune.collapse`; this is its minimal dense->dense case, kept here on its own.
 
     Args:
-      model: a :class:`~jaxprune.models.PReLUMLP` (skips allowed).
-      params: its params.
-      only_if_smaller: fold a layer's linear channels only when that does not increase the
-        parameter count (a narrow linear bottleneck is cheaper than the full skip it would
-        become); ``False`` folds every linear channel (smallest depth).
+      prelu_model: a model returned by :func:`swap_relu_for_prelu` (or by this function).
+      prelu_vars: its variables.
+      *args: example arguments of the call (only their shapes matter).
+      **kwargs: keyword arguments of the call.
 
     Returns:
-      ``(PReLUMLP, params)``; hidden layers and nodes are renumbered, skips added as needed.
+      ``(model, variables)`` of the same kind, equal in outputs up to float rounding.
 
     Raises:
-      TypeError: ``model`` is not a ``PReLUMLP``.
-      ValueError: ``params`` do not match ``model`` (the message names the path).
+      TypeError: ``prelu_model`` does not come from :func:`swap_relu_for_prelu`.
 
-    >>> import jax, jax.numpy as jnp, jaxprune as jp
-    >>> net = jp.models.PReLUMLP(hidden=(8, 8, 8), out=2)
-    >>> x = jax.random.normal(jax.random.key(1), (5, 3))
-    >>> p = net.init(jax.random.key(0), x)["params"]
-    >>> p = jp.rewrites.set_linear_slopes(p, {"prelu_1": jnp.ones(8, bool)})
-    >>> small, q = jp.rewrites.fold_linear(net, p)
-    >>> small.hidden, jp.rewrites.mlp_cost(net, p).params, jp.rewrites.mlp_cost(small, q).params
-    ((8, 8), 218, 138)
-    >>> bool(jnp.allclose(net.apply({"params": p}, x), small.apply({"params": q}, x), atol=1e-5))
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxprune as jp
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         h = nn.relu(nn.Dense(8)(x))
+    ...         h = nn.relu(nn.Dense(4)(h))
+    ...         return nn.Dense(2)(h)
+    >>> x = jax.random.normal(jax.random.key(1), (6, 3)); net = Net()
+    >>> pnet, pv = jp.rewrites.swap_relu_for_prelu(net, net.init(jax.random.key(0), x), x)
+    >>> pv = jp.rewrites.set_linear_slopes(pv["params"], {"prelu/Dense_0": jnp.ones(8, bool)})
+    >>> small, sv = fold_linear(pnet, {"params": pv}, x)
+    >>> sorted(sv["params"]), sv["params"]["Dense_1"]["kernel"].shape
+    (['Dense_1', 'Dense_2', 'prelu'], (3, 4))
+    >>> bool(jnp.allclose(small.apply(sv, x), pnet.apply({"params": pv}, x), atol=1e-5))
     True
 
     References:
       Beyond paper 004 (sec. 3: a linearized channel only forms linear combinations); the fold
-      itself is paper 000, sec. 3.1, Eq. 6.
+      is paper 000, sec. 3.1, Eq. 6.
     """
-    _check(model, params)
-    n_hidden = len(model.hidden)
-    last = n_hidden + 1
-    dtype = {i: jnp.result_type(params[f"prelu_{i}"]["slope"]) for i in range(n_hidden)}
-    f64 = lambda a: np.asarray(a, np.float64)
-    # node b >= 1: bias[b]; edges[(a, b)]: kernel; slope[b] for hidden nodes
-    bias = {
-        b: f64(params["out" if b == last else f"dense_{b - 1}"]["bias"]) for b in range(1, last + 1)
-    }
-    edges = {
-        (b - 1, b): f64(params["out" if b == last else f"dense_{b - 1}"]["kernel"])
-        for b in range(1, last + 1)
-    }
-    for a, b in model.skips:
-        edges[(a, b)] = f64(params[f"skip_{a}_{b}"]["kernel"])
-    slope = {b: f64(params[f"prelu_{b - 1}"]["slope"]) for b in range(1, last)}
-    kdtype = {
-        key: jnp.result_type(
-            params[f"skip_{key[0]}_{key[1]}"]["kernel"]
-            if key in model.skips
-            else params["out" if key[1] == last else f"dense_{key[1] - 1}"]["kernel"]
+    run = _program_of(prelu_model)
+    graph, sites, _, _ = run.graph_for(args, kwargs)
+    paths, leaves, _ = flat_paths(prelu_vars)
+    if tuple(paths) != run.new_paths:
+        raise ValueError(
+            f"prelu_vars: leaf paths {paths} do not match the model's {list(run.new_paths)}"
         )
-        for key in edges
-    }
-    out_dtype = jnp.result_type(params["out"]["kernel"])
-    width = {0: edges[(0, 1)].shape[0], **{b: bias[b].size for b in bias}}
-    alive = list(range(1, last))
-    for v in range(1, last):
-        lin = slope[v] == 1.0
-        if not lin.any():
+    values = dict(zip(paths, leaves, strict=True))
+    prefix = run.prefix
+
+    units, folds, removed = list(run.units), list(run.folds), set()
+    for unit in run.units:
+        s = np.asarray(values[slope_path(prefix, unit)])
+        if not np.all(s == 1.0):
             continue
-        if lin.all() and len(alive) == 1:
+        pair = _dense_pair(graph, sites, unit)
+        if pair is None:
             continue
-        ins = [a for (a, b) in edges if b == v]
-        outs = [w for (a, w) in edges if a == v]
-        nl = int(lin.sum())
-        before = sum(width[u] * nl for u in ins) + 2 * nl + sum(nl * width[w] for w in outs)
-        after = sum(width[u] * width[w] for u in ins for w in outs if (u, w) not in edges)
-        if only_if_smaller and after > before and not (lin.all() and after == 0):
+        first, second, b1 = pair
+        k1, k2 = graph.layers[first].kernel, graph.layers[second].kernel
+        b2 = _bias_of(graph, second)
+        if b1 is not None and b2 is None:
             continue
-        for w in outs:
-            k_vw = edges[(v, w)][lin]
-            for u in ins:
-                k, _ = fold_dense(edges[(u, v)][:, lin], None, k_vw, None)
-                edges[(u, w)] = edges.get((u, w), 0.0) + np.asarray(k, np.float64)
-            bias[w] = bias[w] + f64(bias[v][lin] @ k_vw)
-            edges[(v, w)] = edges[(v, w)][~lin]
-        for u in ins:
-            edges[(u, v)] = edges[(u, v)][:, ~lin]
-        bias[v], slope[v] = bias[v][~lin], slope[v][~lin]
-        width[v] = int((~lin).sum())
-        if width[v] == 0:
-            alive.remove(v)
-            edges = {k: e for k, e in edges.items() if v not in k}
-    nodes = [0, *alive, last]
-    new_id = {old: i for i, old in enumerate(nodes)}
-    skips = tuple(sorted((new_id[a], new_id[b]) for a, b in edges if new_id[b] - new_id[a] >= 2))
-    small = PReLUMLP(
-        hidden=tuple(width[v] for v in alive),
-        out=model.out,
-        out_activation=model.out_activation,
-        skips=skips,
+        w1 = np.asarray(values[k1], np.float64)
+        w2 = np.asarray(values[k2], np.float64)
+        dtype = jnp.result_type(values[k2])
+        values[k2] = jnp.asarray(w1 @ w2, dtype)
+        if b1 is not None:
+            bias = np.asarray(values[b1], np.float64) @ w2 + np.asarray(values[b2], np.float64)
+            values[b2] = jnp.asarray(bias, jnp.result_type(values[b2]))
+            removed.add(b1)
+        removed |= {k1, slope_path(prefix, unit)}
+        units.remove(unit)
+        folds.append((first, second))
+    if not folds or folds == list(run.folds):
+        return prelu_model, prelu_vars
+    keypaths = [kp for kp, _ in jax.tree_util.tree_flatten_with_path(prelu_vars)[0]]
+    kept = [(kp, p) for kp, p in zip(keypaths, paths, strict=True) if p not in removed]
+    new_vars = _nest([kp for kp, _ in kept], [values[p] for _, p in kept])
+    new_paths, new_leaves, new_treedef = flat_paths(new_vars)
+    new_run = PReLUProgram(
+        model=run.model,
+        orig_treedef=run.orig_treedef,
+        orig_paths=run.orig_paths,
+        orig_avals=run.orig_avals,
+        new_paths=tuple(new_paths),
+        prefix=prefix,
+        units=tuple(units),
+        folds=tuple(folds),
     )
-    new = {}
-    for i, v in enumerate(alive):
-        prev = nodes[i]
-        new[f"dense_{i}"] = {
-            "kernel": edges[(prev, v)].astype(kdtype.get((prev, v), dtype[v - 1])),
-            "bias": bias[v].astype(dtype[v - 1]),
-        }
-        new[f"prelu_{i}"] = {"slope": slope[v].astype(dtype[v - 1])}
-    new["out"] = {
-        "kernel": edges[(nodes[-2], last)].astype(out_dtype),
-        "bias": bias[last].astype(out_dtype),
-    }
-    for a, b in skips:
-        key = (nodes[a], nodes[b])
-        new[f"skip_{a}_{b}"] = {"kernel": edges[key].astype(kdtype.get(key, out_dtype))}
-    to_jax = jax.tree.map(lambda a: jnp.asarray(a), new)
-    return small, to_jax
+    model = build_model(_spec(new_run, prelu_model.spec.kind, new_treedef, new_leaves))
+    return model, new_vars

@@ -1,72 +1,143 @@
-"""Swap a trained ReLU network's activations for channel-wise PReLUs (paper 004, sec. 3)."""
+"""Swap any traced model's ReLUs for channel-wise PReLUs (paper 004, sec. 3)."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+from collections.abc import Mapping
 
-from jaxprune._types import Params
-from jaxprune.models._check import check_params
-from jaxprune.models.mlp import MLP
-from jaxprune.models.prelu import PReLUMLP
-from jaxprune.rewrites.collapse import collapse
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune.graph import as_model, trace
+from jaxprune.graph._rewritten import RewriteSpec, build_model
+from jaxprune.rewrites._prelu_program import (
+    SLOPES,
+    PReLUProgram,
+    flat_paths,
+    relu_sites,
+    slope_path,
+    slope_units,
+)
 
 __all__ = ["swap_relu_for_prelu"]
 
 
-def swap_relu_for_prelu(model: MLP, params: Params, slope: float = 0.0):
-    """Replaces every ReLU of a trained :class:`~jaxprune.models.MLP` by a channel-wise PReLU.
+def _with_slopes(adapter, tree: dict):
+    """The variables with ``tree`` (``{unit: {"slope": ...}}``) added under ``prelu``."""
+    variables = adapter.variables
+    if adapter.kind == "linen":
+        params = dict(variables.get("params", {}))
+        if SLOPES in params:
+            raise ValueError(f"variables['params']: already has an entry {SLOPES!r}")
+        return {**variables, "params": {**params, SLOPES: tree}}
+    if not isinstance(variables, Mapping):
+        raise ValueError(
+            f"params: expected a dict for a function model (the slopes are added under "
+            f"{SLOPES!r}), got {type(variables).__name__}"
+        )
+    if SLOPES in variables:
+        raise ValueError(f"params: already has an entry {SLOPES!r}")
+    return {**variables, SLOPES: tree}
 
-    With ``slope=0`` (the default, paper 004's initial slope) the new network computes exactly
-    the same function: ``relu_{i}`` becomes ``dense_{i}`` (same kernel and bias) followed by
-    ``prelu_{i}`` with all slopes 0, and ``out`` is copied. Linear layers (``linear_after``)
-    carry no ReLU; they are first folded into their successors with
-    :func:`~jaxprune.collapse`, which is exact, so the result is a plain
-    :class:`~jaxprune.models.PReLUMLP`. Inputs are not modified.
+
+def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
+    """Replaces every ReLU of a unit group by a channel-wise PReLU; returns a model of its kind.
+
+    The traced program is rewritten, not the model's class: every ReLU site ``max(x, 0)``
+    (``jax.nn.relu``/``nn.relu`` or a written-out ``jnp.maximum(h, 0.0)``) whose channels form a
+    unit group (see :func:`jaxprune.trace`) becomes ``relu(x) + a * min(x, 0)`` with one slope
+    ``a`` per unit of the group. The slopes are new leaves at
+
+    * linen: ``prelu_vars["params"]["prelu"][unit]["slope"]``,
+    * function: ``prelu_params["prelu"][unit]["slope"]``,
+
+    (``unit`` as in ``jp.trace(...).units``, e.g. ``"Dense_0"`` or ``"block1/Conv_1"``), so
+    :func:`~jaxprune.transforms.slope_sparsity` finds them by their leaf name ``slope`` (its
+    layer keys are ``"prelu/<unit>"``). A group entering several ReLUs (the residual stream
+    of a ResNet) has one slope per channel, shared by all its ReLU sites. ReLUs of channels
+    that are not units (those reaching an output) stay ReLUs.
+
+    At ``slope=0`` the outputs equal the original bit for bit. The returned model re-traces
+    the original at each call's shapes; it is jittable and differentiable in every leaf, the
+    original params and the slopes alike.
 
     Args:
-      model: a ``MLP`` with at least one hidden (ReLU) layer.
-      params: its params.
-      slope: initial slope of every PReLU channel (0 keeps outputs unchanged).
+      model: a ``flax.linen`` Module or a function ``f(params, *args)`` with dict params.
+      variables: its variables (linen: every collection) or params.
+      *args: example arguments of the call (only their shapes matter).
+      slope: initial slope of every channel (0, paper 004's choice, keeps the outputs).
+      **kwargs: keyword arguments of the call (``train=False``).
 
     Returns:
-      ``(PReLUMLP, params)``.
+      ``(prelu_model, prelu_variables)``: a linen Module with the original's variables plus
+      the slopes, or ``(apply_fn, params)`` for a function.
 
     Raises:
-      TypeError: ``model`` is not a ``jaxprune.models.MLP``.
-      ValueError: the model has no ReLU to replace, or ``params`` do not match it.
+      ValueError: the model has no ReLU unit group, or its variables already hold ``prelu``.
+      NotImplementedError: NNX and equinox models (not yet).
 
-    >>> import jax, jax.numpy as jnp, jaxprune as jp
-    >>> mlp = jp.models.MLP(hidden=(4, 3), out=2, out_activation="identity")
-    >>> x = jax.random.normal(jax.random.key(1), (6, 5))
-    >>> p = mlp.init(jax.random.key(0), x)["params"]
-    >>> net, q = jp.rewrites.swap_relu_for_prelu(mlp, p)
-    >>> net, sorted(q)
-    (PReLUMLP(
-        # attributes
-        hidden = (4, 3)
-        out = 2
-        out_activation = 'identity'
-        skips = ()
-    ), ['dense_0', 'dense_1', 'out', 'prelu_0', 'prelu_1'])
-    >>> bool(jnp.array_equal(mlp.apply({"params": p}, x), net.apply({"params": q}, x)))
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         h = nn.relu(nn.Dense(4)(x))
+    ...         return nn.Dense(2)(h)
+    >>> x = jax.random.normal(jax.random.key(1), (6, 5)); net = Net()
+    >>> v = net.init(jax.random.key(0), x)
+    >>> pnet, pv = swap_relu_for_prelu(net, v, x)
+    >>> pv["params"]["prelu"]["Dense_0"]["slope"].tolist()
+    [0.0, 0.0, 0.0, 0.0]
+    >>> bool(jnp.array_equal(pnet.apply(pv, x), net.apply(v, x)))
     True
 
     References:
       Paper 004, sec. 3 and sec. 4 ("Linearization Phase": ReLUs replaced by PReLUs with initial
       negative slope 0).
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model: expected a jaxprune.models.MLP, got {type(model).__name__}")
-    if not model.hidden:
-        raise ValueError("model: has no ReLU layer to replace (hidden=())")
-    check_params(model, params)
-    if model.linear_after and any(model.linear_after):
-        model, params = collapse(model, params)
-    new = {}
-    for i, width in enumerate(model.hidden):
-        layer = params[f"relu_{i}"]
-        new[f"dense_{i}"] = dict(layer)
-        new[f"prelu_{i}"] = {"slope": jnp.full((width,), slope, jnp.result_type(layer["kernel"]))}
-    new["out"] = dict(params["out"])
-    net = PReLUMLP(hidden=tuple(model.hidden), out=model.out, out_activation=model.out_activation)
-    return net, new
+    adapter = as_model(model, variables)
+    if adapter.kind not in ("linen", "function"):
+        raise NotImplementedError(
+            f"swap_relu_for_prelu: {adapter.kind} models are not supported yet (linen and "
+            "functions are)"
+        )
+    graph = trace(model, variables, *args, **kwargs)
+    units = slope_units(graph, relu_sites(graph))
+    if not units:
+        raise ValueError(
+            "model: has no ReLU whose channels form a unit group (nothing to swap); "
+            f"its units are {list(graph.units)}"
+        )
+    orig_paths, orig_leaves, orig_treedef = flat_paths(adapter.variables)
+    by_path = dict(zip(orig_paths, orig_leaves, strict=True))
+    tree = {}
+    for name in units:
+        u = graph.units[name]
+        dtype = jnp.result_type(by_path[graph.layers[u.layers[0]].kernel])
+        tree[name] = {"slope": jnp.full((u.width,), slope, dtype)}
+    new_vars = _with_slopes(adapter, tree)
+    new_paths, new_leaves, new_treedef = flat_paths(new_vars)
+    run = PReLUProgram(
+        model=model,
+        orig_treedef=orig_treedef,
+        orig_paths=tuple(orig_paths),
+        orig_avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in orig_leaves),
+        new_paths=tuple(new_paths),
+        prefix=adapter.param_prefix,
+        units=tuple(units),
+    )
+    assert all(slope_path(run.prefix, u) in new_paths for u in units)
+    return build_model(_spec(run, adapter.kind, new_treedef, new_leaves)), new_vars
+
+
+def _spec(run: PReLUProgram, kind: str, treedef, leaves) -> RewriteSpec:
+    avals = tuple(jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in leaves)
+    return RewriteSpec(
+        model=run.model,
+        kind=kind,
+        treedef=treedef,
+        paths=run.new_paths,
+        avals=avals,
+        new_avals=avals,
+        keep=(),
+        run=run,
+    )

@@ -1,0 +1,226 @@
+"""The traced program with channel-wise PReLUs at its ReLU sites, and dense->dense folds.
+
+A :class:`PReLUProgram` is the static part of a swapped (and possibly folded) model: the
+user's original model, the unit groups that carry slopes, and the layer pairs folded into one.
+Called with the new variables' leaves, it re-traces the original model at the call's argument
+shapes (cached per shape), and evaluates the program with every ReLU site ``max(x, 0)`` of a
+slope-carrying unit group replaced by ``relu(x) + a * min(x, 0)`` (``a`` broadcast along the
+channel axis; at ``a = 0`` bit for bit the ReLU). A fold ``(first, second)`` makes ``second``
+read ``first``'s input directly with its (already folded) kernel; the nodes that computed
+``first``'s output are then dead and skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune.graph import trace
+from jaxprune.graph._adapters import path_str
+from jaxprune.graph._inline import Literal
+from jaxprune.graph._layout import Act, PVal
+
+__all__ = ["SLOPES", "PReLUProgram", "relu_sites", "slope_path"]
+
+SLOPES = "prelu"  # the key of the slopes' dict in the trainable variables
+_GENERIC = ("jit", "pjit", "checkpoint", "remat", "closed_call", "core_call", "custom_jvp_call")
+
+
+def slope_path(prefix: str, unit: str) -> str:
+    """The leaf path of a unit group's slopes: ``params/prelu/<unit>/slope`` (linen)."""
+    return "/".join(p for p in (prefix, SLOPES, unit, "slope") if p)
+
+
+def _is_zero(v, ann) -> bool:
+    if isinstance(v, Literal):
+        return bool(np.all(np.asarray(v.value) == 0))
+    return isinstance(ann, PVal) and not ann.leaves and ann.value == 0.0
+
+
+def relu_sites(graph) -> dict[int, tuple[int, Act]]:
+    """``{node index: (activation operand, its layout)}`` of every ``max(x, 0)`` ReLU site.
+
+    A site is a ``max`` of an activation with channel structure and the constant 0, inside
+    ``jax.nn.relu`` or written out (``jnp.maximum(h, 0.0)``); a ``max`` inside another named
+    function (``relu6``) is not one.
+    """
+    an = graph.analysis
+    out = {}
+    for i, node in enumerate(an.program.nodes):
+        if node.name != "max" or len(node.ins) != 2:
+            continue
+        names = [c for c in node.context if c not in _GENERIC]
+        if names and names[-1] != "relu":
+            continue
+        anns = [None if isinstance(v, Literal) else an.annotations.get(v) for v in node.ins]
+        for j in (0, 1):
+            a, other = anns[j], 1 - j
+            if isinstance(a, Act) and a.axis is not None and _is_zero(node.ins[other], anns[other]):
+                out[i] = (j, a)
+                break
+    return out
+
+
+def slope_units(graph, sites) -> list[str]:
+    """The unit groups (in forward order) whose channels enter at least one ReLU site."""
+    roots = {graph.analysis.locate(s)[0] for _, act in sites.values() for s, _, _ in act.segs}
+    return [name for name, u in graph.units.items() if u.root in roots]
+
+
+def slope_vector(act: Act, slopes: dict, locate, dtype):
+    """The slopes along ``act``'s channel axis (0, a plain ReLU, on channels without slopes)."""
+    parts, any_slope = [], False
+    for s, a, b in act.segs:
+        root, start = locate(s)
+        m = slopes.get(root)
+        if m is None:
+            parts.append(jnp.zeros((b - a,), dtype))
+        else:
+            any_slope = True
+            parts.append(jnp.asarray(m[start + a : start + b], dtype))
+    if not any_slope:
+        return None
+    vec = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+    if act.inner > 1:
+        vec = jnp.repeat(vec, act.inner)
+    if act.outer > 1:
+        vec = jnp.tile(vec, act.outer)
+    return vec
+
+
+def prelu(x, a, axis: int):
+    """``relu(x) + a * min(x, 0)`` with ``a`` along ``axis``; equals ``relu(x)`` at ``a = 0``."""
+    shape = [1] * x.ndim
+    shape[axis] = a.shape[0]
+    return jax.nn.relu(x) + a.reshape(shape) * jnp.where(x < 0, x, jnp.zeros_like(x))
+
+
+def dot_act_operand(graph, layer: str) -> tuple[int, int]:
+    """``(node index, operand index)`` of the activation read by a kernel layer."""
+    an = graph.analysis
+    info = an.layers[list(graph.layers).index(layer)]
+    node = an.program.nodes[info.node]
+    for j, v in enumerate(node.ins):
+        if not isinstance(v, Literal) and isinstance(an.annotations.get(v), Act):
+            return info.node, j
+    raise AssertionError(f"layer {layer!r} reads no activation")  # pragma: no cover
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PReLUProgram:
+    """Static description of a swapped/folded model (hashed by identity).
+
+    Attributes:
+      model: the user's original model.
+      orig_treedef, orig_avals: the original variables' structure and leaf shapes.
+      orig_paths: the original leaf paths.
+      new_paths: the new variables' leaf paths, in flattening order.
+      prefix: the trainable collection's path prefix (``"params"`` for linen, else ``""``).
+      units: the unit groups that carry slopes (their slope leaf is in ``new_paths``).
+      folds: ``((first layer, second layer), ...)`` in forward order.
+    """
+
+    model: Any
+    orig_treedef: Any
+    orig_paths: tuple[str, ...]
+    orig_avals: tuple
+    new_paths: tuple[str, ...]
+    prefix: str
+    units: tuple[str, ...]
+    folds: tuple[tuple[str, str], ...] = ()
+    cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def graph_for(self, args, kwargs):
+        """The original model's graph at ``args``' shapes (cached)."""
+        leaves, tree = jax.tree.flatten(args)
+        abstract = [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in leaves]
+        try:
+            key = (tree, tuple((s.shape, s.dtype) for s in abstract), tuple(kwargs.items()))
+            hash(key)
+        except TypeError:
+            key = None
+        if key is not None and key in self.cache:
+            return self.cache[key]
+        variables = jax.tree.unflatten(self.orig_treedef, list(self.orig_avals))
+        graph = trace(self.model, variables, *jax.tree.unflatten(tree, abstract), **kwargs)
+        missing = [u for u in self.units if u not in graph.units]
+        if missing:
+            raise ValueError(
+                f"the unit group(s) {missing} with PReLU slopes are not unit groups in this call "
+                "(call the model as it was swapped, e.g. train=False)"
+            )
+        sites = relu_sites(graph)
+        redirect = {}
+        for first, second in self.folds:
+            src = dot_act_operand(graph, first)
+            var = redirect.get(src, graph.analysis.program.nodes[src[0]].ins[src[1]])
+            redirect[dot_act_operand(graph, second)] = var
+        live = _live_nodes(graph.analysis.program, redirect)
+        out = (graph, sites, redirect, live)
+        if key is not None:
+            self.cache[key] = out
+        return out
+
+    def __call__(self, leaves, args, kwargs):
+        graph, sites, redirect, live = self.graph_for(args, kwargs)
+        an = graph.analysis
+        program = an.program
+        by_path = dict(zip(self.new_paths, leaves, strict=True))
+        slopes = {graph.units[u].root: by_path[slope_path(self.prefix, u)] for u in self.units}
+        env = {}
+        for v, p in zip(program.invars, self.orig_paths, strict=False):
+            if p in by_path:
+                env[v] = by_path[p]
+        n = len(self.orig_paths)
+        env.update(zip(program.invars[n:], jax.tree.leaves(args), strict=True))
+
+        def read(v):
+            return v.value if isinstance(v, Literal) else env[v]
+
+        for i, node in enumerate(program.nodes):
+            if i not in live:
+                continue
+            vals = [
+                env[redirect[(i, j)]] if (i, j) in redirect else read(v)
+                for j, v in enumerate(node.ins)
+            ]
+            site = sites.get(i)
+            vec = None
+            if site is not None:
+                j, act = site
+                vec = slope_vector(act, slopes, an.locate, jnp.result_type(vals[j]))
+            if vec is not None:
+                outs = (prelu(vals[j], vec, act.axis),)
+            else:
+                outs = node.primitive.bind(*vals, **node.params)
+                if not node.primitive.multiple_results:
+                    outs = (outs,)
+            for o, val in zip(node.outs, outs, strict=True):
+                env[o] = val
+        outs = [read(v) for v in program.outvars]
+        return jax.tree.unflatten(graph._out_tree, outs)
+
+
+def _live_nodes(program, redirect) -> set[int]:
+    """Indices of the nodes the outputs depend on, with ``redirect``'s operands replaced."""
+    need = {v for v in program.outvars if not isinstance(v, Literal)}
+    live = set()
+    for i in range(len(program.nodes) - 1, -1, -1):
+        node = program.nodes[i]
+        if not any(o in need for o in node.outs):
+            continue
+        live.add(i)
+        for j, v in enumerate(node.ins):
+            v = redirect.get((i, j), v)
+            if not isinstance(v, Literal):
+                need.add(v)
+    return live
+
+
+def flat_paths(tree) -> tuple[list[str], list, Any]:
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return [path_str(p) for p, _ in flat], [v for _, v in flat], treedef
