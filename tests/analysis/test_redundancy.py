@@ -1,10 +1,16 @@
+"""Redundancy: connected components, similarity hand cases, redundant_units by unit on any
+model (a planted copy found in every zoo model), circular conv kernels, bad input."""
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from zoo import ZOO
 
+import jaxprune as jp
 from jaxprune.analysis import redundancy_groups, redundant_units, unit_similarity
 
 
@@ -55,16 +61,32 @@ def test_similarity_hand_cases_bias_included_and_zero_units():
     assert sim[3, 3] == 0  # an all-zero unit is similar to nothing
 
 
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(4)(x))
+        return nn.Dense(1)(h)
+
+
+class Conv(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(3, (3, 3), padding="SAME")(x))
+        return nn.Dense(1)(h.reshape((h.shape[0], -1)))
+
+
 def test_kept_member_is_highest_score_then_lowest_index():
     p = {
-        "relu_0": {"kernel": jnp.array([[1.0, 2.0, 3.0, 0.0]]), "bias": jnp.array([1, 2, 3, 1.0])},
-        "out": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)},
+        "Dense_0": {"kernel": jnp.array([[1.0, 2.0, 3.0, 0.0]]), "bias": jnp.array([1, 2, 3, 1.0])},
+        "Dense_1": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)},
     }
-    assert redundant_units(p)["relu_0"].tolist() == [False, True, True, False]
-    scores = {"relu_0": jnp.array([1.0, 5.0, 5.0, 9.0])}
-    assert redundant_units(p, scores=scores)["relu_0"].tolist() == [True, False, True, False]
-    jitted = jax.jit(lambda p, s: redundant_units(p, 0.99, scores=s))(p, scores)
-    assert jitted["relu_0"].tolist() == [True, False, True, False]
+    v, x = {"params": p}, jnp.ones((2, 1))
+    assert redundant_units(Net(), v, x)["Dense_0"].tolist() == [False, True, True, False]
+    scores = {"Dense_0": jnp.array([1.0, 5.0, 5.0, 9.0])}
+    got = redundant_units(Net(), v, x, scores=scores)["Dense_0"]
+    assert got.tolist() == [True, False, True, False]
+    jitted = jax.jit(lambda v, s: redundant_units(Net(), v, x, 0.99, scores=s))(v, scores)
+    assert jitted["Dense_0"].tolist() == [True, False, True, False]
 
 
 def test_circularly_permuted_kernels_are_redundant_only_with_circular():
@@ -80,11 +102,55 @@ def test_circularly_permuted_kernels_are_redundant_only_with_circular():
     assert circ[0, 2] < 0.9 and circ[1, 2] < 0.9
     np.testing.assert_allclose(circ, circ.T, atol=1e-6)
     params = {
-        "conv_0": {"kernel": kernel, "bias": bias},
-        "out": {"kernel": jnp.ones((3 * 16, 1)), "bias": jnp.zeros(1)},
+        "Conv_0": {"kernel": kernel, "bias": bias},
+        "Dense_0": {"kernel": jnp.ones((3 * 16, 1)), "bias": jnp.zeros(1)},
     }
-    assert redundant_units(params)["conv_0"].tolist() == [False, False, False]
-    assert redundant_units(params, circular=True)["conv_0"].tolist() == [False, True, False]
+    v, x = {"params": params}, jnp.ones((1, 4, 4, 2))
+    assert redundant_units(Conv(), v, x)["Conv_0"].tolist() == [False, False, False]
+    assert redundant_units(Conv(), v, x, circular=True)["Conv_0"].tolist() == [False, True, False]
+
+
+def _with_copy(graph, variables, unit):
+    """Unit 1's incoming weights (first layer's kernel column and bias) := 3 x unit 0's."""
+    leaves = dict(graph.model.leaves(variables))
+    first = graph.layers[graph.units[unit].layers[0]].kernel
+    prefix = first.rsplit("/", 1)[0] if "/" in first else ""
+    for leaf, axis, idx in graph.slices(unit, incoming=True, outgoing=False):
+        lp = leaf.rsplit("/", 1)[0] if "/" in leaf else ""
+        if leaf != first and lp != prefix:  # a norm after the layer: left as is
+            continue
+        a = jnp.moveaxis(leaves[leaf], axis, 0)
+        i0, i1 = int(np.flatnonzero(idx == 0)[0]), int(np.flatnonzero(idx == 1)[0])
+        leaves[leaf] = jnp.moveaxis(a.at[i1].set(3 * a[i0]), 0, axis)
+    tree = jax.tree.structure(variables)
+    return jax.tree.unflatten(tree, list(leaves.values()))
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_zoo_model_finds_a_planted_copy_by_unit(name):
+    case = ZOO[name]()
+    graph = jp.trace(case.model, case.variables, case.x, **case.kwargs)
+    v = graph.model.variables
+    plain = redundant_units(graph, v)
+    assert {k: m.shape for k, m in plain.items()} == {k: (w,) for k, w in case.units.items()}
+    assert not any(m.any() for m in plain.values())  # random init: no pair >= 0.99
+    for unit in case.units:
+        got = redundant_units(graph, _with_copy(graph, v, unit))
+        expected = {k: [False] * n for k, n in case.units.items()}
+        expected[unit][1] = True
+        assert {k: m.tolist() for k, m in got.items()} == expected, unit
+
+
+def test_redundant_units_bad_input():
+    v, x = {"params": Net().init(jax.random.key(0), jnp.ones((1, 1)))["params"]}, jnp.ones((1, 1))
+    with pytest.raises(ValueError, match="threshold: expected a value in"):
+        redundant_units(Net(), v, x, 0.0)
+    with pytest.raises(ValueError, match=r"scores: unknown unit\(s\) \['relu_0'\]"):
+        redundant_units(Net(), v, x, scores={"relu_0": jnp.ones(4)})
+    with pytest.raises(ValueError, match=r"scores\['Dense_0'\]: expected shape \(4,\)"):
+        redundant_units(Net(), v, x, scores={"Dense_0": jnp.ones(3)})
+    with pytest.raises(ValueError, match="x: the model's example input"):
+        redundant_units(Net(), v)
 
 
 def test_bad_arguments_raise():
