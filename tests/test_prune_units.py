@@ -11,7 +11,10 @@ from jaxprune.rewrites import prune_units
 MLP = jp.models.MLP(hidden=(5, 4), linear_after=((3, 3), ()), out=2, out_activation="identity")
 MLP_PARAMS = jax.jit(MLP.init)(jax.random.key(0), jnp.zeros((1, 2)))["params"]
 X = jax.random.normal(jax.random.key(1), (16, 2))
-APPLY = jax.jit(lambda model, p, x, m: model.apply({"params": p}, x, unit_mask=m), static_argnums=0)
+APPLY = jax.jit(
+    lambda model, p, x, m: jp.trace(model, {"params": p}, x).apply({"params": p}, x, masks=m),
+    static_argnums=0,
+)
 
 
 def _count(p):

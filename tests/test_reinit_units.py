@@ -54,7 +54,7 @@ def test_zero_outgoing_equals_the_masked_network_and_keep_keeps_them():
     x = jax.random.normal(jax.random.key(2), (32, 2))
     m = jnp.array([True, False, False, True])
     q, _ = reinit_units(p, {"relu_0": m}, jax.random.key(1), outgoing="zero")
-    masked = MLP.apply({"params": p}, x, unit_mask={"relu_0": ~m})
+    masked = jp.trace(MLP, {"params": p}, x).apply({"params": p}, x, masks={"relu_0": ~m})
     np.testing.assert_allclose(MLP.apply({"params": q}, x), masked, atol=1e-6)
     k, _ = reinit_units(p, {"relu_0": m}, jax.random.key(1), outgoing="keep")
     np.testing.assert_array_equal(k["linear_0_0"]["kernel"], p["linear_0_0"]["kernel"])

@@ -15,6 +15,7 @@ from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params, UnitMask
 from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, unit_ablation
 from jaxprune.analysis.redundancy import REDUNDANCY_THRESHOLD, redundant_units
+from jaxprune.graph import trace
 from jaxprune.rewrites.prune_units import prune_units
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
@@ -99,15 +100,19 @@ def _programs(
     n_batches = -(-n // batch_size)
     pad = n_batches * batch_size - n
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *x_shape[1:]), x_dtype))
-    widths = {name: shapes["params"][name]["bias"].shape[-1] for name in model.unit_layers()}
+    graph = trace(model, shapes, jax.ShapeDtypeStruct((n, *x_shape[1:]), x_dtype))
+    widths = {name: u.width for name, u in graph.units.items()}
     none = {name: jnp.zeros(w, bool) for name, w in widths.items()}
     tx = optax.chain(optimizer, freeze_units(none))
     full_loss = lambda p, x, y: batch_loss(model.apply, loss_fn, p, x, y)
 
     def noncontributing(p, x, y, thresholds):  # step 5: low-loss (a) or redundant (b) units
         ablation_threshold, redundancy_threshold = thresholds
-        ratios = unit_ablation(model, p, (x, y), loss_fn)
-        red = redundant_units(p, redundancy_threshold, scores=ratios, circular=circular)
+        g = trace(model, {"params": p}, x)  # traced once for both analyses
+        ratios = unit_ablation(g, {"params": p}, (x, y), loss_fn)
+        red = redundant_units(
+            g, {"params": p}, threshold=redundancy_threshold, scores=ratios, circular=circular
+        )
         return {k: ~(ratios[k] >= ablation_threshold) | red[k] for k in widths}, ratios
 
     def init(key):  # step 1
