@@ -32,7 +32,8 @@ def _chains(params) -> dict:
             optax.adam(1e-3), optax.masked(optax.set_to_zero(), frozen)
         ),
     }
-    units = {name: jnp.zeros(params[name]["bias"].shape, bool) for name in MLP.unit_layers()}
+    graph = jp.trace(MLP, {"params": params}, jnp.zeros((1, 784)))
+    units = {name: jnp.zeros(u.width, bool) for name, u in graph.units.items()}
     chains["adam+freeze_units"] = optax.chain(optax.adam(1e-3), jp.transforms.freeze_units(units))
     return chains
 
