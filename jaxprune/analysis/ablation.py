@@ -20,7 +20,7 @@ DEFAULT_CHUNK = 64
 """Units ablated per vectorized batch by default (memory: this many forward passes at once)."""
 
 
-def _selection(graph, units) -> dict[str, np.ndarray | None]:
+def _selection(graph, units) -> dict[str, jax.Array | None]:
     """``{unit: None (all) or bool[width]}`` of the units to ablate."""
     if units is None:
         return dict.fromkeys(graph.units)
@@ -30,7 +30,7 @@ def _selection(graph, units) -> dict[str, np.ndarray | None]:
         )
     if isinstance(units, Mapping):
         checked = graph.check_units(units, "units", fill=False)
-        return {k: np.asarray(m) for k, m in checked.items()}
+        return checked  # bool arrays (may be traced)
     unknown = sorted(set(units) - set(graph.units))
     if unknown:
         raise ValueError(
