@@ -222,3 +222,16 @@ def test_ablation_bad_input():
     graph = jp.trace(model, v, x)
     with pytest.raises(ValueError, match="data: the inputs have shapes"):
         jp.analysis.unit_ablation(graph, v, (x[:2], x[:2]))
+
+
+def test_jit_with_traced_variables_and_unit_selection():
+    model, v, x = _hand_built()
+    y = x + 0.05
+    sel = jnp.array([True, False, True])
+    run = jax.jit(
+        lambda v, s: jp.analysis.unit_ablation(model, v, (x, y), units={"Dense_0": s})["Dense_0"]
+    )
+    got = np.asarray(run(v, sel))
+    eager = np.asarray(jp.analysis.unit_ablation(model, v, (x, y))["Dense_0"])
+    np.testing.assert_allclose(got[[0, 2]], eager[[0, 2]], rtol=1e-6)
+    assert np.isnan(got[1])
