@@ -74,7 +74,7 @@ def main(argv=None):
     n_units = sum(u.width for u in graph.units.values())
 
     timings = {}
-    for chunk in (8, 64, n_units):
+    for chunk in (8, 16, 32, 64, n_units):
         run = jax.jit(
             lambda v, c=chunk: jp.analysis.unit_ablation(
                 graph, v, (x, y), "cross_entropy", chunk_size=c
