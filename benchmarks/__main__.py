@@ -21,6 +21,7 @@ RESULTS = Path(__file__).parent / "results"
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_fit": ([], ["--quick"]),
     "bench_step": ([], ["--quick"]),
+    "bench_ablation": (["--out", "{dir}"], ["--quick", "--out", "{dir}"]),
     "bench_reinit": (["--out", "{dir}"], ["--quick", "--out", "{dir}"]),
     "bench_rounds": (["--out", "{dir}"], ["--quick", "--out", "{dir}"]),
     "connectivity_step": (["--out", "{out}"], ["--rounds", "3", "--out", "{out}"]),

@@ -61,19 +61,21 @@ def test_models_validate_fields():
         ConvNet(features=(2, 3), pool=(True,))
 
 
-def test_unit_mask_zeroes_units_and_rejects_unknown_layer(key):
+def test_graph_masks_zero_mlp_units_and_reject_unknown_units(key):
     model = MLP(hidden=(3,), out_activation="identity")
     x = jax.random.normal(key, (4, 2))
     params = model.init(key, x)["params"]
-    out = model.apply({"params": params}, x, unit_mask={"relu_0": jnp.array([1.0, 0.0, 1.0])})
+    graph = jp.trace(model, {"params": params}, x)
+    assert list(graph.units) == ["relu_0"]  # named by MLP's explicit layer names
+    out = graph.apply({"params": params}, x, masks={"relu_0": jnp.array([1.0, 0.0, 1.0])})
     h = jax.nn.relu(x @ params["relu_0"]["kernel"] + params["relu_0"]["bias"]) * jnp.array(
         [1.0, 0.0, 1.0]
     )
     np.testing.assert_allclose(
         out, h @ params["out"]["kernel"] + params["out"]["bias"], rtol=1e-5, atol=1e-6
     )
-    with pytest.raises(ValueError, match="unit_mask: unknown layer"):
-        model.apply({"params": params}, x, unit_mask={"relu_7": jnp.ones(3)})
+    with pytest.raises(ValueError, match="masks: unknown unit 'relu_7'"):
+        graph.apply({"params": params}, x, masks={"relu_7": jnp.ones(3)})
 
 
 def test_default_init_is_keras_glorot_uniform(key):

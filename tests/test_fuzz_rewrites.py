@@ -52,7 +52,8 @@ def _setup(model, seed):
 
 
 def _apply(model, params, x, mask=None):
-    return np.asarray(model.apply({"params": params}, x, unit_mask=mask))
+    graph = jp.trace(model, {"params": params}, x)  # masks: units removed where read
+    return np.asarray(graph.apply({"params": params}, x, masks=mask))
 
 
 def _unit_masks(draw, model):

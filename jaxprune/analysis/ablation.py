@@ -1,87 +1,146 @@
-"""Unit ablation: the loss growth when one ReLU unit is removed (paper 000, sec. 3.2, 4.1)."""
+"""Unit ablation: the loss growth when one unit is removed (paper 000, sec. 3.2, 4.1)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprune._losses import LossFn, get_loss
-from jaxprune._types import Params, UnitMask
+from jaxprune.analysis._resolve import resolve
 
-__all__ = ["ACTIVE_THRESHOLD", "active_units", "unit_ablation"]
+__all__ = ["ACTIVE_THRESHOLD", "DEFAULT_CHUNK", "active_units", "unit_ablation"]
 
 ACTIVE_THRESHOLD = 1.5
 """Paper 000's loss-ratio threshold for a contributing ("active") unit."""
 
+DEFAULT_CHUNK = 64
+"""Units ablated per vectorized batch by default (memory: this many forward passes at once)."""
 
-def _unit_widths(model, params: Params) -> dict[str, int]:
-    if not hasattr(model, "unit_layers"):
-        raise TypeError(
-            f"model: {type(model).__name__} has no unit_layers(); unit ablation needs a module "
-            "whose __call__ takes unit_mask={layer: mask} (e.g. jaxprune.models.MLP)"
+
+def _selection(graph, units) -> dict[str, jax.Array | None]:
+    """``{unit: None (all) or bool[width]}`` of the units to ablate."""
+    if units is None:
+        return dict.fromkeys(graph.units)
+    if isinstance(units, str) or not isinstance(units, (Mapping, Sequence)):
+        raise ValueError(
+            f"units: expected unit names or {{unit: bool[width]}}, got {type(units).__name__}"
         )
-    widths = {}
-    for name in model.unit_layers():
-        if name not in params:
-            raise ValueError(
-                f"params[{name!r}]: missing; model has unit layers {model.unit_layers()}"
-            )
-        widths[name] = int(jnp.shape(params[name]["bias"])[-1])
-    return widths
+    if isinstance(units, Mapping):
+        checked = graph.check_units(units, "units", fill=False)
+        return checked  # bool arrays (may be traced)
+    unknown = sorted(set(units) - set(graph.units))
+    if unknown:
+        raise ValueError(
+            f"units: unknown unit(s) {unknown}; the model's units are {list(graph.units)}"
+        )
+    return {k: None for k in graph.units if k in set(units)}
 
 
-def unit_ablation(model, params: Params, data, loss: str | LossFn = "mse") -> dict[str, jax.Array]:
-    """Loss with each ReLU unit removed, divided by the loss of the intact network.
+def unit_ablation(
+    model,
+    variables,
+    data,
+    loss: str | LossFn = "mse",
+    *,
+    units=None,
+    chunk_size: int = DEFAULT_CHUNK,
+    **kwargs,
+) -> dict[str, jax.Array]:
+    """Loss with each unit removed, divided by the loss of the intact network.
 
-    A unit is removed by zeroing its output (every other weight unchanged), via the module's
-    ``unit_mask`` argument. All units of all layers are evaluated in one ``vmap``-ed call.
+    A unit is removed by multiplying its channel by 0 wherever it is read (every weight
+    unchanged): for a unit followed by a ReLU this zeroes the ReLU's output, as in the paper;
+    through skips and concatenations it is removed everywhere downstream, as pruning it would.
+    The model is traced once (:func:`jaxprune.trace`) and the ablations are ``vmap``-ed over
+    one-hot masks on the traced computation, ``chunk_size`` units at a time
+    (``jax.lax.map(..., batch_size=chunk_size)``); the model needs no masking argument.
+    Works under ``jit`` and ``vmap`` (e.g. over the params of many seeds).
 
     Args:
-      model: a module whose ``__call__(x, unit_mask=...)`` accepts per-layer unit masks and that
-        lists its unit layers in ``unit_layers()`` (``MLP``, ``ConvNet``).
-      params: its params.
+      model: a ``flax.linen``/``flax.nnx``/equinox module, a function ``f(params, x)``, or a
+        :class:`~jaxprune.graph.Graph` already traced at ``x``'s shapes.
+      variables: its variables (see :func:`jaxprune.trace`); ``None`` for NNX/equinox modules or
+        a Graph's own.
       data: ``(x, y)``; the loss is the mean over all rows.
       loss: loss name or per-example callable.
+      units: which units to ablate: ``None`` (all), unit names, or ``{unit: bool[width]}``
+        (unmarked entries get ``nan``).
+      chunk_size: units evaluated per vectorized batch (lower it if memory runs out).
+      **kwargs: keyword arguments of the model call (``train=False``), passed to the trace.
 
     Returns:
-      ``{layer_name: ratios}`` with ``ratios[i] = loss(without unit i) / loss(intact)``.
+      ``{unit: ratios}`` with ``ratios[i] = loss(without unit i) / loss(intact)``, keyed by
+      the graph's unit names (the param path of the first layer producing the unit).
       A zero baseline loss gives ``inf`` (or ``nan`` where removing the unit changes nothing).
+
+    Raises:
+      ValueError: for unknown units, float masks in ``units``, a non-positive ``chunk_size``,
+        or data whose shapes differ from a given Graph's.
 
     A hand-built check: unit 1 is dead (never positive on the data), unit 0 carries the output.
     Baseline MSE is 0.1² = 0.01; without unit 0 it is (0.9² + 1.9²) / 2 = 2.21, a ratio of 221.
 
-    >>> import jax.numpy as jnp, jaxprune as jp
-    >>> m = jp.models.MLP(hidden=(2,), out_activation="identity")
-    >>> p = {"relu_0": {"kernel": jnp.array([[1.0, -1.0]]), "bias": jnp.array([0.0, -5.0])},
-    ...      "out": {"kernel": jnp.array([[1.0], [3.0]]), "bias": jnp.array([0.1])}}
+    >>> import jax.numpy as jnp, flax.linen as nn, jaxprune as jp
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         h = nn.relu(nn.Dense(2)(x))
+    ...         return nn.Dense(1)(h)
+    >>> p = {"Dense_0": {"kernel": jnp.array([[1.0, -1.0]]), "bias": jnp.array([0.0, -5.0])},
+    ...      "Dense_1": {"kernel": jnp.array([[1.0], [3.0]]), "bias": jnp.array([0.1])}}
     >>> x = jnp.array([[1.0], [2.0]]); y = 1.0 * x
-    >>> {k: v.round(2).tolist() for k, v in unit_ablation(m, p, (x, y)).items()}
-    {'relu_0': [221.0, 1.0]}
+    >>> {k: v.round(2).tolist() for k, v in unit_ablation(Net(), {"params": p}, (x, y)).items()}
+    {'Dense_0': [221.0, 1.0]}
 
     References:
       Paper 000, sec. 3.2 and sec. 4.1 step 5a.
     """
-    x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
-    widths = _unit_widths(model, params)
+    if not (isinstance(chunk_size, int) and chunk_size > 0):
+        raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
+    x, y = data[0], data[1]
+    graph, variables = resolve(model, variables, (x,), kwargs)
+    selected = _selection(graph, units)
     loss_fn = get_loss(loss)
-    names = list(widths)
-    total = sum(widths.values())
-    # Row r of the batch removes global unit r: one-hot over the concatenation of all layers.
-    keep = 1.0 - jnp.eye(total, dtype=x.dtype)
-    offsets = np.cumsum([0, *widths.values()]).tolist()
-    masks = {name: keep[:, offsets[i] : offsets[i] + widths[name]] for i, name in enumerate(names)}
+    names = list(selected)
+    widths = [graph.units[n].width for n in names]
+    offsets = np.cumsum([0, *widths]).tolist()
+    total = offsets[-1]
 
-    def mean_loss(unit_mask: UnitMask | None):
-        return jnp.mean(loss_fn(model.apply({"params": params}, x, unit_mask=unit_mask), y))
+    def mean_loss(masks):
+        return jnp.mean(loss_fn(graph.apply(variables, x, masks=masks), y))
 
     baseline = mean_loss(None)
-    ablated = jax.vmap(mean_loss)(masks) / baseline
-    return {name: ablated[offsets[i] : offsets[i] + widths[name]] for i, name in enumerate(names)}
+    if total == 0:
+        return {}
+
+    def ablated(i):  # removes global unit i: one-hot over the concatenation of all units
+        masks = {
+            n: (jnp.arange(w) + offsets[k] != i).astype(jnp.float32)
+            for k, (n, w) in enumerate(zip(names, widths, strict=True))
+        }
+        return mean_loss(masks)
+
+    losses = jax.lax.map(ablated, jnp.arange(total), batch_size=min(chunk_size, total))
+    ratios = losses / baseline
+    out = {}
+    for k, n in enumerate(names):
+        r = ratios[offsets[k] : offsets[k + 1]]
+        if selected[n] is not None:
+            r = jnp.where(selected[n], r, jnp.nan)
+        out[n] = r
+    return out
 
 
 def active_units(
-    model, params: Params, data, loss: str | LossFn = "mse", threshold: float = ACTIVE_THRESHOLD
+    model,
+    variables,
+    data,
+    loss: str | LossFn = "mse",
+    threshold: float = ACTIVE_THRESHOLD,
+    **kwargs,
 ) -> dict[str, jax.Array]:
     """Boolean mask of contributing units: ablation ratio ``>= threshold`` (default 1.5).
 
@@ -89,14 +148,30 @@ def active_units(
     1.5" for an *active* node); sec. 4.1 step 5a gives the intended rule, used here: a unit whose
     removal keeps the loss below ``threshold x`` baseline does not contribute.
 
-    >>> import jax.numpy as jnp, jaxprune as jp
-    >>> m = jp.models.MLP(hidden=(2,), out_activation="identity")
-    >>> p = {"relu_0": {"kernel": jnp.array([[1.0, -1.0]]), "bias": jnp.array([0.0, -5.0])},
-    ...      "out": {"kernel": jnp.array([[1.0], [3.0]]), "bias": jnp.array([0.1])}}
+    Args:
+      model, variables, data, loss: as for :func:`unit_ablation`.
+      threshold: the loss ratio, > 0.
+      **kwargs: passed to :func:`unit_ablation` (``units``, ``chunk_size``, the model call's
+        keyword arguments).
+
+    Returns:
+      ``{unit: bool[width]}``.
+
+    Raises:
+      ValueError: for a non-positive ``threshold`` (and as :func:`unit_ablation`).
+
+    >>> import jax, jax.numpy as jnp, jaxprune as jp
+    >>> def net(p, x):
+    ...     return jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+    >>> p = {"w1": jnp.array([[1.0, -1.0]]), "b1": jnp.array([0.0, -5.0]),
+    ...      "w2": jnp.array([[1.0], [3.0]]), "b2": jnp.array([0.1])}
     >>> x = jnp.array([[1.0], [2.0]])
-    >>> active_units(m, p, (x, x))["relu_0"].tolist()
+    >>> active_units(net, p, (x, x))["w1"].tolist()
     [True, False]
     """
-    if not threshold > 0:
+    if isinstance(threshold, jax.core.Tracer):
+        pass  # traced (a jit argument): checked by the caller
+    elif not float(threshold) > 0:
         raise ValueError(f"threshold: expected a positive loss ratio, got {threshold}")
-    return {k: r >= threshold for k, r in unit_ablation(model, params, data, loss).items()}
+    ratios = unit_ablation(model, variables, data, loss, **kwargs)
+    return {k: r >= threshold for k, r in ratios.items()}

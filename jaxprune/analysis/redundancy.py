@@ -1,14 +1,15 @@
-"""Trivially redundant units and kernels (paper 000, sec. 4.1 step 5b and sec. 5)."""
+"""Trivially redundant units and kernels (paper 000, sec. 4.1 step 5b and sec. 5), by unit."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxprune._types import Params
-from jaxprune._units import unit_layers
+from jaxprune.analysis._resolve import resolve
 
 __all__ = [
     "REDUNDANCY_THRESHOLD",
@@ -141,47 +142,130 @@ def _redundant_in_layer(similarity, threshold, scores) -> jax.Array:
     return jnp.any(same & better, axis=1)
 
 
+def _bias_leaf(kernel: str, slices, leaves) -> str | None:
+    """The unit's bias: a 1-D write slice beside the kernel (same parent path)."""
+    parent = kernel.rsplit("/", 1)[0] if "/" in kernel else ""
+    for leaf, _, _ in slices:
+        lp = leaf.rsplit("/", 1)[0] if "/" in leaf else ""
+        if leaf != kernel and lp == parent and jnp.ndim(leaves[leaf]) == 1:
+            return leaf
+    return None
+
+
+def _unit_similarity(graph, leaves, name: str, circular: bool) -> jax.Array:
+    """``(w, w)`` similarity of a unit group's incoming weights (see :func:`redundant_units`)."""
+    unit = graph.units[name]
+    slices = graph.slices(name, incoming=True, outgoing=False)
+    by_leaf = {leaf: (axis, idx) for leaf, axis, idx in slices}
+    pairs = zip(graph.layers, graph.analysis.layers, strict=True)
+    infos = {graph.layers[n].kernel: info for n, info in pairs}
+    sim = jnp.zeros((unit.width, unit.width))
+    done = np.zeros(unit.width, bool)
+    for layer in unit.layers:  # each channel: the first layer that writes it
+        kernel = graph.layers[layer].kernel
+        if kernel not in by_leaf:
+            continue
+        axis, idx = by_leaf[kernel]
+        pos = np.flatnonzero((idx >= 0) & ~done[np.maximum(idx, 0)])
+        if pos.size == 0:
+            continue
+        chan = idx[pos]
+        done[chan] = True
+        info = infos[kernel]
+        k = jnp.take(leaves[kernel], pos, axis=axis)
+        if info.kernel_in_axis is not None:  # (spatial..., in, out) as a linen kernel
+            k = jnp.moveaxis(k, (info.kernel_in_axis, axis), (-2, -1))
+        else:  # depthwise: no input axis
+            k = jnp.moveaxis(k, axis, -1)
+        bias_leaf = _bias_leaf(kernel, slices, leaves)
+        bias = None
+        if bias_leaf is not None:
+            b_axis, b_idx = by_leaf[bias_leaf]
+            order = np.full(unit.width, -1)
+            order[b_idx[b_idx >= 0]] = np.flatnonzero(b_idx >= 0)
+            bias = jnp.take(leaves[bias_leaf], order[chan], axis=b_axis)
+        circ = circular and k.ndim == 4 and graph.layers[layer].op == "conv"
+        block = unit_similarity(k, bias, circular=circ)
+        sim = sim.at[np.ix_(chan, chan)].set(block)
+    return sim
+
+
 def redundant_units(
-    params: Params,
+    model,
+    variables,
+    x=None,
     threshold: float = REDUNDANCY_THRESHOLD,
     *,
-    scores: dict[str, jax.Array] | None = None,
+    scores: Mapping[str, jax.Array] | None = None,
     circular: bool = False,
+    **kwargs,
 ) -> dict[str, jax.Array]:
-    """Trivially redundant units of every ReLU layer: all but one member of each group.
+    """Trivially redundant units of every unit group: all but one member of each group.
 
-    Groups are the connected components of :func:`redundancy_groups` on
-    :func:`unit_similarity`. One member of each group is **kept** (not redundant): the one with
-    the highest ``scores`` value (e.g. the ablation loss ratio, so the most contributing member
-    stays), ties and ``scores=None`` going to the lowest unit index. The other members are
-    redundant; a unit alone in its group is never redundant. Jittable.
+    A unit's vector is its incoming weights: its column of the kernel of the first layer that
+    writes it (the unit group's first layer; a conv filter for a conv unit) and that layer's
+    bias entry, found by the graph's write slices (:meth:`~jaxprune.graph.Graph.slices`), so
+    it works on the dense and conv units of any model. Groups are the connected components of
+    :func:`redundancy_groups` on :func:`unit_similarity`. One member of each group is **kept**
+    (not redundant): the one with the highest ``scores`` value (e.g. the ablation loss ratio,
+    so the most contributing member stays), ties and ``scores=None`` going to the lowest unit
+    index. The other members are redundant; a unit alone in its group is never redundant.
+    Jittable (trace-time shapes only).
 
     Args:
-      params: params of a :class:`~jaxprune.models.MLP` or :class:`~jaxprune.models.ConvNet`.
+      model: a ``flax.linen``/``flax.nnx``/equinox module, a function ``f(params, x)``, or a
+        :class:`~jaxprune.graph.Graph` (then ``x`` may be omitted).
+      variables: its variables (see :func:`jaxprune.trace`); ``None`` for NNX/equinox modules or
+        a Graph's own.
+      x: an example input (only its shapes matter).
       threshold: similarity at or above which a pair is redundant (paper: 0.99), in
         ``(0, inf)``.
-      scores: optional ``{layer: float[width]}`` preference for the member to keep.
-      circular: for conv layers, also match circular permutations of kernels (sec. 5).
+      scores: optional ``{unit: float[width]}`` preference for the member to keep.
+      circular: for conv units, also match circular permutations of kernels (sec. 5).
+      **kwargs: keyword arguments of the model call (``train=False``), passed to the trace.
 
     Returns:
-      ``{layer: bool[width]}``, True for a redundant unit.
+      ``{unit: bool[width]}``, True for a redundant unit.
 
-    >>> import jax.numpy as jnp
-    >>> p = {"relu_0": {"kernel": jnp.array([[1.0, 2.0, 0.0]]), "bias": jnp.array([1.0, 2.0, 1.0])},
-    ...      "out": {"kernel": jnp.ones((3, 1)), "bias": jnp.zeros(1)}}
-    >>> redundant_units(p)["relu_0"].tolist()
+    Raises:
+      ValueError: for a non-positive ``threshold`` or unknown units / wrong shapes in
+        ``scores``.
+
+    >>> import jax.numpy as jnp, flax.linen as nn
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         h = nn.relu(nn.Dense(3)(x))
+    ...         return nn.Dense(1)(h)
+    >>> k0, b0 = jnp.array([[1.0, 2.0, 0.0]]), jnp.array([1.0, 2.0, 1.0])
+    >>> p = {"Dense_0": {"kernel": k0, "bias": b0},
+    ...      "Dense_1": {"kernel": jnp.ones((3, 1)), "bias": jnp.zeros(1)}}
+    >>> x = jnp.ones((1, 1))
+    >>> redundant_units(Net(), {"params": p}, x)["Dense_0"].tolist()
     [False, True, False]
-    >>> redundant_units(p, scores={"relu_0": jnp.array([0.5, 3.0, 1.0])})["relu_0"].tolist()
+    >>> scores = {"Dense_0": jnp.array([0.5, 3.0, 1.0])}
+    >>> redundant_units(Net(), {"params": p}, x, scores=scores)["Dense_0"].tolist()
     [True, False, False]
 
     References:
       Paper 000, sec. 4.1 step 5b and sec. 5.
     """
     _check_threshold(threshold)
+    graph, variables = resolve(model, variables, None if x is None else (x,), kwargs)
+    scores = dict(scores or {})
+    unknown = sorted(set(scores) - set(graph.units))
+    if unknown:
+        raise ValueError(
+            f"scores: unknown unit(s) {unknown}; the model's units are {list(graph.units)}"
+        )
+    leaves = graph.model.leaves(variables)
     out = {}
-    for name in unit_layers(params):
-        layer = params[name]
-        circ = circular and jnp.ndim(layer["kernel"]) == 4
-        sim = unit_similarity(layer["kernel"], layer.get("bias"), circular=circ)
-        out[name] = _redundant_in_layer(sim, threshold, None if scores is None else scores[name])
+    for name, unit in graph.units.items():
+        sim = _unit_similarity(graph, leaves, name, circular)
+        s = scores.get(name)
+        if s is not None and jnp.shape(s) != (unit.width,):
+            raise ValueError(
+                f"scores[{name!r}]: expected shape ({unit.width},), got {jnp.shape(s)}"
+            )
+        out[name] = _redundant_in_layer(sim, threshold, s)
     return out

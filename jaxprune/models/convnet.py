@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxprune.models._activations import kernel_initializer, output_activation
 
@@ -77,22 +74,14 @@ class ConvNet(nn.Module):
         return tuple(f"conv_{i}" for i in range(len(self.features)))
 
     @nn.compact
-    def __call__(self, x: jax.Array, unit_mask: Mapping[str, jax.Array] | None = None) -> jax.Array:
-        """Forward pass on NHWC images; ``unit_mask`` zeroes ReLU channels as in :class:`MLP`."""
-        unit_mask = dict(unit_mask or {})
-        unknown = set(unit_mask) - set(self.unit_layers())
-        if unknown:
-            raise ValueError(
-                f"unit_mask: unknown layer(s) {sorted(unknown)}; expected {self.unit_layers()}"
-            )
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Forward pass on NHWC images."""
         init = kernel_initializer(self.kernel_init)
         h = x
         k = (self.kernel_size, self.kernel_size)
         for i, c in enumerate(self.features):
             name = f"conv_{i}"
             h = nn.relu(nn.Conv(c, k, padding="SAME", kernel_init=init, name=name)(h))
-            if name in unit_mask:
-                h = h * jnp.asarray(unit_mask[name], h.dtype)
             if self.pool and self.pool[i]:
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))
             for j, lw in enumerate(self.linear_widths(i)):

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxprune.models._activations import kernel_initializer, output_activation
 
@@ -90,30 +87,20 @@ class MLP(nn.Module):
         return (*names, "out")
 
     @nn.compact
-    def __call__(self, x: jax.Array, unit_mask: Mapping[str, jax.Array] | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
         """Forward pass.
 
         Args:
           x: inputs of shape ``(..., features)``.
-          unit_mask: optional ``{"relu_i": float[hidden[i]]}`` multiplied onto the ReLU outputs;
-            a 0 entry removes that unit (its output is zeroed), as used by unit ablation.
 
         Returns:
           Outputs of shape ``(..., out)`` after ``out_activation``.
         """
-        unit_mask = dict(unit_mask or {})
-        unknown = set(unit_mask) - set(self.unit_layers())
-        if unknown:
-            raise ValueError(
-                f"unit_mask: unknown layer(s) {sorted(unknown)}; expected {self.unit_layers()}"
-            )
         init = kernel_initializer(self.kernel_init)
         h = x
         for i, width in enumerate(self.hidden):
             name = f"relu_{i}"
             h = nn.relu(nn.Dense(width, kernel_init=init, name=name)(h))
-            if name in unit_mask:
-                h = h * jnp.asarray(unit_mask[name], h.dtype)
             for j, lw in enumerate(self.linear_widths(i)):
                 h = nn.Dense(lw, kernel_init=init, name=f"linear_{i}_{j}")(h)
         return output_activation(self.out_activation)(

@@ -59,7 +59,7 @@ def prune_mlp_units(model, params: Params, keep: UnitMask) -> tuple[object, Para
     The removed units' incoming weights and biases and their outgoing weights (the next layer's
     rows/input channels fed by them) are deleted, and the module's width fields shrink
     (``MLP.hidden``, ``ConvNet.features``). The narrow network's outputs equal the original's
-    with the same units masked out (``model.apply(..., unit_mask=keep)``), exactly up to
+    with the same units masked out (``jp.trace(...).apply(..., masks=keep)``), exactly up to
     float rounding; a ReLU unit that outputs zero contributes nothing, so nothing else changes.
 
     Args:
@@ -85,7 +85,8 @@ def prune_mlp_units(model, params: Params, keep: UnitMask) -> tuple[object, Para
     >>> narrow.hidden, q["relu_0"]["kernel"].shape, q["linear_0_0"]["kernel"].shape
     ((2,), (2, 2), (2, 3))
     >>> x = jax.random.normal(jax.random.key(1), (5, 2))
-    >>> masked = model.apply({"params": p}, x, unit_mask={"relu_0": keep["relu_0"]})
+    >>> graph = jp.trace(model, {"params": p}, x)
+    >>> masked = graph.apply({"params": p}, x, masks={"relu_0": keep["relu_0"]})
     >>> bool(jnp.allclose(narrow.apply({"params": q}, x), masked))
     True
 

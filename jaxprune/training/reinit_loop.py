@@ -16,8 +16,11 @@ from jaxprune._types import Params, UnitMask
 from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, unit_ablation
 from jaxprune.analysis.redundancy import REDUNDANCY_THRESHOLD, redundant_units
 from jaxprune.graph import trace
+<<<<<<< HEAD
 from jaxprune.rewrites._prune_mlp import prune_mlp_units
 from jaxprune.rewrites.optimizer_state import reset_optimizer_state
+=======
+>>>>>>> h15a
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
 from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
@@ -109,8 +112,11 @@ def _programs(
 
     def noncontributing(p, x, y, thresholds):  # step 5: low-loss (a) or redundant (b) units
         ablation_threshold, redundancy_threshold = thresholds
-        ratios = unit_ablation(model, p, (x, y), loss_fn)
-        red = redundant_units(p, redundancy_threshold, scores=ratios, circular=circular)
+        g = trace(model, {"params": p}, x)  # traced once for both analyses
+        ratios = unit_ablation(g, {"params": p}, (x, y), loss_fn)
+        red = redundant_units(
+            g, {"params": p}, threshold=redundancy_threshold, scores=ratios, circular=circular
+        )
         return {k: ~(ratios[k] >= ablation_threshold) | red[k] for k in widths}, ratios
 
     def init(key):  # step 1

@@ -1,0 +1,42 @@
+"""The graph and variables an analysis works on: a user's model traced, or a given Graph."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxprune.graph import Graph, as_model, trace
+
+__all__ = ["resolve"]
+
+
+def resolve(model, variables, args, kwargs) -> tuple[Graph, object]:
+    """``(graph, variables)`` for ``model`` (any kind, or a :class:`Graph`) at ``args``.
+
+    For a Graph, ``variables=None`` means the traced model's own; ``args`` must have the shapes
+    it was traced at and ``kwargs`` must be empty (they are part of the traced call).
+    """
+    if isinstance(model, Graph):
+        if kwargs:
+            raise ValueError(
+                f"kwargs: {sorted(kwargs)} given with a Graph; keyword arguments of the model "
+                "call are fixed when tracing (pass them to jp.trace)"
+            )
+        graph = model
+        if variables is None:
+            variables = graph.model.variables
+        elif jax.tree.structure(variables) != jax.tree.structure(graph.model.variables):
+            variables = as_model(graph.model.model, variables).variables
+        if args is not None:
+            want = jax.tree.map(jnp.shape, graph.args)
+            got = jax.tree.map(jnp.shape, tuple(args))
+            if want != got:
+                raise ValueError(
+                    f"data: the inputs have shapes {got}, the graph was traced at {want}; "
+                    "trace it at the data's shapes or pass the model instead"
+                )
+        return graph, variables
+    if args is None:
+        raise ValueError("x: the model's example input is needed to trace it")
+    adapter = as_model(model, variables)
+    return trace(adapter, adapter.variables, *args, **kwargs), adapter.variables
