@@ -16,11 +16,8 @@ from jaxprune._types import Params, UnitMask
 from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, unit_ablation
 from jaxprune.analysis.redundancy import REDUNDANCY_THRESHOLD, redundant_units
 from jaxprune.graph import trace
-<<<<<<< HEAD
 from jaxprune.rewrites._prune_mlp import prune_mlp_units
 from jaxprune.rewrites.optimizer_state import reset_optimizer_state
-=======
->>>>>>> h15a
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
 from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
