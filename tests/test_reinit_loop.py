@@ -52,12 +52,10 @@ def test_pruned_units_are_zero_and_the_narrow_model_paints_the_same(result):
     assert np.all(np.where(dead[:, :, None], out_rows, 0) == 0)
     x = DATA[0]
     for s in range(3):
-        narrow, q = pruned_model(MODEL, result, s)
-        assert narrow.hidden == (int(keep[s].sum()),)
+        narrow, v = pruned_model(MODEL, result, s, x)
+        assert v["params"]["relu_0"]["kernel"].shape == (2, int(keep[s].sum()))
         full = jax.tree.map(lambda a, s=s: a[s], p)
-        np.testing.assert_allclose(
-            narrow.apply({"params": q}, x), MODEL.apply({"params": full}, x), atol=1e-6
-        )
+        np.testing.assert_allclose(narrow.apply(v, x), MODEL.apply({"params": full}, x), atol=1e-6)
         loss = jp.training.evaluate(MODEL, full, DATA, "mse")
         np.testing.assert_allclose(result.loss[s], loss, rtol=1e-5)
 

@@ -16,8 +16,8 @@ from jaxprune._types import Params, UnitMask
 from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, unit_ablation
 from jaxprune.analysis.redundancy import REDUNDANCY_THRESHOLD, redundant_units
 from jaxprune.graph import trace
-from jaxprune.rewrites._prune_mlp import prune_mlp_units
 from jaxprune.rewrites.optimizer_state import reset_optimizer_state
+from jaxprune.rewrites.prune import prune_units
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
 from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
@@ -342,8 +342,20 @@ def train_with_reinit(
     return result
 
 
-def pruned_model(model, result: ReinitResult, seed: int) -> tuple[object, Params]:
-    """The physically narrower ``(model, params)`` of run ``seed`` of a batched result.
+def pruned_model(model, result: ReinitResult, seed: int, x) -> tuple[object, dict]:
+    """The physically narrower model of run ``seed`` of a batched result.
+
+    Removes the pruned units with :func:`jaxprune.prune_units` (any model kind; the
+    returned model is of the same kind, its variables hold only the kept units).
+
+    Args:
+      model: the model given to :func:`train_with_reinit`.
+      result: its result (params with a leading seed axis).
+      seed: which run.
+      x: example inputs (shapes for tracing).
+
+    Returns:
+      ``(narrow_model, narrow_variables)``.
 
     >>> import jax, jax.numpy as jnp, jaxprune as jp
     >>> model = jp.models.MLP(hidden=(4,))
@@ -351,14 +363,14 @@ def pruned_model(model, result: ReinitResult, seed: int) -> tuple[object, Params
     ...     jax.random.split(jax.random.key(0), 2))  # stands in for train_with_reinit(...).params
     >>> keep = {"relu_0": jnp.array([[True, True, False, True], [False, True, False, False]])}
     >>> r = ReinitResult(p, keep, *[None] * 6, seconds=0.0)
-    >>> narrow, q = pruned_model(model, r, 1)
-    >>> narrow.hidden, q["relu_0"]["kernel"].shape
-    ((1,), (2, 1))
+    >>> narrow, v = pruned_model(model, r, 1, jnp.zeros((1, 2)))
+    >>> v["params"]["relu_0"]["kernel"].shape
+    (2, 1)
 
     References:
       Paper 000, sec. 4.1 step 13.
     """
     pick = lambda a: np.asarray(a)[seed]
-    return prune_mlp_units(
-        model, jax.tree.map(pick, result.params), {k: pick(m) for k, m in result.keep.items()}
-    )
+    params = jax.tree.map(pick, result.params)
+    keep = {k: pick(m).astype(bool) for k, m in result.keep.items()}
+    return prune_units(model, {"params": params}, keep, x)
