@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxprune._straight_through import check_kind, gate
 from jaxprune._types import Mask, Params
-from jaxprune.rewrites.weight_factoring import factor_weights
-from jaxprune.transforms.straight_through import check_kind, gate
+from jaxprune._weight_factoring import factor_weights
 
 __all__ = [
     "changed_fraction",

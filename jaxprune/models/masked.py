@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxprune._straight_through import check_kind, gate, init_scores
 from jaxprune.models.initializers import get_initializer
-from jaxprune.transforms.straight_through import check_kind, gate, init_scores
 
 __all__ = [
     "MaskedConv",

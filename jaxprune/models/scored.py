@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jaxprune.transforms.straight_through import check_kind, effective_params, init_scores
+from jaxprune._straight_through import check_kind, effective_params, init_scores
 
 __all__ = ["Scored"]
 

@@ -1,5 +1,6 @@
 """Pure params -> params (and model -> model) pytree rewrites."""
 
+from jaxprune._weight_factoring import factor_weights
 from jaxprune.rewrites.collapse import collapse, fold_dense
 from jaxprune.rewrites.fold_linear import fold_linear
 from jaxprune.rewrites.fuse import FusionPlan, fuse, fusion_plan
@@ -20,7 +21,6 @@ from jaxprune.rewrites.prune import prune_units
 from jaxprune.rewrites.reinit_masks import layer_mask, magnitude_mask, random_mask
 from jaxprune.rewrites.reinit_round import model_initializer, reinit_round, reinitialize
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
-from jaxprune.rewrites.weight_factoring import factor_weights
 
 __all__ = [
     "FusionPlan",

@@ -1,5 +1,12 @@
 """optax gradient transformations: freezing, masks, straight-through scores, slope sparsity."""
 
+from jaxprune._straight_through import (
+    KINDS,
+    effective_params,
+    gate,
+    init_scores,
+    minimal_penalty,
+)
 from jaxprune.transforms.freeze import FreezeUnitsState, freeze_units, set_frozen_units
 from jaxprune.transforms.scores import (
     AddMinimalPenaltyState,
@@ -12,13 +19,6 @@ from jaxprune.transforms.slope_sparsity import (
     inactive_fraction,
     slope_layers_of,
     slope_sparsity,
-)
-from jaxprune.transforms.straight_through import (
-    KINDS,
-    effective_params,
-    gate,
-    init_scores,
-    minimal_penalty,
 )
 
 __all__ = [

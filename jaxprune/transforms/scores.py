@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxprune._straight_through import check_kind, minimal_penalty
 from jaxprune._types import Params
-from jaxprune.transforms.straight_through import check_kind, minimal_penalty
 
 __all__ = ["AddMinimalPenaltyState", "add_minimal_penalty", "is_score", "train_scores"]
 

@@ -1,4 +1,5 @@
-"""Masks ``m(t) = 1[t > 0]`` and sign flips ``f(t) = sign(t)`` with straight-through gradients.
+"""Masks ``m(t) = 1[t > 0]`` and sign flips ``f(t) = sign(t)`` with straight-through gradients
+(private core shared by models, transforms and analysis; public through ``jaxprune.transforms``).
 
 Each fixed weight ``w`` gets a trainable score ``t``; the forward pass uses ``w * m(t)`` (prune)
 or ``w * f(t)`` (flip) and the backward pass treats ``m`` and ``f`` as the identity, so

@@ -1,4 +1,6 @@
-"""Weight factoring (paper 003, sec. 2.3, Eq. 6): unit-magnitude signs, one scale on the input."""
+"""Weight factoring (paper 003, sec. 2.3, Eq. 6): unit-magnitude signs, one scale on the input
+(private core shared by rewrites and analysis; public as ``jaxprune.rewrites.factor_weights``).
+"""
 
 from __future__ import annotations
 
