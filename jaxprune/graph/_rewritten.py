@@ -87,9 +87,8 @@ def _root_keep(graph, keep):
     missing = sorted(set(keep) - set(graph.units))
     if missing:
         raise GraphError(
-            f"the pruned unit group(s) {missing} are not unit groups in this call (their "
-            "channels reach an output, e.g. BatchNorm statistics updated with "
-            "mutable=['batch_stats']); call the narrow model as it was pruned (train=False)"
+            f"the pruned unit group(s) {missing} are not unit groups in this call (e.g. their "
+            "channels reach a model output); call the narrow model as it was pruned"
         )
     return {graph.units[name].root: np.asarray(m, bool) for name, m in keep.items()}
 
@@ -156,7 +155,8 @@ def plan_for(spec: RewriteSpec, args, kwargs) -> _Plan:
     arg_leaves, arg_tree = jax.tree.flatten(args)
     abstract_args = [jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in arg_leaves]
     try:
-        key = (arg_tree, tuple((s.shape, s.dtype) for s in abstract_args), tuple(kwargs.items()))
+        kw = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items())
+        key = (arg_tree, tuple((s.shape, s.dtype) for s in abstract_args), kw)
         hash(key)
     except TypeError:
         key = None
