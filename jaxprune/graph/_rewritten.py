@@ -402,7 +402,11 @@ def abstract_model(adapter):
         from flax import nnx
 
         graphdef, state = nnx.split(adapter.model)
-        state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), state)
+        state = jax.tree.map(lambda a: a, state)  # a copy; its values are replaced below
+        avals = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), adapter.variables
+        )
+        nnx.replace_by_pure_dict(state, avals)  # the state passed, if one was
         return nnx.merge(graphdef, state)
     if adapter.kind == "equinox":
         import equinox as eqx

@@ -158,3 +158,16 @@ def test_equinox_filter_jit_partition_grad_and_export_round_trip():
     )
     restored = jax.export.deserialize(exported.serialize())
     np.testing.assert_allclose(restored.call(leaves, case.x), ref, **TOL)
+
+
+def test_nnx_with_a_state_passed_prunes_that_state():
+    case = make_nnx_mlp()
+    state = jax.tree.map(lambda a: a * 2 + 1, nnx.state(case.model))  # not the module's own
+    keep = {"fc1": np.arange(8) % 3 != 1}
+    narrow, nv = jp.prune_units(case.model, state, keep, case.x)
+    np.testing.assert_array_equal(nv["bn"]["mean"], state["bn"]["mean"][...][keep["fc1"]])
+    graph = jp.trace(case.model, state, case.x)
+    masked = graph.apply(graph.model.variables, case.x, masks=keep)
+    np.testing.assert_allclose(narrow(case.x), masked, **TOL)
+    plain = jp.trace(case.model, None, case.x)
+    assert not np.allclose(masked, plain.apply(plain.model.variables, case.x, masks=keep))
