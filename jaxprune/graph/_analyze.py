@@ -706,14 +706,22 @@ _RULES = {
 }
 
 
-def analyze(program: Program, leaf_of_var: dict[int, str], arg_vars, out_names=None) -> Analysis:
+def analyze(
+    program: Program, leaf_of_var: dict[int, str], arg_vars, out_names=None, state_outs=None
+) -> Analysis:
     """Runs the channel dataflow over ``program``.
 
     Args:
       program: the flat program.
       leaf_of_var: ``{input variable: leaf path}`` for the model's variables.
       arg_vars: the input variables holding the model's arguments (activations).
+      state_outs: ``{output index: leaf path}`` for outputs that are the new values of
+        variables (linen's ``mutable`` updates: BatchNorm running statistics in train mode).
+        One of the leaf's shape whose channels lie along one axis is a "write" slice of its
+        channels (it holds per-channel statistics of the group, narrowed with it), not a model
+        output that would pin the channels.
     """
+    state_outs = state_outs or {}
     st = _State(program)
     for v in program.invars:
         aval = program.avals[v]
@@ -762,12 +770,20 @@ def analyze(program: Program, leaf_of_var: dict[int, str], arg_vars, out_names=N
             record_paths(st, node, ins, outs, n_layers, st.sited)
     st.node = None
     out_layouts = []
-    for v in program.outvars:
+    leaf_shapes = {path: tuple(program.avals[v].shape) for v, path in leaf_of_var.items()}
+    for i, v in enumerate(program.outvars):
         a = st.get(v)
         out_layouts.append(a)
-        if isinstance(a, Act):
-            for s in a.spaces():
-                st.spaces[s].is_output = True
+        if not isinstance(a, Act):
+            continue
+        leaf = state_outs.get(i)
+        if leaf is not None and a.axis is not None and leaf_shapes.get(leaf) == a.shape:
+            # the variable's new value: its entries along the channel axis belong to the
+            # channels, as the old value's do (the running mean it updates)
+            st.add_slices(a, PVal.leaf(leaf, a.shape), a.axis, "write")
+            continue
+        for s in a.spaces():
+            st.spaces[s].is_output = True
     return Analysis(
         program=program,
         leaf_of_var=leaf_of_var,

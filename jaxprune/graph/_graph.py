@@ -324,6 +324,24 @@ def _full_tracebacks():
         return contextlib.nullcontext()
 
 
+def _state_outputs(adapter, kwargs, out_tree, leaf_paths) -> dict[int, str]:
+    """``{output index: leaf path}`` of the outputs that are updated variables.
+
+    A linen call with ``mutable=...`` returns ``(out, updates)``; ``updates`` has the
+    variables' own paths (``batch_stats/BatchNorm_0/mean``).
+    """
+    if adapter.kind != "linen" or not kwargs.get("mutable"):
+        return {}
+    dummy = jax.tree.unflatten(out_tree, list(range(out_tree.num_leaves)))
+    if not isinstance(dummy, tuple) or len(dummy) != 2:
+        return {}
+    out = {}
+    for p, i in jax.tree_util.tree_flatten_with_path(dummy)[0]:
+        if p and p[0] == jax.tree_util.SequenceKey(1) and path_str(p[1:]) in leaf_paths:
+            out[i] = path_str(p[1:])
+    return out
+
+
 def trace(model, variables=None, *args, **kwargs) -> Graph:
     """Traces a model into its layer graph.
 
@@ -386,7 +404,8 @@ def trace(model, variables=None, *args, **kwargs) -> Graph:
     program = inline(closed)
     n = len(leaves)
     leaf_of_var = dict(zip(program.invars[:n], paths, strict=True))
-    analysis = analyze(program, leaf_of_var, program.invars[n:])
+    state_outs = _state_outputs(adapter, kwargs, out_tree[0], set(paths))
+    analysis = analyze(program, leaf_of_var, program.invars[n:], state_outs=state_outs)
     graph = Graph(adapter, analysis, args, kwargs, paths)
     graph._out_tree = out_tree[0]
     return graph

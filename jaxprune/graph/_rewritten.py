@@ -25,7 +25,15 @@ from jaxprune.graph._errors import GraphError, user_line
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
 
-__all__ = ["RewriteSpec", "leaf_keep", "narrowed_shapes", "run_rewritten"]
+__all__ = [
+    "RewriteSpec",
+    "abstract_model",
+    "build_model",
+    "leaf_keep",
+    "model_variables",
+    "narrowed_shapes",
+    "run_rewritten",
+]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -33,8 +41,9 @@ class RewriteSpec:
     """A static rewrite of a model (hashed by identity, so it can be a jit-static field).
 
     Attributes:
-      model: the user's original model (linen module or function).
-      kind: ``"linen"`` or ``"function"``.
+      model: the user's original model (linen module or function); for NNX its abstract copy
+        and for equinox its static part (:func:`abstract_model`), holding no arrays.
+      kind: ``"linen"``, ``"nnx"``, ``"equinox"`` or ``"function"``.
       treedef: the structure of the original variables.
       paths: the original leaf paths, in flattening order.
       avals: ``ShapeDtypeStruct`` of each original leaf.
@@ -82,9 +91,8 @@ def _root_keep(graph, keep):
     missing = sorted(set(keep) - set(graph.units))
     if missing:
         raise GraphError(
-            f"the pruned unit group(s) {missing} are not unit groups in this call (their "
-            "channels reach an output, e.g. BatchNorm statistics updated with "
-            "mutable=['batch_stats']); call the narrow model as it was pruned (train=False)"
+            f"the pruned unit group(s) {missing} are not unit groups in this call (e.g. their "
+            "channels reach a model output); call the narrow model as it was pruned"
         )
     return {graph.units[name].root: np.asarray(m, bool) for name, m in keep.items()}
 
@@ -151,14 +159,20 @@ def plan_for(spec: RewriteSpec, args, kwargs) -> _Plan:
     arg_leaves, arg_tree = jax.tree.flatten(args)
     abstract_args = [jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in arg_leaves]
     try:
-        key = (arg_tree, tuple((s.shape, s.dtype) for s in abstract_args), tuple(kwargs.items()))
+        kw = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items())
+        key = (arg_tree, tuple((s.shape, s.dtype) for s in abstract_args), kw)
         hash(key)
     except TypeError:
         key = None
     if key is not None and key in spec.cache:
         return spec.cache[key]
     variables = jax.tree.unflatten(spec.treedef, list(spec.avals))
-    graph = trace(spec.model, variables, *jax.tree.unflatten(arg_tree, abstract_args), **kwargs)
+    model = spec.model
+    if spec.kind == "nnx":
+        variables = None  # the abstract model carries its own (abstract) state
+    elif spec.kind == "equinox":
+        model = _equinox_apply(spec.model)
+    graph = trace(model, variables, *jax.tree.unflatten(arg_tree, abstract_args), **kwargs)
     keep = {name: np.asarray(m, bool) for name, m in spec.keep}
     shapes, cuts = narrowed_shapes(graph, keep)
     n = len(spec.paths)
@@ -300,11 +314,124 @@ def _linen_module_class():
     return Rewritten
 
 
+def _nnx_module_class():
+    from flax import nnx
+
+    class Node(nnx.Module):
+        """A node of the rewritten NNX model's state tree (an attribute per key)."""
+
+    class Rewritten(nnx.Module):
+        """A rewritten NNX model: the original's program run on its (smaller) variables.
+
+        Its state has the original's structure (``nnx.state(m)`` has the same paths and
+        variable types, ``nnx.Param``, ``nnx.BatchStat``, ...) with the new shapes. It runs
+        the original as it was rewritten (its train/eval mode at that time).
+        """
+
+        def __init__(self, spec: RewriteSpec, leaves):
+            self.spec = spec
+            types = dict(nnx.to_flat_state(nnx.state(spec.model)))
+            by_path = dict(zip(spec.paths, leaves, strict=True))
+            for path, var in types.items():
+                node = self
+                for k, nxt in zip(path[:-1], path[1:], strict=True):
+                    child = _nnx_get(node, k)
+                    if child is None:
+                        child = nnx.List([]) if isinstance(nxt, int) else Node()
+                        _nnx_set(node, k, child)
+                    node = child
+                value = by_path["/".join(str(k) for k in path)]
+                _nnx_set(node, path[-1], type(var)(value))
+
+        def __call__(self, *args, **kwargs):
+            from jaxprune.graph._adapters import path_str
+
+            pure = nnx.to_pure_dict(nnx.state(self))
+            flat, _ = jax.tree_util.tree_flatten_with_path(pure)
+            by_path = {path_str(p): v for p, v in flat}
+            return run_rewritten(self.spec, [by_path[p] for p in self.spec.paths], args, kwargs)
+
+    return Rewritten
+
+
+def _nnx_get(node, k):
+    if isinstance(k, int):
+        return node[k] if k < len(node) else None
+    return getattr(node, k, None)
+
+
+def _nnx_set(node, k, value):
+    if isinstance(k, int):
+        if k != len(node):
+            raise NotImplementedError(
+                f"rewriting an NNX model whose state has a sparse list index ({k}) is not supported"
+            )
+        node.append(value)
+    else:
+        setattr(node, k, value)
+
+
+def _equinox_module_class():
+    import equinox as eqx
+
+    class Rewritten(eqx.Module):
+        """A rewritten equinox model: the original's program run on its (smaller) arrays.
+
+        ``variables`` has the structure of the original's arrays
+        (``eqx.partition(model, eqx.is_array)[0]``) with the new shapes; ``eqx.partition``,
+        ``eqx.combine`` and ``eqx.filter_jit`` work as on any module.
+        """
+
+        variables: Any
+        spec: RewriteSpec = eqx.field(static=True)
+
+        def __call__(self, *args, **kwargs):
+            return run_rewritten(self.spec, jax.tree.leaves(self.variables), args, kwargs)
+
+    return Rewritten
+
+
+def _equinox_apply(static):
+    import equinox as eqx
+
+    def apply(arrays, *args, **kwargs):
+        return eqx.combine(arrays, static)(*args, **kwargs)
+
+    return apply
+
+
+def abstract_model(adapter):
+    """What a rewrite keeps of the user's model: it as is for linen and functions; for NNX a
+    copy with ``ShapeDtypeStruct`` values (the graphdef and variable types, no arrays); for
+    equinox the static part (``eqx.partition(model, eqx.is_array)[1]``)."""
+    if adapter.kind == "nnx":
+        from flax import nnx
+
+        graphdef, state = nnx.split(adapter.model)
+        state = jax.tree.map(lambda a: a, state)  # a copy; its values are replaced below
+        avals = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), adapter.variables
+        )
+        nnx.replace_by_pure_dict(state, avals)  # the state passed, if one was
+        return nnx.merge(graphdef, state)
+    if adapter.kind == "equinox":
+        import equinox as eqx
+
+        return eqx.partition(adapter.model, eqx.is_array)[1]
+    return adapter.model
+
+
 _CLASSES: dict[str, Any] = {}
 
 
-def build_model(spec: RewriteSpec):
-    """The rewritten model in the user's kind: a linen Module, or a function for a function."""
+def build_model(spec: RewriteSpec, leaves=None):
+    """The rewritten model in the user's kind.
+
+    A linen Module (its variables are passed to ``apply``), a function
+    ``apply_fn(params, *args)`` for a function, or, holding ``leaves`` (the new variables'
+    leaves in ``spec.paths`` order), an ``nnx.Module`` for NNX and an ``eqx.Module`` for
+    equinox.
+    """
     if spec.kind == "linen":
         if "linen" not in _CLASSES:
             _CLASSES["linen"] = _linen_module_class()
@@ -316,4 +443,28 @@ def build_model(spec: RewriteSpec):
 
         apply_fn.spec = spec
         return apply_fn
+    if spec.kind in ("nnx", "equinox"):
+        if leaves is None:
+            raise ValueError(f"build_model: a {spec.kind} model holds its variables; pass leaves")
+        if spec.kind not in _CLASSES:
+            factory = _nnx_module_class if spec.kind == "nnx" else _equinox_module_class
+            _CLASSES[spec.kind] = factory()
+        if spec.kind == "nnx":
+            return _CLASSES["nnx"](spec, list(leaves))
+        return _CLASSES["equinox"](jax.tree.unflatten(spec.treedef, list(leaves)), spec)
     raise NotImplementedError(f"rewriting a {spec.kind} model is not supported yet")
+
+
+def model_variables(spec: RewriteSpec, model, leaves):
+    """The variables returned with a rewritten model: the user's structure for linen and
+    functions, the state's pure dict (``nnx.to_pure_dict(nnx.state(model))``) for NNX, the
+    arrays (``eqx.filter(model, eqx.is_array)``) for equinox."""
+    if spec.kind == "nnx":
+        from flax import nnx
+
+        return nnx.to_pure_dict(nnx.state(model))
+    if spec.kind == "equinox":
+        import equinox as eqx
+
+        return eqx.filter(model, eqx.is_array)
+    return jax.tree.unflatten(spec.treedef, list(leaves))

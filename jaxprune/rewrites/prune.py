@@ -9,7 +9,13 @@ import numpy as np
 
 from jaxprune.graph import GraphError, as_model, trace
 from jaxprune.graph._adapters import path_str
-from jaxprune.graph._rewritten import RewriteSpec, build_model, leaf_keep
+from jaxprune.graph._rewritten import (
+    RewriteSpec,
+    abstract_model,
+    build_model,
+    leaf_keep,
+    model_variables,
+)
 
 __all__ = ["prune_units"]
 
@@ -74,8 +80,10 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
     batch size, under ``jit``/``vmap``/``grad`` and through ``jax.export``.
 
     Args:
-      model: a ``flax.linen`` Module or a function ``f(params, *args)``.
-      variables: its variables (linen: every collection) or params.
+      model: a ``flax.linen`` Module, a ``flax.nnx`` Module, an ``equinox`` Module or a function
+        ``f(params, *args)``.
+      variables: its variables (linen: every collection; NNX and equinox: None, see
+        :func:`jaxprune.graph.as_model`) or params.
       keep: ``{unit: bool[width]}`` (unit names as in ``jp.trace(...).units``); unlisted units
         are kept.
       *args: example arguments of the call (only their shapes matter).
@@ -86,7 +94,11 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
 
     Returns:
       ``(narrow_model, narrow_variables)``: a linen Module whose variables have the original's
-      nested structure with narrowed leaves, or ``(apply_fn, params)`` for a function.
+      nested structure with narrowed leaves; ``(apply_fn, params)`` for a function; for NNX
+      an ``nnx.Module`` holding the narrowed variables (same state paths and variable types;
+      called as ``narrow_model(x)``, in the mode the original was pruned in) and its state's
+      pure dict; for equinox an ``eqx.Module`` holding the narrowed arrays (called as
+      ``narrow_model(x)``) and ``eqx.filter(narrow_model, eqx.is_array)``.
 
     Raises:
       ValueError: for an unknown unit, a mask of the wrong length or dtype, a traced mask
@@ -110,10 +122,6 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
     True
     """
     adapter = as_model(model, variables)
-    if adapter.kind not in ("linen", "function"):
-        raise NotImplementedError(
-            f"prune_units: {adapter.kind} models are not supported yet (linen and functions are)"
-        )
     keep = _concrete_keep(keep)
     graph = trace(model, variables, *args, **kwargs)
     keep = {k: np.asarray(v) for k, v in graph.check_units(keep, "keep", fill=False).items()}
@@ -140,7 +148,7 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
         new[path] = jax.numpy.asarray(leaf)
     new_leaves = [new[p] for p in paths]
     spec = RewriteSpec(
-        model=model,
+        model=abstract_model(adapter),
         kind=adapter.kind,
         treedef=treedef,
         paths=paths,
@@ -148,7 +156,8 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
         new_avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in new_leaves),
         keep=tuple((k, tuple(bool(b) for b in m)) for k, m in keep.items() if not m.all()),
     )
-    return build_model(spec), jax.tree.unflatten(treedef, new_leaves)
+    narrow = build_model(spec, new_leaves)
+    return narrow, model_variables(spec, narrow, new_leaves)
 
 
 del GraphError

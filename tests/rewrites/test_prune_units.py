@@ -32,6 +32,10 @@ def _call(narrow, nv, x, **kw):
     return narrow.apply(nv, x, **kw) if isinstance(narrow, nn.Module) else narrow(nv, x, **kw)
 
 
+def _path(keys):
+    return "/".join(str(k.key) for k in keys)
+
+
 def _size(tree):
     return sum(int(np.size(a)) for a in jax.tree.leaves(tree))
 
@@ -180,12 +184,76 @@ def test_jit_vmap_grad_and_export_round_trip_of_pruned_resnet():
     np.testing.assert_allclose(restored.call(nv, case.x), ref, **TOL)
 
 
-def test_train_mode_with_mutable_stats_raises_graph_error():
+def test_pruned_resnet_trains_with_mutable_batch_stats():
+    """A ResNet pruned in eval mode, called in train mode with mutable batch statistics.
+
+    Expectation, built without jaxprune: the original model with the pruned channels'
+    outgoing weights zeroed (the kernel rows that read them). In train mode its output equals
+    the narrow model's: a removed channel then contributes nothing downstream, and BatchNorm
+    normalizes each channel with its own batch statistics, so the kept channels are
+    unaffected. Its updated running statistics are comparable channel by channel: the kept
+    channels' entries of the pruned groups' BatchNorms (their inputs do not depend on the
+    zeroed rows), and every entry of the other BatchNorms.
+    """
     case = make_resnet_v1("B")
-    keep = {"ResBlockV1_0/Conv_0": np.arange(4) < 2}
+    gone0 = np.array([1])  # block 1's inner channels (read by its second conv)
+    gone1 = np.array([0, 3, 6])  # block 2's output group (read by the head after pooling)
+    keep = {
+        "ResBlockV1_0/Conv_0": ~np.isin(np.arange(4), gone0),
+        "ResBlockV1_1/Conv_1": ~np.isin(np.arange(8), gone1),
+    }
+    train = dict(train=True, mutable=["batch_stats"])
+    graph = jp.trace(case.model, case.variables, case.x, **train)
+    assert {n: u.width for n, u in graph.units.items()} == ZOO["resnet_v1_b"]().units
     narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x, train=False)
-    with pytest.raises(GraphError, match="are not unit groups in this call"):
-        narrow.apply(nv, case.x, train=True, mutable=["batch_stats"])
+    y, updates = narrow.apply(nv, case.x, **train)
+
+    zeroed = jax.tree.map(lambda a: a, case.variables)
+    p = zeroed["params"]
+    k = p["ResBlockV1_0"]["Conv_1"]["kernel"]
+    p["ResBlockV1_0"]["Conv_1"]["kernel"] = k.at[:, :, gone0, :].set(0.0)
+    p["Dense_0"]["kernel"] = p["Dense_0"]["kernel"].at[gone1].set(0.0)
+    y_ref, ref = case.model.apply(zeroed, case.x, **train)
+    np.testing.assert_allclose(y, y_ref, **TOL)
+    kept_in = {
+        "ResBlockV1_0/BatchNorm_0": np.flatnonzero(keep["ResBlockV1_0/Conv_0"]),
+        "ResBlockV1_1/BatchNorm_1": np.flatnonzero(keep["ResBlockV1_1/Conv_1"]),
+        "ResBlockV1_1/BatchNorm_2": np.flatnonzero(keep["ResBlockV1_1/Conv_1"]),
+    }
+    flat_ref = {_path(q): a for q, a in jax.tree_util.tree_flatten_with_path(ref)[0]}
+    flat_new = jax.tree_util.tree_flatten_with_path(updates)[0]
+    assert len(flat_new) == len(flat_ref) == 2 * 6  # mean and var of 6 BatchNorms
+    for q, a in flat_new:
+        path = _path(q)
+        expect = flat_ref[path]
+        bn = path.split("/", 1)[1].rsplit("/", 1)[0]
+        if bn in kept_in:
+            expect = expect[kept_in[bn]]
+        assert a.shape == expect.shape, path
+        np.testing.assert_allclose(a, expect, err_msg=path, **TOL)
+    # the updates have the narrow shapes: they go back into the narrow variables
+    assert jax.tree.map(np.shape, updates["batch_stats"]) == jax.tree.map(
+        np.shape, nv["batch_stats"]
+    )
+    # and the masked network agrees (the same call through the traced graph)
+    y_masked, _ = graph.apply(case.variables, case.x, masks=keep)
+    np.testing.assert_allclose(y, y_masked, **TOL)
+
+    # a jitted training step on the narrow model keeps the narrow shapes
+    @jax.jit
+    def step(v, x):
+        def loss(params):
+            out, upd = narrow.apply({**v, "params": params}, x, **train)
+            return (out**2).mean(), upd
+
+        (value, upd), g = jax.value_and_grad(loss, has_aux=True)(v["params"])
+        params = jax.tree.map(lambda a, b: a - 0.1 * b, v["params"], g)
+        return {"params": params, **upd}, value
+
+    v2, l1 = step(nv, case.x)
+    v3, l2 = step(v2, case.x)
+    assert jax.tree.map(np.shape, v3) == jax.tree.map(np.shape, nv)
+    assert np.isfinite(l1) and np.isfinite(l2) and l2 < l1
 
 
 @st.composite
