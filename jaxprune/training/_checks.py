@@ -70,8 +70,7 @@ def check_params_like_model(model, params: Any, x: jax.Array, lead: tuple[int, .
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     if missing or extra:
         raise ValueError(
-            f"params: expected the entries of {name}; "
-            f"missing {missing}, unexpected {extra}"
+            f"params: expected the entries of {name}; missing {missing}, unexpected {extra}"
         )
     for path, shape in want.items():
         if got[path] != (*lead, *shape):

@@ -10,7 +10,8 @@ an optax transformation into pure functions over a :class:`TrainState`:
   seed, under ``vmap``) its own dropout mask;
 * ``eval_step(state, batch) -> metrics``: the loss in evaluation mode (``train=False``);
 * ``epoch(state, key, x, y) -> (state, mean_loss)``: one shuffled pass
-  (:func:`~jaxprune.training.feistel_permutation` of ``key``; steps get ``fold_in(key, 1)``) as a ``lax.scan`` of
+  (:func:`~jaxprune.training.feistel_permutation` of ``key``; the steps get the key
+  ``fold_in(key, 1)``) as a ``lax.scan`` of
   ``train_step``; ``partial`` says what happens to the last ``n % batch_size`` examples:
   ``"keep"`` (default, as Keras: one more step on the smaller batch, so nothing is dropped) or
   ``"drop"``.

@@ -63,7 +63,9 @@ class TrainModel:
     signature: str
 
     def fingerprint(self) -> str:
-        shapes = jax.tree.map(lambda a: (tuple(jnp.shape(a)), str(jnp.asarray(a).dtype)), self.params)
+        shapes = jax.tree.map(
+            lambda a: (tuple(jnp.shape(a)), str(jnp.asarray(a).dtype)), self.params
+        )
         name = repr(self.model) if self.kind == "linen" else type(self.model).__name__
         return f"{self.kind} {name} {jax.tree.structure(self.params)} {shapes}"
 
@@ -120,7 +122,9 @@ def _linen(model, variables, train_kw, mutable, rngs) -> TrainModel:
             return out, {**state, **unfreeze(updated)}
         return model.apply({"params": params, **state}, x, **kw), state
 
-    sig = f"{type(model).__name__}.apply(variables, x" + (f", {train_kw}=bool" if pass_train else "")
+    sig = f"{type(model).__name__}.apply(variables, x" + (
+        f", {train_kw}=bool" if pass_train else ""
+    )
     return TrainModel(
         "linen",
         model,
@@ -141,13 +145,8 @@ def _nnx(model, variables) -> TrainModel:
         model = adapter.rebuild(adapter.variables)[0]
     graphdef, p_state, s_state = nnx.split(model, nnx.Param, ...)
     params, state = nnx.to_pure_dict(p_state), nnx.to_pure_dict(s_state)
-    streams = sorted(
-        {
-            str(path[-2])
-            for path, _ in nnx.to_flat_state(s_state)
-            if len(path) >= 2 and path[-1] == "key"
-        }
-    )
+    rng_keys = nnx.split(model, nnx.RngKey, ...)[1]
+    streams = sorted({str(v.tag) for _, v in nnx.to_flat_state(rng_keys)})
 
     def merged(p, s):
         ps, ss = nnx.State(p_state), nnx.State(s_state)

@@ -30,7 +30,8 @@ class Progress:
     def line(self) -> str:
         total = f"/{self.total}" if self.total else ""
         extra = "".join(f", {k} {v}" for k, v in self.info.items())
-        return f"{self.desc}: epoch {self.done}{total}{extra}, {time.perf_counter() - self.start:.1f} s"
+        seconds = time.perf_counter() - self.start
+        return f"{self.desc}: epoch {self.done}{total}{extra}, {seconds:.1f} s"
 
     def update(self, n: int, **info) -> None:
         self.done += n

@@ -126,9 +126,10 @@ def train_epochs(
       batch_size: minibatch size (capped at the number of examples).
       params: initial params (leading seed axis for a key batch) instead of ``model.init``.
       opt_state: initial optimizer state (needs ``params``), e.g. to continue a run.
-      metrics: ``fn(variables) -> {name: array}`` (the model's variables in its own form: for
-        linen ``{"params": ..., "batch_stats": ...}``) recorded after every epoch (traced under ``jit``
-        and ``vmap``; pass the same function object again to reuse the compiled program).
+      metrics: ``fn(variables) -> {name: array}`` (the model's variables in its own form,
+        for linen ``{"params": ..., "batch_stats": ...}``) recorded after every epoch (traced
+        under ``jit`` and ``vmap``; pass the same function object again to reuse the compiled
+        program).
       chunk_epochs: epochs per compiled chunk (default: all, or 10 with a checkpoint).
       checkpoint: file to save to after every chunk and to resume from if it exists (atomic,
         checksummed, tied to the configuration; see :func:`save_checkpoint`).
