@@ -98,7 +98,7 @@ def test_core_equals_a_loop_written_by_hand():
     perm = np.asarray(jp.training.feistel_permutation(k_epoch, len(X)))
     k_steps, total = jax.random.fold_in(k_epoch, 1), 0.0
     for step, b in enumerate((perm[:10], perm[10:20], perm[20:])):
-        (drop,) = jax.random.split(jax.random.fold_in(k_steps, step), 1)
+        drop = jax.random.fold_in(k_steps, step)
 
         def loss(p, stats=stats, b=b, drop=drop):
             out, new = model.apply(

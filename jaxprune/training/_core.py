@@ -13,8 +13,9 @@ an optax transformation into pure functions over a :class:`TrainState`:
   (:func:`~jaxprune.training.feistel_permutation` of ``key``; the steps get the key
   ``fold_in(key, 1)``) as a ``lax.scan`` of
   ``train_step``; ``partial`` says what happens to the last ``n % batch_size`` examples:
-  ``"keep"`` (default, as Keras: one more step on the smaller batch, so nothing is dropped) or
-  ``"drop"``.
+  ``"keep"`` (default, as Keras: one more step on the smaller batch, so nothing is dropped),
+  ``"drop"``, or ``"pad"`` (one shape for every step: the last batch is filled with rows of
+  weight 0, so its loss is the mean over its real rows).
 
 Nothing else in the library writes a minibatch step.
 """
@@ -33,7 +34,7 @@ from jaxprune.training.shuffle import feistel_permutation
 
 __all__ = ["Core", "TrainState", "make_core"]
 
-PARTIAL = ("keep", "drop")
+PARTIAL = ("keep", "drop", "pad")
 
 
 class TrainState(NamedTuple):
@@ -71,6 +72,7 @@ def make_core(
     partial: str = "keep",
     regularizer=None,
     unroll: int = 1,
+    trainable=None,
 ) -> Core:
     """Builds the :class:`Core` (unjitted; callers ``jit``/``vmap``/``scan`` it).
 
@@ -79,9 +81,12 @@ def make_core(
       loss_fn: per-example ``loss(pred, target)``.
       optimizer: any optax transformation (receives ``params``).
       batch_size: minibatch size of ``epoch`` (None: the full batch).
-      partial: ``"keep"`` or ``"drop"`` the last partial batch of an epoch.
+      partial: ``"keep"``, ``"drop"`` or ``"pad"`` the last partial batch of an epoch.
       regularizer: optional ``fn(params) -> scalar`` added to the training loss.
       unroll: ``lax.scan`` unroll of the epoch's steps.
+      trainable: optional ``(path, leaf) -> bool`` over the params (evaluated while tracing):
+        only the selected leaves are differentiated and updated, the others pass through
+        unchanged; the optimizer sees the whole tree with zero gradients for them.
     """
     if partial not in PARTIAL:
         raise ValueError(f"partial: expected one of {PARTIAL}, got {partial!r}")
@@ -107,11 +112,36 @@ def make_core(
 
     def train_step(ts: TrainState, batch, key):
         k = jax.random.fold_in(key, ts.step)
-        (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(
-            ts.params, ts.state, batch, k, True
-        )
-        updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
-        params = optax.apply_updates(ts.params, updates)
+        if trainable is None:
+            (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(
+                ts.params, ts.state, batch, k, True
+            )
+            updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
+            params = optax.apply_updates(ts.params, updates)
+        else:
+            flat, treedef = jax.tree_util.tree_flatten_with_path(ts.params)
+            keep = [bool(trainable(path, leaf)) for path, leaf in flat]
+            if not any(keep):
+                raise ValueError(
+                    "trainable: expected a predicate selecting at least one parameter, "
+                    f"got none of {len(keep)} selected"
+                )
+            leaves = [leaf for _, leaf in flat]
+            train = [a for a, t in zip(leaves, keep, strict=True) if t]
+
+            def full(t, fill):
+                it = iter(t)
+                return jax.tree.unflatten(
+                    treedef, [next(it) if c else f for c, f in zip(keep, fill, strict=True)]
+                )
+
+            (value, new_state), g = jax.value_and_grad(
+                lambda t: loss(full(t, leaves), ts.state, batch, k, True), has_aux=True
+            )(train)
+            grads = full(g, [jnp.zeros_like(a) for a in leaves])
+            updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
+            ups = [u for u, c in zip(treedef.flatten_up_to(updates), keep, strict=True) if c]
+            params = full(optax.apply_updates(train, ups), leaves)
         return TrainState(params, new_state, opt_state, ts.step + 1), {"loss": value}
 
     def eval_step(ts: TrainState, batch):
@@ -127,7 +157,15 @@ def make_core(
 
         def body(t, batch):
             t, m = train_step(t, batch, k_step)
-            return t, m["loss"] * batch[0].shape[0]
+            return t, m["loss"] * (batch[2].sum() if len(batch) == 3 else batch[0].shape[0])
+
+        if partial == "pad" and rem:
+            n_b = n_full + 1
+            idx = jnp.concatenate([perm, jnp.zeros(n_b * bs - n, perm.dtype)])
+            w = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(n_b * bs - n, x.dtype)])
+            split = lambda a: a.reshape(n_b, bs, *a.shape[1:])
+            ts, sums = jax.lax.scan(body, ts, (split(x[idx]), split(y[idx]), split(w)))
+            return ts, jnp.sum(sums) / n
 
         full = lambda a: a[: n_full * bs].reshape(n_full, bs, *a.shape[1:])
         ts, sums = jax.lax.scan(body, ts, (full(xs), full(ys)), unroll=unroll)

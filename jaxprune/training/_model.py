@@ -8,8 +8,8 @@ counters, LW slots...), a ``train`` flag and per-step RNGs.
 * **flax.linen** module + variables (or None): ``init(key, x)`` is ``model.init``; in training
   the collections named by ``mutable`` (default: every non-``params`` collection) are updated
   (``model.apply(..., mutable=[...])``) and each name in ``rngs`` (default ``("dropout",)``)
-  gets its own key (``rngs={"dropout": k}``); the ``train`` keyword (flax examples' convention,
-  name set by ``train_kw``) is passed when ``__call__`` accepts it.
+  gets a key (the step key itself for one stream, else a split of it); the ``train`` keyword
+  (flax examples' convention, name set by ``train_kw``) is passed when ``__call__`` takes it.
 * **flax.nnx** module: ``nnx.split(model, nnx.Param, ...)``; training calls ``model.train()``,
   evaluation ``model.eval()``, and every RNG stream is reseeded from the step key
   (``nnx.reseed``), so dropout differs per step and per seed. BatchNorm statistics are state.
@@ -115,8 +115,8 @@ def _linen(model, variables, train_kw, mutable, rngs) -> TrainModel:
         kw = {train_kw: train} if pass_train else {}
         cols = [c for c in state if c != "params"] if names is None else list(names)
         if train and key is not None and rng_names:
-            ks = jax.random.split(key, len(rng_names))
-            kw["rngs"] = {n: ks[i] for i, n in enumerate(rng_names)}
+            ks = [key] if len(rng_names) == 1 else list(jax.random.split(key, len(rng_names)))
+            kw["rngs"] = dict(zip(rng_names, ks, strict=True))
         if train and cols:
             out, updated = model.apply({"params": params, **state}, x, mutable=cols, **kw)
             return out, {**state, **unfreeze(updated)}
