@@ -39,13 +39,13 @@ class EpochsResult(NamedTuple):
 _PROGRAMS = ProgramCache(32)
 
 
-def _programs(tm, optimizer, loss_fn, batch_size, metrics, length):
-    parts = (tm, optimizer, loss_fn, batch_size, metrics, length)
+def _programs(tm, optimizer, loss_fn, batch_size, metrics, length, partial="keep"):
+    parts = (tm, optimizer, loss_fn, batch_size, metrics, length, partial)
     return _PROGRAMS.get(parts, lambda: _build(*parts))
 
 
-def _build(tm, optimizer, loss_fn, batch_size, metrics, length):
-    core = make_core(tm, loss_fn, optimizer, batch_size=batch_size)
+def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial):
+    core = make_core(tm, loss_fn, optimizer, batch_size=batch_size, partial=partial)
 
     def init(key, p0, s0, x):
         k_init, k_run = jax.random.split(key)  # as fit: the same key gives the same run
@@ -70,13 +70,14 @@ def _build(tm, optimizer, loss_fn, batch_size, metrics, length):
     return jax.jit(jax.vmap(init, in_axes=(0, 0, 0, None))), jax.jit(vmapped)
 
 
-def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y) -> str:
+def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial) -> str:
     h = hashlib.sha256()
     for a in (jax.random.key_data(keys), x, y):
         h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
     loss_name = loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
     return (
         f"train_epochs {tm.fingerprint()} loss={loss_name} batch={batch_size} epochs={epochs} "
+        f"partial={partial} "
         f"chunk={chunk_epochs} data+keys={h.hexdigest()[:16]}"
     )
 
@@ -91,6 +92,7 @@ def train_epochs(
     epochs: int,
     variables: Any = None,
     batch_size: int = 128,
+    partial: str = "keep",
     params: Params | None = None,
     opt_state: Any = None,
     metrics: Callable[[Params], dict[str, Any]] | None = None,
@@ -124,6 +126,8 @@ def train_epochs(
       epochs: number of epochs, ``>= 1``.
       variables: the model's variables (as for :func:`~jaxprune.training.fit`).
       batch_size: minibatch size (capped at the number of examples).
+      partial: the last ``n % batch_size`` examples of an epoch: ``"keep"`` (default, one
+        smaller step, as Keras), ``"drop"`` or ``"pad"`` (rows of weight 0).
       params: initial params (leading seed axis for a key batch) instead of ``model.init``.
       opt_state: initial optimizer state (needs ``params``), e.g. to continue a run.
       metrics: ``fn(variables) -> {name: array}`` (the model's variables in its own form,
@@ -176,13 +180,13 @@ def train_epochs(
     chunk_epochs = min(int(chunk_epochs), epochs)
     loss_fn = get_loss(loss)
     check_call(tm, loss_fn, optimizer, x, y)
-    init, chunk = _programs(tm, optimizer, loss_fn, batch_size, metrics, chunk_epochs)
+    init, chunk = _programs(tm, optimizer, loss_fn, batch_size, metrics, chunk_epochs, partial)
     ts, k = init(keys, params, opt_state, x)
     record = jax.eval_shape(chunk, ts, k, x, y)[1]
     history = jax.tree.map(lambda a: np.zeros((n_runs, epochs, *a.shape[2:]), a.dtype), record)
     done = 0
     if checkpoint is not None:
-        fingerprint = _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y)
+        fingerprint = _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial)
         if Path(checkpoint).exists():
             target = {"state": (ts, k), "history": history, "done": np.int64(0)}
             saved = load_checkpoint(checkpoint, target, fingerprint)
@@ -196,7 +200,7 @@ def train_epochs(
         length = min(chunk_epochs, epochs - done)
         run = chunk  # the last chunk may be shorter: one more compile
         if length != chunk_epochs:
-            run = _programs(tm, optimizer, loss_fn, batch_size, metrics, length)[1]
+            run = _programs(tm, optimizer, loss_fn, batch_size, metrics, length, partial)[1]
         (ts, k), rec = run(ts, k, x, y)
         for h, r in zip(jax.tree.leaves(history), jax.tree.leaves(rec), strict=True):
             h[:, done : done + length] = np.asarray(r)

@@ -130,14 +130,16 @@ def make_epoch(
     batch_size: int,
     *,
     unroll: int = 1,
+    partial: str = "keep",
 ):
     """``epoch(params, opt_state, key, x, y) -> (params, opt_state, mean_loss)``, unjitted.
 
     The core's epoch (:func:`~jaxprune.training._core.make_core`) on params alone: one pass
     over ``(x, y)`` in an order drawn from ``key`` (:func:`feistel_permutation`), a
-    ``lax.scan`` of the one train step, the last smaller batch kept (Keras).
+    ``lax.scan`` of the one train step; ``partial`` (``"keep"``, the default, as Keras;
+    ``"drop"``; ``"pad"``) says what happens to the last ``n % batch_size`` examples.
     """
-    core = _core(model, loss_fn, optimizer, batch_size=batch_size, unroll=unroll)
+    core = _core(model, loss_fn, optimizer, batch_size=batch_size, unroll=unroll, partial=partial)
 
     def epoch(p, s, key, x, y):
         ts, value = core.epoch(TrainState(p, {}, s, 0), key, x, y)
