@@ -239,3 +239,30 @@ def test_resnet_fit_killed_mid_training_resumes_bit_identically(tmp_path):
     assert np.isnan(resumed.history["loss"][:, 0]).all()  # epochs before the kill: not recorded
     jax.tree.map(np.testing.assert_array_equal, resumed.variables, fresh.variables)
     jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, fresh.opt_state)
+
+
+def test_rounds_on_resnet_update_batch_stats_and_run_k_equals_single_run():
+    keys = jax.random.split(jax.random.key(3), 2)
+    kw = dict(method="bl", optimizer=optax.adam(1e-2), steps_per_round=4, rounds=1)
+    kw.update(loss="cross_entropy", batch_size=10)
+    many = jp.training.train_rounds(ResNet(), keys, (X, Y), **kw)
+    stats = many.variables["batch_stats"]["Block_0"]["BatchNorm_0"]
+    assert float(jnp.abs(stats["mean"]).min()) > 0  # moved from the initial zeros in training
+    one = jp.training.train_rounds(ResNet(), keys[1], (X, Y), **kw)
+    _close(jax.tree.map(lambda a: a[1], many.variables), one.variables, atol=1e-6)
+    logits = ResNet().apply(one.variables, X)  # evaluation with the trained statistics
+    want = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, Y))
+    np.testing.assert_allclose(one.train_loss[-1], want, rtol=1e-5)
+
+
+def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
+    from jaxprune.training._progress import Progress
+
+    bar = Progress("fit", None, True, interval=0.0)
+    bar.update(5, active="3/4 runs")
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("fit: epoch 5, active 3/4 runs, ") and lines[0].endswith(" s")
+    assert lines[1].startswith("fit: epoch 5, active 3/4 runs") and lines[1].endswith("(done)")
+    Progress("fit", 3, False).close()
+    assert capsys.readouterr().err == ""
