@@ -254,7 +254,7 @@ def train_rounds(
     optimizer: optax.GradientTransformation,
     steps_per_round: int,
     rounds: int | None = None,
-    loss: str | LossFn = "cross_entropy",
+    loss: str | LossFn,
     batch_size: int | None = None,
     fraction: float = 0.2,
     fc_layers: tuple[str, ...] | None = None,
@@ -315,7 +315,8 @@ def train_rounds(
       optimizer: any optax transformation.
       steps_per_round: optimizer steps per phase (the maximum, with early stopping).
       rounds: number of phases ``K * N``; for ``"lw"`` defaults to ``len(schedule)``.
-      loss: loss name or per-example callable (see :func:`~jaxprune.training.get_loss`).
+      loss: loss name or per-example callable (see :func:`~jaxprune.training.get_loss`);
+        required.
       batch_size: minibatch size, or None for the full batch.
       fraction: share of each tensor redrawn by WELSR/WELS/DSD (paper: 0.2).
       fc_layers: top-level names for FC (default ``model.fc_layers()``).
@@ -342,7 +343,8 @@ def train_rounds(
     >>> (x, y), _ = jp.data.signal_task(jax.random.key(0), n_train=64, n_test=8)
     >>> model = jp.models.BlockMLP(hidden=(4,), out=8)
     >>> res = jp.training.train_rounds(model, jax.random.split(jax.random.key(1), 2), (x, y),
-    ...     method="lw", optimizer=optax.sgd(0.05), steps_per_round=5, rounds=2)
+    ...     method="lw", loss="cross_entropy", optimizer=optax.sgd(0.05), steps_per_round=5,
+    ...     rounds=2)
     >>> res.train_loss.shape, sorted(res.variables)
     ((2, 2), ['lw_norm', 'params'])
 
