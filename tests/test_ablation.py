@@ -44,16 +44,16 @@ def test_unit_ablation_multi_layer_matches_manual_zeroing(key):
     y = jax.random.normal(jax.random.key(1), (16, 2))
     params = model.init(key, x)["params"]
     ratios = jp.analysis.unit_ablation(model, params, (x, y))
-    base = jp.training.evaluate(model, params, (x, y))
+    base = jp.training.evaluate(model, params, (x, y), "mse")
     # Zeroing a unit == zeroing the outgoing kernel row of the layer that consumes it.
     p = jax.tree.map(lambda a: a, params)
     p = {**p, "linear_0_0": {**p["linear_0_0"], "kernel": p["linear_0_0"]["kernel"].at[2].set(0)}}
     np.testing.assert_allclose(
-        ratios["relu_0"][2], jp.training.evaluate(model, p, (x, y)) / base, rtol=1e-5
+        ratios["relu_0"][2], jp.training.evaluate(model, p, (x, y), "mse") / base, rtol=1e-5
     )
     q = {**params, "out": {**params["out"], "kernel": params["out"]["kernel"].at[1].set(0)}}
     np.testing.assert_allclose(
-        ratios["relu_1"][1], jp.training.evaluate(model, q, (x, y)) / base, rtol=1e-5
+        ratios["relu_1"][1], jp.training.evaluate(model, q, (x, y), "mse") / base, rtol=1e-5
     )
 
 
