@@ -8,7 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_call", "check_finite", "check_initial_state", "check_params_like_model"]
+__all__ = [
+    "check_call",
+    "check_finite",
+    "check_initial_state",
+    "check_params_like_model",
+    "given_variables",
+]
 
 
 def check_finite(name: str, tree: Any) -> None:
@@ -126,3 +132,17 @@ def check_call(model, loss_fn, optimizer, x, y) -> None:
             f"model: the trainer calls {model.signature} (a {model.kind} model); calling it "
             f"on x[:1] of shape {x1.shape} failed: {e}"
         ) from e
+
+
+def given_variables(model, params, n_runs: int):
+    """``(params, state)`` with a seed axis to start from, or None where ``model.init`` draws them.
+
+    The model's own variables (NNX/equinox modules, a function's params, linen ``variables=``)
+    are passed to the compiled program as arguments, never baked into it as constants, so one
+    program serves every call with the same model and options.
+    """
+    tile = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (n_runs, *jnp.shape(a))), tree)
+    if params is None and model.params is not None:
+        params = tile(model.params)
+    state = None if model.state is None else tile(model.state)
+    return params, state

@@ -50,7 +50,7 @@ class Core(NamedTuple):
     """Pure functions of one model, loss and optimizer; see the module docstring."""
 
     model: TrainModel
-    init: Any  # init(key, x1, params=None, opt_state=None) -> TrainState
+    init: Any  # init(key, x1, params=None, opt_state=None, state=None) -> TrainState
     train_step: Any
     eval_step: Any
     epoch: Any  # epoch(state, key, x, y) -> (state, mean loss over examples)
@@ -99,14 +99,17 @@ def make_core(
             value = value + regularizer(params)
         return value, new_state
 
-    def init(key, x1, params=None, opt_state=None):
+    def init(key, x1, params=None, opt_state=None, state=None):
+        drawn = None
         if params is None:
             if model.init is None:
-                params, state = model.params, model.state
+                params, drawn = model.params, model.state
             else:
-                params, state = model.init(key, x1)
-        else:
-            state = model.state if model.init is None else model.init(key, x1)[1]
+                params, drawn = model.init(key, x1)
+        if state is None:
+            if drawn is None:
+                drawn = model.state if model.init is None else model.init(key, x1)[1]
+            state = drawn
         opt_state = optimizer.init(params) if opt_state is None else opt_state
         return TrainState(params, state, opt_state, jnp.zeros((), jnp.int32))
 
@@ -191,6 +194,7 @@ class ProgramCache:
     @staticmethod
     def _key(parts):
         out = []
+        parts = [q for p in parts for q in (p.cache_key() if hasattr(p, "cache_key") else (p,))]
         for p in parts:
             try:
                 hash(p)

@@ -61,6 +61,14 @@ class TrainModel:
     apply: Callable
     variables: Callable
     signature: str
+    options: tuple = ()  # what, besides ``model``, shapes ``apply`` (cache key for programs)
+
+    def cache_key(self) -> tuple:
+        """Equal for two adapters whose ``init``/``apply`` are the same functions.
+
+        Values of ``params``/``state`` are not part of it: trainers pass them as arguments.
+        """
+        return (self.kind, self.model, self.options)
 
     def fingerprint(self) -> str:
         shapes = jax.tree.map(
@@ -134,6 +142,7 @@ def _linen(model, variables, train_kw, mutable, rngs) -> TrainModel:
         apply,
         lambda p, s: {"params": p, **s},
         sig + ", rngs=..., mutable=[...])",
+        (train_kw, names, rng_names),
     )
 
 
@@ -196,6 +205,7 @@ def _equinox(model, variables, train_kw) -> TrainModel:
         apply,
         lambda p, s: eqx.combine(p, s, static),
         f"{type(model).__name__}(x" + (", key=key" if pass_key else "") + ")",
+        (train_kw,),
     )
 
 
@@ -221,6 +231,7 @@ def _function(fn, params, init_fn, train_kw) -> TrainModel:
         apply,
         lambda p, s: p,
         f"{getattr(fn, '__name__', 'apply_fn')}(params, x)",
+        (train_kw, init_fn),
     )
 
 

@@ -15,7 +15,7 @@ import optax
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
-from jaxprune.training._checks import check_call, check_initial_state
+from jaxprune.training._checks import check_call, check_initial_state, given_variables
 from jaxprune.training._core import ProgramCache, TrainState, make_core
 from jaxprune.training._model import training_model
 from jaxprune.training._progress import Progress
@@ -47,9 +47,9 @@ def _programs(tm, optimizer, loss_fn, batch_size, metrics, length, partial="keep
 def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial):
     core = make_core(tm, loss_fn, optimizer, batch_size=batch_size, partial=partial)
 
-    def init(key, p0, s0, x):
+    def init(key, p0, s0, v0, x):
         k_init, k_run = jax.random.split(key)  # as fit: the same key gives the same run
-        return core.init(k_init, x[:1], p0, s0), k_run
+        return core.init(k_init, x[:1], p0, s0, v0), k_run
 
     def chunk(ts: TrainState, key, x, y):
         def body(carry, _):
@@ -67,7 +67,7 @@ def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial):
         return jax.lax.scan(body, (ts, key), None, length=length)
 
     vmapped = jax.vmap(chunk, in_axes=(0, 0, None, None))
-    return jax.jit(jax.vmap(init, in_axes=(0, 0, 0, None))), jax.jit(vmapped)
+    return jax.jit(jax.vmap(init, in_axes=(0, 0, 0, 0, None))), jax.jit(vmapped)
 
 
 def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial) -> str:
@@ -181,7 +181,8 @@ def train_epochs(
     loss_fn = get_loss(loss)
     check_call(tm, loss_fn, optimizer, x, y)
     init, chunk = _programs(tm, optimizer, loss_fn, batch_size, metrics, chunk_epochs, partial)
-    ts, k = init(keys, params, opt_state, x)
+    params, other = given_variables(tm, params, n_runs)
+    ts, k = init(keys, params, opt_state, other, x)
     record = jax.eval_shape(chunk, ts, k, x, y)[1]
     history = jax.tree.map(lambda a: np.zeros((n_runs, epochs, *a.shape[2:]), a.dtype), record)
     done = 0

@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
-from jaxprune.training._checks import check_call, check_initial_state
+from jaxprune.training._checks import check_call, check_initial_state, given_variables
 from jaxprune.training._core import ProgramCache, TrainState, make_core
 from jaxprune.training._model import training_model
 from jaxprune.training._progress import Progress
@@ -96,9 +96,9 @@ def _programs(tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, m
 def _build(tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk):
     core = make_core(tm, loss_fn, optimizer, batch_size=batch_size, unroll=unroll)
 
-    def init_run(key, p0, s0, x):
+    def init_run(key, p0, s0, v0, x):
         k_init, k_run = jax.random.split(key)
-        ts = core.init(k_init, x[:1], p0, s0)
+        ts = core.init(k_init, x[:1], p0, s0, v0)
         return RunState(
             ts, k_run, jnp.asarray(0, jnp.int32), early_stopping_init((ts.params, ts.state))
         )
@@ -126,7 +126,7 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_
 
         return jax.lax.scan(body, run, None, length=chunk)
 
-    init_fn = jax.jit(jax.vmap(init_run, in_axes=(0, 0, 0, None)))
+    init_fn = jax.jit(jax.vmap(init_run, in_axes=(0, 0, 0, 0, None)))
     return init_fn, jax.jit(jax.vmap(run_chunk, in_axes=(0, None, None)))
 
 
@@ -300,7 +300,8 @@ def fit(
         int(max_epochs),
         chunk_epochs,
     )
-    state = init_fn(keys, params, opt_state, x)
+    params, other = given_variables(tm, params, n_runs)
+    state = init_fn(keys, params, opt_state, other, x)
     final = jax.tree.map(jnp.zeros_like, state)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
     history = [[] for _ in range(n_runs)]  # per seed: epoch losses of this process's chunks
