@@ -109,12 +109,32 @@ def check_initial_state(model, params, opt_state, data, n_runs: int, single: boo
     return params, opt_state
 
 
+def _checked_cache():
+    from jaxprune.training._core import ProgramCache
+
+    return ProgramCache(64)
+
+
+_CHECKED = None
+
+
 def check_call(model, loss_fn, optimizer, x, y) -> None:
     """Traces one training step and one evaluation on ``x[:1]`` (shapes only, nothing compiled).
 
     Raises ``TypeError`` naming the call the trainer makes (e.g. ``Net.apply(variables, x,
-    train=bool, rngs=..., mutable=[...])``) when the model's signature does not fit it.
+    train=bool, rngs=..., mutable=[...])``) when the model's signature does not fit it. Checked
+    once per model, loss, optimizer and example shape.
     """
+    global _CHECKED
+    if _CHECKED is None:
+        _CHECKED = _checked_cache()
+    shapes = tuple((jnp.shape(a)[1:], jnp.asarray(a).dtype) for a in (x, y))
+    _CHECKED.get(
+        (model, loss_fn, optimizer, shapes), lambda: _check_call(model, loss_fn, optimizer, x, y)
+    )
+
+
+def _check_call(model, loss_fn, optimizer, x, y) -> bool:
     from jaxprune.training._core import make_core
 
     core = make_core(model, loss_fn, optimizer)
@@ -132,6 +152,7 @@ def check_call(model, loss_fn, optimizer, x, y) -> None:
             f"model: the trainer calls {model.signature} (a {model.kind} model); calling it "
             f"on x[:1] of shape {x1.shape} failed: {e}"
         ) from e
+    return True
 
 
 def given_variables(model, params, n_runs: int):
