@@ -254,6 +254,9 @@ def fit(
         ``opt_state``), given ``params`` whose entries or shapes differ from ``model.init``'s,
         a bad key batch, non-positive sizes or a negative or non-finite ``min_delta``; the
         message names the argument.
+        Also a ``mutable`` collection absent from ``variables``.
+      TypeError: a model whose call does not fit the trainer's; the message names the call
+        made (e.g. ``Net.apply(variables, x, train=bool, rngs=..., mutable=[...])``).
 
     >>> import jax, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=16)
