@@ -31,7 +31,14 @@ MODEL2 = jp.models.MLP(hidden=(3,), linear_after=((9,),))
 
 def _timed_fit(model, keys, data, epochs, tx):
     """Seconds of a fixed-epoch fit, excluding compilation (a warm-up fit compiles first)."""
-    kw = dict(optimizer=tx, patience=10**9, max_epochs=epochs, chunk_epochs=epochs, progress=False)
+    kw = dict(
+        loss="mse",
+        optimizer=tx,
+        patience=10**9,
+        max_epochs=epochs,
+        chunk_epochs=epochs,
+        progress=False,
+    )
     jax.block_until_ready(jp.training.fit(model, keys, data, **kw).params)  # compile
     t0 = time.perf_counter()
     jax.block_until_ready(jp.training.fit(model, keys, data, **kw).params)
@@ -95,7 +102,14 @@ def vmapped_vs_sequential(data, epochs: int, seeds: int) -> dict:
     tx = optax.adam(1e-3)
     keys = jax.random.split(jax.random.key(1), seeds)
     vmapped = _timed_fit(MODEL2, keys, data, epochs, tx)
-    kw = dict(optimizer=tx, patience=10**9, max_epochs=epochs, chunk_epochs=epochs, progress=False)
+    kw = dict(
+        loss="mse",
+        optimizer=tx,
+        patience=10**9,
+        max_epochs=epochs,
+        chunk_epochs=epochs,
+        progress=False,
+    )
     jax.block_until_ready(jp.training.fit(MODEL2, keys[0], data, **kw).params)  # compile
     t0 = time.perf_counter()
     for k in keys:
@@ -122,7 +136,7 @@ def table1(data, seeds: int) -> dict:
     for i, model in models.items():
         t0 = time.perf_counter()
         runs = jp.training.fit(
-            model, keys, data, optimizer=optax.adam(1e-3), patience=20, progress=False
+            model, keys, data, loss="mse", optimizer=optax.adam(1e-3), patience=20, progress=False
         )
         jax.block_until_ready(runs.params)
         epochs = np.asarray(runs.epochs)

@@ -105,43 +105,35 @@ PARTS = {
 }
 
 
-def _loss_and_metric(task):
+def _metric(task):
     if task == "classification":
-        loss = lambda out, y: optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
-        metric = lambda out, y: jnp.mean(jnp.argmax(out, -1) == y)
-    else:
-        loss = lambda out, y: jnp.mean((out - y) ** 2)
-        metric = lambda out, y: jnp.mean(jnp.sum(jnp.abs(out - y), -1))  # MAE of the position
-    return loss, metric
+        return lambda out, y: jnp.mean(jnp.argmax(out, -1) == y)
+    return lambda out, y: jnp.mean(jnp.sum(jnp.abs(out - y), -1))  # MAE of the position
 
 
-@functools.lru_cache(maxsize=16)
-def _trainer(model, task, epochs, batch, lr, n_train):
-    """Jitted ``(params[seeds], keys, data) -> (params, val metric per epoch [seeds, epochs])``."""
-    loss_fn, metric_fn = _loss_and_metric(task)
-    tx = optax.adam(lr)
-    n_batches = n_train // batch
+@functools.cache
+def _adam(lr: float):
+    return optax.adam(lr)  # one object per rate: the library caches compiled programs by it
 
-    def one(params, key, x, y, xv, yv):
-        def epoch(carry, k):
-            p, s = carry
-            perm = jax.random.permutation(k, n_train)[: n_batches * batch].reshape(n_batches, -1)
 
-            def step(c, idx):
-                p, s = c
-                g = jax.grad(lambda q: loss_fn(model.apply({"params": q}, x[idx]), y[idx]))(p)
-                u, s = tx.update(g, s, p)
-                return (optax.apply_updates(p, u), s), None
-
-            (p, s), _ = jax.lax.scan(step, (p, s), perm)
-            return (p, s), metric_fn(model.apply({"params": p}, xv), yv)
-
-        (params, _), hist = jax.lax.scan(
-            epoch, (params, tx.init(params)), jax.random.split(key, epochs)
-        )
-        return params, hist
-
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None)))
+def _train(model, task, params, keys, data, val, epochs, batch, lr):
+    """``(params[seeds], val metric per epoch [seeds, epochs])`` from the library's trainer."""
+    metric_fn = _metric(task)
+    xv, yv = val
+    run = jp.training.train_epochs(
+        model,
+        keys,
+        data,
+        loss="cross_entropy" if task == "classification" else "mse",
+        optimizer=_adam(lr),
+        epochs=epochs,
+        batch_size=batch,
+        partial="drop",
+        params=params,
+        metrics=lambda v: {"val": metric_fn(model.apply(v, xv), yv)},
+        progress=False,
+    )
+    return run.params, run.history["val"]
 
 
 def _init(model, keys, x):
@@ -156,7 +148,7 @@ def run_part(name, seeds, epochs, seed, batch=64, lr=3e-3, n_train=None):
     deep = spec["deep"]
     # rbg keys: XLA:CPU compiles threefry slowly (seconds per program), rbg in a fraction
     keys = jax.random.split(jax.random.key(seed, impl="rbg"), 4 * seeds).reshape(4, seeds)
-    train = lambda m, p, k: _trainer(m, spec["task"], epochs, batch, lr, len(x))(p, k, x, y, xv, yv)
+    train = lambda m, p, k: _train(m, spec["task"], p, k, (x, y), (xv, yv), epochs, batch, lr)
 
     t0 = time.time()
     deep_params, deep_hist = train(deep, _init(deep, keys[0], x), keys[1])
@@ -179,8 +171,10 @@ def run_part(name, seeds, epochs, seed, batch=64, lr=3e-3, n_train=None):
     fused = jax.tree.map(lambda *a: jnp.stack(a), *fused)
     _, fuse_hist = train(shallow, fused, keys[2])
     # Random gets FuseInit's total budget: deep stage + retraining, 2 x epochs
-    train_long = _trainer(shallow, spec["task"], 2 * epochs, batch, lr, len(x))
-    _, rand_hist = train_long(_init(shallow, keys[3], x), keys[2], x, y, xv, yv)
+    p_rand = _init(shallow, keys[3], x)
+    _, rand_hist = _train(
+        shallow, spec["task"], p_rand, keys[2], (x, y), (xv, yv), 2 * epochs, batch, lr
+    )
     return {
         "deep": [str(s_) for s_ in deep.layers],
         "shallow": [str(s_) for s_ in shallow.layers],

@@ -81,28 +81,12 @@ def spirals(n_per_class: int, seed: int, noise: float = 0.05, turns: float = 1.0
     return x[order].astype(np.float32), y[order].astype(np.int32)
 
 
-def _loss(model, params, x, y):
-    logits = model.apply({"params": params}, x)
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-
-
 @functools.cache
-def _epoch_fn(model, tx, n: int, batch: int):
-    """Jitted epoch: shuffle, scan over minibatches (drops the last partial batch)."""
-    steps = n // batch
-
-    def epoch(params, state, x, y, key):
-        idx = jax.random.permutation(key, n)[: steps * batch].reshape(steps, batch)
-
-        def step(carry, i):
-            p, s = carry
-            grads = jax.grad(lambda q: _loss(model, q, x[i], y[i]))(p)
-            u, s = tx.update(grads, s, p)
-            return (optax.apply_updates(p, u), s), None
-
-        return jax.lax.scan(step, (params, state), idx)[0]
-
-    return jax.jit(epoch)
+def _epoch_fn(model, tx, batch: int):
+    """The library's jitted epoch (shuffle, one train step per minibatch, last partial dropped)."""
+    loss = jp.training.get_loss("cross_entropy")
+    epoch = jp.training.make_epoch(model, tx, loss, batch, partial="drop")
+    return jax.jit(lambda params, state, x, y, key: epoch(params, state, key, x, y)[:2])
 
 
 @functools.cache
@@ -134,7 +118,7 @@ def _prelu_init(mlp, key, x):
 def train(model, tx, params, data, epochs, key, state=None, batch=64, on_epoch=None):
     x, y = data
     state = tx.init(params) if state is None else state
-    run = _epoch_fn(model, tx, x.shape[0], batch)
+    run = _epoch_fn(model, tx, batch)
     for e in range(epochs):
         params, state = run(params, state, x, y, jax.random.fold_in(key, e))
         if on_epoch is not None:

@@ -198,6 +198,7 @@ def main(argv=None):
                 steps_per_round=steps,
                 l2=l2,
                 **method_kwargs(method),
+                loss="cross_entropy",
             )
             test = _accuracy(model, res.variables, xt, yt)
             train = _accuracy(model, res.variables, x, y)

@@ -170,6 +170,7 @@ def main(argv=None):
             l2=1e-5,
             validation=val,
             patience=patience,
+            loss="cross_entropy",
         )
         jax.block_until_ready(res.variables)
         train_seconds = time.perf_counter() - t

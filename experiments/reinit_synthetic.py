@@ -148,6 +148,7 @@ def main(argv=None):
                 optimizer=optimizer,
                 steps_per_round=steps,
                 rounds=rounds,
+                loss="cross_entropy",
             )
             test = _accuracy(model, res.variables, xt, yt)
             train = _accuracy(model, res.variables, x, y)

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     x, y = jp.data.paint("square", size=32)
     model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
     runs = jp.training.fit(model, jax.random.split(jax.random.key(7), 3), (x, y),
-                           optimizer=optax.adam(1e-3), patience=10**6, max_epochs=MAX,
+                           loss="mse", optimizer=optax.adam(1e-3), patience=10**6, max_epochs=MAX,
                            chunk_epochs=25, checkpoint=sys.argv[1], checkpoint_every=1,
                            progress=False)
     """
@@ -32,6 +32,7 @@ SCRIPT = textwrap.dedent(
 
 def _fit_kwargs(path, max_epochs):
     return dict(
+        loss="mse",
         optimizer=optax.adam(1e-3),
         patience=10**6,
         max_epochs=max_epochs,

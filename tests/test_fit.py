@@ -13,7 +13,7 @@ TX = optax.adam(1e-2)
 
 
 def _fit(keys, **kw):
-    kw = {"optimizer": TX, "patience": 3, "max_epochs": 40, "progress": False, **kw}
+    kw = {"loss": "mse", "optimizer": TX, "patience": 3, "max_epochs": 40, "progress": False, **kw}
     return jp.training.fit(MODEL, keys, (X, Y), **kw)
 
 
@@ -62,7 +62,7 @@ def test_early_stopping_restores_best_and_respects_patience():
     # Restored params reproduce the best loss's order of magnitude (it is the epoch mean).
     for k in np.flatnonzero(stopped):
         p = jax.tree.map(lambda a, k=k: a[k], res.params)
-        assert np.isfinite(jp.training.evaluate(MODEL, p, (X, Y)))
+        assert np.isfinite(jp.training.evaluate(MODEL, p, (X, Y), "mse"))
 
 
 def test_max_epochs_caps_every_run():
@@ -76,17 +76,18 @@ def test_fit_learns_the_square():
         MLP(hidden=(12,)),
         jax.random.key(0),
         (X, Y),
+        loss="mse",
         optimizer=TX,
         patience=20,
         max_epochs=400,
         progress=False,
     )
-    assert float(jp.training.evaluate(MLP(hidden=(12,)), res.params, (X, Y))) < 0.05
+    assert float(jp.training.evaluate(MLP(hidden=(12,)), res.params, (X, Y), "mse")) < 0.05
 
 
 def test_fit_rejects_bad_input():
     with pytest.raises(ValueError, match="data: x and y"):
-        jp.training.fit(MODEL, jax.random.key(0), (X, Y[:-1]), optimizer=TX)
+        jp.training.fit(MODEL, jax.random.key(0), (X, Y[:-1]), loss="mse", optimizer=TX)
     with pytest.raises(ValueError, match="batch_size: must be >= 1"):
         _fit(jax.random.key(0), batch_size=0)
     with pytest.raises(ValueError, match="keys: expected"):
@@ -127,15 +128,13 @@ def test_later_chunks_and_repeat_fits_compile_nothing_new():
 
     fit_module = importlib.import_module("jaxprune.training.fit")
 
-    fit_module._programs.cache_clear()
+    fit_module._PROGRAMS.clear()
     kw = dict(patience=10**6, max_epochs=6, chunk_epochs=2)  # 3 chunks, no early stop
     _fit(jax.random.split(jax.random.key(0), 3), **kw)
-    ((_, chunk_fn),) = [
-        fit_module._programs(MODEL, TX, jp.training.get_loss("mse"), 128, 1, 10**6, 0.0, 6, 2)
-    ]
-    assert fit_module._programs.cache_info().hits >= 1  # the same program object was reused
+    ((_, (_, chunk_fn)),) = fit_module._PROGRAMS.entries.values()
     assert chunk_fn._cache_size() == 1  # three chunk calls, one compilation
     _fit(jax.random.split(jax.random.key(1), 3), **kw)
+    assert fit_module._PROGRAMS.hits >= 1  # the same program object was reused
     assert chunk_fn._cache_size() == 1
 
 

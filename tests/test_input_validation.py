@@ -14,7 +14,7 @@ from jaxprune.training._checks import check_finite, check_params_like_model
 MODEL = jp.models.MLP(hidden=(4,))
 X, Y = jp.data.paint("square", size=4)
 PARAMS = MODEL.init(jax.random.key(0), X[:1])["params"]
-FIT = dict(optimizer=optax.adam(1e-2), max_epochs=1, progress=False)
+FIT = dict(loss="mse", optimizer=optax.adam(1e-2), max_epochs=1, progress=False)
 
 
 def test_check_finite_names_the_leaf_and_the_first_bad_entry():

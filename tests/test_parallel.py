@@ -99,7 +99,7 @@ def test_one_device_mesh_and_process_slice():
 
 def test_fit_shards_seeds_over_devices_and_matches_single_runs():
     keys = jax.random.split(jax.random.key(5), 8)
-    kw = dict(optimizer=optax.adam(1e-2), patience=3, max_epochs=15, progress=False)
+    kw = dict(loss="mse", optimizer=optax.adam(1e-2), patience=3, max_epochs=15, progress=False)
     runs = jp.training.fit(MODEL, keys, (X, Y), **kw)
     leaf = runs.params["out"]["kernel"]
     assert len(leaf.sharding.device_set) == 8

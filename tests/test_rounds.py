@@ -23,7 +23,14 @@ def _init(key, r=0):
 def test_bl_equals_full_batch_gradient_descent_by_hand():
     tx = optax.sgd(0.05)
     res = train_rounds(
-        MODEL, KEYS[0], (X, Y), method="bl", optimizer=tx, steps_per_round=4, rounds=3
+        MODEL,
+        KEYS[0],
+        (X, Y),
+        method="bl",
+        optimizer=tx,
+        steps_per_round=4,
+        rounds=3,
+        loss="cross_entropy",
     )
     params = _init(KEYS[0])["params"]
     step = jp.training.make_train_step(MODEL, "cross_entropy", tx)
@@ -55,6 +62,7 @@ def test_mask_methods_redraw_the_right_entries(method):
         validation=(X, Y),
         eval_every=3,
         patience=2,
+        loss="cross_entropy",
     )
     assert res.train_loss.shape == (2, 3)
     # no progress at all: the first evaluation is the best, then `patience` more are run
@@ -93,6 +101,7 @@ def test_lw_with_frozen_training_follows_algorithm_1():
         steps_per_round=1,
         schedule=(1, 1, 2),
         sample_size=16,
+        loss="cross_entropy",
     )
     v0 = _init(KEYS[1])
     v = jax.tree.map(lambda a: a[1], res.variables)
@@ -120,8 +129,8 @@ def test_rounds_with_an_all_zero_mask_are_noops_and_equal_bl(method):
     # touched and 3 rounds of 3 steps are exactly BL's 9 uninterrupted steps.
     tx = optax.sgd(0.05, momentum=0.9)
     kw = dict(optimizer=tx, steps_per_round=3, rounds=3)
-    res = train_rounds(MODEL, KEYS, (X, Y), method=method, fraction=0.0, **kw)
-    bl = train_rounds(MODEL, KEYS, (X, Y), method="bl", **kw)
+    res = train_rounds(MODEL, KEYS, (X, Y), method=method, fraction=0.0, **kw, loss="cross_entropy")
+    bl = train_rounds(MODEL, KEYS, (X, Y), method="bl", **kw, loss="cross_entropy")
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
         res.variables["params"],
@@ -133,18 +142,42 @@ def test_rounds_with_an_all_zero_mask_are_noops_and_equal_bl(method):
 def test_bad_arguments_raise():
     kw = {"optimizer": FROZEN, "steps_per_round": 1}
     with pytest.raises(ValueError, match="method: expected one of"):
-        train_rounds(MODEL, KEYS, (X, Y), method="knowledge_evolution", rounds=2, **kw)
+        train_rounds(
+            MODEL, KEYS, (X, Y), method="knowledge_evolution", rounds=2, **kw, loss="cross_entropy"
+        )
     with pytest.raises(ValueError, match="fraction"):
-        train_rounds(MODEL, KEYS, (X, Y), method="welsr", rounds=2, fraction=1.2, **kw)
+        train_rounds(
+            MODEL, KEYS, (X, Y), method="welsr", rounds=2, fraction=1.2, **kw, loss="cross_entropy"
+        )
     with pytest.raises(ValueError, match=r"fraction: expected a value in \[0, 1\], got -0.1"):
-        train_rounds(MODEL, KEYS, (X, Y), method="dsd", rounds=2, fraction=-0.1, **kw)
+        train_rounds(
+            MODEL, KEYS, (X, Y), method="dsd", rounds=2, fraction=-0.1, **kw, loss="cross_entropy"
+        )
     with pytest.raises(ValueError, match="k: expected 1 <= k <= 3"):
-        train_rounds(MODEL, KEYS, (X, Y), method="lw", schedule=(1, 4), **kw)
+        train_rounds(MODEL, KEYS, (X, Y), method="lw", schedule=(1, 4), **kw, loss="cross_entropy")
     with pytest.raises(ValueError, match="multiple of the 3 blocks"):
-        train_rounds(MODEL, KEYS, (X, Y), method="lw", rounds=4, **kw)
+        train_rounds(MODEL, KEYS, (X, Y), method="lw", rounds=4, **kw, loss="cross_entropy")
     with pytest.raises(ValueError, match="'conv_9' is not a layer"):
-        train_rounds(MODEL, KEYS, (X, Y), method="lw", rounds=1, blocks=(("conv_9",),), **kw)
+        train_rounds(
+            MODEL,
+            KEYS,
+            (X, Y),
+            method="lw",
+            rounds=1,
+            blocks=(("conv_9",),),
+            **kw,
+            loss="cross_entropy",
+        )
     with pytest.raises(ValueError, match=r"layers: \['dense'\] not in params"):
-        train_rounds(MODEL, KEYS, (X, Y), method="fc", rounds=2, fc_layers=("dense",), **kw)
+        train_rounds(
+            MODEL,
+            KEYS,
+            (X, Y),
+            method="fc",
+            rounds=2,
+            fc_layers=("dense",),
+            **kw,
+            loss="cross_entropy",
+        )
     with pytest.raises(ValueError, match="rounds: must be >= 1"):
-        train_rounds(MODEL, KEYS, (X, Y), method="dsd", **kw)
+        train_rounds(MODEL, KEYS, (X, Y), method="dsd", **kw, loss="cross_entropy")

@@ -13,8 +13,8 @@ MODEL = jp.models.MLP(hidden=(4,), linear_after=((3,),))
 TX = optax.adam(1e-2)
 
 
-def _acc(p):
-    return {"accuracy": jnp.mean((MODEL.apply({"params": p}, X) > 0.5) == (Y > 0.5))}
+def _acc(v):
+    return {"accuracy": jnp.mean((MODEL.apply(v, X) > 0.5) == (Y > 0.5))}
 
 
 def test_equals_fit_without_early_stopping_and_records_its_losses():
@@ -28,7 +28,7 @@ def test_equals_fit_without_early_stopping_and_records_its_losses():
     # fit's monitored loss is the best epoch loss: the minimum of our curve
     np.testing.assert_allclose(r.history["loss"].min(axis=1), f.loss, rtol=1e-6)
     # the recorded accuracy after the last epoch is the accuracy of the returned params
-    final = jax.vmap(_acc)(r.params)["accuracy"]
+    final = jax.vmap(_acc)(r.variables)["accuracy"]
     np.testing.assert_allclose(r.history["accuracy"][:, -1], final)
 
 

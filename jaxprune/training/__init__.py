@@ -1,6 +1,7 @@
 """Jitted train steps, early stopping and many-seed vmapped fits."""
 
 from jaxprune._losses import LossFn, get_loss
+from jaxprune.training._core import TrainState
 from jaxprune.training.early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
@@ -24,7 +25,7 @@ from jaxprune.training.reinit_loop import (
 )
 from jaxprune.training.rounds import METHODS, RoundsResult, lw_schedule, train_rounds
 from jaxprune.training.shuffle import feistel_permutation
-from jaxprune.training.step import batch_loss, evaluate, make_epoch, make_train_step
+from jaxprune.training.step import evaluate, make_epoch, make_train_step
 
 __all__ = [
     "EarlyStoppingState",
@@ -36,7 +37,7 @@ __all__ = [
     "ReinitResult",
     "RoundsResult",
     "RunState",
-    "batch_loss",
+    "TrainState",
     "data_mesh",
     "early_stopping_init",
     "early_stopping_update",

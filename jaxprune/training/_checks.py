@@ -8,7 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_finite", "check_params_like_model"]
+__all__ = [
+    "check_call",
+    "check_finite",
+    "check_initial_state",
+    "check_params_like_model",
+    "given_variables",
+]
 
 
 def check_finite(name: str, tree: Any) -> None:
@@ -51,7 +57,17 @@ def check_params_like_model(model, params: Any, x: jax.Array, lead: tuple[int, .
     ...
     ValueError: params['out']['kernel']: expected shape (4, 1) for this model, got (3, 1)
     """
-    want = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1])["params"])
+    from jaxprune.training._model import TrainModel
+
+    if isinstance(model, TrainModel):
+        if model.params is not None:
+            want = model.params
+        else:
+            want = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1])[0])
+        name = f"{type(model.model).__name__}'s params"
+    else:
+        want = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1])["params"])
+        name = f"{type(model).__name__}.init(...)['params']"
     want = {jax.tree_util.keystr(p): s.shape for p, s in jax.tree_util.tree_leaves_with_path(want)}
     got = {
         jax.tree_util.keystr(p): tuple(jnp.shape(a))
@@ -60,8 +76,7 @@ def check_params_like_model(model, params: Any, x: jax.Array, lead: tuple[int, .
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     if missing or extra:
         raise ValueError(
-            f"params: expected the entries of {type(model).__name__}.init(...)['params']; "
-            f"missing {missing}, unexpected {extra}"
+            f"params: expected the entries of {name}; missing {missing}, unexpected {extra}"
         )
     for path, shape in want.items():
         if got[path] != (*lead, *shape):
@@ -92,3 +107,63 @@ def check_initial_state(model, params, opt_state, data, n_runs: int, single: boo
         check_finite("params", params)
         check_finite("opt_state", opt_state)
     return params, opt_state
+
+
+def _checked_cache():
+    from jaxprune.training._core import ProgramCache
+
+    return ProgramCache(64)
+
+
+_CHECKED = None
+
+
+def check_call(model, loss_fn, optimizer, x, y) -> None:
+    """Traces one training step and one evaluation on ``x[:1]`` (shapes only, nothing compiled).
+
+    Raises ``TypeError`` naming the call the trainer makes (e.g. ``Net.apply(variables, x,
+    train=bool, rngs=..., mutable=[...])``) when the model's signature does not fit it. Checked
+    once per model, loss, optimizer and example shape.
+    """
+    global _CHECKED
+    if _CHECKED is None:
+        _CHECKED = _checked_cache()
+    shapes = tuple((jnp.shape(a)[1:], jnp.asarray(a).dtype) for a in (x, y))
+    _CHECKED.get(
+        (model, loss_fn, optimizer, shapes), lambda: _check_call(model, loss_fn, optimizer, x, y)
+    )
+
+
+def _check_call(model, loss_fn, optimizer, x, y) -> bool:
+    from jaxprune.training._core import make_core
+
+    core = make_core(model, loss_fn, optimizer)
+    x1, y1 = x[:1], y[:1]
+
+    def run():
+        ts = core.init(jax.random.key(0), x1)
+        ts, _ = core.train_step(ts, (x1, y1), jax.random.key(0))
+        return core.eval_step(ts, (x1, y1))
+
+    try:
+        jax.eval_shape(run)
+    except TypeError as e:
+        raise TypeError(
+            f"model: the trainer calls {model.signature} (a {model.kind} model); calling it "
+            f"on x[:1] of shape {x1.shape} failed: {e}"
+        ) from e
+    return True
+
+
+def given_variables(model, params, n_runs: int):
+    """``(params, state)`` with a seed axis to start from, or None where ``model.init`` draws them.
+
+    The model's own variables (NNX/equinox modules, a function's params, linen ``variables=``)
+    are passed to the compiled program as arguments, never baked into it as constants, so one
+    program serves every call with the same model and options.
+    """
+    tile = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (n_runs, *jnp.shape(a))), tree)
+    if params is None and model.params is not None:
+        params = tile(model.params)
+    state = None if model.state is None else tile(model.state)
+    return params, state

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -13,14 +12,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
-from jaxprune.training._checks import check_initial_state
+from jaxprune.training._checks import check_call, check_initial_state, given_variables
+from jaxprune.training._core import ProgramCache, TrainState, make_core
+from jaxprune.training._model import training_model
+from jaxprune.training._progress import Progress
 from jaxprune.training.checkpoint import load_checkpoint, save_checkpoint
 from jaxprune.training.fit import _as_key_batch, _place_seeds
-from jaxprune.training.step import make_epoch
 
 __all__ = ["EpochsResult", "train_epochs"]
 
@@ -28,48 +28,56 @@ __all__ = ["EpochsResult", "train_epochs"]
 class EpochsResult(NamedTuple):
     """Result of :func:`train_epochs`; a leading seed axis when ``keys`` is a batch."""
 
-    params: Params  # params after the last epoch
+    variables: Any  # the model's variables in its own form (every collection) after the last epoch
+    params: Params  # the trainable part of ``variables``
+    state: Any  # every other variable collection (BatchNorm statistics, ...), {} if none
     opt_state: Any  # optimizer state after the last epoch
     history: dict[str, jax.Array]  # name -> [seeds, epochs, ...]; "loss": epoch training loss
     seconds: float  # wall time of the whole call, compile included
 
 
-@functools.lru_cache(maxsize=32)
-def _programs(model, optimizer, loss_fn, batch_size, metrics, length):
-    epoch = make_epoch(model, optimizer, loss_fn, batch_size)
+_PROGRAMS = ProgramCache(32)
 
-    def init(key, p0, s0, x):
+
+def _programs(tm, optimizer, loss_fn, batch_size, metrics, length, partial="keep"):
+    parts = (tm, optimizer, loss_fn, batch_size, metrics, length, partial)
+    return _PROGRAMS.get(parts, lambda: _build(*parts))
+
+
+def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial):
+    core = make_core(tm, loss_fn, optimizer, batch_size=batch_size, partial=partial)
+
+    def init(key, p0, s0, v0, x):
         k_init, k_run = jax.random.split(key)  # as fit: the same key gives the same run
-        p = model.init(k_init, x[:1])["params"] if p0 is None else p0
-        return p, optimizer.init(p) if s0 is None else s0, k_run
+        return core.init(k_init, x[:1], p0, s0, v0), k_run
 
-    def chunk(p, s, key, x, y):
+    def chunk(ts: TrainState, key, x, y):
         def body(carry, _):
-            p, s, key = carry
-            key, k_perm = jax.random.split(key)
-            p, s, value = epoch(p, s, k_perm, x, y)
-            extra = {} if metrics is None else metrics(p)
+            ts, key = carry
+            key, k_epoch = jax.random.split(key)
+            ts, value = core.epoch(ts, k_epoch, x, y)
+            extra = {} if metrics is None else metrics(tm.variables(ts.params, ts.state))
             if not isinstance(extra, dict) or "loss" in extra:
                 raise ValueError(
-                    f"metrics: expected fn(params) -> dict of arrays without a 'loss' key, "
+                    f"metrics: expected fn(variables) -> dict of arrays without a 'loss' key, "
                     f"got {type(extra).__name__}"
                 )
-            record = {"loss": value, **extra}
-            return (p, s, key), record
+            return (ts, key), {"loss": value, **extra}
 
-        return jax.lax.scan(body, (p, s, key), None, length=length)
+        return jax.lax.scan(body, (ts, key), None, length=length)
 
-    vmapped = jax.vmap(chunk, in_axes=(0, 0, 0, None, None))
-    return jax.jit(jax.vmap(init, in_axes=(0, 0, 0, None))), jax.jit(vmapped)
+    vmapped = jax.vmap(chunk, in_axes=(0, 0, None, None))
+    return jax.jit(jax.vmap(init, in_axes=(0, 0, 0, 0, None))), jax.jit(vmapped)
 
 
-def _fingerprint(model, loss, batch_size, epochs, chunk_epochs, keys, x, y) -> str:
+def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial) -> str:
     h = hashlib.sha256()
     for a in (jax.random.key_data(keys), x, y):
         h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
     loss_name = loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
     return (
-        f"train_epochs {model!r} loss={loss_name} batch={batch_size} epochs={epochs} "
+        f"train_epochs {tm.fingerprint()} loss={loss_name} batch={batch_size} epochs={epochs} "
+        f"partial={partial} "
         f"chunk={chunk_epochs} data+keys={h.hexdigest()[:16]}"
     )
 
@@ -79,16 +87,21 @@ def train_epochs(
     keys: jax.Array,
     data: tuple[Any, Any],
     *,
+    loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     epochs: int,
-    loss: str | LossFn = "cross_entropy",
+    variables: Any = None,
     batch_size: int = 128,
+    partial: str = "keep",
     params: Params | None = None,
     opt_state: Any = None,
     metrics: Callable[[Params], dict[str, Any]] | None = None,
     chunk_epochs: int | None = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
+    train_kw: str | None = "train",
+    mutable: tuple[str, ...] | None = None,
+    rngs: tuple[str, ...] = ("dropout",),
 ) -> EpochsResult:
     """Trains every run for exactly ``epochs`` epochs, recording a curve per epoch.
 
@@ -96,7 +109,7 @@ def train_epochs(
     protocol of papers 001-004, whose figures plot accuracy against epochs. Runs (one per key)
     are ``vmap``-ed into one program; the epochs are a ``lax.scan`` in chunks of
     ``chunk_epochs`` with one host round-trip per chunk (progress bar, checkpoint). After each
-    epoch ``metrics(params)`` (a pure function returning a pytree of arrays, e.g. the test
+    epoch ``metrics(variables)`` (a pure function returning a pytree of arrays, e.g. the test
     accuracy of a closure over test data) is evaluated inside the program.
 
     Each epoch shuffles and batches as :func:`~jaxprune.training.fit` does (same key splits,
@@ -104,21 +117,28 @@ def train_epochs(
     restore_best=False)`` reach the same params from the same key (tested).
 
     Args:
-      model: Flax module; ``model.init(key, x[:1])["params"]`` gives a run's initial params.
+      model: any model :func:`~jaxprune.training.fit` takes (linen with BatchNorm and dropout,
+        NNX, equinox, an ``(init_fn, apply_fn)`` pair, ``f(params, x)`` with ``variables``).
       keys: one key or a 1-D batch of keys (``jax.random.split``).
       data: ``(x, y)`` with the same non-zero leading length.
+      loss: loss name or per-example ``fn(pred, target)``; required.
       optimizer: any optax transformation, e.g. ``train_scores(...)`` or a freeze chain.
       epochs: number of epochs, ``>= 1``.
-      loss: loss name or per-example ``fn(pred, target)``.
+      variables: the model's variables (as for :func:`~jaxprune.training.fit`).
       batch_size: minibatch size (capped at the number of examples).
+      partial: the last ``n % batch_size`` examples of an epoch: ``"keep"`` (default, one
+        smaller step, as Keras), ``"drop"`` or ``"pad"`` (rows of weight 0).
       params: initial params (leading seed axis for a key batch) instead of ``model.init``.
       opt_state: initial optimizer state (needs ``params``), e.g. to continue a run.
-      metrics: ``fn(params) -> {name: array}`` recorded after every epoch (traced under ``jit``
-        and ``vmap``; pass the same function object again to reuse the compiled program).
+      metrics: ``fn(variables) -> {name: array}`` (the model's variables in its own form,
+        for linen ``{"params": ..., "batch_stats": ...}``) recorded after every epoch (traced
+        under ``jit`` and ``vmap``; pass the same function object again to reuse the compiled
+        program).
       chunk_epochs: epochs per compiled chunk (default: all, or 10 with a checkpoint).
       checkpoint: file to save to after every chunk and to resume from if it exists (atomic,
         checksummed, tied to the configuration; see :func:`save_checkpoint`).
-      progress: show a tqdm bar.
+      progress: a tqdm bar on a terminal, a plain line every 30 s otherwise.
+      train_kw, mutable, rngs: as for :func:`~jaxprune.training.fit`.
 
     Returns:
       An :class:`EpochsResult`; ``history["loss"]`` and each metric have shape
@@ -133,10 +153,10 @@ def train_epochs(
     >>> import jax, jax.numpy as jnp, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=8)
     >>> model = jp.models.MLP(hidden=(4,))
-    >>> acc = lambda p: jnp.mean((model.apply({"params": p}, x) > 0.5) == (y > 0.5))
+    >>> acc = lambda v: jnp.mean((model.apply(v, x) > 0.5) == (y > 0.5))
     >>> r = jp.training.train_epochs(model, jax.random.split(jax.random.key(0), 3), (x, y),
     ...     optimizer=optax.adam(1e-2), epochs=5, loss="mse", batch_size=16,
-    ...     metrics=lambda p: {"accuracy": acc(p)}, progress=False)
+    ...     metrics=lambda v: {"accuracy": acc(v)}, progress=False)
     >>> r.history["loss"].shape, r.history["accuracy"].shape
     ((3, 5), (3, 5))
 
@@ -154,41 +174,47 @@ def train_epochs(
             raise ValueError(f"{name}: expected an integer >= 1, got {value}")
     keys, single = _as_key_batch(keys)
     n_runs = keys.shape[0]
-    params, opt_state = check_initial_state(model, params, opt_state, (x, y), n_runs, single)
+    tm = training_model(model, variables, train_kw=train_kw, mutable=mutable, rngs=rngs)
+    params, opt_state = check_initial_state(tm, params, opt_state, (x, y), n_runs, single)
     epochs, batch_size = int(epochs), min(int(batch_size), x.shape[0])
     chunk_epochs = min(int(chunk_epochs), epochs)
     loss_fn = get_loss(loss)
-    init, _ = _programs(model, optimizer, loss_fn, batch_size, metrics, chunk_epochs)
-    p, s, k = init(keys, params, opt_state, x)
-    _, chunk = _programs(model, optimizer, loss_fn, batch_size, metrics, chunk_epochs)
-    record = jax.eval_shape(chunk, p, s, k, x, y)[1]
+    check_call(tm, loss_fn, optimizer, x, y)
+    init, chunk = _programs(tm, optimizer, loss_fn, batch_size, metrics, chunk_epochs, partial)
+    params, other = given_variables(tm, params, n_runs)
+    ts, k = init(keys, params, opt_state, other, x)
+    record = jax.eval_shape(chunk, ts, k, x, y)[1]
     history = jax.tree.map(lambda a: np.zeros((n_runs, epochs, *a.shape[2:]), a.dtype), record)
     done = 0
     if checkpoint is not None:
-        fingerprint = _fingerprint(model, loss, batch_size, epochs, chunk_epochs, keys, x, y)
+        fingerprint = _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial)
         if Path(checkpoint).exists():
-            target = {"state": (p, s, k), "history": history, "done": np.int64(0)}
+            target = {"state": (ts, k), "history": history, "done": np.int64(0)}
             saved = load_checkpoint(checkpoint, target, fingerprint)
-            (p, s, k), done = saved["state"], int(saved["done"])
+            (ts, k), done = saved["state"], int(saved["done"])
+            ts = TrainState(*ts)
             history = jax.tree.map(np.array, saved["history"])
-    p, s, k = _place_seeds((p, s, k))
-    bar = tqdm(total=epochs, initial=done, unit="epoch", desc="train_epochs", disable=not progress)
+    ts, k = _place_seeds((ts, k))
+    bar = Progress("train_epochs", epochs, progress)
+    bar.update(done)
     while done < epochs:
         length = min(chunk_epochs, epochs - done)
         run = chunk  # the last chunk may be shorter: one more compile
         if length != chunk_epochs:
-            run = _programs(model, optimizer, loss_fn, batch_size, metrics, length)[1]
-        (p, s, k), rec = run(p, s, k, x, y)
+            run = _programs(tm, optimizer, loss_fn, batch_size, metrics, length, partial)[1]
+        (ts, k), rec = run(ts, k, x, y)
         for h, r in zip(jax.tree.leaves(history), jax.tree.leaves(rec), strict=True):
             h[:, done : done + length] = np.asarray(r)
         done += length
-        bar.update(length)
+        bar.update(length, loss=f"{float(np.mean(history['loss'][:, done - 1])):.4g}")
         if checkpoint is not None:
-            tree = {"state": (p, s, k), "history": history, "done": np.int64(done)}
+            tree = {"state": (ts, k), "history": history, "done": np.int64(done)}
             save_checkpoint(checkpoint, tree, fingerprint)
     bar.close()
+    p, s, o = ts.params, ts.state, ts.opt_state
+    v = jax.vmap(tm.variables)(p, s)
     if single:
-        p, s = jax.tree.map(lambda a: a[0], (p, s))
+        v, p, s, o = jax.tree.map(lambda a: a[0], (v, p, s, o))
         history = jax.tree.map(lambda a: a[0], history)
     history = jax.tree.map(jnp.asarray, history)
-    return EpochsResult(p, s, history, time.perf_counter() - start)
+    return EpochsResult(v, p, s, o, history, time.perf_counter() - start)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import time
@@ -15,18 +14,19 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm import tqdm
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
-from jaxprune.training._checks import check_initial_state
+from jaxprune.training._checks import check_call, check_initial_state, given_variables
+from jaxprune.training._core import ProgramCache, TrainState, make_core
+from jaxprune.training._model import training_model
+from jaxprune.training._progress import Progress
 from jaxprune.training.checkpoint import load_checkpoint, save_checkpoint
 from jaxprune.training.early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
     early_stopping_update,
 )
-from jaxprune.training.step import make_epoch
 
 __all__ = ["FitResult", "RunState", "fit"]
 
@@ -34,8 +34,7 @@ __all__ = ["FitResult", "RunState", "fit"]
 class RunState(NamedTuple):
     """Everything one run carries between epochs (a leading seed axis when batched)."""
 
-    params: Params
-    opt_state: Any
+    train: TrainState  # params, other variables (BatchNorm statistics...), opt_state, step
     key: jax.Array
     epoch: jax.Array  # epochs completed
     stopping: EarlyStoppingState
@@ -44,7 +43,10 @@ class RunState(NamedTuple):
 class FitResult(NamedTuple):
     """Result of :func:`fit`; every field has a leading seed axis when ``keys`` is a batch."""
 
-    params: Params  # the best params (restored, as Keras' restore_best_weights), or the last
+    variables: Any  # the model's variables in its own form (every collection), best or last
+    params: Params  # the trainable part of ``variables``
+    state: Any  # every other variable collection (BatchNorm statistics, ...), {} if none
+    history: dict[str, jax.Array]  # "loss": [seeds, epochs] epoch training loss (NaN after stop)
     loss: jax.Array  # best monitored epoch loss (mean training loss over the epoch's batches)
     epochs: jax.Array  # epochs run
     best_epoch: jax.Array  # 0-based epoch of the best loss
@@ -82,51 +84,54 @@ def _bucket(n_active: int, n_rows: int) -> int:
     return 1 << max(0, math.ceil(math.log2(n_active)))
 
 
-@functools.lru_cache(maxsize=64)
-def _programs(
-    model,
-    optimizer,
-    loss_fn,
-    batch_size,
-    unroll,
-    patience,
-    min_delta,
-    max_epochs,
-    chunk_epochs,
-):
-    """Builds (and caches, so repeated fits reuse compiled code) the jitted init and chunk."""
+_PROGRAMS = ProgramCache(64)
 
-    def init_run(key, p0, s0, x):
+
+def _programs(tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk):
+    """The jitted init and chunk (cached, so repeated fits reuse compiled code)."""
+    parts = (tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk)
+    return _PROGRAMS.get(parts, lambda: _build(*parts))
+
+
+def _build(tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk):
+    core = make_core(tm, loss_fn, optimizer, batch_size=batch_size, unroll=unroll)
+
+    def init_run(key, p0, s0, v0, x):
         k_init, k_run = jax.random.split(key)
-        p = model.init(k_init, x[:1])["params"] if p0 is None else p0
-        s = optimizer.init(p) if s0 is None else s0
-        return RunState(p, s, k_run, jnp.asarray(0, jnp.int32), early_stopping_init(p))
+        ts = core.init(k_init, x[:1], p0, s0, v0)
+        return RunState(
+            ts, k_run, jnp.asarray(0, jnp.int32), early_stopping_init((ts.params, ts.state))
+        )
 
-    one_epoch = make_epoch(model, optimizer, loss_fn, batch_size, unroll=unroll)
-
-    def epoch(run: RunState, x, y) -> RunState:
-        key, k_perm = jax.random.split(run.key)
-        p, s, mean_loss = one_epoch(run.params, run.opt_state, k_perm, x, y)
+    def epoch(run: RunState, x, y):
+        key, k_epoch = jax.random.split(run.key)
+        ts, mean_loss = core.epoch(run.train, k_epoch, x, y)
         stopping = early_stopping_update(
-            run.stopping, mean_loss, p, run.epoch, patience=patience, min_delta=min_delta
+            run.stopping,
+            mean_loss,
+            (ts.params, ts.state),
+            run.epoch,
+            patience=patience,
+            min_delta=min_delta,
         )
         e = run.epoch + 1
         stopping = stopping._replace(done=stopping.done | (e >= max_epochs))
-        return RunState(p, s, key, e, stopping)
+        return RunState(ts, key, e, stopping), mean_loss
 
-    def chunk(run: RunState, x, y) -> RunState:
+    def run_chunk(run: RunState, x, y):
         def body(r, _):
-            new = epoch(r, x, y)
-            return jax.tree.map(lambda a, b: jnp.where(r.stopping.done, a, b), r, new), None
+            new, value = epoch(r, x, y)
+            kept = jax.tree.map(lambda a, b: jnp.where(r.stopping.done, a, b), r, new)
+            return kept, jnp.where(r.stopping.done, jnp.nan, value)
 
-        return jax.lax.scan(body, run, None, length=chunk_epochs)[0]
+        return jax.lax.scan(body, run, None, length=chunk)
 
-    init_fn = jax.jit(jax.vmap(init_run, in_axes=(0, 0, 0, None)))
-    return init_fn, jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))
+    init_fn = jax.jit(jax.vmap(init_run, in_axes=(0, 0, 0, 0, None)))
+    return init_fn, jax.jit(jax.vmap(run_chunk, in_axes=(0, None, None)))
 
 
 def _fingerprint(
-    model, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y
+    tm, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y
 ) -> str:
     """Names a fit's configuration, so a checkpoint is never resumed into another one."""
     h = hashlib.sha256()
@@ -134,7 +139,7 @@ def _fingerprint(
         h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
     loss_name = loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
     return (
-        f"{model!r} loss={loss_name} batch={batch_size} patience={patience} "
+        f"{tm.fingerprint()} loss={loss_name} batch={batch_size} patience={patience} "
         f"max_epochs={max_epochs} min_delta={min_delta} chunk={chunk_epochs} "
         f"data+keys={h.hexdigest()[:16]}"
     )
@@ -166,8 +171,9 @@ def fit(
     keys: jax.Array,
     data: tuple[Any, Any],
     *,
+    loss: str | LossFn,
     optimizer: optax.GradientTransformation,
-    loss: str | LossFn = "mse",
+    variables: Any = None,
     batch_size: int = 128,
     patience: int = 20,
     max_epochs: int = 500_000,
@@ -180,6 +186,9 @@ def fit(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 10,
     progress: bool = True,
+    train_kw: str | None = "train",
+    mutable: tuple[str, ...] | None = None,
+    rngs: tuple[str, ...] = ("dropout",),
 ) -> FitResult:
     """Trains one run per key, all in one compiled program, each with Keras-style early stopping.
 
@@ -195,12 +204,21 @@ def fit(
     Run ``k`` of a batch equals a single-key run with ``keys[k]`` (tested). With several devices
     the seed axis is sharded over all of them whenever the rows divide evenly (seed sharding).
 
+    Any model trains (see :func:`~jaxprune.training.make_core`): a linen module (each run draws
+    its variables with ``model.init``; BatchNorm ``batch_stats`` are updated in training and used
+    in evaluation; dropout gets a fresh key per step and per run; ``train=`` is passed when
+    ``__call__`` takes it), an NNX or equinox module, an ``(init_fn, apply_fn)`` pair, or
+    ``f(params, x)`` with ``variables=params``. Every step is the library's one train step.
+
     Args:
-      model: Flax module; ``model.init(key, x[:1])["params"]`` gives a run's initial params.
+      model: a linen, NNX or equinox module, an ``(init_fn, apply_fn)`` pair or ``f(params, x)``.
       keys: ``jax.random.key(s)`` for one run, or a 1-D batch from ``jax.random.split``.
       data: ``(x, y)`` arrays with the same leading length.
+      loss: loss name or per-example loss callable (see :func:`~jaxprune.training.get_loss`);
+        required.
       optimizer: any optax transformation (its state is per run).
-      loss: loss name or per-example loss callable (see :func:`~jaxprune.training.get_loss`).
+      variables: the model's variables (linen: used by every run instead of ``model.init``;
+        NNX/equinox: default the module's own; a function's params: required).
       batch_size: minibatch size (paper 000: 128).
       patience: early-stopping patience in epochs (paper 000: 20).
       max_epochs: hard cap on epochs (paper 000: 500,000, "practically unlimited"); reaching it
@@ -223,7 +241,10 @@ def fit(
         uninterrupted fit. It is tied (by a fingerprint) to the model, loss, sizes, keys and
         data; the optimizer must be the same.
       checkpoint_every: chunks between checkpoints.
-      progress: show a tqdm bar (epochs of the slowest run, runs still active).
+      progress: report progress: a tqdm bar on a terminal, a plain line every 30 s otherwise.
+      train_kw: name of the model's train/eval keyword (passed when its call accepts it).
+      mutable: linen collections updated while training (default: every non-``params`` one).
+      rngs: linen RNG streams given a fresh key every step (default ``("dropout",)``).
 
     Returns:
       A :class:`FitResult`.
@@ -233,13 +254,16 @@ def fit(
         ``opt_state``), given ``params`` whose entries or shapes differ from ``model.init``'s,
         a bad key batch, non-positive sizes or a negative or non-finite ``min_delta``; the
         message names the argument.
+        Also a ``mutable`` collection absent from ``variables``.
+      TypeError: a model whose call does not fit the trainer's; the message names the call
+        made (e.g. ``Net.apply(variables, x, train=bool, rngs=..., mutable=[...])``).
 
     >>> import jax, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=16)
     >>> model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
     >>> runs = jp.training.fit(model, jax.random.split(jax.random.key(0), 4), (x, y),
-    ...                        optimizer=optax.adam(1e-2), patience=5, max_epochs=50,
-    ...                        progress=False)
+    ...                        loss="mse", optimizer=optax.adam(1e-2), patience=5,
+    ...                        max_epochs=50, progress=False)
     >>> runs.loss.shape, jax.tree.leaves(runs.params)[0].shape[0]
     ((4,), 4)
 
@@ -264,10 +288,14 @@ def fit(
     n_runs, n = keys.shape[0], x.shape[0]
     batch_size = min(int(batch_size), n)
     chunk_epochs = int(chunk_epochs or min(patience, max_epochs))
+    tm = training_model(model, variables, train_kw=train_kw, mutable=mutable, rngs=rngs)
+    loss_fn = get_loss(loss)
+    params, opt_state = check_initial_state(tm, params, opt_state, (x, y), n_runs, single)
+    check_call(tm, loss_fn, optimizer, x, y)
     init_fn, run_chunk = _programs(
-        model,
+        tm,
         optimizer,
-        get_loss(loss),
+        loss_fn,
         batch_size,
         int(unroll),
         int(patience),
@@ -275,32 +303,37 @@ def fit(
         int(max_epochs),
         chunk_epochs,
     )
-    params, opt_state = check_initial_state(model, params, opt_state, (x, y), n_runs, single)
-    state = init_fn(keys, params, opt_state, x)
+    params, other = given_variables(tm, params, n_runs)
+    state = init_fn(keys, params, opt_state, other, x)
     final = jax.tree.map(jnp.zeros_like, state)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
+    history = [[] for _ in range(n_runs)]  # per seed: epoch losses of this process's chunks
     if checkpoint is not None:
         fingerprint = _fingerprint(
-            model, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y
+            tm, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y
         )
         if Path(checkpoint).exists():
             saved = load_checkpoint(
                 checkpoint, {"state": state, "final": final, "rows": rows}, fingerprint
             )
             state, final, rows = saved["state"], saved["final"], np.asarray(saved["rows"])
+            history = [[np.nan] * int(e) for e in np.asarray(final.epoch)]
+            for r, seed in enumerate(rows):
+                if seed >= 0:
+                    history[seed] = [np.nan] * int(np.asarray(state.epoch)[r])
     state = _place_seeds(state)
-    bar = tqdm(
-        total=None, unit="epoch", desc="fit", disable=not progress, leave=False, mininterval=2.0
-    )
+    bar = Progress("fit", None, progress)
     chunks = 0
     while rows.size:
-        state = run_chunk(state, x, y)
+        state, losses = run_chunk(state, x, y)
         chunks += 1
         done = np.asarray(state.stopping.done)  # one small host read per chunk
-        bar.update(chunk_epochs)
+        losses = np.asarray(losses)
         real = rows >= 0
-        bar.set_postfix(active=int((real & ~done).sum()), runs=n_runs, refresh=False)
+        for r in np.flatnonzero(real):
+            history[rows[r]].extend(v for v in losses[r] if not np.isnan(v))
         active = np.flatnonzero(real & ~done)
+        bar.update(chunk_epochs, active=f"{active.size}/{n_runs} runs")
         size = _bucket(active.size, rows.size)
         if size < rows.size or not active.size:
             finished = np.flatnonzero(real & done)
@@ -312,13 +345,21 @@ def fit(
             save_checkpoint(checkpoint, {"state": state, "final": final, "rows": rows}, fingerprint)
     bar.close()
     es = final.stopping
+    params, other = es.best_params if restore_best else (final.train.params, final.train.state)
+    width = max(len(h) for h in history)
+    curve = np.full((n_runs, width), np.nan, np.float32)
+    for i, h in enumerate(history):
+        curve[i, : len(h)] = h
     result = FitResult(
-        params=es.best_params if restore_best else final.params,
+        variables=jax.vmap(tm.variables)(params, other),
+        params=params,
+        state=other,
+        history={"loss": jnp.asarray(curve)},
         loss=es.best_loss,
         epochs=final.epoch,
         best_epoch=es.best_epoch,
         stopped_early=es.wait >= patience,
-        opt_state=final.opt_state,
+        opt_state=final.train.opt_state,
         seconds=time.perf_counter() - start,
     )
     if single:

@@ -31,7 +31,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxprune._losses import LossFn, get_loss
-from jaxprune.training.step import _step_fn
+from jaxprune.training._core import TrainState, make_core
+from jaxprune.training._model import training_model
 
 __all__ = [
     "data_mesh",
@@ -43,6 +44,20 @@ __all__ = [
 ]
 
 DATA = "data"
+
+
+def _step_fn(model, loss_fn, optimizer):
+    """The library's one train step (see ``_core``) on ``(params, opt_state, batch)``."""
+    core = make_core(training_model(model), loss_fn, optimizer)
+
+    def step(params, opt_state, batch):
+        ts, metrics = core.train_step(TrainState(params, {}, opt_state, 0), batch, _KEY)
+        return ts.params, ts.opt_state, metrics
+
+    return step
+
+
+_KEY = jax.random.key(0)  # no dropout key in the data-parallel step (yet)
 
 
 def data_mesh(devices=None, axis: str = DATA) -> Mesh:

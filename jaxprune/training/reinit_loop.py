@@ -20,9 +20,9 @@ from jaxprune.rewrites.optimizer_state import reset_optimizer_state
 from jaxprune.rewrites.prune import prune_units
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
+from jaxprune.training._core import TrainState, make_core
+from jaxprune.training._model import training_model
 from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
-from jaxprune.training.shuffle import feistel_permutation
-from jaxprune.training.step import batch_loss
 from jaxprune.transforms.freeze import freeze_units, set_frozen_units
 
 __all__ = ["REVERT_THRESHOLD", "ReinitResult", "pruned_model", "train_with_reinit"]
@@ -49,23 +49,12 @@ def _phase_fn(model, tx, loss_fn, batch_size, n_batches, pad, min_delta):
     """``phase(params, opt_state, key, x, y, patience, max_epochs)``: train one run to early
     stop. ``patience`` and ``max_epochs`` are data, so every phase shares one compiled program."""
 
-    def train_step(carry, batch):
-        p, s = carry
-        xb, yb, wb = batch
-        value, grads = jax.value_and_grad(
-            lambda q: batch_loss(model.apply, loss_fn, q, xb, yb, wb)
-        )(p)
-        updates, s = tx.update(grads, s, p)
-        return (optax.apply_updates(p, updates), s), value * jnp.sum(wb)
+    core = make_core(training_model(model), loss_fn, tx, batch_size=batch_size, partial="pad")
 
-    def epoch(p, s, key, x, y):
-        n = x.shape[0]
+    def epoch(p, s, key, x, y):  # the library's one epoch; the last batch padded (weight 0)
         key, k_perm = jax.random.split(key)
-        idx = jnp.concatenate([feistel_permutation(k_perm, n), jnp.zeros(pad, jnp.int32)])
-        w = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(pad, x.dtype)])
-        split = lambda a: a.reshape(n_batches, batch_size, *a.shape[1:])
-        (p, s), sums = jax.lax.scan(train_step, (p, s), (split(x[idx]), split(y[idx]), split(w)))
-        return p, s, key, jnp.sum(sums) / n
+        ts, value = core.epoch(TrainState(p, {}, s, 0), k_perm, x, y)
+        return ts.params, ts.opt_state, key, value
 
     def phase(p, s, key, x, y, patience, max_epochs):
         def body(c):
@@ -105,7 +94,8 @@ def _programs(
     widths = {name: u.width for name, u in graph.units.items()}
     none = {name: jnp.zeros(w, bool) for name, w in widths.items()}
     tx = optax.chain(optimizer, freeze_units(graph, none))
-    full_loss = lambda p, x, y: batch_loss(model.apply, loss_fn, p, x, y)
+    evaluation = make_core(training_model(model), loss_fn, tx).eval_step
+    full_loss = lambda p, x, y: evaluation(TrainState(p, {}, (), 0), (x, y))["loss"]
 
     def noncontributing(p, x, y, thresholds):  # step 5: low-loss (a) or redundant (b) units
         ablation_threshold, redundancy_threshold = thresholds

@@ -1,9 +1,9 @@
 """Reinitialization rounds as a schedule: BL, WELSR, DSD, WELS, FC and LW (paper 002).
 
 One compiled program trains many seeds at once (``vmap``) through all rounds (``lax.scan`` over
-rounds, each a ``lax.scan`` over steps): no host round-trip per step or per round. Unlike
-:func:`~jaxprune.training.fit` it carries the model's non-``params`` variable collections (the LW
-normalization slots), which stay constant while a round trains.
+rounds, each a ``lax.scan`` of the library's one train step): no host round-trip per step or per
+round. It carries the model's non-``params`` variable collections: BatchNorm statistics are
+updated while a round trains; the LW normalization slots are only set between rounds.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from jaxprune.rewrites.reinit_masks import (
     random_mask,
 )
 from jaxprune.rewrites.reinit_round import reinit_round
+from jaxprune.training._core import TrainState, make_core
+from jaxprune.training._model import training_model
 from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
 from jaxprune.training.shuffle import feistel_permutation
 
@@ -104,55 +106,47 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
     ) = config
     train_kw = _accepts_train(model)
     n_batches = max(n // batch_size, 1)
-
-    def apply(params, extra, x, train, key=None):
-        kw = {}
-        if train_kw:
-            kw["train"] = train
-            if train:
-                kw["rngs"] = {"dropout": key}
-        return model.apply({"params": params, **extra}, x, **kw)
-
-    def objective(params, extra, x, y, key):
-        value = jnp.mean(loss_fn(apply(params, extra, x, True, key), y))
-        return value + l2 * _l2(params) if l2 else value
+    regularizer = (lambda p: l2 * _l2(p)) if l2 else None
+    # The library's one step; non-params collections (BatchNorm statistics) are updated in
+    # training, the LW slots are only read there (update_normalization sets them).
+    core = make_core(training_model(model), loss_fn, optimizer, regularizer=regularizer)
 
     def eval_loss(params, extra, x, y):
-        return jnp.mean(loss_fn(apply(params, extra, x, False), y))
+        return core.eval_step(TrainState(params, extra, (), 0), (x, y))["loss"]
 
-    def step(carry, t, extra, x, y, key):
-        params, opt_state = carry
+    def step(carry, t, x, y, key):
+        params, extra, opt_state = carry
         k_drop, k_shuffle = jax.random.split(key)
-        k_step = jax.random.fold_in(k_drop, t)
         if batch_size >= n:
             xb, yb = x, y
-        else:
+        else:  # step-indexed: epoch t // n_batches, the last partial batch dropped
             perm = feistel_permutation(jax.random.fold_in(k_shuffle, t // n_batches), n)
             idx = jax.lax.dynamic_slice(perm, ((t % n_batches) * batch_size,), (batch_size,))
             xb, yb = x[idx], y[idx]
-        grads = jax.grad(objective)(params, extra, xb, yb, k_step)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
+        ts, _ = core.train_step(TrainState(params, extra, opt_state, t), (xb, yb), k_drop)
+        return (ts.params, ts.state, ts.opt_state), None
 
     def train_phase(params, extra, opt_state, key, x, y, xv, yv, budget):
-        body = functools.partial(step, extra=extra, x=x, y=y, key=key)
+        body = functools.partial(step, x=x, y=y, key=key)
         if not has_val:
-            (params, opt_state), _ = jax.lax.scan(body, (params, opt_state), jnp.arange(budget))
-            return params, opt_state, jnp.asarray(budget, jnp.int32)
+            carry, _ = jax.lax.scan(body, (params, extra, opt_state), jnp.arange(budget))
+            return (*carry, jnp.asarray(budget, jnp.int32))
         n_evals = math.ceil(budget / eval_every)
 
         def chunk(carry, e):
-            params, opt_state, es = carry
+            params, extra, opt_state, es = carry
             ts = e * eval_every + jnp.arange(eval_every)
-            (p, s), _ = jax.lax.scan(body, (params, opt_state), ts)
-            es_new = early_stopping_update(es, eval_loss(p, extra, xv, yv), p, e, patience=patience)
+            (p, x_, s), _ = jax.lax.scan(body, (params, extra, opt_state), ts)
+            value = eval_loss(p, x_, xv, yv)
+            es_new = early_stopping_update(es, value, (p, x_), e, patience=patience)
             keep = lambda old, new: jax.tree.map(lambda a, b: jnp.where(es.done, a, b), old, new)
-            return (keep(params, p), keep(opt_state, s), keep(es, es_new)), None
+            return (keep(params, p), keep(extra, x_), keep(opt_state, s), keep(es, es_new)), None
 
-        carry = (params, opt_state, early_stopping_init(params))
-        (params, opt_state, es), _ = jax.lax.scan(chunk, carry, jnp.arange(n_evals))
+        carry = (params, extra, opt_state, early_stopping_init((params, extra)))
+        (params, extra, opt_state, es), _ = jax.lax.scan(chunk, carry, jnp.arange(n_evals))
         used = jnp.where(es.done, (es.best_epoch + 1 + patience), n_evals) * eval_every
-        return es.best_params, opt_state, jnp.minimum(used, budget).astype(jnp.int32)
+        best_params, best_extra = es.best_params
+        return best_params, best_extra, opt_state, jnp.minimum(used, budget).astype(jnp.int32)
 
     sched = jnp.asarray(schedule or (1,), jnp.int32)
 
@@ -207,7 +201,7 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
                         opt_state=opt_state,
                     )
             budget = steps * rounds if method == "bl" else steps
-            params, opt_state, used = train_phase(
+            params, extra, opt_state, used = train_phase(
                 params, extra, opt_state, k_train, x, y, xv, yv, budget
             )
             losses = (
@@ -270,7 +264,7 @@ def train_rounds(
     optimizer: optax.GradientTransformation,
     steps_per_round: int,
     rounds: int | None = None,
-    loss: str | LossFn = "cross_entropy",
+    loss: str | LossFn,
     batch_size: int | None = None,
     fraction: float = 0.2,
     fc_layers: tuple[str, ...] | None = None,
@@ -331,7 +325,8 @@ def train_rounds(
       optimizer: any optax transformation.
       steps_per_round: optimizer steps per phase (the maximum, with early stopping).
       rounds: number of phases ``K * N``; for ``"lw"`` defaults to ``len(schedule)``.
-      loss: loss name or per-example callable (see :func:`~jaxprune.training.get_loss`).
+      loss: loss name or per-example callable (see :func:`~jaxprune.training.get_loss`);
+        required.
       batch_size: minibatch size, or None for the full batch.
       fraction: share of each tensor redrawn by WELSR/WELS/DSD (paper: 0.2).
       fc_layers: top-level names for FC (default ``model.fc_layers()``).
@@ -359,7 +354,8 @@ def train_rounds(
     >>> (x, y), _ = jp.data.signal_task(jax.random.key(0), n_train=64, n_test=8)
     >>> model = jp.models.BlockMLP(hidden=(4,), out=8)
     >>> res = jp.training.train_rounds(model, jax.random.split(jax.random.key(1), 2), (x, y),
-    ...     method="lw", optimizer=optax.sgd(0.05), steps_per_round=5, rounds=2)
+    ...     method="lw", loss="cross_entropy", optimizer=optax.sgd(0.05), steps_per_round=5,
+    ...     rounds=2)
     >>> res.train_loss.shape, sorted(res.variables)
     ((2, 2), ['lw_norm', 'params'])
 
