@@ -1,6 +1,6 @@
 """Pure params -> params (and model -> model) pytree rewrites."""
 
-from jaxprune.rewrites.collapse import collapse, fold_dense
+from jaxprune.rewrites.collapse import collapse
 from jaxprune.rewrites.fold_linear import MLPCost, fold_linear, mlp_cost
 from jaxprune.rewrites.fuse import FusionPlan, fuse, fusion_plan
 from jaxprune.rewrites.fusion_solve import FusionWarning, fusion_mse, fusion_weights
@@ -32,7 +32,6 @@ __all__ = [
     "check_blocks",
     "collapse",
     "factor_weights",
-    "fold_dense",
     "fold_linear",
     "fuse",
     "fusion_mse",

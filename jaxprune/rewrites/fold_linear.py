@@ -2,7 +2,7 @@
 
 A PReLU channel with slope exactly 1 is the identity: its value is an affine function of the
 layer's inputs, so it can be multiplied into every layer that reads it (paper 000, Eq. 6,
-:func:`~jaxprune.rewrites.fold_dense`). A layer whose channels are *all* linear disappears (its
+``fold_dense``). A layer whose channels are *all* linear disappears (its
 neighbours are joined directly, as :func:`~jaxprune.collapse` does for linear layers); a partially
 linear layer keeps its nonlinear channels and its linear ones become a direct (skip) connection
 from the layer's inputs to the layer's readers.
@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxprune._types import Params
 from jaxprune.models.prelu import PReLUMLP
-from jaxprune.rewrites.collapse import fold_dense
+from jaxprune.rewrites._collapse_mlp import fold_dense
 
 __all__ = ["MLPCost", "fold_linear", "mlp_cost"]
 
@@ -95,7 +95,7 @@ def fold_linear(model: PReLUMLP, params: Params, *, only_if_smaller: bool = True
     reader ``w`` of ``v`` (the next layer, or a skip target) gets, from every input ``u`` of
     ``v``, the folded kernel ``K_uv[:, L] @ K_vw[L, :]`` (added to an existing connection or a
     new skip ``skip_{u}_{w}``) and the bias ``b_v[L] @ K_vw[L, :]``
-    (:func:`~jaxprune.rewrites.fold_dense`); ``L`` is then removed from ``v``. A layer left with
+    (``fold_dense``); ``L`` is then removed from ``v``. A layer left with
     no channels is removed and the network gets shallower; at least one hidden layer is kept.
     Arithmetic is float64, so outputs match to float rounding of the original dtype.
 

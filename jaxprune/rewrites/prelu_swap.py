@@ -8,7 +8,7 @@ from jaxprune._types import Params
 from jaxprune.models._check import check_params
 from jaxprune.models.mlp import MLP
 from jaxprune.models.prelu import PReLUMLP
-from jaxprune.rewrites.collapse import collapse
+from jaxprune.rewrites._collapse_mlp import collapse_mlp
 
 __all__ = ["swap_relu_for_prelu"]
 
@@ -61,7 +61,7 @@ def swap_relu_for_prelu(model: MLP, params: Params, slope: float = 0.0):
         raise ValueError("model: has no ReLU layer to replace (hidden=())")
     check_params(model, params)
     if model.linear_after and any(model.linear_after):
-        model, params = collapse(model, params)
+        model, params = collapse_mlp(model, params)
     new = {}
     for i, width in enumerate(model.hidden):
         layer = params[f"relu_{i}"]
