@@ -2,7 +2,7 @@
 
 from jaxprune.rewrites.collapse import collapse
 from jaxprune.rewrites.fold_linear import MLPCost, fold_linear, mlp_cost
-from jaxprune.rewrites.fuse import FusionPlan, fuse, fusion_plan
+from jaxprune.rewrites.fuse import fuse
 from jaxprune.rewrites.fusion_solve import FusionWarning, fusion_mse, fusion_weights
 from jaxprune.rewrites.layerwise import (
     above_block_mask,
@@ -22,7 +22,6 @@ from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.rewrites.weight_factoring import factor_weights
 
 __all__ = [
-    "FusionPlan",
     "FusionWarning",
     "MASK_TRANSFER_MODES",
     "MLPCost",
@@ -35,7 +34,6 @@ __all__ = [
     "fold_linear",
     "fuse",
     "fusion_mse",
-    "fusion_plan",
     "fusion_weights",
     "layer_mask",
     "layer_norms",
