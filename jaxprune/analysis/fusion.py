@@ -144,7 +144,8 @@ def fusion_candidates(
     ...     @nn.compact
     ...     def __call__(self, x):
     ...         h = nn.Dense(6)(x)                      # linear: Dense_0 -> Dense_1 is exact
-    ...         return nn.Dense(2)(nn.tanh(nn.Dense(6)(h)))
+    ...         h = nn.tanh(nn.Dense(6)(h))
+    ...         return nn.Dense(2)(h)
     >>> x = jax.random.normal(jax.random.key(0), (128, 3)); net = Net()
     >>> v = net.init(jax.random.key(1), x)
     >>> [c.layers for c in jp.analysis.fusion_candidates(net, v, [x])]

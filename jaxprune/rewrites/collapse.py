@@ -95,7 +95,9 @@ def collapse(model, variables, *args, **kwargs):
     >>> class Net(nn.Module):      # paper 000's model 2: 2 -> 3 (relu) -> 9 (linear) -> 1
     ...     @nn.compact
     ...     def __call__(self, x):
-    ...         return nn.Dense(1)(nn.Dense(9)(nn.relu(nn.Dense(3)(x))))
+    ...         h = nn.relu(nn.Dense(3)(x))
+    ...         h = nn.Dense(9)(h)                     # linear: folds into the next layer
+    ...         return nn.Dense(1)(h)
     >>> x = jnp.ones((4, 2)); net = Net(); v = net.init(jax.random.key(0), x)
     >>> small, sv = collapse(net, v, x)
     >>> sum(a.size for a in jax.tree.leaves(v)), sum(a.size for a in jax.tree.leaves(sv))

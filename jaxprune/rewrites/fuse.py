@@ -117,7 +117,8 @@ def fuse(
     >>> class Net(nn.Module):
     ...     @nn.compact
     ...     def __call__(self, x):
-    ...         return nn.relu(nn.Dense(3)(nn.Dense(8)(x)))   # a linear pair fuses exactly
+    ...         h = nn.Dense(8)(x)                      # a linear pair fuses exactly
+    ...         return nn.relu(nn.Dense(3)(h))
     >>> x = jax.random.normal(jax.random.key(0), (64, 4)); net = Net()
     >>> v = net.init(jax.random.key(1), x)
     >>> small, sv, mse = jp.fuse(net, v, ("Dense_0", "Dense_1"), data=[x[:32], x[32:]])
