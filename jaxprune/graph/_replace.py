@@ -124,11 +124,15 @@ class ReplacedRunner:
       reps: the replacements, by node index of the original program at the traced shapes.
       new_paths: the rewritten variables' leaf paths, in flattening order.
       what: the rewrite's name for error messages (``"collapse"``).
+      signature: the primitive names of the program the replacements were planned on; a call
+        that traces to a different program (``train=True`` where BatchNorm was folded with
+        ``train=False``) raises instead of replacing the wrong values.
     """
 
     reps: tuple[Replacement, ...]
     new_paths: tuple[str, ...]
     what: str
+    signature: tuple[str, ...] = ()
 
     def plan(self, spec, args, kwargs):
         from jaxprune.graph._graph import trace
@@ -144,11 +148,20 @@ class ReplacedRunner:
         if key is not None and key in spec.cache:
             return spec.cache[key]
         variables = jax.tree.unflatten(spec.treedef, list(spec.avals))
-        graph = trace(spec.model, variables, *jax.tree.unflatten(arg_tree, abstract), **kwargs)
+        try:
+            graph = trace(spec.model, variables, *jax.tree.unflatten(arg_tree, abstract), **kwargs)
+        except Exception as e:  # e.g. BatchNorm updating statistics the rewrite removed
+            raise GraphError(
+                f"the {self.what}d model traces differently at these arguments than when it was "
+                f"{self.what}d ({type(e).__name__}: {e}); call it the same way (e.g. the same "
+                "train=...)"
+            ) from e
         program = graph.analysis.program
+        names = tuple(n.name for n in program.nodes)
         for rep in self.reps:
             i = rep.end[0]
-            if i >= len(program.nodes) or program.nodes[i].name != rep.end_name:
+            same = names == self.signature if self.signature else True
+            if not same or i >= len(program.nodes) or program.nodes[i].name != rep.end_name:
                 raise GraphError(
                     f"the {self.what}d model traces differently at these arguments than when it "
                     f"was {self.what}d; call it the same way (e.g. the same train=...)"

@@ -68,7 +68,25 @@ def _per_channel(pv, act: Act):
     return c if c.shape[0] > 1 else c.reshape(())
 
 
-def classify(i, node, an, layer_at, env):
+_PASS = ("broadcast_in_dim", "reshape", "convert_element_type", "copy")
+
+
+def _channel_source(program, producers, v, width: int) -> bool:
+    """Whether constant/parameter operand ``v`` is per-channel (or scalar) by construction:
+    following broadcasts, reshapes and casts back, it comes from a value with at most
+    ``width`` entries (a ``(C,)`` bias or ``(1, 1, 1, C)`` statistics, not a ``(T, C)``
+    positional table). Checked structurally so that it holds under ``vmap``/``jit``."""
+    if isinstance(v, Literal):
+        return int(np.size(v.value)) in (1, width)
+    while v in producers and program.nodes[producers[v]].name in _PASS:
+        nxt = program.nodes[producers[v]].ins[0]
+        if isinstance(nxt, Literal):
+            return int(np.size(nxt.value)) in (1, width)
+        v = nxt
+    return int(np.prod(program.avals[v].shape)) in (1, width)
+
+
+def classify(i, node, an, layer_at, env, producers=None):
     """The :class:`Step` node ``i`` would be on a path, or None."""
     ann = an.annotations
     acts = _acts(node, ann)
@@ -102,13 +120,13 @@ def classify(i, node, an, layer_at, env):
             and all(d == 1 for d in p["lhs_dilation"])
         )
         return Step(i, "pw" if one else "dom", k)
-    if act.outer != 1 or act.inner != 1:
-        return None
     if name == "reshape":
+        if act.outer != 1 or act.inner != 1:
+            return None
         if act.axis == len(act.shape) - 1 and out.axis == len(out.shape) - 1 and out.inner == 1:
             return Step(i, "flatten", k) if out.outer > 1 else None
         return None
-    if name not in _EW or out.affine is None:
+    if name not in _EW:  # linear in the one activation operand (checked below)
         return None
     if name == "convert_element_type" and not jnp.issubdtype(
         node.params["new_dtype"], jnp.floating
@@ -119,6 +137,10 @@ def classify(i, node, an, layer_at, env):
         if not isinstance(other, Literal) and not isinstance(ann[other], PVal):
             return None
         if name == "div" and k != 0:
+            return None
+        if producers is not None and not _channel_source(
+            an.program, producers, other, act.shape[act.axis]
+        ):
             return None
         if _per_channel(_value(other, env), act) is None:
             return None
@@ -133,10 +155,11 @@ def paths(program, an, layer_at, env) -> list[list[Step]]:
             if not isinstance(v, Literal):
                 readers[v] = readers.get(v, 0) + 1
     outs = {v for v in program.outvars if not isinstance(v, Literal)}
+    producers = {o: i for i, node in enumerate(program.nodes) for o in node.outs}
     open_: dict = {}
     found: list[list[Step]] = []
     for i, node in enumerate(program.nodes):
-        step = classify(i, node, an, layer_at, env)
+        step = classify(i, node, an, layer_at, env, producers)
         if step is None:
             continue
         u = node.ins[step.operand]
@@ -209,9 +232,9 @@ def fold(program, an, layer_at, env, path: list[Step]) -> list[Fold]:
         if st.kind == "flatten":
             nxt = path[j + 1] if j + 1 < len(path) else None
             if nxt is None or nxt.kind != "dom" or program.nodes[nxt.node].name != "dot_general":
-                segs.append((start, j))
-                start = len(path)
-                break
+                segs.append((start, j))  # a flatten not read by a dense layer cuts the run
+                start, seen_dom, biased = j + 1, False, False
+                continue
         first_of_dom = st.kind == "dom" and not (j > 0 and path[j - 1].kind == "flatten")
         if st.kind == "flatten" or first_of_dom:
             exact = True
@@ -305,7 +328,7 @@ def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
     )
     if K is not None:
         if program.nodes[dom_node].name == "dot_general":
-            rep = Replacement(op="dense", flatten_lead=flatten_lead, **common)
+            rep = Replacement(op="dense", axis=x_act.axis, flatten_lead=flatten_lead, **common)
         else:
             rep = Replacement(op="conv", conv_node=dom_node, **common)
         kernel = K

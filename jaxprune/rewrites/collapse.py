@@ -47,7 +47,7 @@ def replaced_model(adapter, graph, folds, what: str):
         avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in leaves),
         new_avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in new_leaves),
         keep=(),
-        runner=ReplacedRunner(reps, new_paths, what),
+        runner=ReplacedRunner(reps, new_paths, what, tuple(n.name for n in program.nodes)),
         new_treedef=ntreedef,
     )
     return build_model(spec), tree

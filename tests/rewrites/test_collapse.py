@@ -207,3 +207,50 @@ def test_random_mlps_with_linear_layers_collapse_to_the_plain_mlp(hidden, linear
     ref = model.apply(v, x)
     tol = 1e-5 * max(1.0, float(jnp.abs(ref).max()))
     np.testing.assert_allclose(small.apply(sv, x), ref, rtol=1e-4, atol=tol)
+
+
+class NormFirst(nn.Module):
+    """BatchNorm *before* layers: into a dense and a VALID conv (exact), not into a SAME
+    conv (at the borders the zero padding is not the BatchNorm shift)."""
+
+    @nn.compact
+    def __call__(self, x):
+        norm = lambda: nn.BatchNorm(use_running_average=True)  # noqa: E731
+        h = nn.relu(nn.Conv(4, (3, 3), padding="VALID")(norm()(x)))  # folds
+        h = nn.relu(nn.Conv(4, (3, 3), padding="SAME")(norm()(h)))  # left alone
+        h = norm()(h.reshape((h.shape[0], -1)))
+        return nn.Dense(2)(h)  # folds
+
+
+def test_batchnorm_before_a_layer_folds_where_exact():
+    x = jax.random.normal(jax.random.key(1), (3, 6, 6, 2))
+    model = NormFirst()
+    v = model.init(jax.random.key(0), x)
+    v = {**v, "batch_stats": jax.tree.map(lambda a: a + 0.7, v["batch_stats"])}
+    v["params"] = jax.tree.map(lambda a: a + 0.2, v["params"])
+    small, sv = jp.collapse(model, v, x)
+    assert sorted(sv["batch_stats"]) == ["BatchNorm_1"]  # the one before the SAME conv
+    assert sorted(sv["params"]) == ["BatchNorm_1", "Conv_0", "Conv_1", "Dense_0"]
+    # BN_0 (2 ch) and BN_2 (64 features): 2 * 4 + 64 * 4 entries gone, no new leaves
+    assert _size(v) - _size(sv) == 2 * 4 + 64 * 4
+    np.testing.assert_allclose(small.apply(sv, x), model.apply(v, x), **TOL)
+
+
+def test_per_position_constants_and_other_call_modes_are_not_folded():
+    class PosEmb(nn.Module):
+        @nn.compact
+        def __call__(self, x):  # (N, T, C): a (T, C) table added between two dense layers
+            pos = self.param("pos", nn.initializers.normal(1.0), x.shape[1:-1] + (4,))
+            return nn.Dense(3)(nn.Dense(4)(x) + pos)
+
+    x = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    m = PosEmb()
+    v = m.init(jax.random.key(0), x)
+    small, sv = jp.collapse(m, v, x)
+    assert _shapes(sv) == _shapes(dict(v))
+    np.testing.assert_allclose(small.apply(sv, x), m.apply(v, x), **TOL)
+
+    case = make_resnet_v1("B")
+    small, sv = jp.collapse(case.model, case.variables, case.x, train=False)
+    with pytest.raises(jp.GraphError, match="traces differently"):
+        small.apply(sv, case.x, train=True, mutable=["batch_stats"])
