@@ -1,4 +1,4 @@
-"""Private: linear-layer folding of ``jp.models.MLP``/``ConvNet`` parameters, kept for
+"""Private: linear-layer folding of ``jp.models.MLP`` parameters, kept for
 :func:`swap_relu_for_prelu` and :func:`fold_linear`, which return those classes. Users call
 :func:`jaxprune.collapse`, which works on any traced model."""
 
@@ -48,24 +48,10 @@ def fold_dense(
     return k, b
 
 
-def _fold_1x1_into(w: Float[Array, "i o"], nxt: dict, kind: str) -> dict:
-    """Folds a bias-free 1x1 conv ``w`` (in, mid) into the next conv or flattened dense head."""
-    k2 = nxt["kernel"]
-    if kind == "conv":  # (kh, kw, mid, out)
-        k = jnp.einsum("io,hwoc->hwic", w, k2, precision=_HI)
-    else:  # dense on flattened (H, W, mid): (H*W*mid, out)
-        mid, out = w.shape[1], k2.shape[-1]
-        k = jnp.einsum("io,poc->pic", w, k2.reshape(-1, mid, out), precision=_HI)
-        k = k.reshape(-1, out)
-    return {**nxt, "kernel": k.astype(k2.dtype)}
-
-
-def _fold(layer: dict, nxt: dict, dense_head: bool) -> dict:
-    """Folds one linear layer's params into its successor's params."""
-    if layer["kernel"].ndim == 2:  # MLP dense layers
-        k, b = fold_dense(layer["kernel"], layer["bias"], nxt["kernel"], nxt["bias"])
-        return {"kernel": k, "bias": b}
-    return _fold_1x1_into(layer["kernel"][0, 0], nxt, "dense" if dense_head else "conv")
+def _fold(layer: dict, nxt: dict) -> dict:
+    """Folds one linear dense layer's params into its successor's params."""
+    k, b = fold_dense(layer["kernel"], layer["bias"], nxt["kernel"], nxt["bias"])
+    return {"kernel": k, "bias": b}
 
 
 def _targets(model, layers: Iterable[str] | None) -> list[tuple[int, int]]:
@@ -102,12 +88,11 @@ def collapse_mlp(model, params: Params, layers: Iterable[str] | None = None):
     layers collapse. Outputs are unchanged up to float rounding (matmuls run at
     ``Precision.HIGHEST``). Inputs are not modified.
 
-    Works for :class:`~jaxprune.models.MLP` (dense linear layers, Eq. 6) and
-    :class:`~jaxprune.models.ConvNet` (bias-free 1x1 linear convolutions, sec. 5), whose folded
-    kernel is ``K'[h, w, i, c] = sum_o W[i, o] K[h, w, o, c]``.
+    For :class:`~jaxprune.models.MLP` only (dense linear layers, Eq. 6): the PReLU swap
+    rebuilds that class. Any other model: :func:`jaxprune.collapse`.
 
     Args:
-      model: an ``MLP`` or ``ConvNet``.
+      model: an ``MLP``.
       params: its parameter pytree (``variables["params"]``).
       layers: names of linear layers to fold; default all of them.
 
@@ -121,7 +106,7 @@ def collapse_mlp(model, params: Params, layers: Iterable[str] | None = None):
       TypeError: ``model`` is not a supported module.
 
     References:
-      Paper 000, sec. 3.1, Eqs. 4-6 (dense); sec. 5 (1x1 convolutions).
+      Paper 000, sec. 3.1, Eqs. 4-6.
     """
     check_params(model, params)
     targets = _targets(model, layers)
@@ -137,7 +122,7 @@ def collapse_mlp(model, params: Params, layers: Iterable[str] | None = None):
             succ = model.unit_layers()[i + 1]
         else:
             succ = "out"
-        new[succ] = _fold(new[f"linear_{i}_{j}"], new[succ], dense_head=succ == "out")
+        new[succ] = _fold(new[f"linear_{i}_{j}"], new[succ])
         del new[f"linear_{i}_{j}"]
         chain.pop(pos)
 

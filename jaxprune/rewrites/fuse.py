@@ -33,16 +33,20 @@ class _Fold:
 
 def _pick(layers, graph, estimator, kernel_size, padding):
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
-    if len(layers) != 2:
-        raise ValueError(f"layers: expected two layer names (first, second), got {layers}")
+    if len(layers) < 2:
+        raise ValueError(f"layers: expected at least two neighbouring layers, got {layers}")
+    if len(layers) > 2:
+        raise ValueError(f"layers: fuse takes one pair (first, second), got {layers}")
     names = list(graph.layers)
     unknown = [n for n in layers if n not in names]
     if unknown:
-        raise ValueError(f"layers: {unknown} not layers of this model; its layers are {names}")
+        raise ValueError(f"layers: {unknown} not in this model; its layers are {names}")
     first, second = (names.index(n) for n in layers)
     pair, why = pair_of(graph.analysis, first)
     if pair is None or pair.second != second:
-        why = why or f"{layers[0]!r}'s output is read by {names[pair.second]!r}"
+        if pair is not None:
+            reader = names[pair.second]
+            why = f"not consecutive neighbours: {layers[0]!r}'s output is read by {reader!r}"
         raise ValueError(
             f"layers {layers}: not a fusable pair ({why}); fusable pairs are a dense or conv "
             "layer whose output enters elementwise operations (one nonlinearity) read only by "
