@@ -41,10 +41,14 @@ def main(argv=None):
     model = ResNet50()
     x = jax.random.normal(jax.random.key(0), (args.batch, args.size, args.size, 3))
     v = jax.jit(model.init)(jax.random.key(1), x[:1])
-    k = jax.random.key(2)
-    stats = jax.tree.map(
-        lambda a: 0.5 + jax.random.uniform(k, a.shape) if a.ndim else a, v["batch_stats"]
-    )
+
+    def bump(path, a):  # non-trivial running statistics: mean ~ N(0, 0.1), var in [0.5, 1.5]
+        k = jax.random.fold_in(jax.random.key(2), hash(jax.tree_util.keystr(path)) % 2**31)
+        if path[-1].key == "var":
+            return 0.5 + jax.random.uniform(k, a.shape)
+        return 0.1 * jax.random.normal(k, a.shape)
+
+    stats = jax.tree_util.tree_map_with_path(bump, v["batch_stats"])
     v = {**v, "batch_stats": stats}
     t0 = time.perf_counter()
     small, sv = jp.collapse(model, v, x[:1], train=False)
