@@ -42,6 +42,8 @@ class Replacement:
       conv: conv: ``(strides, padding string, dimension numbers)`` when no node has them (a
         fused convolution); the padding is resolved at each call's input shape.
       end_name: the primitive name at ``end`` (checked at each re-trace).
+      pre: nodes applied to ``x`` first, in order, with their parameters (channel-agnostic
+        pooling/sums over space that the folded channel map commutes with).
     """
 
     x: tuple[int, int]
@@ -54,6 +56,7 @@ class Replacement:
     conv_node: int | None = None
     conv: tuple | None = None
     end_name: str = ""
+    pre: tuple[int, ...] = ()
 
 
 def x_var(program, rep: Replacement):
@@ -82,6 +85,9 @@ def emit(program, rep: Replacement, x, kernel, bias):
     """The replacement's value, checked against the original value's shape."""
     end_node = program.nodes[rep.end[0]]
     aval = program.avals[end_node.outs[rep.end[1]]]
+    for i in rep.pre:
+        node = program.nodes[i]
+        x = node.primitive.bind(x, **node.params)
     if rep.op == "dense":
         if rep.flatten_lead is not None:
             x = x.reshape(x.shape[: rep.flatten_lead] + (-1,))

@@ -9,13 +9,17 @@ affine function of the path's input ``x``:
 * ``pw``: a pointwise layer: a dense layer over the channel axis, a 1x1 convolution with stride
   1 and no padding;
 * ``dom``: the one spatial layer a folded run may contain: a kxk convolution, or a dense layer
-  reading a flattened ``(N, H*W*C)`` value (with the ``flatten`` reshape before it).
+  reading a flattened ``(N, H*W*C)`` value (with the ``flatten`` reshape before it);
+* ``spatial``: sum pooling (``reduce_window_sum``, as in average pooling) or a sum over
+  spatial axes (``jnp.mean``) before the spatial layer: it commutes with channel maps, so the
+  folded op re-applies it to ``x`` first (a bias is multiplied by the window size).
 
 The folded map is computed exactly, in the order of the steps: before the spatial layer it is a
 channel matrix ``A`` and vector ``a`` (``v -> v A + a``), the spatial layer's kernel absorbs
 ``A`` on its input axis, and later steps act on its output axis. A bias before a zero-padded
 (or input-dilated) convolution is not exact at the borders (the padding is zeros, not the
-bias), so the run is cut there; so is a second spatial layer (kxk -> kxk is not composed).
+bias), so the run is cut there, and likewise before zero-padded pooling; so is a second
+spatial layer (kxk -> kxk is not composed) and pooling after the spatial layer.
 """
 
 from __future__ import annotations
@@ -120,6 +124,12 @@ def classify(i, node, an, layer_at, env, producers=None):
             and all(d == 1 for d in p["lhs_dilation"])
         )
         return Step(i, "pw" if one else "dom", k)
+    if name in ("reduce_window_sum", "reduce_sum"):  # sum pooling / global sums over space
+        if act.outer != 1 or act.inner != 1:
+            return None
+        if name == "reduce_sum" and act.axis in node.params["axes"]:
+            return None
+        return Step(i, "spatial", k)
     if name == "reshape":
         if act.outer != 1 or act.inner != 1:
             return None
@@ -235,6 +245,14 @@ def fold(program, an, layer_at, env, path: list[Step]) -> list[Fold]:
                 segs.append((start, j))  # a flatten not read by a dense layer cuts the run
                 start, seen_dom, biased = j + 1, False, False
                 continue
+        if st.kind == "spatial":
+            padded = node.name == "reduce_window_sum" and any(
+                tuple(q) != (0, 0) for q in node.params["padding"]
+            )
+            if seen_dom or (biased and padded):  # pooling after the spatial layer, or a bias
+                segs.append((start, j))  # through zero padding: cut the run before it
+                start, seen_dom, biased = j, False, False
+            continue
         first_of_dom = st.kind == "dom" and not (j > 0 and path[j - 1].kind == "flatten")
         if st.kind == "flatten" or first_of_dom:
             exact = True
@@ -276,11 +294,22 @@ def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
     a = None
     K = oax = None  # after the spatial layer: its kernel with the folded input, out axis
     flatten_lead = dom_node = None
+    pre: list[int] = []
     for s in steps:
         node = program.nodes[s.node]
         act = ann[node.ins[s.operand]]
         if s.kind == "flatten":
             flatten_lead = len(ann[node.outs[0]].shape) - 1
+            continue
+        if s.kind == "spatial":  # commutes with the channel map; re-applied to x first
+            pre.append(s.node)
+            if a is not None:
+                shape = ann[node.ins[s.operand]].shape
+                if node.name == "reduce_sum":
+                    n = int(np.prod([shape[q] for q in node.params["axes"]]))
+                else:
+                    n = int(np.prod(node.params["window_dimensions"]))
+                a = a * n
             continue
         if s.kind == "ew":
             if K is None:
@@ -320,6 +349,7 @@ def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
     if bias_path is None:
         bias_path = kernel_path + "_bias"
     common = dict(
+        pre=tuple(pre),
         x=(steps[0].node, steps[0].operand),
         end=(end, 0),
         kernel=kernel_path,
@@ -332,14 +362,16 @@ def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
         else:
             rep = Replacement(op="conv", conv_node=dom_node, **common)
         kernel = K
-    elif program.nodes[first_layer.node].name == "conv_general_dilated":
+    elif program.nodes[first_layer.node].name == "conv_general_dilated" and not any(
+        program.nodes[i].name == "reduce_sum" for i in pre
+    ):  # a 1x1 conv run stays a 1x1 conv (unless a global sum removed the spatial axes)
         fl = program.nodes[first_layer.node]
         rhs = fl.params["dimension_numbers"].rhs_spec
         nd = len(rhs)
         kernel = jnp.moveaxis(A.reshape(A.shape + (1,) * (nd - 2)), (0, 1), (rhs[1], rhs[0]))
         rep = Replacement(op="conv", conv_node=first_layer.node, **common)
     else:
-        rep = Replacement(op="dense", axis=x_act.axis, **common)
+        rep = Replacement(op="dense", axis=ann[program.nodes[end].outs[0]].axis, **common)
         kernel = A
     bias = None if a is None else a.astype(kdtype)
     return Fold(rep, kernel.astype(kdtype), bias, layers, frozenset(leaves))

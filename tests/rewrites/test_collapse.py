@@ -266,3 +266,33 @@ def test_per_position_constants_and_other_call_modes_are_not_folded():
     small, sv = jp.collapse(case.model, case.variables, case.x, train=False)
     with pytest.raises(jp.GraphError, match="traces differently"):
         small.apply(sv, case.x, train=True, mutable=["batch_stats"])
+
+
+class Pooled(nn.Module):
+    """Average pooling inside linear runs: it commutes with channel maps (exact)."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Conv(5, (1, 1))(x)  # 1x1 -> avg pool -> VALID 3x3: one conv after the pool
+        h = nn.avg_pool(h, (2, 2), strides=(2, 2))
+        h = nn.relu(nn.Conv(6, (3, 3), padding="VALID")(h))
+        h = nn.Conv(4, (1, 1))(h)  # 1x1 -> global mean -> dense -> dense
+        return nn.Dense(2)(nn.Dense(3)(jnp.mean(h, axis=(1, 2))))
+
+
+def test_average_pooling_inside_a_run_folds():
+    x = jax.random.normal(jax.random.key(1), (3, 10, 10, 2))
+    model = Pooled()
+    v = model.init(jax.random.key(0), x)
+    v = jax.tree.map(lambda a: a + 0.1, v)  # non-zero biases
+    small, sv = jp.collapse(model, v, x)
+    assert _shapes(sv) == {
+        "params": {
+            "Conv_0": {"kernel": (3, 3, 2, 6), "bias": (6,)},  # 2*5+5 + 3*3*5*6+6 -> 108+6
+            # after the global mean the run is a dense map: 6*4+4 + 4*3+3 + 3*2+2 -> 6*2+2
+            "Conv_2": {"kernel": (6, 2), "bias": (2,)},
+        }
+    }
+    np.testing.assert_allclose(small.apply(sv, x), model.apply(v, x), **TOL)
+    x2 = jax.random.normal(jax.random.key(2), (5, 10, 10, 2))
+    np.testing.assert_allclose(small.apply(sv, x2), model.apply(v, x2), **TOL)
