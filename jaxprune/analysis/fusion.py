@@ -8,7 +8,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxprune.analysis.moments import moments_init, moments_update
 from jaxprune.graph import as_model, trace
@@ -188,6 +187,3 @@ def fusion_candidates(
         n_params = int(kernel.size + kernel.shape[-1])
         out.append(FusionCandidate(layers, mse, rel, p.kind, n_params))
     return sorted(out, key=lambda c: getattr(c, by))
-
-
-del np

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import numpy as np
 
 from jaxprune.graph._analyze import _BINARY, _LINEAR_UNARY, _NONLINEAR_UNARY
 from jaxprune.graph._inline import Literal
@@ -179,6 +178,3 @@ def fusable_pairs(an) -> list[Pair]:
         if pair is not None:
             out.append(pair)
     return out
-
-
-del np

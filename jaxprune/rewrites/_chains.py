@@ -190,7 +190,7 @@ class Fold:
     kernel: jax.Array
     bias: jax.Array | None
     layers: tuple[int, ...]
-    leaves: frozenset
+    leaves: frozenset = frozenset()
 
 
 def _apply_ew(node, step, env, act, A, a, axis=None):

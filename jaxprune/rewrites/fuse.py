@@ -18,17 +18,13 @@ from jaxprune.analysis.fusion import pair_moments
 from jaxprune.graph import as_model
 from jaxprune.graph._pairs import pair_of
 from jaxprune.graph._replace import Replacement
+from jaxprune.rewrites._chains import Fold
 from jaxprune.rewrites.collapse import replaced_model
 from jaxprune.rewrites.fusion_solve import fusion_weights
 
 __all__ = ["fuse"]
 
 ESTIMATORS = ("joint", "uncorrelated")
-
-
-class _Fold:
-    def __init__(self, rep, kernel, bias):
-        self.rep, self.kernel, self.bias = rep, kernel, bias
 
 
 def _pick(layers, graph, estimator, kernel_size, padding):
@@ -181,6 +177,6 @@ def fuse(
             conv=(pair.strides, padding or pair.padding, ("NHWC", "HWIO", "NHWC")),
             **common,
         )
-    fold = _Fold(rep, kernel.astype(kdtype), bias.astype(kdtype))
+    fold = Fold(rep, kernel.astype(kdtype), bias.astype(kdtype), (pair.first, pair.second))
     small, new_vars = replaced_model(adapter, graph, [fold], "fuse")
     return small, new_vars, mse * per_example
