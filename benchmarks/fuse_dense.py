@@ -17,12 +17,23 @@ import json
 import resource
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxprune as jp
-from jaxprune.models import CNN, DenseLayer
+
+
+class Net(nn.Module):
+    """A user's dense-relu-dense pair (the second layer's output is the target)."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(self.width)(h)
 
 
 def _batches(width, samples, batch, seed=0):
@@ -45,11 +56,12 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     w = args.width
-    net = CNN((DenseLayer(w, "relu"), DenseLayer(w, "identity")))
-    params = jax.jit(net.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, w)))["params"]
+    net = Net(w)
+    variables = jax.jit(net.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, w)))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    _, q, mse = jp.fuse(net, params, ("dense_0", "dense_1"), _batches(w, args.samples, args.batch))
+    batches = _batches(w, args.samples, args.batch)
+    _, q, mse = jp.fuse(net, variables, ("Dense_0", "Dense_1"), batches)
     jax.block_until_ready(q)
     t_fuse = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -67,16 +79,16 @@ def main(argv=None):
     }
     if not args.no_naive:
         x = np.concatenate(list(_batches(w, args.samples, args.batch)))
-        apply = jax.jit(lambda p, z: net.apply({"params": p}, z, pre_activation=True))
+        apply = jax.jit(net.apply)
         t = np.concatenate(
-            [np.asarray(apply(params, x[i : i + 4096])) for i in range(0, len(x), 4096)]
+            [np.asarray(apply(variables, x[i : i + 4096])) for i in range(0, len(x), 4096)]
         )
         t0 = time.perf_counter()
         sol = np.linalg.lstsq(np.c_[x, np.ones(len(x), np.float32)], t, rcond=None)[0]
         res["naive_lstsq_seconds"] = time.perf_counter() - t0
         res["naive_over_fuse_time_ratio"] = res["naive_lstsq_seconds"] / t_fuse
         res["max_abs_kernel_difference"] = float(
-            np.abs(sol[:-1] - np.asarray(q["dense_0"]["kernel"])).max()
+            np.abs(sol[:-1] - np.asarray(q["params"]["Dense_0"]["kernel"])).max()
         )
         res["max_abs_kernel"] = float(np.abs(sol[:-1]).max())
         res["peak_rss_mb_after_naive"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -88,18 +88,21 @@ PARTS = {
         data=_digits,
         deep=CNN((ConvLayer(8), ConvLayer(16, pool=2), ConvLayer(16), DenseLayer(10, "identity"))),
         layers=("conv_2", "dense_0"),
+        shallow=CNN((ConvLayer(8), ConvLayer(16, pool=2), DenseLayer(10, "identity"))),
         task="classification",
     ),
     "conv_conv": dict(
         data=_digits,
         deep=CNN((ConvLayer(8), ConvLayer(16, pool=2), DenseLayer(10, "identity"))),
         layers=("conv_0", "conv_1"),
+        shallow=CNN((ConvLayer(16, kernel=5, pool=2), DenseLayer(10, "identity"))),
         task="classification",
     ),
     "dense_dense": dict(
         data=_positioning,
         deep=CNN((DenseLayer(16), DenseLayer(128), DenseLayer(2, "identity"))),
         layers=("dense_1", "dense_2"),
+        shallow=CNN((DenseLayer(16), DenseLayer(2, "identity"))),
         task="regression",
     ),
 }
@@ -140,12 +143,33 @@ def _init(model, keys, x):
     return jax.jit(jax.vmap(lambda k: model.init(k, x[:1])["params"]))(keys)
 
 
+def _as_shallow(deep, shallow, fused_vars):
+    """The fused variables renamed to ``shallow``'s layers (the same layers in forward order).
+
+    ``jp.fuse`` keeps the user's names (the fused layer is stored under the first fused
+    layer's name); the experiment retrains the same function written as a plain ``CNN``, whose
+    random init is the baseline.
+    """
+    params = fused_vars["params"]
+    order = [n for n in deep.layer_names() if n in params]
+    out = dict(zip(shallow.layer_names(), (params[n] for n in order), strict=True))
+    want = jax.eval_shape(lambda: shallow.init(jax.random.key(0), _EXAMPLE[shallow]))["params"]
+    got = jax.tree.map(lambda a: a.shape, out)
+    if jax.tree.map(lambda a: a.shape, want) != got:
+        raise ValueError(f"fused parameters {got} do not fit {shallow}")
+    return out
+
+
+_EXAMPLE: dict = {}
+
+
 def run_part(name, seeds, epochs, seed, batch=64, lr=3e-3, n_train=None):
     spec = PARTS[name]
     (x, y), (xv, yv) = spec["data"]()
     x, y = x[:n_train], y[:n_train]
     x, y, xv, yv = map(jnp.asarray, (x, y, xv, yv))
-    deep = spec["deep"]
+    deep, shallow = spec["deep"], spec["shallow"]
+    _EXAMPLE[shallow] = x[:1]
     # rbg keys: XLA:CPU compiles threefry slowly (seconds per program), rbg in a fraction
     keys = jax.random.split(jax.random.key(seed, impl="rbg"), 4 * seeds).reshape(4, seeds)
     train = lambda m, p, k: _train(m, spec["task"], p, k, (x, y), (xv, yv), epochs, batch, lr)
@@ -153,16 +177,16 @@ def run_part(name, seeds, epochs, seed, batch=64, lr=3e-3, n_train=None):
     t0 = time.time()
     deep_params, deep_hist = train(deep, _init(deep, keys[0], x), keys[1])
     fused, mses, mses_unc, n_warn = [], [], [], 0
-    shallow = None
     for s in range(seeds):
         p = jax.tree.map(lambda a, s=s: a[s], deep_params)
         batches = [x[i : i + 256] for i in range(0, len(x), 256)]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", jp.rewrites.FusionWarning)
-            shallow, q, mse = jp.fuse(deep, p, spec["layers"], data=batches)
+            _, q, mse = jp.fuse(deep, {"params": p}, spec["layers"], data=batches)
+            q = _as_shallow(deep, shallow, q)
             if name == "conv_conv":
                 _, _, mse_u = jp.fuse(
-                    deep, p, spec["layers"], data=batches, estimator="uncorrelated"
+                    deep, {"params": p}, spec["layers"], data=batches, estimator="uncorrelated"
                 )
                 mses_unc.append(float(mse_u))
         n_warn += len(caught)

@@ -115,12 +115,18 @@ def run_model(index: int, keys, data, args) -> dict:
     }
     collapsed_loss = None
     if model.linear_after:
-        small, _ = jp.collapse(model, jax.tree.map(lambda a: a[0], runs.params))
-        small_params = jax.vmap(lambda p: jp.collapse(model, p)[1])(runs.params)
+        x0 = jnp.asarray(data[0][:1])
+        first = {"params": jax.tree.map(lambda a: a[0], runs.params)}
+        small, small_vars = jp.collapse(model, first, x0)
+        small_params = jax.vmap(lambda p: jp.collapse(model, {"params": p}, x0)[1]["params"])(
+            runs.params
+        )
         collapsed_loss = np.asarray(
             jax.vmap(lambda p: jp.training.evaluate(small, p, data, "mse"))(small_params)
         )
-        record["collapsed_architecture"] = repr(small)
+        record["collapsed_architecture"] = str(
+            jax.tree.map(lambda a: tuple(a.shape), small_vars["params"])
+        )
         record["collapsed_params"] = jp.analysis.count_params(
             jax.tree.map(lambda a: a[0], small_params)
         )
@@ -252,9 +258,11 @@ def _figure(records: dict, data, size: int, path):
             layer: {k: jnp.asarray(np.asarray(v)[best]) for k, v in leaves.items()}
             for layer, leaves in rec["params_by_seed"].items()
         }
+        variables = {"params": p}
         if model.linear_after:
-            model, p = jp.collapse(model, p)
-        pred = np.asarray(model.apply({"params": p}, x)).reshape(size, size)
+            model, variables = jp.collapse(model, variables, x[:1])
+            p = variables["params"]
+        pred = np.asarray(model.apply(variables, x)).reshape(size, size)
         ax.imshow(pred, origin="lower", extent=(-0.5, 0.5, -0.5, 0.5), vmin=0, vmax=1)
         active = np.asarray(runs[best]["ablation_ratios"]) >= jp.analysis.ACTIVE_THRESHOLD
         _lines(ax, np.asarray(p["relu_0"]["kernel"]), np.asarray(p["relu_0"]["bias"]), active)

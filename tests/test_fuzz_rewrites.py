@@ -1,5 +1,5 @@
-"""Fuzzing the unit rewrites: random MLPs and ConvNets through collapse and reinit_units
-(prune_units: tests/rewrites/test_prune_units.py).
+"""Fuzzing the unit rewrites: random MLPs and ConvNets through reinit_units (prune_units:
+tests/rewrites/test_prune_units.py; collapse: tests/rewrites/test_collapse.py).
 
 Valid input never crashes and keeps each rewrite's documented invariant; invalid input always
 raises the documented error (type and message). Parameters are random normal draws on the
@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 import jaxprune as jp
 from jaxprune.models import MLP, ConvNet
-from jaxprune.models._check import check_params
 from jaxprune.rewrites import OUTGOING_CHOICES, reinit_units
 
 widths = st.integers(1, 4)
@@ -75,43 +74,6 @@ def _linear_names(model):
         for i in range(len(model.unit_layers()))
         for j in range(len(model.linear_widths(i)))
     ]
-
-
-@FUZZ
-@given(model=models, seed=st.integers(0, 2**16), data=st.data())
-def test_collapse_of_any_subset_keeps_outputs_and_fits_the_smaller_model(model, seed, data):
-    params, x = _setup(model, seed)
-    names = _linear_names(model)
-    chosen = data.draw(st.lists(st.sampled_from(names), unique=True) if names else st.just([]))
-    small, sp = jp.collapse(model, params, layers=chosen)
-    check_params(small, sp)  # the new params have exactly the smaller model's shapes
-    assert len(_linear_names(small)) == len(names) - len(chosen)
-    assert sum(map(len, small.linear_after)) == sum(map(len, model.linear_after)) - len(chosen)
-    tol = 1e-4 * max(1.0, float(np.abs(_apply(model, params, x)).max()))
-    np.testing.assert_allclose(_apply(small, sp, x), _apply(model, params, x), atol=tol)
-
-
-@FUZZ
-@given(model=models, seed=st.integers(0, 2**16), data=st.data())
-def test_collapse_rejects_bad_layers_and_mismatched_params(model, seed, data):
-    params, _ = _setup(model, seed)
-    unit = data.draw(st.sampled_from([*model.unit_layers(), "out"]))
-    with pytest.raises(ValueError, match=f"layers: '{unit}' is a non-linear layer"):
-        jp.collapse(model, params, layers=[unit])
-    with pytest.raises(ValueError, match="layers: 'linear_9_9' is not a layer of this model"):
-        jp.collapse(model, params, layers=["linear_9_9"])
-    layer = data.draw(st.sampled_from(sorted(params)))
-    leaf = data.draw(st.sampled_from(sorted(params[layer])))
-    bad = {k: dict(v) for k, v in params.items()}
-    a = bad[layer][leaf]
-    bad[layer][leaf] = jnp.zeros((*a.shape[:-1], a.shape[-1] + 1), a.dtype)
-    with pytest.raises(ValueError, match=r"params\['\w+'\]\['\w+'\]: expected shape"):
-        jp.collapse(model, bad)
-    missing = {k: v for k, v in params.items() if k != "out"}
-    with pytest.raises(ValueError, match=r"params\['out'\]: missing"):
-        jp.collapse(model, missing)
-    with pytest.raises(ValueError, match=r"params\['extra'\]: layer not in"):
-        jp.collapse(model, {**params, "extra": params["out"]})
 
 
 @FUZZ

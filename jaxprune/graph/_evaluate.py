@@ -48,16 +48,18 @@ def _apply_mask(x, act: Act, masks, locate):
     return x * vec.reshape(shape)
 
 
-def run_program(analysis, flat_inputs, masks: dict | None = None):
+def run_program(analysis, flat_inputs, masks: dict | None = None, capture=None):
     """Evaluates the analysed program on ``flat_inputs`` (leaves then arguments).
 
     Args:
       analysis: the channel analysis of the program.
       flat_inputs: one array per program input.
       masks: ``{root space id: float[width]}`` multiplied onto those channels where read.
+      capture: program variable ids whose values to return as well (taps on intermediate
+        values), or ``True`` for every value.
 
     Returns:
-      The list of outputs.
+      The list of outputs; with ``capture``, ``(outputs, {variable id: value})``.
     """
     program = analysis.program
     masks = masks or {}
@@ -85,7 +87,11 @@ def run_program(analysis, flat_inputs, masks: dict | None = None):
         if masks and isinstance(act, Act) and act.axis is not None:
             val = _apply_mask(jnp.asarray(val), act, masks, analysis.locate)
         results.append(val)
-    return results
+    if capture is None:
+        return results
+    if capture is True:
+        return results, env
+    return results, {v: env[v] for v in capture}
 
 
 del jax

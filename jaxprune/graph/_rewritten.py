@@ -49,9 +49,10 @@ class RewriteSpec:
       avals: ``ShapeDtypeStruct`` of each original leaf.
       new_avals: ``ShapeDtypeStruct`` of each rewritten leaf.
       keep: ``((unit, (bool, ...)), ...)``: the units kept per pruned group.
-      run: optional ``run(leaves, args, kwargs)`` evaluating the rewritten model in place of
-        the narrowed evaluation (a rewrite that edits the program, e.g. the PReLU swap); then
-        ``treedef`` is the structure of the new variables.
+      runner: ``runner(spec, leaves, args, kwargs)`` evaluating the rewritten model (default:
+        :func:`run_rewritten`, the narrowed evaluation of pruning).
+      new_treedef: the structure of the rewritten variables when it differs from the
+        original's (a rewrite that removes or adds leaves).
     """
 
     model: Any
@@ -61,8 +62,9 @@ class RewriteSpec:
     avals: tuple[jax.ShapeDtypeStruct, ...]
     new_avals: tuple[jax.ShapeDtypeStruct, ...]
     keep: tuple[tuple[str, tuple[bool, ...]], ...]
+    runner: Any = None
+    new_treedef: Any = None
     cache: dict = dataclasses.field(default_factory=dict, repr=False)
-    run: Any = None
 
 
 def leaf_keep(graph, keep: dict[str, np.ndarray]) -> dict[tuple[str, int], np.ndarray]:
@@ -232,8 +234,6 @@ def node_in_aval(plan, node, i):
 
 def run_rewritten(spec: RewriteSpec, leaves, args, kwargs):
     """Evaluates the rewritten model: ``leaves`` are the new variables' leaves in order."""
-    if spec.run is not None:
-        return spec.run(leaves, args, kwargs)
     plan = plan_for(spec, args, kwargs)
     program = plan.graph.analysis.program
     n = len(spec.paths)
@@ -285,7 +285,7 @@ def _linen_module_class():
         @nn.compact
         def __call__(self, *args, **kwargs):
             spec = self.spec
-            tree = jax.tree.unflatten(spec.treedef, list(spec.new_avals))
+            tree = jax.tree.unflatten(spec.new_treedef or spec.treedef, list(spec.new_avals))
             got = {}
             for col, tops in tree.items():
                 got[col] = {}
@@ -303,7 +303,7 @@ def _linen_module_class():
             if mutable:
                 call_kwargs["mutable"] = mutable
             leaves = jax.tree.leaves(got)
-            out = run_rewritten(spec, leaves, args, call_kwargs)
+            out = (spec.runner or run_rewritten)(spec, leaves, args, call_kwargs)
             if mutable:
                 out, updates = out
                 for col, tops in updates.items():
@@ -439,7 +439,7 @@ def build_model(spec: RewriteSpec, leaves=None):
     if spec.kind == "function":
 
         def apply_fn(params, *args, **kwargs):
-            return run_rewritten(spec, jax.tree.leaves(params), args, kwargs)
+            return (spec.runner or run_rewritten)(spec, jax.tree.leaves(params), args, kwargs)
 
         apply_fn.spec = spec
         return apply_fn

@@ -1,9 +1,9 @@
 """Pure params -> params (and model -> model) pytree rewrites."""
 
 from jaxprune._weight_factoring import factor_weights
-from jaxprune.rewrites.collapse import collapse, fold_dense
+from jaxprune.rewrites.collapse import collapse
 from jaxprune.rewrites.fold_linear import fold_linear
-from jaxprune.rewrites.fuse import FusionPlan, fuse, fusion_plan
+from jaxprune.rewrites.fuse import fuse
 from jaxprune.rewrites.fusion_solve import FusionWarning, fusion_mse, fusion_weights
 from jaxprune.rewrites.layerwise import (
     above_block_mask,
@@ -23,7 +23,6 @@ from jaxprune.rewrites.reinit_round import model_initializer, reinit_round, rein
 from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
 
 __all__ = [
-    "FusionPlan",
     "FusionWarning",
     "MASK_TRANSFER_MODES",
     "OUTGOING_CHOICES",
@@ -33,11 +32,9 @@ __all__ = [
     "collapse",
     "default_blocks",
     "factor_weights",
-    "fold_dense",
     "fold_linear",
     "fuse",
     "fusion_mse",
-    "fusion_plan",
     "fusion_weights",
     "layer_mask",
     "layer_norms",

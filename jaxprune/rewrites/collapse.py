@@ -1,173 +1,124 @@
-"""Collapse runs of linear layers into the following layer (paper 000, sec. 3.1, Eq. 6; sec. 5)."""
+"""Collapse linear chains and fold BatchNorm of any traced model (paper 000, Eq. 6, sec. 5)."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable
-
 import jax
-import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
 
-from jaxprune._types import Params
-from jaxprune.models._check import check_params
+from jaxprune.graph import GraphError, as_model, trace
+from jaxprune.graph._adapters import path_str
+from jaxprune.graph._evaluate import run_program
+from jaxprune.graph._replace import ReplacedRunner, live_nodes, nest
+from jaxprune.graph._rewritten import RewriteSpec, build_model
+from jaxprune.rewrites import _chains
 
-__all__ = ["collapse", "fold_dense"]
-
-_HI = jax.lax.Precision.HIGHEST
-
-
-def fold_dense(
-    k1: Float[Array, "a b"],
-    b1: Float[Array, " b"] | None,
-    k2: Float[Array, "b c"],
-    b2: Float[Array, " c"] | None,
-) -> tuple[Float[Array, "a c"], Float[Array, " c"] | None]:
-    """Folds ``x -> x k1 + b1`` followed by ``h -> h k2 + b2`` into one affine map.
-
-    Flax kernels act on the right (``y = x @ K + b``), so the paper's ``A2' = A3 A2`` and
-    ``b2' = A3 b2 + b3`` (Eq. 6, column-vector convention) read ``K' = K1 K2`` and
-    ``b' = b1 K2 + b2`` here.
-
-    >>> import jax.numpy as jnp
-    >>> k, b = fold_dense(jnp.eye(2) * 2, jnp.ones(2), jnp.ones((2, 1)), jnp.zeros(1))
-    >>> k.tolist(), b.tolist()
-    ([[2.0], [2.0]], [2.0])
-
-    References:
-      Paper 000, sec. 3.1, Eq. 6.
-    """
-    k = jnp.matmul(k1, k2, precision=_HI)
-    if b1 is None and b2 is None:
-        return k, None
-    b = jnp.zeros(k2.shape[-1], k.dtype) if b2 is None else b2
-    if b1 is not None:
-        b = b + jnp.matmul(b1, k2, precision=_HI)
-    return k, b
+__all__ = ["collapse"]
 
 
-def _fold_1x1_into(w: Float[Array, "i o"], nxt: dict, kind: str) -> dict:
-    """Folds a bias-free 1x1 conv ``w`` (in, mid) into the next conv or flattened dense head."""
-    k2 = nxt["kernel"]
-    if kind == "conv":  # (kh, kw, mid, out)
-        k = jnp.einsum("io,hwoc->hwic", w, k2, precision=_HI)
-    else:  # dense on flattened (H, W, mid): (H*W*mid, out)
-        mid, out = w.shape[1], k2.shape[-1]
-        k = jnp.einsum("io,poc->pic", w, k2.reshape(-1, mid, out), precision=_HI)
-        k = k.reshape(-1, out)
-    return {**nxt, "kernel": k.astype(k2.dtype)}
+def replaced_model(adapter, graph, folds, what: str):
+    """``(model, variables)`` with each fold's value replaced (shared by collapse and fuse)."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(adapter.variables)
+    paths = tuple(path_str(p) for p, _ in flat)
+    leaves = [v for _, v in flat]
+    program = graph.analysis.program
+    reps = tuple(f.rep for f in folds)
+    _, live = live_nodes(program, reps)
+    invars = program.invars[: len(paths)]
+    new = {p: leaf for p, v, leaf in zip(paths, invars, leaves, strict=True) if v in live}
+    for f in folds:
+        for path, val in ((f.rep.kernel, f.kernel), (f.rep.bias, f.bias)):
+            if path is None:
+                continue
+            if path in new:
+                raise GraphError(
+                    f"{what}: the new leaf {path!r} would replace a parameter that is still read "
+                    "elsewhere in the model (a shared kernel)"
+                )
+            new[path] = val
+    tree = nest(new)
+    nflat, ntreedef = jax.tree_util.tree_flatten_with_path(tree)
+    new_paths = tuple(path_str(p) for p, _ in nflat)
+    new_leaves = [v for _, v in nflat]
+    spec = RewriteSpec(
+        model=adapter.model,
+        kind=adapter.kind,
+        treedef=treedef,
+        paths=paths,
+        avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in leaves),
+        new_avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in new_leaves),
+        keep=(),
+        runner=ReplacedRunner(reps, new_paths, what, tuple(n.name for n in program.nodes)),
+        new_treedef=ntreedef,
+    )
+    return build_model(spec), tree
 
 
-def _fold(layer: dict, nxt: dict, dense_head: bool) -> dict:
-    """Folds one linear layer's params into its successor's params."""
-    if layer["kernel"].ndim == 2:  # MLP dense layers
-        k, b = fold_dense(layer["kernel"], layer["bias"], nxt["kernel"], nxt["bias"])
-        return {"kernel": k, "bias": b}
-    return _fold_1x1_into(layer["kernel"][0, 0], nxt, "dense" if dense_head else "conv")
+def collapse(model, variables, *args, **kwargs):
+    """Folds every linear chain and every foldable BatchNorm; returns ``(model, variables)``.
 
+    Every maximal run of affine operations whose intermediate values are read by nothing else
+    (no skip, no second reader, not an output) becomes one layer: dense -> dense, kxk conv ->
+    1x1 conv, 1x1 conv -> kxk conv, 1x1 conv -> flatten -> dense, and BatchNorm with running
+    statistics (``train=False``), scales and biases on either side of a conv or dense layer
+    (paper 000, Eq. 6: ``K' = K1 K2``, ``b' = b1 K2 + b2`` with Flax's right-acting kernels).
+    The folded kernel and bias are computed by exact algebra on the traced operands (float32,
+    ``Precision.HIGHEST``) and stored under the run's first layer (``params/Dense_0/kernel``,
+    ``.../bias``); the other layers' and the folded BatchNorms' leaves are dropped.
 
-def _targets(model, layers: Iterable[str] | None) -> list[tuple[int, int]]:
-    """Returns ``(i, j)`` of the linear layers to fold, validating user-given names."""
-    all_linear = [
-        (i, j) for i in range(len(model.unit_layers())) for j in range(len(model.linear_widths(i)))
-    ]
-    if layers is None:
-        return all_linear
-    if isinstance(layers, str):
-        layers = (layers,)
-    wanted = []
-    names = {f"linear_{i}_{j}": (i, j) for i, j in all_linear}
-    for name in layers:
-        if name not in names:
-            kind = (
-                "a non-linear layer"
-                if name in model.unit_layers() or name == "out"
-                else ("not a layer of this model")
-            )
-            raise ValueError(
-                f"layers: {name!r} is {kind} and cannot be folded; foldable linear layers are "
-                f"{sorted(names)}"
-            )
-        wanted.append(names[name])
-    return sorted(set(wanted))
+    Left as they are (exactness or scope): a bias or BatchNorm shift *before* a zero-padded
+    (``SAME``) or input-dilated convolution (at the borders the padding is 0, not the bias; a
+    bias-free 1x1 conv still folds into it); two spatial layers in one run (kxk -> kxk convs,
+    kxk conv -> flatten -> dense); pooling inside a run (average pooling cuts the run);
+    BatchNorm after a residual join or reading a value with several readers; depthwise
+    convolutions; runs whose only layer has nothing to absorb (a dense layer and its bias).
 
-
-def collapse(model, params: Params, layers: Iterable[str] | None = None):
-    """Folds linear layers into the layer that follows them; returns ``(smaller_model, params)``.
-
-    Every chosen linear layer ``linear_{i}_{j}`` is multiplied into its successor (the next linear
-    layer, the next ReLU layer, or the head), last first, so any number and width of linear
-    layers collapse. Outputs are unchanged up to float rounding (matmuls run at
-    ``Precision.HIGHEST``). Inputs are not modified.
-
-    Works for :class:`~jaxprune.models.MLP` (dense linear layers, Eq. 6) and
-    :class:`~jaxprune.models.ConvNet` (bias-free 1x1 linear convolutions, sec. 5), whose folded
-    kernel is ``K'[h, w, i, c] = sum_o W[i, o] K[h, w, o, c]``.
+    The collapsed model re-traces the original at each call's shapes, so it runs at any batch
+    size, under ``jit``/``vmap``/``grad`` and through ``jax.export``; call it as the original
+    was collapsed (same keyword arguments, e.g. ``train=False``). ``collapse`` itself may run
+    under ``jax.vmap`` over ``variables`` (the folding is traceable).
 
     Args:
-      model: an ``MLP`` or ``ConvNet``.
-      params: its parameter pytree (``variables["params"]``).
-      layers: names of linear layers to fold; default all of them.
+      model: a ``flax.linen`` Module or a function ``f(params, *args)``.
+      variables: its variables (linen: every collection, BatchNorm statistics included).
+      *args: example arguments of the call (only their shapes matter).
+      **kwargs: keyword arguments of the call (``train=False``).
 
     Returns:
-      ``(model', params')`` where ``model'`` has the folded layers removed from ``linear_after``
-      (remaining linear layers renumbered) and ``params'`` matches it.
+      ``(collapsed_model, collapsed_variables)``: a linen Module (nested variables of the
+      original's structure minus the removed leaves), or ``(apply_fn, params)``.
 
     Raises:
-      ValueError: ``params`` do not match ``model`` (the message names the path), or ``layers``
-        names a non-linear layer.
-      TypeError: ``model`` is not a supported module.
+      GraphError: the model cannot be traced into a layer graph, or a folded kernel would
+        overwrite a parameter that other layers still read.
 
-    >>> import jax, jax.numpy as jnp, jaxprune as jp
-    >>> m3 = jp.models.MLP(hidden=(3,), linear_after=((3, 3, 3),))
-    >>> x = jax.random.uniform(jax.random.key(1), (5, 2))
-    >>> p = m3.init(jax.random.key(0), x)["params"]
-    >>> m1, p1 = jp.collapse(m3, p)
-    >>> m1 == jp.models.MLP(hidden=(3,)), jp.analysis.count_params(p1)
-    (True, 13)
-    >>> bool(jnp.allclose(m3.apply({"params": p}, x), m1.apply({"params": p1}, x), atol=1e-6))
-    True
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> class Net(nn.Module):      # paper 000's model 2: 2 -> 3 (relu) -> 9 (linear) -> 1
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         h = nn.relu(nn.Dense(3)(x))
+    ...         h = nn.Dense(9)(h)                     # linear: folds into the next layer
+    ...         return nn.Dense(1)(h)
+    >>> x = jnp.ones((4, 2)); net = Net(); v = net.init(jax.random.key(0), x)
+    >>> small, sv = collapse(net, v, x)
+    >>> sum(a.size for a in jax.tree.leaves(v)), sum(a.size for a in jax.tree.leaves(sv))
+    (55, 13)
+    >>> sorted(sv["params"]), bool(jnp.allclose(small.apply(sv, x), net.apply(v, x), atol=1e-5))
+    (['Dense_0', 'Dense_1'], True)
 
     References:
-      Paper 000, sec. 3.1, Eqs. 4-6 (dense); sec. 5 (1x1 convolutions).
+      Paper 000, sec. 3.1 (Eq. 6) and sec. 5 (linear layers, BatchNorm at inference).
     """
-    check_params(model, params)
-    targets = _targets(model, layers)
-    new = {name: dict(layer) for name, layer in params.items()}
-    n_blocks = len(model.unit_layers())
-    remaining = [list(range(len(model.linear_widths(i)))) for i in range(n_blocks)]
-    for i, j in reversed(targets):
-        chain = remaining[i]
-        pos = chain.index(j)
-        if pos + 1 < len(chain):
-            succ = f"linear_{i}_{chain[pos + 1]}"
-        elif i + 1 < n_blocks:
-            succ = model.unit_layers()[i + 1]
-        else:
-            succ = "out"
-        new[succ] = _fold(new[f"linear_{i}_{j}"], new[succ], dense_head=succ == "out")
-        del new[f"linear_{i}_{j}"]
-        chain.pop(pos)
-
-    out_params, linear_after = {}, []
-    for name, layer in new.items():
-        if not name.startswith("linear_"):
-            out_params[name] = layer
-    for i in range(n_blocks):
-        widths = model.linear_widths(i)
-        kept = remaining[i]
-        linear_after.append(tuple(widths[j] for j in kept))
-        for new_j, old_j in enumerate(kept):
-            out_params[f"linear_{i}_{new_j}"] = new[f"linear_{i}_{old_j}"]
-    linear_after = tuple(linear_after) if any(linear_after) else ()
-    small = dataclasses.replace(model, linear_after=linear_after)
-    order = _layer_order(small)
-    return small, {name: out_params[name] for name in order}
-
-
-def _layer_order(model) -> list[str]:
-    names = []
-    for i, unit_layer in enumerate(model.unit_layers()):
-        names.append(unit_layer)
-        names += [f"linear_{i}_{j}" for j in range(len(model.linear_widths(i)))]
-    return [*names, "out"]
+    adapter = as_model(model, variables)
+    if adapter.kind not in ("linen", "function"):
+        raise NotImplementedError(
+            f"collapse: {adapter.kind} models are not supported yet (linen and functions are)"
+        )
+    graph = trace(model, variables, *args, **kwargs)
+    an = graph.analysis
+    flat = jax.tree.leaves(adapter.variables) + jax.tree.leaves(args)
+    _, env = run_program(an, flat, capture=True)
+    layer_at = {info.node: info for info in an.layers}
+    folds = []
+    for path in _chains.paths(an.program, an, layer_at, env):
+        folds.extend(_chains.fold(an.program, an, layer_at, env, path))
+    return replaced_model(adapter, graph, folds, "collapse")

@@ -139,5 +139,5 @@ def _spec(run: PReLUProgram, kind: str, treedef, leaves) -> RewriteSpec:
         avals=avals,
         new_avals=avals,
         keep=(),
-        run=run,
+        runner=lambda _spec, leaves, args, kwargs: run(leaves, args, kwargs),
     )

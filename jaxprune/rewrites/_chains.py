@@ -1,0 +1,377 @@
+"""Maximal affine runs of a traced program and their folded kernels (for :func:`collapse`).
+
+A *path* follows an activation from one node to its only reader through steps that keep it an
+affine function of the path's input ``x``:
+
+* ``ew``: an elementwise op with one activation operand and per-channel (or scalar) parameters
+  or constants: ``add``/``sub``/``mul``/``div``/``neg``/casts (biases, BatchNorm with running
+  statistics, scales);
+* ``pw``: a pointwise layer: a dense layer over the channel axis, a 1x1 convolution with stride
+  1 and no padding;
+* ``dom``: the one spatial layer a folded run may contain: a kxk convolution, or a dense layer
+  reading a flattened ``(N, H*W*C)`` value (with the ``flatten`` reshape before it);
+* ``spatial``: sum pooling (``reduce_window_sum``, as in average pooling) or a sum over
+  spatial axes (``jnp.mean``) before the spatial layer: it commutes with channel maps, so the
+  folded op re-applies it to ``x`` first (a bias is multiplied by the window size).
+
+The folded map is computed exactly, in the order of the steps: before the spatial layer it is a
+channel matrix ``A`` and vector ``a`` (``v -> v A + a``), the spatial layer's kernel absorbs
+``A`` on its input axis, and later steps act on its output axis. A bias before a zero-padded
+(or input-dilated) convolution is not exact at the borders (the padding is zeros, not the
+bias), so the run is cut there, and likewise before zero-padded pooling; so is a second
+spatial layer (kxk -> kxk is not composed) and pooling after the spatial layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune.graph._inline import Literal
+from jaxprune.graph._layout import Act, PVal
+from jaxprune.graph._replace import Replacement
+
+_HI = jax.lax.Precision.HIGHEST
+_EW = {"add", "sub", "mul", "div", "neg", "convert_element_type", "copy"}
+
+
+@dataclasses.dataclass
+class Step:
+    node: int
+    kind: str  # "ew", "pw", "dom", "flatten"
+    operand: int  # the activation operand
+
+
+def _acts(node, ann):
+    return [
+        k for k, v in enumerate(node.ins) if not isinstance(v, Literal) and isinstance(ann[v], Act)
+    ]
+
+
+def _value(v, env):
+    return jnp.asarray(v.value) if isinstance(v, Literal) else env[v]
+
+
+def _per_channel(pv, act: Act):
+    """``pv`` as a per-channel vector (or scalar) along ``act``'s axis, or None."""
+    pv = jnp.asarray(pv)
+    if pv.ndim == 0:
+        return pv
+    if pv.ndim != len(act.shape):
+        return None
+    idx = tuple(slice(None) if k == act.axis else 0 for k in range(pv.ndim))
+    c = pv[idx]
+    if not isinstance(pv, jax.core.Tracer):
+        shape = [1] * pv.ndim
+        shape[act.axis] = -1
+        if not np.array_equal(np.broadcast_to(np.reshape(c, shape), pv.shape), np.asarray(pv)):
+            return None
+    return c if c.shape[0] > 1 else c.reshape(())
+
+
+_PASS = ("broadcast_in_dim", "reshape", "convert_element_type", "copy")
+
+
+def _channel_source(program, producers, v, width: int) -> bool:
+    """Whether constant/parameter operand ``v`` is per-channel (or scalar) by construction:
+    following broadcasts, reshapes and casts back, it comes from a value with at most
+    ``width`` entries (a ``(C,)`` bias or ``(1, 1, 1, C)`` statistics, not a ``(T, C)``
+    positional table). Checked structurally so that it holds under ``vmap``/``jit``."""
+    if isinstance(v, Literal):
+        return int(np.size(v.value)) in (1, width)
+    while v in producers and program.nodes[producers[v]].name in _PASS:
+        nxt = program.nodes[producers[v]].ins[0]
+        if isinstance(nxt, Literal):
+            return int(np.size(nxt.value)) in (1, width)
+        v = nxt
+    return int(np.prod(program.avals[v].shape)) in (1, width)
+
+
+def classify(i, node, an, layer_at, env, producers=None):
+    """The :class:`Step` node ``i`` would be on a path, or None."""
+    ann = an.annotations
+    acts = _acts(node, ann)
+    if len(acts) != 1:
+        return None
+    k = acts[0]
+    act = ann[node.ins[k]]
+    out = ann.get(node.outs[0]) if len(node.outs) == 1 else None
+    if act.axis is None or not isinstance(out, Act):
+        return None
+    name = node.name
+    if i in layer_at:
+        info = layer_at[i]
+        if info.op == "dense":
+            (lc, rc), (lb, _) = node.params["dimension_numbers"]
+            nd = len(act.shape)
+            if k != 0 or lb or tuple(lc) != (nd - 1,) or tuple(rc) != (0,) or act.axis != nd - 1:
+                return None
+            if len(ann[node.ins[1]].shape) != 2 or act.inner != 1:
+                return None
+            return Step(i, "pw" if act.outer == 1 else "dom", k)
+        if info.op != "conv" or act.outer != 1 or act.inner != 1:
+            return None
+        p = node.params
+        spatial = [node.ins[1]]
+        ks = np.asarray(ann[spatial[0]].shape)[list(p["dimension_numbers"].rhs_spec[2:])]
+        one = (
+            all(s == 1 for s in ks)
+            and all(s == 1 for s in p["window_strides"])
+            and all(tuple(q) == (0, 0) for q in p["padding"])
+            and all(d == 1 for d in p["lhs_dilation"])
+        )
+        return Step(i, "pw" if one else "dom", k)
+    if name in ("reduce_window_sum", "reduce_sum"):  # sum pooling / global sums over space
+        if act.outer != 1 or act.inner != 1:
+            return None
+        if name == "reduce_sum" and act.axis in node.params["axes"]:
+            return None
+        return Step(i, "spatial", k)
+    if name == "reshape":
+        if act.outer != 1 or act.inner != 1:
+            return None
+        if act.axis == len(act.shape) - 1 and out.axis == len(out.shape) - 1 and out.inner == 1:
+            return Step(i, "flatten", k) if out.outer > 1 else None
+        return None
+    if name not in _EW:  # linear in the one activation operand (checked below)
+        return None
+    if name == "convert_element_type" and not jnp.issubdtype(
+        node.params["new_dtype"], jnp.floating
+    ):
+        return None
+    if name in ("add", "sub", "mul", "div"):
+        other = node.ins[1 - k]
+        if not isinstance(other, Literal) and not isinstance(ann[other], PVal):
+            return None
+        if name == "div" and k != 0:
+            return None
+        if producers is not None and not _channel_source(
+            an.program, producers, other, act.shape[act.axis]
+        ):
+            return None
+        if _per_channel(_value(other, env), act) is None:
+            return None
+    return Step(i, "ew", k)
+
+
+def paths(program, an, layer_at, env) -> list[list[Step]]:
+    """Maximal paths: each value inside a path is read by its next step only."""
+    readers: dict = {}
+    for node in program.nodes:
+        for v in node.ins:
+            if not isinstance(v, Literal):
+                readers[v] = readers.get(v, 0) + 1
+    outs = {v for v in program.outvars if not isinstance(v, Literal)}
+    producers = {o: i for i, node in enumerate(program.nodes) for o in node.outs}
+    open_: dict = {}
+    found: list[list[Step]] = []
+    for i, node in enumerate(program.nodes):
+        step = classify(i, node, an, layer_at, env, producers)
+        if step is None:
+            continue
+        u = node.ins[step.operand]
+        path = open_.pop(u, None)
+        if path is None or readers.get(u, 0) != 1 or u in outs:
+            path = []
+            found.append(path)
+        path.append(step)
+        open_[node.outs[0]] = path
+    return found
+
+
+@dataclasses.dataclass
+class Fold:
+    """A folded segment: the replacement plus the kernel and bias values."""
+
+    rep: Replacement
+    kernel: jax.Array
+    bias: jax.Array | None
+    layers: tuple[int, ...]
+    leaves: frozenset = frozenset()
+
+
+def _apply_ew(node, step, env, act, A, a, axis=None):
+    """Applies an elementwise step to the map ``(A, a)`` (channels on ``A``'s ``axis``)."""
+    name = node.name
+    if name in ("convert_element_type", "copy"):
+        return A, a
+    width = A.shape[-1 if axis is None else axis]
+
+    def scale(M, c):
+        if axis is None or jnp.ndim(c) == 0:
+            return M * c
+        shape = [1] * M.ndim
+        shape[axis] = -1
+        return M * jnp.reshape(c, shape)
+
+    if name == "neg":
+        return -A, None if a is None else -a
+    c = _per_channel(_value(node.ins[1 - step.operand], env), act)
+    zero = jnp.zeros((width,), A.dtype)
+    if name == "add":
+        return A, (zero if a is None else a) + c
+    if name == "sub":
+        if step.operand == 0:
+            return A, (zero if a is None else a) - c
+        return -A, c - (zero if a is None else a)
+    if name == "mul":
+        return scale(A, c), None if a is None else a * c
+    return scale(A, 1 / c), None if a is None else a / c  # div
+
+
+def _kernel_io(node, env):
+    """``(kernel value, in axis, out axis)`` of a layer node."""
+    k = _value(node.ins[1], env)
+    if node.name == "dot_general":
+        return k, 0, 1
+    rhs = node.params["dimension_numbers"].rhs_spec
+    return k, rhs[1], rhs[0]
+
+
+def fold(program, an, layer_at, env, path: list[Step]) -> list[Fold]:
+    """Cuts ``path`` into exactly foldable segments and folds each (see the module doc)."""
+    ann = an.annotations
+    out: list[Fold] = []
+    segs, start = [], 0
+    seen_dom, biased = False, False
+    for j, st in enumerate(path):
+        node = program.nodes[st.node]
+        if st.kind == "flatten":
+            nxt = path[j + 1] if j + 1 < len(path) else None
+            if nxt is None or nxt.kind != "dom" or program.nodes[nxt.node].name != "dot_general":
+                segs.append((start, j))  # a flatten not read by a dense layer cuts the run
+                start, seen_dom, biased = j + 1, False, False
+                continue
+        if st.kind == "spatial":
+            padded = node.name == "reduce_window_sum" and any(
+                tuple(q) != (0, 0) for q in node.params["padding"]
+            )
+            if seen_dom or (biased and padded):  # pooling after the spatial layer, or a bias
+                segs.append((start, j))  # through zero padding: cut the run before it
+                start, seen_dom, biased = j, False, False
+            continue
+        first_of_dom = st.kind == "dom" and not (j > 0 and path[j - 1].kind == "flatten")
+        if st.kind == "flatten" or first_of_dom:
+            exact = True
+            dom = path[j + 1] if st.kind == "flatten" else st
+            dn = program.nodes[dom.node]
+            if dn.name == "conv_general_dilated":
+                exact = all(tuple(q) == (0, 0) for q in dn.params["padding"]) and all(
+                    d == 1 for d in dn.params["lhs_dilation"]
+                )
+            if seen_dom or (biased and not exact):
+                segs.append((start, j))
+                start, biased = j, False
+            seen_dom = True
+        if st.kind == "ew" and node.name in ("add", "sub"):
+            biased = True
+    segs.append((start, len(path)))
+    for s, e in segs:
+        f = _fold_segment(program, ann, layer_at, env, path[s:e])
+        if f is not None:
+            out.append(f)
+    return out
+
+
+def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
+    if not steps:
+        return None
+    layers = tuple(layer_at[s.node].index for s in steps if s.node in layer_at)
+    leaves: set = set()
+    for s in steps:
+        for k, v in enumerate(program.nodes[s.node].ins):
+            if k != s.operand and not isinstance(v, Literal) and isinstance(ann[v], PVal):
+                leaves |= ann[v].leaves
+    if not layers or (len(layers) < 2 and len(leaves) <= 2):
+        return None
+    first = program.nodes[steps[0].node]
+    x_act = ann[first.ins[steps[0].operand]]
+    m = x_act.shape[x_act.axis]
+    A = jnp.eye(m, dtype=jnp.float32)
+    a = None
+    K = oax = None  # after the spatial layer: its kernel with the folded input, out axis
+    flatten_lead = dom_node = None
+    pre: list[int] = []
+    for s in steps:
+        node = program.nodes[s.node]
+        act = ann[node.ins[s.operand]]
+        if s.kind == "flatten":
+            flatten_lead = len(ann[node.outs[0]].shape) - 1
+            continue
+        if s.kind == "spatial":  # commutes with the channel map; re-applied to x first
+            pre.append(s.node)
+            if a is not None:
+                shape = ann[node.ins[s.operand]].shape
+                if node.name == "reduce_sum":
+                    n = int(np.prod([shape[q] for q in node.params["axes"]]))
+                else:
+                    n = int(np.prod(node.params["window_dimensions"]))
+                a = a * n
+            continue
+        if s.kind == "ew":
+            if K is None:
+                A, a = _apply_ew(node, s, env, act, A, a)
+            else:
+                K, b = _apply_ew(node, s, env, act, K, a, axis=oax)
+                a = b
+            continue
+        kv, ia, oa = _kernel_io(node, env)
+        kv = kv.astype(jnp.float32)
+        if s.kind == "pw":
+            W = jnp.moveaxis(kv, (ia, oa), (0, 1)).reshape(kv.shape[ia], kv.shape[oa])
+            if K is None:
+                A = jnp.matmul(A, W, precision=_HI)
+            else:
+                K = jnp.moveaxis(jnp.tensordot(K, W, ((oax,), (0,)), precision=_HI), -1, oax)
+            a = None if a is None else jnp.matmul(a, W, precision=_HI)
+            continue
+        dom_node = s.node
+        if node.name == "dot_general":  # dense on a flattened (N, P*M) value
+            p = kv.shape[0] // A.shape[1]
+            k3 = kv.reshape(p, A.shape[1], kv.shape[1])
+            K = jnp.einsum("im,pmc->pic", A, k3, precision=_HI).reshape(p * A.shape[0], -1)
+            a = None if a is None else jnp.einsum("m,pmc->c", a, k3, precision=_HI)
+            oax = 1
+        else:
+            K = jnp.moveaxis(jnp.tensordot(A, kv, ((1,), (ia,)), precision=_HI), 0, ia)
+            if a is not None:
+                t = jnp.moveaxis(kv, (oa, ia), (0, 1))
+                a = jnp.einsum("m,om...->o", a, t, precision=_HI)
+            oax = oa
+    end = steps[-1].node
+    first_layer = an_layer = layer_at[steps[[s.node in layer_at for s in steps].index(True)].node]
+    kdtype = _value(program.nodes[first_layer.node].ins[1], env).dtype
+    kernel_path = an_layer.kernel
+    bias_path = (kernel_path.rsplit("/", 1)[0] + "/bias") if "/" in kernel_path else None
+    if bias_path is None:
+        bias_path = kernel_path + "_bias"
+    common = dict(
+        pre=tuple(pre),
+        x=(steps[0].node, steps[0].operand),
+        end=(end, 0),
+        kernel=kernel_path,
+        bias=None if a is None else bias_path,
+        end_name=program.nodes[end].name,
+    )
+    if K is not None:
+        if program.nodes[dom_node].name == "dot_general":
+            rep = Replacement(op="dense", axis=x_act.axis, flatten_lead=flatten_lead, **common)
+        else:
+            rep = Replacement(op="conv", conv_node=dom_node, **common)
+        kernel = K
+    elif program.nodes[first_layer.node].name == "conv_general_dilated" and not any(
+        program.nodes[i].name == "reduce_sum" for i in pre
+    ):  # a 1x1 conv run stays a 1x1 conv (unless a global sum removed the spatial axes)
+        fl = program.nodes[first_layer.node]
+        rhs = fl.params["dimension_numbers"].rhs_spec
+        nd = len(rhs)
+        kernel = jnp.moveaxis(A.reshape(A.shape + (1,) * (nd - 2)), (0, 1), (rhs[1], rhs[0]))
+        rep = Replacement(op="conv", conv_node=first_layer.node, **common)
+    else:
+        rep = Replacement(op="dense", axis=ann[program.nodes[end].outs[0]].axis, **common)
+        kernel = A
+    bias = None if a is None else a.astype(kdtype)
+    return Fold(rep, kernel.astype(kdtype), bias, layers, frozenset(leaves))

@@ -1,0 +1,155 @@
+"""jp.fuse and jp.analysis.fusion_candidates on user models (paper 001): Theorem 1 and
+Corollary 1 against float64 NumPy, conv-act-conv, exact linear fusion, ranking, errors."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from zoo import ZOO, make_mlp
+
+import jaxprune as jp
+
+
+class DenseNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(6)(x))
+        return nn.Dense(3)(h)  # the pair's target y is the model output
+
+
+def _shapes(tree):
+    return jax.tree.map(lambda a: tuple(a.shape), tree)
+
+
+def test_dense_relu_dense_matches_theorem_1_and_corollary_1_in_float64():
+    x = jax.random.normal(jax.random.key(0), (300, 4))
+    net = DenseNet()
+    v = net.init(jax.random.key(1), x)
+    fused, fv, mse = jp.fuse(net, v, ("Dense_0", "Dense_1"), data=[x[:128], x[128:]])
+    assert _shapes(fv) == {"params": {"Dense_0": {"kernel": (4, 3), "bias": (3,)}}}
+
+    # Theorem 1 / Corollary 1 in float64 NumPy: a0 = x, y = W2 relu(W1 a0 + b1) + b2
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), v["params"])
+    a0 = np.asarray(x, np.float64)
+    y = np.maximum(a0 @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0)
+    y = y @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+    ma, my = a0.mean(0), y.mean(0)
+    c_a = (a0 - ma).T @ (a0 - ma) / len(a0)
+    c_ay = (a0 - ma).T @ (y - my) / len(a0)
+    c_y = (y - my).T @ (y - my) / len(a0)
+    k = np.linalg.solve(c_a, c_ay)  # W~^T = C_a0^{-1} C_a0y
+    b = my - ma @ k
+    mse_ref = np.trace(c_y) - np.trace(c_ay.T @ np.linalg.solve(c_a, c_ay))  # Eq. 8
+    np.testing.assert_allclose(fv["params"]["Dense_0"]["kernel"], k, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(fv["params"]["Dense_0"]["bias"], b, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(float(mse), mse_ref, rtol=1e-3)
+    # the fused model's output is the fused layer's (the second layer had no activation after)
+    emp = np.mean(np.sum((np.asarray(fused.apply(fv, x), np.float64) - y) ** 2, -1))
+    np.testing.assert_allclose(emp, mse_ref, rtol=1e-3)
+
+
+class ConvNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(4, (3, 3), padding="VALID")(x))
+        h = nn.Conv(5, (3, 3), padding="VALID")(h)  # target y: the model output
+        return h
+
+
+def test_conv_relu_conv_fuses_to_receptive_field_conv_with_corollary_mse():
+    x = jax.random.normal(jax.random.key(0), (40, 9, 9, 2))
+    net = ConvNet()
+    v = net.init(jax.random.key(1), x)
+    fused, fv, mse = jp.fuse(net, v, ("Conv_0", "Conv_1"), data=[x[:20], x[20:]])
+    assert _shapes(fv) == {"params": {"Conv_0": {"kernel": (5, 5, 2, 5), "bias": (5,)}}}
+    y, got = net.apply(v, x), fused.apply(fv, x)
+    assert got.shape == y.shape == (40, 5, 5, 5)
+    emp = float(jnp.mean(jnp.sum((got - y) ** 2, axis=(1, 2, 3))))  # per example
+    np.testing.assert_allclose(float(mse), emp, rtol=2e-3)
+    var = float(jnp.mean(jnp.sum((y - y.mean((0, 1, 2))) ** 2, axis=(1, 2, 3))))
+    assert 0 < float(mse) < var  # better than the mean, not exact (relu)
+
+
+def test_linear_conv_pair_fuses_exactly_and_uncorrelated_estimator_runs():
+    class Lin(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.relu(
+                nn.Conv(3, (3, 3), padding="VALID")(nn.Conv(4, (2, 2), padding="VALID")(x))
+            )
+
+    # Flax names modules in construction order: the outer Conv(3) is Conv_0, applied second
+    x = jax.random.normal(jax.random.key(0), (30, 8, 8, 2))
+    net = Lin()
+    v = net.init(jax.random.key(1), x)
+    fused, fv, mse = jp.fuse(net, v, ("Conv_1", "Conv_0"), data=[x])
+    assert fv["params"]["Conv_1"]["kernel"].shape == (4, 4, 2, 3)
+    assert float(mse) < 1e-4
+    np.testing.assert_allclose(fused.apply(fv, x), net.apply(v, x), atol=1e-4)
+    _, _, mse_u = jp.fuse(net, v, ("Conv_1", "Conv_0"), data=[x], estimator="uncorrelated")
+    assert float(mse_u) >= float(mse) - 1e-5  # the joint estimator is the optimum
+
+
+def test_conv_act_dense_of_zoo_cnn_and_any_batch_size():
+    case = ZOO["cnn"]()
+    x = jax.random.normal(jax.random.key(3), (300, 8, 8, 2))
+    fused, fv, mse = jp.fuse(case.model, case.variables, ("Conv_2", "Dense_0"), data=[x])
+    assert fv["params"]["Conv_2"]["kernel"].shape == (8 * 8 * 4, 3)  # on Conv_1's output
+    assert "Dense_0" not in fv["params"]
+    y, got = case.model.apply(case.variables, x), fused.apply(fv, x)
+    emp = float(jnp.mean(jnp.sum((got - y) ** 2, -1)))
+    np.testing.assert_allclose(float(mse), emp, rtol=2e-3, atol=1e-6)
+    exp = jax.export.export(jax.jit(fused.apply))(fv, x[:7])
+    np.testing.assert_allclose(exp.call(fv, x[:7]), got[:7], rtol=1e-5, atol=1e-5)
+
+
+def test_fusion_candidates_rank_every_pair_of_the_graph():
+    case = make_mlp()
+    x = jax.random.normal(jax.random.key(4), (256, 5))
+    ranking = jp.analysis.fusion_candidates(case.model, case.variables, [x[:100], x[100:]])
+    assert sorted(c.layers for c in ranking) == [("Dense_0", "Dense_1"), ("Dense_1", "Dense_2")]
+    assert [c.mse for c in ranking] == sorted(c.mse for c in ranking)
+    for c in ranking:
+        _, _, mse = jp.fuse(case.model, case.variables, c.layers, data=[x[:100], x[100:]])
+        np.testing.assert_allclose(c.mse, float(mse), rtol=1e-5)
+        assert c.kind == "dense"
+    assert {c.layers: c.n_params for c in ranking} == {
+        ("Dense_0", "Dense_1"): 5 * 6 + 6,
+        ("Dense_1", "Dense_2"): 8 * 3 + 3,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "pairs"),
+    [
+        ("resnet_v1_b", {("ResBlockV1_0/Conv_0", "ResBlockV1_0/Conv_1"),
+                         ("ResBlockV1_1/Conv_0", "ResBlockV1_1/Conv_1")}),
+        ("transformer_mlp", {("Dense_0", "Dense_1")}),
+        ("function", {("w1", "w2")}),
+        ("depthwise", set()),
+    ],
+)  # fmt: skip
+def test_fusion_candidates_on_the_zoo(name, pairs):
+    case = ZOO[name]()
+    got = jp.analysis.fusion_candidates(case.model, case.variables, [case.x], **case.kwargs)
+    assert {c.layers for c in got} == pairs
+
+
+def test_not_a_fusable_pair_names_both_layers_and_why():
+    case = make_mlp()
+    with pytest.raises(ValueError, match=r"\('Dense_0', 'Dense_2'\): not a fusable pair \(not con"):
+        jp.fuse(case.model, case.variables, ("Dense_0", "Dense_2"), data=[case.x])
+    with pytest.raises(ValueError, match=r"not in this model"):
+        jp.fuse(case.model, case.variables, ("Dense_0", "nope"), data=[case.x])
+    with pytest.raises(ValueError, match="conv-conv fusion only"):
+        jp.fuse(
+            case.model, case.variables, ("Dense_0", "Dense_1"), [case.x], estimator="uncorrelated"
+        )
+    with pytest.raises(ValueError, match="expected at least two neighbouring layers"):
+        jp.fuse(case.model, case.variables, ("Dense_0",), data=[case.x])
+    with pytest.raises(ValueError, match="data: expected at least one batch"):
+        jp.fuse(case.model, case.variables, ("Dense_0", "Dense_1"), data=[])
+    res = ZOO["resnet_v1_b"]()  # the stem's output is also read by the residual add
+    with pytest.raises(ValueError, match="not a fusable pair"):
+        jp.fuse(res.model, res.variables, ("Conv_0", "ResBlockV1_0/Conv_0"), [res.x], train=False)
