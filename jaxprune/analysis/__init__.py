@@ -1,5 +1,12 @@
 """Read-only measurements of trained networks."""
 
+from jaxprune._moments import (
+    Moments,
+    moments_init,
+    moments_merge,
+    moments_update,
+    streaming_moments,
+)
 from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, active_units, unit_ablation
 from jaxprune.analysis.connectivity import (
     changed_fraction,
@@ -11,13 +18,6 @@ from jaxprune.analysis.connectivity import (
 from jaxprune.analysis.count import count_params
 from jaxprune.analysis.fusion import FusionCandidate, fusion_candidates
 from jaxprune.analysis.margins import head_weight_product, sharpness, softmax_margins
-from jaxprune.analysis.moments import (
-    Moments,
-    moments_init,
-    moments_merge,
-    moments_update,
-    streaming_moments,
-)
 from jaxprune.analysis.path_length import (
     average_path_length,
     effective_width,

@@ -1,10 +1,10 @@
 """Pure params -> params (and model -> model) pytree rewrites."""
 
+from jaxprune._fusion_solve import FusionWarning, fusion_mse, fusion_weights
 from jaxprune._weight_factoring import factor_weights
 from jaxprune.rewrites.collapse import collapse
 from jaxprune.rewrites.fold_linear import fold_linear
 from jaxprune.rewrites.fuse import fuse
-from jaxprune.rewrites.fusion_solve import FusionWarning, fusion_mse, fusion_weights
 from jaxprune.rewrites.layerwise import (
     above_block_mask,
     block_statistics,

@@ -14,13 +14,13 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from jaxprune.analysis.fusion import pair_moments
+from jaxprune._fusion_solve import fusion_weights
 from jaxprune.graph import as_model
+from jaxprune.graph._pair_moments import pair_moments
 from jaxprune.graph._pairs import pair_of
 from jaxprune.graph._replace import Replacement
 from jaxprune.rewrites._chains import Fold
 from jaxprune.rewrites.collapse import replaced_model
-from jaxprune.rewrites.fusion_solve import fusion_weights
 
 __all__ = ["fuse"]
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from jaxprune.analysis.moments import Moments
+from jaxprune._moments import Moments
 
 __all__ = ["FusionWarning", "fusion_mse", "fusion_weights"]
 
@@ -48,7 +48,7 @@ def fusion_mse(
     rounds to about ``-eps * tr(C_y)`` (e.g. ``-2e-4`` in float32 for ``tr(C_y) ~ 1e3``).
 
     >>> import jax.numpy as jnp
-    >>> from jaxprune.analysis.moments import moments_init, moments_update
+    >>> from jaxprune._moments import moments_init, moments_update
     >>> x = jnp.array([[0.0], [1.0], [2.0]])
     >>> m = moments_update(moments_init(1, 1), x, 2 * x + 1)
     >>> round(float(fusion_mse(m, jnp.array([[2.0]]))), 6), float(fusion_mse(m, jnp.zeros((1, 1))))
@@ -115,7 +115,7 @@ def fusion_weights(
       ValueError: unknown ``method``, no samples, or non-finite moments.
 
     >>> import jax, jax.numpy as jnp
-    >>> from jaxprune.analysis.moments import moments_init, moments_update
+    >>> from jaxprune._moments import moments_init, moments_update
     >>> x = jax.random.normal(jax.random.key(0), (256, 3))
     >>> y = jnp.tanh(x) @ jnp.ones((3, 2))            # W2 H1(a0) with H1 = tanh
     >>> k, b, mse = fusion_weights(moments_update(moments_init(3, 2), x, y))
