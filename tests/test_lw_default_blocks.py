@@ -34,6 +34,7 @@ def test_train_rounds_lw_defaults_to_the_graph_order():
     y = jax.random.randint(jax.random.key(2), (32,), 0, 3)
     kw = dict(
         method="lw",
+        loss="cross_entropy",
         optimizer=optax.sgd(0.1),
         steps_per_round=2,
         normalize=False,  # a user model has no LW normalization slots

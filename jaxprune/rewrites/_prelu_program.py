@@ -165,6 +165,11 @@ class PReLUProgram:
             self.cache[key] = out
         return out
 
+    def runner(self, spec, leaves, args, kwargs):
+        """The rewritten model's runner (``RewriteSpec.runner``)."""
+        del spec
+        return self(leaves, args, kwargs)
+
     def __call__(self, leaves, args, kwargs):
         graph, sites, redirect, live = self.graph_for(args, kwargs)
         an = graph.analysis

@@ -24,7 +24,7 @@ __all__ = ["fold_linear"]
 
 def _program_of(model) -> PReLUProgram:
     spec = getattr(model, "spec", None)
-    run = getattr(spec, "run", None)
+    run = getattr(getattr(spec, "runner", None), "__self__", None)  # PReLUProgram.runner
     if not isinstance(run, PReLUProgram):
         raise TypeError(
             "model: expected a model returned by jp.rewrites.swap_relu_for_prelu (or by "

@@ -139,5 +139,5 @@ def _spec(run: PReLUProgram, kind: str, treedef, leaves) -> RewriteSpec:
         avals=avals,
         new_avals=avals,
         keep=(),
-        runner=lambda _spec, leaves, args, kwargs: run(leaves, args, kwargs),
+        runner=run.runner,
     )

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune.graph._adapters import as_model
+from jaxprune.graph._rewritten import RewriteSpec
 
 __all__ = ["TrainModel", "training_model"]
 
@@ -78,6 +79,15 @@ class TrainModel:
         return f"{self.kind} {name} {jax.tree.structure(self.params)} {shapes}"
 
 
+def _call_of(model):
+    """The call whose signature decides the keywords: a rewritten model (``jp.prune_units``,
+    ``jp.collapse``, ...) forwards its keywords to the original model, so ask the original."""
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, RewriteSpec):
+        return _call_of(spec.model)
+    return model if not hasattr(model, "__call__") or inspect.isfunction(model) else model.__call__
+
+
 def _accepts(fn, name: str | None) -> bool:
     if name is None:
         return False
@@ -91,7 +101,7 @@ def _accepts(fn, name: str | None) -> bool:
 def _linen(model, variables, train_kw, mutable, rngs) -> TrainModel:
     from flax.core import unfreeze
 
-    pass_train = _accepts(model.__call__, train_kw)
+    pass_train = _accepts(_call_of(model), train_kw)
     rng_names = tuple(rngs)
 
     def split(v):
@@ -186,8 +196,8 @@ def _equinox(model, variables, train_kw) -> TrainModel:
     adapter = as_model(model, variables)
     arrays, static = eqx.partition(adapter.rebuild(adapter.variables)[0], eqx.is_array)
     params, state = eqx.partition(arrays, eqx.is_inexact_array)
-    pass_key = _accepts(type(model).__call__, "key")
-    pass_train = _accepts(type(model).__call__, train_kw)
+    pass_key = _accepts(_call_of(model), "key")
+    pass_train = _accepts(_call_of(model), train_kw)
 
     def apply(p, s, x, *, train, key=None):
         m = eqx.nn.inference_mode(eqx.combine(p, s, static), value=not train)
@@ -210,8 +220,8 @@ def _equinox(model, variables, train_kw) -> TrainModel:
 
 
 def _function(fn, params, init_fn, train_kw) -> TrainModel:
-    pass_key = _accepts(fn, "key")
-    pass_train = _accepts(fn, train_kw)
+    pass_key = _accepts(_call_of(fn), "key")
+    pass_train = _accepts(_call_of(fn), train_kw)
 
     def apply(p, s, x, *, train, key=None):
         kw = {train_kw: train} if pass_train else {}
