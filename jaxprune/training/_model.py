@@ -85,7 +85,7 @@ def _call_of(model):
     spec = getattr(model, "spec", None)
     if isinstance(spec, RewriteSpec):
         return _call_of(spec.model)
-    return model if not hasattr(model, "__call__") or inspect.isfunction(model) else model.__call__
+    return model if not callable(model) or inspect.isfunction(model) else model.__call__
 
 
 def _accepts(fn, name: str | None) -> bool:
