@@ -55,27 +55,6 @@ def _apply(model, params, x, mask=None):
     return np.asarray(graph.apply({"params": params}, x, masks=mask))
 
 
-def _unit_masks(draw, model):
-    """A random bool mask per unit layer (each keeps at least one unit)."""
-    out = {}
-    for name, w in zip(model.unit_layers(), _widths(model), strict=True):
-        bits = draw(st.lists(st.booleans(), min_size=w, max_size=w).filter(any))
-        out[name] = np.array(bits)
-    return out
-
-
-def _widths(model):
-    return model.hidden if isinstance(model, MLP) else model.features
-
-
-def _linear_names(model):
-    return [
-        f"linear_{i}_{j}"
-        for i in range(len(model.unit_layers()))
-        for j in range(len(model.linear_widths(i)))
-    ]
-
-
 @FUZZ
 @given(
     model=models,

@@ -118,10 +118,6 @@ class CNN(nn.Module):
             *(f"dense_{j}" for j in range(len(self.layers) - n_conv)),
         )
 
-    def unit_layers(self) -> tuple[str, ...]:
-        """All layers but the last (their outputs are hidden units/channels)."""
-        return self.layer_names()[:-1]
-
     @nn.compact
     def __call__(
         self, x: jax.Array, *, start: int = 0, stop: int | None = None, pre_activation: bool = False

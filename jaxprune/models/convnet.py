@@ -65,13 +65,9 @@ class ConvNet(nn.Module):
         kernel_initializer(self.kernel_init)
         super().__post_init__()
 
-    def linear_widths(self, i: int) -> tuple[int, ...]:
+    def _linear_widths(self, i: int) -> tuple[int, ...]:
         """Channel widths of the 1x1 linear convs after block ``i``."""
         return tuple(self.linear_after[i]) if self.linear_after else ()
-
-    def unit_layers(self) -> tuple[str, ...]:
-        """Names of the layers whose output channels are ReLU units."""
-        return tuple(f"conv_{i}" for i in range(len(self.features)))
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -84,7 +80,7 @@ class ConvNet(nn.Module):
             h = nn.relu(nn.Conv(c, k, padding="SAME", kernel_init=init, name=name)(h))
             if self.pool and self.pool[i]:
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))
-            for j, lw in enumerate(self.linear_widths(i)):
+            for j, lw in enumerate(self._linear_widths(i)):
                 h = nn.Conv(lw, (1, 1), use_bias=False, kernel_init=init, name=f"linear_{i}_{j}")(h)
         h = h.reshape((*h.shape[:-3], -1))
         return output_activation(self.out_activation)(

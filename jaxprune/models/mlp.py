@@ -70,20 +70,16 @@ class MLP(nn.Module):
         kernel_initializer(self.kernel_init)  # validates the name
         super().__post_init__()
 
-    def linear_widths(self, i: int) -> tuple[int, ...]:
+    def _linear_widths(self, i: int) -> tuple[int, ...]:
         """Widths of the linear layers after hidden layer ``i`` (``()`` if none)."""
         return tuple(self.linear_after[i]) if self.linear_after else ()
-
-    def unit_layers(self) -> tuple[str, ...]:
-        """Names of the layers whose outputs are ReLU units (``relu_0``, ``relu_1``, ...)."""
-        return tuple(f"relu_{i}" for i in range(len(self.hidden)))
 
     def layer_names(self) -> tuple[str, ...]:
         """All dense layers in forward order."""
         names = []
         for i in range(len(self.hidden)):
             names.append(f"relu_{i}")
-            names += [f"linear_{i}_{j}" for j in range(len(self.linear_widths(i)))]
+            names += [f"linear_{i}_{j}" for j in range(len(self._linear_widths(i)))]
         return (*names, "out")
 
     @nn.compact
@@ -101,7 +97,7 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden):
             name = f"relu_{i}"
             h = nn.relu(nn.Dense(width, kernel_init=init, name=name)(h))
-            for j, lw in enumerate(self.linear_widths(i)):
+            for j, lw in enumerate(self._linear_widths(i)):
                 h = nn.Dense(lw, kernel_init=init, name=f"linear_{i}_{j}")(h)
         return output_activation(self.out_activation)(
             nn.Dense(self.out, kernel_init=init, name="out")(h)
