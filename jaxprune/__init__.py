@@ -7,9 +7,9 @@ transformations and analyses are read-only functions.
 from jaxprune import analysis, data, graph, models, rewrites, training, transforms
 from jaxprune._types import Batch, Mask, Params, PyTree, UnitMask
 from jaxprune.graph import GraphError, trace
-from jaxprune.rewrites.collapse import collapse
-from jaxprune.rewrites.fuse import fuse
-from jaxprune.rewrites.prune import prune_units
+from jaxprune.rewrites._collapse import collapse
+from jaxprune.rewrites._fuse import fuse
+from jaxprune.rewrites._prune import prune_units
 
 __version__ = "0.1.0"
 

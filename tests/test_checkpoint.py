@@ -14,7 +14,7 @@ import pytest
 from flax import serialization
 
 import jaxprune as jp
-from jaxprune.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from jaxprune.training._checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent(

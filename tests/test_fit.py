@@ -126,7 +126,7 @@ def test_early_stopping_update_matches_keras_rule():
 def test_later_chunks_and_repeat_fits_compile_nothing_new():
     import importlib
 
-    fit_module = importlib.import_module("jaxprune.training.fit")
+    fit_module = importlib.import_module("jaxprune.training._fit")
 
     fit_module._PROGRAMS.clear()
     kw = dict(patience=10**6, max_epochs=6, chunk_epochs=2)  # 3 chunks, no early stop

@@ -1,5 +1,7 @@
 """train_epochs: fixed-budget many-seed training with per-epoch curves, resumable."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +50,8 @@ def test_checkpoint_resume_continues_to_the_same_result(tmp_path, monkeypatch):
     kw = dict(optimizer=TX, loss="mse", batch_size=32, chunk_epochs=2, epochs=6, progress=False)
     full = jp.training.train_epochs(MODEL, keys, (X, Y), **kw)
     ckpt = tmp_path / "run.ckpt"
-    real_save, calls = jp.training.epochs.save_checkpoint, []
+    epochs_module = importlib.import_module("jaxprune.training._epochs")
+    real_save, calls = epochs_module.save_checkpoint, []
 
     def save_then_die_on_the_second_chunk(*args):
         real_save(*args)
@@ -56,7 +59,7 @@ def test_checkpoint_resume_continues_to_the_same_result(tmp_path, monkeypatch):
         if len(calls) == 2:
             raise KeyboardInterrupt  # killed after epoch 4 was saved
 
-    monkeypatch.setattr(jp.training.epochs, "save_checkpoint", save_then_die_on_the_second_chunk)
+    monkeypatch.setattr(epochs_module, "save_checkpoint", save_then_die_on_the_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         jp.training.train_epochs(MODEL, keys, (X, Y), checkpoint=ckpt, **kw)
     monkeypatch.undo()

@@ -7,18 +7,18 @@ from jaxprune._moments import (
     moments_update,
     streaming_moments,
 )
-from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, active_units, unit_ablation
-from jaxprune.analysis.connectivity import (
+from jaxprune.analysis._ablation import ACTIVE_THRESHOLD, active_units, unit_ablation
+from jaxprune.analysis._connectivity import (
     changed_fraction,
     connectivity_mask,
     effective_weights,
     layer_fractions,
     size_in_bits,
 )
-from jaxprune.analysis.count import count_params
-from jaxprune.analysis.fusion import FusionCandidate, fusion_candidates
-from jaxprune.analysis.margins import head_weight_product, sharpness, softmax_margins
-from jaxprune.analysis.path_length import (
+from jaxprune.analysis._count import count_params
+from jaxprune.analysis._fusion import FusionCandidate, fusion_candidates
+from jaxprune.analysis._margins import head_weight_product, sharpness, softmax_margins
+from jaxprune.analysis._path_length import (
     average_path_length,
     effective_width,
     linear_units,
@@ -26,13 +26,13 @@ from jaxprune.analysis.path_length import (
     path_histogram,
     units_from_param_masks,
 )
-from jaxprune.analysis.polygon import (
+from jaxprune.analysis._polygon import (
     POLYGON_MIN_SIZE,
     painted_image,
     polygon_sides,
     trace_contours,
 )
-from jaxprune.analysis.redundancy import (
+from jaxprune.analysis._redundancy import (
     REDUNDANCY_THRESHOLD,
     redundancy_groups,
     redundant_units,

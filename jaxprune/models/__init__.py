@@ -1,10 +1,10 @@
 """Small reference Flax (linen) modules whose parameter paths are documented."""
 
-from jaxprune.models.block_mlp import BlockMLP
-from jaxprune.models.cnn import CNN, ConvLayer, DenseLayer
-from jaxprune.models.convnet import ConvNet
-from jaxprune.models.initializers import INITIALIZERS, get_initializer, signed_he_constant
-from jaxprune.models.masked import (
+from jaxprune.models._block_mlp import BlockMLP
+from jaxprune.models._cnn import CNN, ConvLayer, DenseLayer
+from jaxprune.models._convnet import ConvNet
+from jaxprune.models._initializers import INITIALIZERS, get_initializer, signed_he_constant
+from jaxprune.models._masked import (
     MaskedConv,
     MaskedConvNet,
     MaskedDense,
@@ -14,10 +14,10 @@ from jaxprune.models.masked import (
     conv6,
     lenet_300_100,
 )
-from jaxprune.models.mlp import MLP
-from jaxprune.models.prelu import ChannelPReLU, PReLUMLP, PReLUResMLP, prelu
-from jaxprune.models.scnn import SCNN
-from jaxprune.models.scored import Scored
+from jaxprune.models._mlp import MLP
+from jaxprune.models._prelu import ChannelPReLU, PReLUMLP, PReLUResMLP, prelu
+from jaxprune.models._scnn import SCNN
+from jaxprune.models._scored import Scored
 
 __all__ = [
     "BlockMLP",

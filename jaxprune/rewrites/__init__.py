@@ -2,10 +2,10 @@
 
 from jaxprune._fusion_solve import FusionWarning, fusion_mse, fusion_weights
 from jaxprune._weight_factoring import factor_weights
-from jaxprune.rewrites.collapse import collapse
-from jaxprune.rewrites.fold_linear import fold_linear
-from jaxprune.rewrites.fuse import fuse
-from jaxprune.rewrites.layerwise import (
+from jaxprune.rewrites._collapse import collapse
+from jaxprune.rewrites._fold_linear import fold_linear
+from jaxprune.rewrites._fuse import fuse
+from jaxprune.rewrites._layerwise import (
     above_block_mask,
     block_statistics,
     check_blocks,
@@ -14,13 +14,13 @@ from jaxprune.rewrites.layerwise import (
     rescale_blocks,
     update_normalization,
 )
-from jaxprune.rewrites.mask_transfer import MASK_TRANSFER_MODES, set_linear_slopes, transfer_mask
-from jaxprune.rewrites.optimizer_state import reset_optimizer_state
-from jaxprune.rewrites.prelu_swap import swap_relu_for_prelu
-from jaxprune.rewrites.prune import prune_units
-from jaxprune.rewrites.reinit_masks import layer_mask, magnitude_mask, random_mask
-from jaxprune.rewrites.reinit_round import model_initializer, reinit_round, reinitialize
-from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
+from jaxprune.rewrites._mask_transfer import MASK_TRANSFER_MODES, set_linear_slopes, transfer_mask
+from jaxprune.rewrites._optimizer_state import reset_optimizer_state
+from jaxprune.rewrites._prelu_swap import swap_relu_for_prelu
+from jaxprune.rewrites._prune import prune_units
+from jaxprune.rewrites._reinit_masks import layer_mask, magnitude_mask, random_mask
+from jaxprune.rewrites._reinit_round import model_initializer, reinit_round, reinitialize
+from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
 
 __all__ = [
     "FusionWarning",

@@ -2,14 +2,14 @@
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune.training._core import TrainState
-from jaxprune.training.early_stopping import (
+from jaxprune.training._early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
     early_stopping_update,
 )
-from jaxprune.training.epochs import EpochsResult, train_epochs
-from jaxprune.training.fit import FitResult, RunState, fit
-from jaxprune.training.parallel import (
+from jaxprune.training._epochs import EpochsResult, train_epochs
+from jaxprune.training._fit import FitResult, RunState, fit
+from jaxprune.training._parallel import (
     data_mesh,
     make_parallel_epoch,
     make_parallel_train_step,
@@ -17,15 +17,15 @@ from jaxprune.training.parallel import (
     replicate,
     shard_batch,
 )
-from jaxprune.training.reinit_loop import (
+from jaxprune.training._reinit_loop import (
     REVERT_THRESHOLD,
     ReinitResult,
     pruned_model,
     train_with_reinit,
 )
-from jaxprune.training.rounds import METHODS, RoundsResult, lw_schedule, train_rounds
-from jaxprune.training.shuffle import feistel_permutation
-from jaxprune.training.step import evaluate, make_epoch, make_train_step
+from jaxprune.training._rounds import METHODS, RoundsResult, lw_schedule, train_rounds
+from jaxprune.training._shuffle import feistel_permutation
+from jaxprune.training._step import evaluate, make_epoch, make_train_step
 
 __all__ = [
     "EarlyStoppingState",

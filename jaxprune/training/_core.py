@@ -30,7 +30,7 @@ import optax
 
 from jaxprune._losses import LossFn
 from jaxprune.training._model import TrainModel
-from jaxprune.training.shuffle import feistel_permutation
+from jaxprune.training._shuffle import feistel_permutation
 
 __all__ = ["Core", "TrainState", "make_core"]
 

@@ -7,14 +7,14 @@ from jaxprune._straight_through import (
     init_scores,
     minimal_penalty,
 )
-from jaxprune.transforms.freeze import FreezeUnitsState, freeze_units, set_frozen_units
-from jaxprune.transforms.scores import (
+from jaxprune.transforms._freeze import FreezeUnitsState, freeze_units, set_frozen_units
+from jaxprune.transforms._scores import (
     AddMinimalPenaltyState,
     add_minimal_penalty,
     is_score,
     train_scores,
 )
-from jaxprune.transforms.slope_sparsity import (
+from jaxprune.transforms._slope_sparsity import (
     SlopeSparsityState,
     inactive_fraction,
     slope_layers_of,

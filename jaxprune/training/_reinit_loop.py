@@ -13,17 +13,17 @@ import optax
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params, UnitMask
-from jaxprune.analysis.ablation import ACTIVE_THRESHOLD, unit_ablation
-from jaxprune.analysis.redundancy import REDUNDANCY_THRESHOLD, redundant_units
+from jaxprune.analysis._ablation import ACTIVE_THRESHOLD, unit_ablation
+from jaxprune.analysis._redundancy import REDUNDANCY_THRESHOLD, redundant_units
 from jaxprune.graph import trace
-from jaxprune.rewrites.optimizer_state import reset_optimizer_state
-from jaxprune.rewrites.prune import prune_units
-from jaxprune.rewrites.reinit_units import OUTGOING_CHOICES, reinit_units
+from jaxprune.rewrites._optimizer_state import reset_optimizer_state
+from jaxprune.rewrites._prune import prune_units
+from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
 from jaxprune.training._core import TrainState, make_core
+from jaxprune.training._early_stopping import early_stopping_init, early_stopping_update
 from jaxprune.training._model import training_model
-from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
-from jaxprune.transforms.freeze import freeze_units, set_frozen_units
+from jaxprune.transforms._freeze import freeze_units, set_frozen_units
 
 __all__ = ["REVERT_THRESHOLD", "ReinitResult", "pruned_model", "train_with_reinit"]
 

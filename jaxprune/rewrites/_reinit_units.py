@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from jaxprune._types import Params, UnitMask
 from jaxprune.graph import as_model, path_str
-from jaxprune.rewrites.optimizer_state import reset_optimizer_state
+from jaxprune.rewrites._optimizer_state import reset_optimizer_state
 
 __all__ = ["OUTGOING_CHOICES", "reinit_units"]
 

@@ -21,7 +21,7 @@ import optax
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import PyTree
 from jaxprune.graph import trace
-from jaxprune.rewrites.layerwise import (
+from jaxprune.rewrites._layerwise import (
     above_block_mask,
     check_blocks,
     default_blocks,
@@ -29,17 +29,17 @@ from jaxprune.rewrites.layerwise import (
     rescale_blocks,
     update_normalization,
 )
-from jaxprune.rewrites.reinit_masks import (
+from jaxprune.rewrites._reinit_masks import (
     _check_fraction,
     layer_mask,
     magnitude_mask,
     random_mask,
 )
-from jaxprune.rewrites.reinit_round import reinit_round
+from jaxprune.rewrites._reinit_round import reinit_round
 from jaxprune.training._core import TrainState, make_core
+from jaxprune.training._early_stopping import early_stopping_init, early_stopping_update
 from jaxprune.training._model import training_model
-from jaxprune.training.early_stopping import early_stopping_init, early_stopping_update
-from jaxprune.training.shuffle import feistel_permutation
+from jaxprune.training._shuffle import feistel_permutation
 
 __all__ = ["METHODS", "RoundsResult", "lw_schedule", "train_rounds"]
 

@@ -17,16 +17,16 @@ from jax.sharding import PartitionSpec as P
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
+from jaxprune.training._checkpoint import load_checkpoint, save_checkpoint
 from jaxprune.training._checks import check_call, check_initial_state, given_variables
 from jaxprune.training._core import ProgramCache, TrainState, make_core
-from jaxprune.training._model import training_model
-from jaxprune.training._progress import Progress
-from jaxprune.training.checkpoint import load_checkpoint, save_checkpoint
-from jaxprune.training.early_stopping import (
+from jaxprune.training._early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
     early_stopping_update,
 )
+from jaxprune.training._model import training_model
+from jaxprune.training._progress import Progress
 
 __all__ = ["FitResult", "RunState", "fit"]
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune._types import Mask, Params
-from jaxprune.rewrites.optimizer_state import reset_optimizer_state
+from jaxprune.rewrites._optimizer_state import reset_optimizer_state
 
 __all__ = ["model_initializer", "reinit_round", "reinitialize"]
 

@@ -17,7 +17,7 @@ from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
 from jaxprune.graph._rewritten import build_model
 from jaxprune.rewrites._prelu_program import PReLUProgram, flat_paths, slope_path
-from jaxprune.rewrites.prelu_swap import _spec
+from jaxprune.rewrites._prelu_swap import _spec
 
 __all__ = ["fold_linear"]
 

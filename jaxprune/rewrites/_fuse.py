@@ -20,7 +20,7 @@ from jaxprune.graph._pair_moments import pair_moments
 from jaxprune.graph._pairs import pair_of
 from jaxprune.graph._replace import Replacement
 from jaxprune.rewrites._chains import Fold
-from jaxprune.rewrites.collapse import replaced_model
+from jaxprune.rewrites._collapse import replaced_model
 
 __all__ = ["fuse"]
 

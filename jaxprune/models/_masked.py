@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune._straight_through import check_kind, gate, init_scores
-from jaxprune.models.initializers import get_initializer
+from jaxprune.models._initializers import get_initializer
 
 __all__ = [
     "MaskedConv",

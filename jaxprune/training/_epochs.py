@@ -15,12 +15,12 @@ import optax
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
+from jaxprune.training._checkpoint import load_checkpoint, save_checkpoint
 from jaxprune.training._checks import check_call, check_initial_state, given_variables
 from jaxprune.training._core import ProgramCache, TrainState, make_core
+from jaxprune.training._fit import _as_key_batch, _place_seeds
 from jaxprune.training._model import training_model
 from jaxprune.training._progress import Progress
-from jaxprune.training.checkpoint import load_checkpoint, save_checkpoint
-from jaxprune.training.fit import _as_key_batch, _place_seeds
 
 __all__ = ["EpochsResult", "train_epochs"]
 
