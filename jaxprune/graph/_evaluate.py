@@ -18,14 +18,15 @@ from jaxprune.graph._layout import Act
 __all__ = ["channel_vector", "run_program"]
 
 
-def channel_vector(act: Act, masks: dict, locate, dtype):
-    """The mask along ``act``'s channel axis (length ``outer * C * inner``), or None."""
+def channel_vector(act: Act, masks: dict, locate, dtype, fill: float = 1.0):
+    """Per-group values laid out along ``act``'s channel axis (length ``outer * C * inner``),
+    ``fill`` on channels of groups without a value; None if no group of ``act`` has one."""
     parts, any_mask = [], False
     for s, a, b in act.segs:
         root, start = locate(s)
         m = masks.get(root)
         if m is None:
-            parts.append(jnp.ones((b - a,), dtype))
+            parts.append(jnp.full((b - a,), fill, dtype))
         else:
             any_mask = True
             parts.append(jnp.asarray(m[start + a : start + b], dtype))

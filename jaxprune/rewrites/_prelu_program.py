@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxprune.graph import trace
 from jaxprune.graph._adapters import path_str
+from jaxprune.graph._evaluate import channel_vector
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
 
@@ -73,23 +74,7 @@ def slope_units(graph, sites) -> list[str]:
 
 def slope_vector(act: Act, slopes: dict, locate, dtype):
     """The slopes along ``act``'s channel axis (0, a plain ReLU, on channels without slopes)."""
-    parts, any_slope = [], False
-    for s, a, b in act.segs:
-        root, start = locate(s)
-        m = slopes.get(root)
-        if m is None:
-            parts.append(jnp.zeros((b - a,), dtype))
-        else:
-            any_slope = True
-            parts.append(jnp.asarray(m[start + a : start + b], dtype))
-    if not any_slope:
-        return None
-    vec = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
-    if act.inner > 1:
-        vec = jnp.repeat(vec, act.inner)
-    if act.outer > 1:
-        vec = jnp.tile(vec, act.outer)
-    return vec
+    return channel_vector(act, slopes, locate, dtype, fill=0.0)
 
 
 def prelu(x, a, axis: int):
