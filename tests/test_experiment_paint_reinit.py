@@ -98,7 +98,7 @@ def test_committed_table_is_the_rendering_of_the_committed_results(tmp_path):
     paint_reinit.render(tmp_path)
     table = (tmp_path / "table.md").read_text()
     assert table == (committed / "table.md").read_text()
-    assert "| 0 / 30 | 5.7 ± 3.8 | 4.6 ± 3.6 | 1.29 ± 0.34 (22) | 0.94 ± 0.64 |" in table
+    assert "| 0 / 30 | 5.7 ± 3.8 | 4.4 ± 3.5 | 1.31 ± 0.33 (22) | 0.96 ± 0.65 |" in table
 
 
 def test_sizes_the_side_count_does_not_support_are_refused_before_training(tmp_path):
