@@ -9,7 +9,6 @@ a unit followed by its nonlinearity it equals multiplying the nonlinearity's out
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from jaxprune.graph._inline import Literal
@@ -93,6 +92,3 @@ def run_program(analysis, flat_inputs, masks: dict | None = None, capture=None):
     if capture is True:
         return results, env
     return results, {v: env[v] for v in capture}
-
-
-del jax

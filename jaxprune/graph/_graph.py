@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -409,6 +408,3 @@ def trace(model, variables=None, *args, **kwargs) -> Graph:
     graph = Graph(adapter, analysis, args, kwargs, paths)
     graph._out_tree = out_tree[0]
     return graph
-
-
-del Any
