@@ -53,8 +53,9 @@ def fusion_candidates(
     singular covariances are suppressed (the minimum-norm solution is used).
 
     Args:
-      model: a ``flax.linen`` Module or a function ``f(params, x)``.
-      variables: its variables.
+      model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
+        ``f(params, x)``.
+      variables: its variables (``None`` for NNX/equinox: the module's own state).
       data: iterable of batches (``x`` or ``(x, y, ...)``), read once.
       by: ``"mse"`` or ``"relative_mse"``.
       method: linear solver (see :func:`~jaxprune.rewrites.fusion_weights`).

@@ -44,6 +44,8 @@ class Replacement:
       end_name: the primitive name at ``end`` (checked at each re-trace).
       pre: nodes applied to ``x`` first, in order, with their parameters (channel-agnostic
         pooling/sums over space that the folded channel map commutes with).
+      kernel_t: dense: the kernel is stored ``[out, in]`` (the orientation of a ``W @ x``
+        layer, e.g. equinox's ``Linear``).
     """
 
     x: tuple[int, int]
@@ -57,6 +59,7 @@ class Replacement:
     conv: tuple | None = None
     end_name: str = ""
     pre: tuple[int, ...] = ()
+    kernel_t: bool = False
 
 
 def x_var(program, rep: Replacement):
@@ -94,6 +97,7 @@ def emit(program, rep: Replacement, x, kernel, bias):
             axis = x.ndim - 1
         else:
             axis = rep.axis
+        kernel = kernel.T if rep.kernel_t else kernel
         y = jax.lax.dot_general(x, kernel.astype(x.dtype), (((axis,), (0,)), ((), ())))
         y = jnp.moveaxis(y, -1, axis)
         out_axis = axis
@@ -141,7 +145,7 @@ class ReplacedRunner:
     signature: tuple[str, ...] = ()
 
     def plan(self, spec, args, kwargs):
-        from jaxprune.graph._graph import trace
+        from jaxprune.graph._rewritten import trace_original
 
         arg_leaves, arg_tree = jax.tree.flatten(args)
         abstract = [jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in arg_leaves]
@@ -153,9 +157,9 @@ class ReplacedRunner:
             key = None
         if key is not None and key in spec.cache:
             return spec.cache[key]
-        variables = jax.tree.unflatten(spec.treedef, list(spec.avals))
         try:
-            graph = trace(spec.model, variables, *jax.tree.unflatten(arg_tree, abstract), **kwargs)
+            args = jax.tree.unflatten(arg_tree, abstract)
+            graph = trace_original(spec.model, spec.kind, spec.treedef, spec.avals, args, kwargs)
         except Exception as e:  # e.g. BatchNorm updating statistics the rewrite removed
             raise GraphError(
                 f"the {self.what}d model traces differently at these arguments than when it was "

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxprune.graph._adapters import path_str
 from jaxprune.graph._errors import GraphError, user_line
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
@@ -29,10 +30,12 @@ __all__ = [
     "RewriteSpec",
     "abstract_model",
     "build_model",
+    "held_leaves",
     "leaf_keep",
     "model_variables",
     "narrowed_shapes",
     "run_rewritten",
+    "trace_original",
 ]
 
 
@@ -53,6 +56,8 @@ class RewriteSpec:
         :func:`run_rewritten`, the narrowed evaluation of pruning).
       new_treedef: the structure of the rewritten variables when it differs from the
         original's (a rewrite that removes or adds leaves).
+      new_paths: the rewritten variables' leaf paths in the order ``runner`` takes them, when
+        they differ from ``paths``.
     """
 
     model: Any
@@ -64,6 +69,7 @@ class RewriteSpec:
     keep: tuple[tuple[str, tuple[bool, ...]], ...]
     runner: Any = None
     new_treedef: Any = None
+    new_paths: tuple[str, ...] | None = None
     cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
 
@@ -154,10 +160,22 @@ class _Plan:
     leaf_shapes: tuple
 
 
-def plan_for(spec: RewriteSpec, args, kwargs) -> _Plan:
-    """Traces ``spec.model`` at ``args``' shapes (cached) and plans the narrowed evaluation."""
+def trace_original(model, kind: str, treedef, avals, args, kwargs):
+    """The layer graph of a rewrite's original model (as kept by :func:`abstract_model`) at
+    ``args`` (arrays or ``ShapeDtypeStruct``), with variables of structure ``treedef`` and
+    shapes ``avals``."""
     from jaxprune.graph._graph import trace
 
+    variables = jax.tree.unflatten(treedef, list(avals))
+    if kind == "nnx":
+        variables = None  # the abstract model carries its own (abstract) state
+    elif kind == "equinox":
+        model = _equinox_apply(model)
+    return trace(model, variables, *args, **kwargs)
+
+
+def plan_for(spec: RewriteSpec, args, kwargs) -> _Plan:
+    """Traces ``spec.model`` at ``args``' shapes (cached) and plans the narrowed evaluation."""
     arg_leaves, arg_tree = jax.tree.flatten(args)
     abstract_args = [jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in arg_leaves]
     try:
@@ -168,13 +186,8 @@ def plan_for(spec: RewriteSpec, args, kwargs) -> _Plan:
         key = None
     if key is not None and key in spec.cache:
         return spec.cache[key]
-    variables = jax.tree.unflatten(spec.treedef, list(spec.avals))
-    model = spec.model
-    if spec.kind == "nnx":
-        variables = None  # the abstract model carries its own (abstract) state
-    elif spec.kind == "equinox":
-        model = _equinox_apply(spec.model)
-    graph = trace(model, variables, *jax.tree.unflatten(arg_tree, abstract_args), **kwargs)
+    args = jax.tree.unflatten(arg_tree, abstract_args)
+    graph = trace_original(spec.model, spec.kind, spec.treedef, spec.avals, args, kwargs)
     keep = {name: np.asarray(m, bool) for name, m in spec.keep}
     shapes, cuts = narrowed_shapes(graph, keep)
     n = len(spec.paths)
@@ -330,9 +343,14 @@ def _nnx_module_class():
 
         def __init__(self, spec: RewriteSpec, leaves):
             self.spec = spec
-            types = dict(nnx.to_flat_state(nnx.state(spec.model)))
-            by_path = dict(zip(spec.paths, leaves, strict=True))
-            for path, var in types.items():
+            types = {
+                "/".join(str(k) for k in path): (path, type(var))
+                for path, var in nnx.to_flat_state(nnx.state(spec.model))
+            }
+            for name, value in zip(_leaf_paths(spec), leaves, strict=True):
+                path, kind = types.get(name, (None, nnx.Param))  # new leaves are parameters
+                if path is None:
+                    path = tuple(int(k) if k.isdigit() else k for k in name.split("/"))
                 node = self
                 for k, nxt in zip(path[:-1], path[1:], strict=True):
                     child = _nnx_get(node, k)
@@ -340,16 +358,11 @@ def _nnx_module_class():
                         child = nnx.List([]) if isinstance(nxt, int) else Node()
                         _nnx_set(node, k, child)
                     node = child
-                value = by_path["/".join(str(k) for k in path)]
-                _nnx_set(node, path[-1], type(var)(value))
+                _nnx_set(node, path[-1], kind(value))
 
         def __call__(self, *args, **kwargs):
-            from jaxprune.graph._adapters import path_str
-
-            pure = nnx.to_pure_dict(nnx.state(self))
-            flat, _ = jax.tree_util.tree_flatten_with_path(pure)
-            by_path = {path_str(p): v for p, v in flat}
-            return run_rewritten(self.spec, [by_path[p] for p in self.spec.paths], args, kwargs)
+            leaves = held_leaves(self)
+            return (self.spec.runner or run_rewritten)(self.spec, leaves, args, kwargs)
 
     return Rewritten
 
@@ -386,7 +399,8 @@ def _equinox_module_class():
         spec: RewriteSpec = eqx.field(static=True)
 
         def __call__(self, *args, **kwargs):
-            return run_rewritten(self.spec, jax.tree.leaves(self.variables), args, kwargs)
+            leaves = jax.tree.leaves(self.variables)
+            return (self.spec.runner or run_rewritten)(self.spec, leaves, args, kwargs)
 
     return Rewritten
 
@@ -451,7 +465,8 @@ def build_model(spec: RewriteSpec, leaves=None):
             _CLASSES[spec.kind] = factory()
         if spec.kind == "nnx":
             return _CLASSES["nnx"](spec, list(leaves))
-        return _CLASSES["equinox"](jax.tree.unflatten(spec.treedef, list(leaves)), spec)
+        treedef = spec.new_treedef or spec.treedef
+        return _CLASSES["equinox"](jax.tree.unflatten(treedef, list(leaves)), spec)
     raise NotImplementedError(f"rewriting a {spec.kind} model is not supported yet")
 
 
@@ -467,4 +482,34 @@ def model_variables(spec: RewriteSpec, model, leaves):
         import equinox as eqx
 
         return eqx.filter(model, eqx.is_array)
-    return jax.tree.unflatten(spec.treedef, list(leaves))
+    return jax.tree.unflatten(spec.new_treedef or spec.treedef, list(leaves))
+
+
+def _leaf_paths(spec: RewriteSpec) -> tuple[str, ...]:
+    return spec.paths if spec.new_paths is None else spec.new_paths
+
+
+def held_leaves(model, variables=None) -> list:
+    """The leaves of a rewritten model's variables in the order its runner takes them.
+
+    ``variables``: for linen and functions the variables passed to the model; for NNX
+    ``None`` (the model's own state) or a pure dict / ``nnx.State``; for equinox ``None`` or
+    ``eqx.filter(model, eqx.is_array)``.
+    """
+    spec = model.spec
+    if spec.kind == "equinox":
+        held = model if variables is None else variables
+        return jax.tree.leaves(held.variables)
+    if spec.kind == "nnx":
+        from flax import nnx
+
+        state = nnx.state(model) if variables is None else variables
+        tree = nnx.to_pure_dict(state) if isinstance(state, nnx.State) else state
+    else:
+        tree = variables
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    by_path = {path_str(p): v for p, v in flat}
+    missing = [p for p in _leaf_paths(spec) if p not in by_path]
+    if missing:
+        raise ValueError(f"variables: missing the rewritten model's leaves {missing}")
+    return [by_path[p] for p in _leaf_paths(spec)]

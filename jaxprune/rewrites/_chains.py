@@ -8,7 +8,8 @@ affine function of the path's input ``x``:
   statistics, scales);
 * ``pw``: a pointwise layer: a dense layer over the channel axis, a 1x1 convolution with stride
   1 and no padding;
-* ``dom``: the one spatial layer a folded run may contain: a kxk convolution, or a dense layer
+* ``dom``: the spatial layer a folded run may contain: a kxk convolution (or several that
+  compose exactly), or a dense layer
   reading a flattened ``(N, H*W*C)`` value (with the ``flatten`` reshape before it);
 * ``spatial``: sum pooling (``reduce_window_sum``, as in average pooling) or a sum over
   spatial axes (``jnp.mean``) before the spatial layer: it commutes with channel maps, so the
@@ -18,8 +19,9 @@ The folded map is computed exactly, in the order of the steps: before the spatia
 channel matrix ``A`` and vector ``a`` (``v -> v A + a``), the spatial layer's kernel absorbs
 ``A`` on its input axis, and later steps act on its output axis. A bias before a zero-padded
 (or input-dilated) convolution is not exact at the borders (the padding is zeros, not the
-bias), so the run is cut there, and likewise before zero-padded pooling; so is a second
-spatial layer (kxk -> kxk is not composed) and pooling after the spatial layer.
+bias), so the run is cut there, and likewise before zero-padded pooling, and so is pooling
+after the spatial layer. Two kxk convolutions compose into one with a larger kernel when that
+is exact (see :func:`_composable`); other second spatial layers cut the run.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from jaxprune.graph._replace import Replacement
 
 _HI = jax.lax.Precision.HIGHEST
 _EW = {"add", "sub", "mul", "div", "neg", "convert_element_type", "copy"}
+_MOVES = {"convert_element_type", "copy", "transpose"}  # no change to the channel map
 
 
 @dataclasses.dataclass
@@ -107,11 +110,15 @@ def classify(i, node, an, layer_at, env, producers=None):
         if info.op == "dense":
             (lc, rc), (lb, _) = node.params["dimension_numbers"]
             nd = len(act.shape)
-            if k != 0 or lb or tuple(lc) != (nd - 1,) or tuple(rc) != (0,) or act.axis != nd - 1:
+            if lb or act.inner != 1 or len(ann[node.ins[1 - k]].shape) != 2:
                 return None
-            if len(ann[node.ins[1]].shape) != 2 or act.inner != 1:
+            act_c, ker_c = (lc, rc) if k == 0 else (rc, lc)
+            if tuple(act_c) != (act.axis,) or len(ker_c) != 1:
                 return None
-            return Step(i, "pw" if act.outer == 1 else "dom", k)
+            if k == 0 and act.axis == nd - 1 and tuple(rc) == (0,):
+                return Step(i, "pw" if act.outer == 1 else "dom", k)
+            # the kernel on the left (``W @ x``, equinox) or contracted on its last axis
+            return Step(i, "pw", k) if act.outer == 1 else None
         if info.op != "conv" or act.outer != 1 or act.inner != 1:
             return None
         p = node.params
@@ -130,6 +137,8 @@ def classify(i, node, an, layer_at, env, producers=None):
         if name == "reduce_sum" and act.axis in node.params["axes"]:
             return None
         return Step(i, "spatial", k)
+    if name == "transpose":  # moves axes; the run's end must restore x's layout (fold)
+        return Step(i, "ew", k)
     if name == "reshape":
         if act.outer != 1 or act.inner != 1:
             return None
@@ -196,7 +205,7 @@ class Fold:
 def _apply_ew(node, step, env, act, A, a, axis=None):
     """Applies an elementwise step to the map ``(A, a)`` (channels on ``A``'s ``axis``)."""
     name = node.name
-    if name in ("convert_element_type", "copy"):
+    if name in _MOVES:
         return A, a
     width = A.shape[-1 if axis is None else axis]
 
@@ -222,11 +231,14 @@ def _apply_ew(node, step, env, act, A, a, axis=None):
     return scale(A, 1 / c), None if a is None else a / c  # div
 
 
-def _kernel_io(node, env):
-    """``(kernel value, in axis, out axis)`` of a layer node."""
-    k = _value(node.ins[1], env)
+def _kernel_io(node, env, operand: int = 0):
+    """``(kernel value, in axis, out axis)`` of a layer node whose activation is ``operand``."""
     if node.name == "dot_general":
-        return k, 0, 1
+        k = _value(node.ins[1 - operand], env)
+        (lc, rc), _ = node.params["dimension_numbers"]
+        ia = int((rc if operand == 0 else lc)[0])
+        return k, ia, 1 - ia
+    k = _value(node.ins[1], env)
     rhs = node.params["dimension_numbers"].rhs_spec
     return k, rhs[1], rhs[0]
 
@@ -236,7 +248,7 @@ def fold(program, an, layer_at, env, path: list[Step]) -> list[Fold]:
     ann = an.annotations
     out: list[Fold] = []
     segs, start = [], 0
-    seen_dom, biased = False, False
+    seen_dom, biased, seen_dom_node = False, False, None
     for j, st in enumerate(path):
         node = program.nodes[st.node]
         if st.kind == "flatten":
@@ -262,10 +274,16 @@ def fold(program, an, layer_at, env, path: list[Step]) -> list[Fold]:
                 exact = all(tuple(q) == (0, 0) for q in dn.params["padding"]) and all(
                     d == 1 for d in dn.params["lhs_dilation"]
                 )
-            if seen_dom or (biased and not exact):
+            composes = (
+                seen_dom
+                and st.kind == "dom"
+                and _composable(program.nodes[seen_dom_node], dn)
+                and not any(p.kind == "flatten" for p in path[start:j])
+            )
+            if (seen_dom and not composes) or (biased and not exact):
                 segs.append((start, j))
                 start, biased = j, False
-            seen_dom = True
+            seen_dom, seen_dom_node = True, dom.node
         if st.kind == "ew" and node.name in ("add", "sub"):
             biased = True
     segs.append((start, len(path)))
@@ -287,6 +305,10 @@ def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
                 leaves |= ann[v].leaves
     if not layers or (len(layers) < 2 and len(leaves) <= 2):
         return None
+    if not any(s.kind in ("spatial", "flatten", "dom") for s in steps):
+        n = _same_layout_prefix(program, ann, steps)
+        if n < len(steps):
+            return _fold_segment(program, ann, layer_at, env, steps[:n])
     first = program.nodes[steps[0].node]
     x_act = ann[first.ins[steps[0].operand]]
     m = x_act.shape[x_act.axis]
@@ -318,7 +340,7 @@ def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
                 K, b = _apply_ew(node, s, env, act, K, a, axis=oax)
                 a = b
             continue
-        kv, ia, oa = _kernel_io(node, env)
+        kv, ia, oa = _kernel_io(node, env, s.operand)
         kv = kv.astype(jnp.float32)
         if s.kind == "pw":
             W = jnp.moveaxis(kv, (ia, oa), (0, 1)).reshape(kv.shape[ia], kv.shape[oa])
@@ -327,6 +349,10 @@ def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
             else:
                 K = jnp.moveaxis(jnp.tensordot(K, W, ((oax,), (0,)), precision=_HI), -1, oax)
             a = None if a is None else jnp.matmul(a, W, precision=_HI)
+            continue
+        if K is not None:  # a second convolution: kxk -> kxk composed (see _composable)
+            K, a, oax = _compose(program.nodes[dom_node], K, a, node, kv)
+            dom_node = s.node
             continue
         dom_node = s.node
         if node.name == "dot_general":  # dense on a flattened (N, P*M) value
@@ -371,7 +397,90 @@ def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
         kernel = jnp.moveaxis(A.reshape(A.shape + (1,) * (nd - 2)), (0, 1), (rhs[1], rhs[0]))
         rep = Replacement(op="conv", conv_node=first_layer.node, **common)
     else:
-        rep = Replacement(op="dense", axis=ann[program.nodes[end].outs[0]].axis, **common)
-        kernel = A
+        fl = program.nodes[first_layer.node]
+        k0 = next(s.operand for s in steps if s.node == first_layer.node)
+        transposed = fl.name == "dot_general" and _kernel_io(fl, env, k0)[1] == 1
+        rep = Replacement(
+            op="dense", axis=ann[program.nodes[end].outs[0]].axis, kernel_t=transposed, **common
+        )
+        kernel = A.T if transposed else A  # in the first layer's own orientation
     bias = None if a is None else a.astype(kdtype)
     return Fold(rep, kernel.astype(kdtype), bias, layers, frozenset(leaves))
+
+
+def _same_layout_prefix(program, ann, steps: list[Step]) -> int:
+    """The longest prefix of a run of pointwise steps whose result has the layout of its
+    input ``x`` (the same axes in the same order): transposes and ``W @ x`` dense layers
+    (channels first) move axes, and the replacement computes its value in ``x``'s layout."""
+    first = program.nodes[steps[0].node]
+    x = ann[first.ins[steps[0].operand]]
+    start = tuple("C" if d == x.axis else d for d in range(len(x.shape)))
+    labels, best = start, 0
+    for j, s in enumerate(steps):
+        node = program.nodes[s.node]
+        act = ann[node.ins[s.operand]]
+        if node.name == "transpose":
+            labels = tuple(labels[p] for p in node.params["permutation"])
+        elif node.name == "dot_general":
+            free = tuple(lab for d, lab in enumerate(labels) if d != act.axis)
+            labels = free + ("C",) if s.operand == 0 else ("C",) + free
+        elif node.name == "conv_general_dilated":
+            dn = node.params["dimension_numbers"]
+            out = [None] * len(labels)
+            out[dn.out_spec[0]], out[dn.out_spec[1]] = labels[dn.lhs_spec[0]], "C"
+            for a, b in zip(dn.lhs_spec[2:], dn.out_spec[2:], strict=True):
+                out[b] = labels[a]
+            labels = tuple(out)
+        elif len(ann[node.outs[0]].shape) != len(labels):
+            return best
+        if labels == start:
+            best = j + 1
+    return best
+
+
+def _unpadded(p) -> bool:
+    return (
+        all(tuple(q) == (0, 0) for q in p["padding"])
+        and all(d == 1 for d in p["lhs_dilation"])
+        and all(d == 1 for d in p["rhs_dilation"])
+        and p["feature_group_count"] == 1
+        and p["batch_group_count"] == 1
+    )
+
+
+def _composable(first, second) -> bool:
+    """Whether conv ``second`` applied to conv ``first``'s output is one convolution exactly.
+
+    ``y[q] = sum_b sum_a x[s*q + b + a] K1[a] K2[b]`` is a convolution of ``x`` with kernel
+    ``K[u] = sum_{a+b=u} K1[a] K2[b]`` and ``second``'s stride ``s`` when ``first`` has stride
+    1 and neither pads nor dilates (a zero-padded border of ``first``'s output is not
+    ``first`` applied to padding), with ungrouped channels and the same layouts.
+    """
+    if first.name != "conv_general_dilated" or second.name != "conv_general_dilated":
+        return False
+    p1, p2 = first.params, second.params
+    return (
+        _unpadded(p1)
+        and _unpadded(p2)
+        and all(st == 1 for st in p1["window_strides"])
+        and p1["dimension_numbers"] == p2["dimension_numbers"]
+    )
+
+
+def _compose(first, K, a, second, kv):
+    """``(kernel, bias, out axis)`` of conv ``second`` after conv ``first`` (kernel ``K``,
+    bias ``a`` on its output channels, both in ``first``'s kernel layout)."""
+    r1 = first.params["dimension_numbers"].rhs_spec
+    r2 = second.params["dimension_numbers"].rhs_spec
+    k1 = jnp.moveaxis(K, tuple(r1[2:]) + (r1[1], r1[0]), tuple(range(K.ndim)))  # (..., i, m)
+    k2 = jnp.moveaxis(kv, tuple(r2[2:]) + (r2[1], r2[0]), tuple(range(kv.ndim)))  # (..., m, o)
+    nsp = K.ndim - 2
+    shape = tuple(p + q - 1 for p, q in zip(k1.shape[:nsp], k2.shape[:nsp], strict=True))
+    out = jnp.zeros(shape + (k1.shape[-2], k2.shape[-1]), jnp.float32)
+    for b in np.ndindex(*k2.shape[:nsp]):
+        window = tuple(slice(o, o + n) for o, n in zip(b, k1.shape[:nsp], strict=True))
+        term = jnp.tensordot(k1, k2[b], ((nsp + 1,), (0,)), precision=_HI)
+        out = out.at[window].add(term)
+    bias = None if a is None else jnp.einsum("m,...mo->o", a, k2, precision=_HI)
+    kernel = jnp.moveaxis(out, tuple(range(out.ndim)), tuple(r2[2:]) + (r2[1], r2[0]))
+    return kernel, bias, r2[0]

@@ -9,7 +9,7 @@ from jaxprune.graph import GraphError, as_model, trace
 from jaxprune.graph._adapters import path_str
 from jaxprune.graph._evaluate import run_program
 from jaxprune.graph._replace import ReplacedRunner, live_nodes, nest
-from jaxprune.graph._rewritten import RewriteSpec, build_model
+from jaxprune.graph._rewritten import RewriteSpec, abstract_model, build_model, model_variables
 from jaxprune.rewrites import _chains
 
 __all__ = ["collapse"]
@@ -40,7 +40,7 @@ def replaced_model(adapter, graph, folds, what: str):
     new_paths = tuple(path_str(p) for p, _ in nflat)
     new_leaves = [v for _, v in nflat]
     spec = RewriteSpec(
-        model=adapter.model,
+        model=abstract_model(adapter),
         kind=adapter.kind,
         treedef=treedef,
         paths=paths,
@@ -49,8 +49,10 @@ def replaced_model(adapter, graph, folds, what: str):
         keep=(),
         runner=ReplacedRunner(reps, new_paths, what, tuple(n.name for n in program.nodes)),
         new_treedef=ntreedef,
+        new_paths=new_paths,
     )
-    return build_model(spec), tree
+    small = build_model(spec, new_leaves)
+    return small, model_variables(spec, small, new_leaves)
 
 
 def collapse(model, variables, *args, **kwargs):
@@ -67,8 +69,10 @@ def collapse(model, variables, *args, **kwargs):
 
     Left as they are (exactness or scope): a bias or BatchNorm shift *before* a zero-padded
     (``SAME``) or input-dilated convolution (at the borders the padding is 0, not the bias; a
-    bias-free 1x1 conv still folds into it); two spatial layers in one run (kxk -> kxk convs,
-    kxk conv -> flatten -> dense); pooling inside a run (average pooling cuts the run);
+    bias-free 1x1 conv still folds into it); two spatial layers in one run (kxk -> kxk convs
+    unless both are unpadded (``VALID``) and undilated and the first has stride 1: then they
+    compose into one kxk conv with ``k = k1 + k2 - 1`` and the second's stride; kxk conv ->
+    flatten -> dense); pooling inside a run (average pooling cuts the run);
     BatchNorm after a residual join or reading a value with several readers; depthwise
     convolutions; runs whose only layer has nothing to absorb (a dense layer and its bias).
 
@@ -78,14 +82,20 @@ def collapse(model, variables, *args, **kwargs):
     under ``jax.vmap`` over ``variables`` (the folding is traceable).
 
     Args:
-      model: a ``flax.linen`` Module or a function ``f(params, *args)``.
-      variables: its variables (linen: every collection, BatchNorm statistics included).
+      model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
+        ``f(params, *args)`` (see :func:`jaxprune.graph.as_model`).
+      variables: linen: every collection, BatchNorm statistics included; NNX/equinox:
+        ``None`` (the module's own state) or its state; a function: its params.
       *args: example arguments of the call (only their shapes matter).
       **kwargs: keyword arguments of the call (``train=False``).
 
     Returns:
-      ``(collapsed_model, collapsed_variables)``: a linen Module (nested variables of the
-      original's structure minus the removed leaves), or ``(apply_fn, params)``.
+      ``(collapsed_model, collapsed_variables)`` of the model's kind: a linen Module and nested
+      variables of the original's structure minus the removed leaves; an ``nnx.Module`` whose
+      state has the original's paths and variable types minus the removed ones (and its pure
+      dict); an ``eqx.Module`` holding nested dicts of arrays keyed by the original's paths
+      (a ``W @ x`` layer keeps its ``[out, in]`` orientation) and its arrays; or
+      ``(apply_fn, params)``.
 
     Raises:
       GraphError: the model cannot be traced into a layer graph, or a folded kernel would
@@ -109,10 +119,6 @@ def collapse(model, variables, *args, **kwargs):
       Paper 000, sec. 3.1 (Eq. 6) and sec. 5 (linear layers, BatchNorm at inference).
     """
     adapter = as_model(model, variables)
-    if adapter.kind not in ("linen", "function"):
-        raise NotImplementedError(
-            f"collapse: {adapter.kind} models are not supported yet (linen and functions are)"
-        )
     graph = trace(model, variables, *args, **kwargs)
     an = graph.analysis
     flat = jax.tree.leaves(adapter.variables) + jax.tree.leaves(args)

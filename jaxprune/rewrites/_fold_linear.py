@@ -9,15 +9,18 @@ group's slopes disappear, the second layer's kernel becomes ``W1 @ W2``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
-from jaxprune.graph._rewritten import build_model
+from jaxprune.graph._replace import nest
+from jaxprune.graph._rewritten import held_leaves
 from jaxprune.rewrites._prelu_program import PReLUProgram, flat_paths, slope_path
-from jaxprune.rewrites._prelu_swap import _spec
+from jaxprune.rewrites._prelu_swap import rewritten
 
 __all__ = ["fold_linear"]
 
@@ -150,7 +153,8 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
 
     Args:
       prelu_model: a model returned by :func:`swap_relu_for_prelu` (or by this function).
-      prelu_vars: its variables.
+      prelu_vars: its variables (NNX/equinox: ``None`` for the variables the model holds,
+        or the second value :func:`swap_relu_for_prelu` returned).
       *args: example arguments of the call (only their shapes matter).
       **kwargs: keyword arguments of the call.
 
@@ -182,7 +186,10 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
     """
     run = _program_of(prelu_model)
     graph, sites, _, _ = run.graph_for(args, kwargs)
-    paths, leaves, _ = flat_paths(prelu_vars)
+    if run.kind in ("nnx", "equinox"):
+        paths, leaves = list(run.new_paths), held_leaves(prelu_model, prelu_vars)
+    else:
+        paths, leaves, _ = flat_paths(prelu_vars)
     if tuple(paths) != run.new_paths:
         raise ValueError(
             f"prelu_vars: leaf paths {paths} do not match the model's {list(run.new_paths)}"
@@ -216,19 +223,15 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
         folds.append((first, second))
     if not folds or folds == list(run.folds):
         return prelu_model, prelu_vars
-    keypaths = [kp for kp, _ in jax.tree_util.tree_flatten_with_path(prelu_vars)[0]]
-    kept = [(kp, p) for kp, p in zip(keypaths, paths, strict=True) if p not in removed]
-    new_vars = _nest([kp for kp, _ in kept], [values[p] for _, p in kept])
+    kept = [p for p in paths if p not in removed]
+    if run.kind in ("linen", "function"):  # the user's own (dict) structure
+        keypaths = [kp for kp, _ in jax.tree_util.tree_flatten_with_path(prelu_vars)[0]]
+        by_str = dict(zip(paths, keypaths, strict=True))
+        new_vars = _nest([by_str[p] for p in kept], [values[p] for p in kept])
+    else:
+        new_vars = nest({p: values[p] for p in kept})
     new_paths, new_leaves, new_treedef = flat_paths(new_vars)
-    new_run = PReLUProgram(
-        model=run.model,
-        orig_treedef=run.orig_treedef,
-        orig_paths=run.orig_paths,
-        orig_avals=run.orig_avals,
-        new_paths=tuple(new_paths),
-        prefix=prefix,
-        units=tuple(units),
-        folds=tuple(folds),
+    new_run = dataclasses.replace(
+        run, new_paths=tuple(new_paths), units=tuple(units), folds=tuple(folds), cache={}
     )
-    model = build_model(_spec(new_run, prelu_model.spec.kind, new_treedef, new_leaves))
-    return model, new_vars
+    return rewritten(new_run, new_treedef, new_leaves)

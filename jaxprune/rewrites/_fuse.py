@@ -92,8 +92,9 @@ def fuse(
     re-traces the original per call shape (any batch size, ``jit``, ``jax.export``).
 
     Args:
-      model: a ``flax.linen`` Module or a function ``f(params, x)``.
-      variables: its variables.
+      model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
+        ``f(params, x)``.
+      variables: its variables (``None`` for NNX/equinox: the module's own state).
       layers: ``(first, second)`` layer names as in ``jp.trace(...).layers``.
       data: iterable of batches, each ``x`` or ``(x, y, ...)``; read once.
       estimator: ``"joint"`` or ``"uncorrelated"`` (conv-conv only).

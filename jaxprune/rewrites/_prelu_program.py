@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.graph import trace
 from jaxprune.graph._adapters import path_str
 from jaxprune.graph._evaluate import channel_vector
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
+from jaxprune.graph._rewritten import trace_original
 
 __all__ = ["SLOPES", "PReLUProgram", "relu_sites", "slope_path"]
 
@@ -100,7 +100,8 @@ class PReLUProgram:
     """Static description of a swapped/folded model (hashed by identity).
 
     Attributes:
-      model: the user's original model.
+      model: the user's original model (as kept by ``abstract_model``: no arrays).
+      kind: the model's kind (``"linen"``, ``"nnx"``, ``"equinox"``, ``"function"``).
       orig_treedef, orig_avals: the original variables' structure and leaf shapes.
       orig_paths: the original leaf paths.
       new_paths: the new variables' leaf paths, in flattening order.
@@ -110,6 +111,7 @@ class PReLUProgram:
     """
 
     model: Any
+    kind: str
     orig_treedef: Any
     orig_paths: tuple[str, ...]
     orig_avals: tuple
@@ -130,8 +132,10 @@ class PReLUProgram:
             key = None
         if key is not None and key in self.cache:
             return self.cache[key]
-        variables = jax.tree.unflatten(self.orig_treedef, list(self.orig_avals))
-        graph = trace(self.model, variables, *jax.tree.unflatten(tree, abstract), **kwargs)
+        args = jax.tree.unflatten(tree, abstract)
+        graph = trace_original(
+            self.model, self.kind, self.orig_treedef, self.orig_avals, args, kwargs
+        )
         missing = [u for u in self.units if u not in graph.units]
         if missing:
             raise ValueError(

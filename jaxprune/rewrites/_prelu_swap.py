@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.graph import as_model, trace
-from jaxprune.graph._rewritten import RewriteSpec, build_model
+from jaxprune.graph._replace import nest
+from jaxprune.graph._rewritten import RewriteSpec, abstract_model, build_model, model_variables
 from jaxprune.rewrites._prelu_program import (
     SLOPES,
     PReLUProgram,
@@ -30,6 +31,9 @@ def _with_slopes(adapter, tree: dict):
         if SLOPES in params:
             raise ValueError(f"variables['params']: already has an entry {SLOPES!r}")
         return {**variables, "params": {**params, SLOPES: tree}}
+    if adapter.kind == "equinox":  # a module's arrays hold no new leaves: nested dicts by path
+        paths, leaves, _ = flat_paths(variables)
+        variables = nest(dict(zip(paths, leaves, strict=True)))
     if not isinstance(variables, Mapping):
         raise ValueError(
             f"params: expected a dict for a function model (the slopes are added under "
@@ -49,6 +53,9 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
     ``a`` per unit of the group. The slopes are new leaves at
 
     * linen: ``prelu_vars["params"]["prelu"][unit]["slope"]``,
+    * NNX: an ``nnx.Param`` at ``prelu_model.prelu.<unit path>.slope``,
+    * equinox: ``prelu_model.variables["prelu"][unit]["slope"]`` (the module's arrays become
+      nested dicts keyed by their paths, ``variables["layers"]["0"]["weight"]``),
     * function: ``prelu_params["prelu"][unit]["slope"]``,
 
     (``unit`` as in ``jp.trace(...).units``, e.g. ``"Dense_0"`` or ``"block1/Conv_1"``), so
@@ -62,19 +69,20 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
     original params and the slopes alike.
 
     Args:
-      model: a ``flax.linen`` Module or a function ``f(params, *args)`` with dict params.
-      variables: its variables (linen: every collection) or params.
+      model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
+        ``f(params, *args)`` with dict params.
+      variables: its variables (linen: every collection), ``None`` for NNX/equinox, or params.
       *args: example arguments of the call (only their shapes matter).
       slope: initial slope of every channel (0, paper 004's choice, keeps the outputs).
       **kwargs: keyword arguments of the call (``train=False``).
 
     Returns:
-      ``(prelu_model, prelu_variables)``: a linen Module with the original's variables plus
-      the slopes, or ``(apply_fn, params)`` for a function.
+      ``(prelu_model, prelu_variables)`` of the model's kind: the original's variables plus
+      the slopes (for NNX and equinox the model holds them; the second value is its state's
+      pure dict / its arrays).
 
     Raises:
       ValueError: the model has no ReLU unit group, or its variables already hold ``prelu``.
-      NotImplementedError: NNX and equinox models (not yet).
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn
     >>> class Net(nn.Module):
@@ -95,11 +103,6 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
       negative slope 0).
     """
     adapter = as_model(model, variables)
-    if adapter.kind not in ("linen", "function"):
-        raise NotImplementedError(
-            f"swap_relu_for_prelu: {adapter.kind} models are not supported yet (linen and "
-            "functions are)"
-        )
     graph = trace(model, variables, *args, **kwargs)
     units = slope_units(graph, relu_sites(graph))
     if not units:
@@ -117,7 +120,8 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
     new_vars = _with_slopes(adapter, tree)
     new_paths, new_leaves, new_treedef = flat_paths(new_vars)
     run = PReLUProgram(
-        model=model,
+        model=abstract_model(adapter),
+        kind=adapter.kind,
         orig_treedef=orig_treedef,
         orig_paths=tuple(orig_paths),
         orig_avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in orig_leaves),
@@ -126,14 +130,21 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
         units=tuple(units),
     )
     assert all(slope_path(run.prefix, u) in new_paths for u in units)
-    return build_model(_spec(run, adapter.kind, new_treedef, new_leaves)), new_vars
+    return rewritten(run, new_treedef, new_leaves)
 
 
-def _spec(run: PReLUProgram, kind: str, treedef, leaves) -> RewriteSpec:
+def rewritten(run: PReLUProgram, treedef, leaves):
+    """``(model, variables)`` of the user's kind for ``run`` with the new variables' leaves."""
+    spec = _spec(run, treedef, leaves)
+    prelu_model = build_model(spec, leaves)
+    return prelu_model, model_variables(spec, prelu_model, leaves)
+
+
+def _spec(run: PReLUProgram, treedef, leaves) -> RewriteSpec:
     avals = tuple(jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in leaves)
     return RewriteSpec(
         model=run.model,
-        kind=kind,
+        kind=run.kind,
         treedef=treedef,
         paths=run.new_paths,
         avals=avals,

@@ -1,11 +1,13 @@
 """jp.collapse on the zoo and on hand-built chains: outputs before == after at two batch sizes,
 parameter counts by hand, BatchNorm folding, what is left alone, jit/export, random MLPs."""
 
+import equinox as eqx
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from zoo import ZOO, make_cnn, make_resnet_v1, make_resnet_v2
@@ -17,7 +19,11 @@ TOL = dict(rtol=1e-5, atol=1e-5)  # float32; the folded kernels are products at 
 
 
 def _call(model, v, x, **kw):
-    return model.apply(v, x, **kw) if isinstance(model, nn.Module) else model(v, x, **kw)
+    if isinstance(model, nn.Module):
+        return model.apply(v, x, **kw)
+    if isinstance(model, (nnx.Module, eqx.Module)):  # they hold their own variables
+        return model(x, **kw)
+    return model(v, x, **kw)
 
 
 def _size(tree):
@@ -28,7 +34,7 @@ def _shapes(tree):
     return jax.tree.map(lambda a: tuple(a.shape), tree)
 
 
-@pytest.mark.parametrize("name", LINEN_OR_FUNCTION)
+@pytest.mark.parametrize("name", sorted(ZOO))
 def test_collapse_keeps_outputs(name):
     case = ZOO[name]()
     small, sv = jp.collapse(case.model, case.variables, case.x, **case.kwargs)
@@ -296,3 +302,54 @@ def test_average_pooling_inside_a_run_folds():
     np.testing.assert_allclose(small.apply(sv, x), model.apply(v, x), **TOL)
     x2 = jax.random.normal(jax.random.key(2), (5, 10, 10, 2))
     np.testing.assert_allclose(small.apply(sv, x2), model.apply(v, x2), **TOL)
+
+
+def test_valid_kxk_convs_compose_into_one_larger_conv():
+    """3x3 (stride 1) -> 3x3 (stride 2), both VALID, no nonlinearity between: one 5x5 conv
+    with stride 2, kernel sum_{a+b=u} K1[a] K2[b] (written out here in float64)."""
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Conv(4, (3, 3), padding="VALID")(x)
+            h = nn.Conv(5, (3, 3), strides=2, padding="VALID")(h)
+            return nn.Dense(2)(jnp.mean(nn.relu(h), axis=(1, 2)))
+
+    x = jax.random.normal(jax.random.key(0), (3, 11, 11, 2))
+    net = Net()
+    v = net.init(jax.random.key(1), x)
+    small, sv = jp.collapse(net, v, x)
+    p = v["params"]
+    assert _size(v) == (9 * 2 * 4 + 4) + (9 * 4 * 5 + 5) + (5 * 2 + 2)
+    assert _shapes(sv["params"]["Conv_0"]) == {"kernel": (5, 5, 2, 5), "bias": (5,)}
+    assert _size(sv) == (25 * 2 * 5 + 5) + (5 * 2 + 2)
+    k1 = np.asarray(p["Conv_0"]["kernel"], np.float64)
+    k2 = np.asarray(p["Conv_1"]["kernel"], np.float64)
+    want = np.zeros((5, 5, 2, 5))
+    for a in np.ndindex(3, 3):
+        for b in np.ndindex(3, 3):
+            want[a[0] + b[0], a[1] + b[1]] += k1[a] @ k2[b]
+    bias = np.asarray(p["Conv_0"]["bias"]) @ k2.sum(axis=(0, 1)) + np.asarray(p["Conv_1"]["bias"])
+    np.testing.assert_allclose(sv["params"]["Conv_0"]["kernel"], want, **TOL)
+    np.testing.assert_allclose(sv["params"]["Conv_0"]["bias"], bias, **TOL)
+    np.testing.assert_allclose(small.apply(sv, x), net.apply(v, x), **TOL)
+
+
+def test_padded_or_strided_first_kxk_conv_is_not_composed():
+    class Net(nn.Module):
+        padding: str
+        stride: int
+
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Conv(4, (3, 3), strides=self.stride, padding=self.padding)(x)
+            h = nn.Conv(5, (3, 3), padding="VALID")(h)
+            return nn.relu(h)
+
+    x = jax.random.normal(jax.random.key(0), (2, 12, 12, 2))
+    for padding, stride in (("SAME", 1), ("VALID", 2)):
+        net = Net(padding, stride)
+        v = net.init(jax.random.key(1), x)
+        small, sv = jp.collapse(net, v, x)
+        assert _shapes(sv) == _shapes(v)  # nothing folded: not exact
+        np.testing.assert_allclose(small.apply(sv, x), net.apply(v, x), **TOL)
