@@ -287,22 +287,65 @@ def fold(program, an, layer_at, env, path: list[Step]) -> list[Fold]:
         if st.kind == "ew" and node.name in ("add", "sub"):
             biased = True
     segs.append((start, len(path)))
+    sizes = {p: int(np.prod(program.avals[v].shape)) for v, p in an.leaf_of_var.items()}
     for s, e in segs:
-        f = _fold_segment(program, ann, layer_at, env, path[s:e])
-        if f is not None:
-            out.append(f)
+        out.extend(_smallest(program, ann, layer_at, env, path[s:e], sizes))
     return out
+
+
+def _leaves(program, ann, steps) -> frozenset:
+    """The parameter leaves a run of steps reads (kernels, biases, BatchNorm entries)."""
+    leaves: set = set()
+    for s in steps:
+        for k, v in enumerate(program.nodes[s.node].ins):
+            if k != s.operand and not isinstance(v, Literal) and isinstance(ann[v], PVal):
+                leaves |= ann[v].leaves
+    return frozenset(leaves)
+
+
+def _smallest(program, ann, layer_at, env, steps, sizes) -> list[Fold]:
+    """Folds of consecutive pieces of ``steps`` (cut before layers) with the fewest parameters.
+
+    Folding a bottleneck (``4 -> 1 -> 3``) would grow the model (``4 x 3`` against ``4 + 3``),
+    so each run is cut, before some of its layers, into the pieces whose folds hold the fewest
+    parameters in all (ties: fewer pieces, i.e. fewer layers); a piece that does not fold keeps
+    its own parameters.
+    """
+    starts = [j for j, s in enumerate(steps) if s.node in layer_at]
+    if len(starts) < 2:
+        f = _fold_segment(program, ann, layer_at, env, steps)
+        return [] if f is None else [f]
+    bounds = [0] + starts[1:] + [len(steps)]
+    m = len(bounds) - 1
+    memo: dict = {}
+
+    def piece(i, k):
+        if (i, k) not in memo:
+            sub = steps[bounds[i] : bounds[k]]
+            f = _fold_segment(program, ann, layer_at, env, sub)
+            if f is None:
+                cost = sum(sizes.get(leaf, 0) for leaf in _leaves(program, ann, sub))
+            else:
+                cost = int(np.size(f.kernel)) + (0 if f.bias is None else int(np.size(f.bias)))
+            memo[(i, k)] = (cost, f)
+        return memo[(i, k)]
+
+    best: list = [((0, 0), [])] + [None] * m
+    for k in range(1, m + 1):
+        for i in range(k):
+            (cost, n), folds = best[i]
+            c, f = piece(i, k)
+            cand = ((cost + c, n + 1), folds + ([] if f is None else [f]))
+            if best[k] is None or cand[0] < best[k][0]:
+                best[k] = cand
+    return best[m][1]
 
 
 def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
     if not steps:
         return None
     layers = tuple(layer_at[s.node].index for s in steps if s.node in layer_at)
-    leaves: set = set()
-    for s in steps:
-        for k, v in enumerate(program.nodes[s.node].ins):
-            if k != s.operand and not isinstance(v, Literal) and isinstance(ann[v], PVal):
-                leaves |= ann[v].leaves
+    leaves = _leaves(program, ann, steps)
     if not layers or (len(layers) < 2 and len(leaves) <= 2):
         return None
     if not any(s.kind in ("spatial", "flatten", "dom") for s in steps):
@@ -405,7 +448,7 @@ def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
         )
         kernel = A.T if transposed else A  # in the first layer's own orientation
     bias = None if a is None else a.astype(kdtype)
-    return Fold(rep, kernel.astype(kdtype), bias, layers, frozenset(leaves))
+    return Fold(rep, kernel.astype(kdtype), bias, layers, leaves)
 
 
 def _same_layout_prefix(program, ann, steps: list[Step]) -> int:

@@ -67,6 +67,10 @@ def collapse(model, variables, *args, **kwargs):
     ``Precision.HIGHEST``) and stored under the run's first layer (``params/Dense_0/kernel``,
     ``.../bias``); the other layers' and the folded BatchNorms' leaves are dropped.
 
+    Collapsing never adds parameters: a run through a bottleneck (``4 -> 1 -> 3``, where one
+    ``4 x 3`` kernel would outgrow ``4 + 3``) is cut before some of its layers into the pieces
+    whose folds hold the fewest parameters in all (ties: fewer layers).
+
     Left as they are (exactness or scope): a bias or BatchNorm shift *before* a zero-padded
     (``SAME``) or input-dilated convolution (at the borders the padding is 0, not the bias; a
     bias-free 1x1 conv still folds into it); two spatial layers in one run (kxk -> kxk convs
