@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -45,29 +47,37 @@ class ResNet56(nn.Module):
 class Bottleneck(nn.Module):
     features: int
     strides: int = 1
+    norm: bool = True  # False: no BatchNorm, biased convs (the BatchNorm-folded architecture)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        norm = lambda: nn.BatchNorm(use_running_average=not train)  # noqa: E731
+        if self.norm:
+            norm = lambda: nn.BatchNorm(use_running_average=not train)  # noqa: E731
+        else:
+            norm = lambda: lambda h: h  # noqa: E731
+        conv = partial(nn.Conv, use_bias=not self.norm)
         s = (self.strides, self.strides)
-        y = nn.relu(norm()(nn.Conv(self.features, (1, 1), use_bias=False)(x)))
-        y = nn.relu(norm()(nn.Conv(self.features, (3, 3), s, use_bias=False)(y)))
-        y = norm()(nn.Conv(self.features * 4, (1, 1), use_bias=False)(y))
+        y = nn.relu(norm()(conv(self.features, (1, 1))(x)))
+        y = nn.relu(norm()(conv(self.features, (3, 3), s)(y)))
+        y = norm()(conv(self.features * 4, (1, 1))(y))
         if x.shape != y.shape:
-            x = norm()(nn.Conv(self.features * 4, (1, 1), s, use_bias=False)(x))
+            x = norm()(conv(self.features * 4, (1, 1), s)(x))
         return nn.relu(y + x)
 
 
 class ResNet50(nn.Module):
     num_classes: int = 1000
+    norm: bool = True  # False: written by hand without BatchNorm, convs with biases
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False)(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        x = nn.Conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=not self.norm)(x)
+        if self.norm:
+            x = nn.BatchNorm(use_running_average=not train)(x)
+        x = nn.relu(x)
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         for stage, (features, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3), strict=True)):
             for b in range(n):
                 strides = 2 if stage > 0 and b == 0 else 1
-                x = Bottleneck(features, strides)(x, train)
+                x = Bottleneck(features, strides, self.norm)(x, train)
         return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
