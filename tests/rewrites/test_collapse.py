@@ -1,6 +1,8 @@
 """jp.collapse on the zoo and on hand-built chains: outputs before == after at two batch sizes,
 parameter counts by hand, BatchNorm folding, what is left alone, jit/export, random MLPs."""
 
+import itertools
+
 import equinox as eqx
 import flax.linen as nn
 import jax
@@ -93,9 +95,9 @@ class Chains(nn.Module):
     def __call__(self, x):
         x = nn.Conv(6, (3, 3))(x)
         x = nn.relu(nn.Conv(4, (1, 1))(x))
-        x = nn.Conv(3, (1, 1), use_bias=False)(x)
+        x = nn.Conv(8, (1, 1), use_bias=False)(x)  # widening: folding it shrinks the model
         x = nn.relu(nn.BatchNorm(use_running_average=True)(nn.Conv(5, (3, 3))(x)))
-        x = nn.Conv(2, (1, 1))(x)
+        x = nn.Conv(8, (1, 1))(x)
         x = nn.Dense(7)(x.reshape((x.shape[0], -1)))
         return nn.Dense(3)(x)
 
@@ -106,7 +108,7 @@ def test_every_chain_kind_folds_with_counts_by_hand():
     v = model.init(jax.random.key(0), x)
     v = {**v, "batch_stats": jax.tree.map(lambda a: a + 0.5, v["batch_stats"])}
     small, sv = jp.collapse(model, v, x)
-    assert _size(v) == (108 + 6) + (24 + 4) + 12 + (135 + 5) + 4 * 5 + (10 + 2) + (72 * 7 + 7) + 24
+    assert _size(v) == (108 + 6) + (24 + 4) + 32 + (360 + 5) + 4 * 5 + (40 + 8) + (288 * 7 + 7) + 24
     assert _shapes(sv) == {
         "params": {
             "Conv_0": {"kernel": (3, 3, 2, 4), "bias": (4,)},  # Conv_0 -> Conv_1 (1x1)
@@ -125,20 +127,20 @@ def test_cnn_1x1_conv_with_bias_before_same_conv_is_left_alone():
     _, sv = jp.collapse(case.model, case.variables, case.x)
     assert _shapes(sv) == _shapes(dict(case.variables))
 
-    # ... and folds the same chain once the 1x1 conv has no bias (exact): 6*4 + 3*3*4*5 + 5
+    # ... and folds the same chain once the 1x1 conv has no bias (exact): 6*8 + 3*3*8*5 + 5
     # (Conv_1 + Conv_2) become 3*3*6*5 + 5 under Conv_1.
     class NoBias(nn.Module):
         @nn.compact
         def __call__(self, x):
             x = nn.relu(nn.Conv(6, (3, 3))(x))
-            x = nn.Conv(4, (1, 1), use_bias=False)(x)
+            x = nn.Conv(8, (1, 1), use_bias=False)(x)
             x = nn.relu(nn.Conv(5, (3, 3))(x))
             return nn.Dense(3)(x.reshape((x.shape[0], -1)))
 
     m = NoBias()
     v = m.init(jax.random.key(0), case.x)
     small, sv = jp.collapse(m, v, case.x)
-    assert _size(v) - _size(sv) == (24 + 180 + 5) - (270 + 5)
+    assert _size(v) - _size(sv) == (48 + 360 + 5) - (270 + 5)
     assert _shapes(sv)["params"]["Conv_1"] == {"kernel": (3, 3, 6, 5), "bias": (5,)}
     np.testing.assert_allclose(small.apply(sv, case.x), m.apply(v, case.x), **TOL)
 
@@ -218,10 +220,20 @@ def test_random_mlps_with_linear_layers_collapse_to_the_plain_mlp(hidden, linear
     v = model.init(jax.random.key(seed + 1), x)
     v = jax.tree.map(lambda a: a + 0.1, v)  # non-zero biases
     small, sv = jp.collapse(model, v, x)
-    plain = jp.models.MLP(hidden=tuple(hidden)).init(jax.random.key(0), x)
-    assert _size(sv) == _size(plain)  # every linear run folds into one layer
-    remaining = [k for k in sv["params"] if k.startswith("linear_") and not k.endswith("_0")]
-    assert remaining == []
+    # the fewest parameters over every way to cut each run (biased dense layers a -> b cost
+    # a*b + b), by brute force over the cut sets
+    widths = [3, *hidden, 1]
+    best = widths[0] * widths[1] + widths[1]
+    for i in range(len(hidden)):
+        lin = linear_after[i] if i < len(linear_after) else ()
+        run = [widths[i + 1], *lin, widths[i + 2]]
+        inner = range(1, len(run) - 1)
+        costs = []
+        for cuts in itertools.product([False, True], repeat=len(inner)):
+            ends = [0] + [j for j, c in zip(inner, cuts, strict=True) if c] + [len(run) - 1]
+            costs.append(sum(run[a] * run[b] + run[b] for a, b in itertools.pairwise(ends)))
+        best += min(costs)
+    assert _size(sv) == best
     ref = model.apply(v, x)
     tol = 1e-5 * max(1.0, float(jnp.abs(ref).max()))
     np.testing.assert_allclose(small.apply(sv, x), ref, rtol=1e-4, atol=tol)
@@ -352,4 +364,28 @@ def test_padded_or_strided_first_kxk_conv_is_not_composed():
         v = net.init(jax.random.key(1), x)
         small, sv = jp.collapse(net, v, x)
         assert _shapes(sv) == _shapes(v)  # nothing folded: not exact
+        np.testing.assert_allclose(small.apply(sv, x), net.apply(v, x), **TOL)
+
+
+def test_a_bottleneck_is_not_collapsed_into_a_larger_layer():
+    """4 -> 1 -> 3 (no nonlinearity): one 4x3 layer (15 parameters) would outgrow the two
+    (4 + 1 + 3 + 3 = 11), so the run stays; 4 -> 1 -> 3 -> 3 folds only its last pair."""
+
+    class Net(nn.Module):
+        depth: int
+
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(3)(nn.Dense(1)(x))
+            for _ in range(self.depth - 2):
+                h = nn.Dense(3)(h)
+            return h
+
+    x = jax.random.normal(jax.random.key(0), (5, 4))
+    for depth, before, after in ((2, 11, 11), (3, 23, (4 + 1) + (1 * 3 + 3))):
+        net = Net(depth)
+        v = net.init(jax.random.key(1), x)
+        small, sv = jp.collapse(net, v, x)
+        assert _size(v) == before
+        assert _size(sv) == after
         np.testing.assert_allclose(small.apply(sv, x), net.apply(v, x), **TOL)
