@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     import sys, jax, optax, jaxprune as jp
     x, y = jp.data.paint("square", size=32)
     model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
-    runs = jp.training.fit(model, jax.random.split(jax.random.key(7), 3), (x, y),
+    runs = jp.training.fit(model, (x, y), keys=jax.random.split(jax.random.key(7), 3),
                            loss="mse", optimizer=optax.adam(1e-3), patience=10**6, max_epochs=MAX,
                            chunk_epochs=25, checkpoint=sys.argv[1], checkpoint_every=1,
                            progress=False)
@@ -63,8 +63,8 @@ def test_fit_killed_mid_training_resumes_to_the_same_params(tmp_path):
     x, y = jp.data.paint("square", size=32)
     model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
     keys = jax.random.split(jax.random.key(7), 3)
-    resumed = jp.training.fit(model, keys, (x, y), **_fit_kwargs(ckpt, max_epochs))
-    fresh = jp.training.fit(model, keys, (x, y), **_fit_kwargs(None, max_epochs))
+    resumed = jp.training.fit(model, (x, y), keys=keys, **_fit_kwargs(ckpt, max_epochs))
+    fresh = jp.training.fit(model, (x, y), keys=keys, **_fit_kwargs(None, max_epochs))
     assert resumed.epochs.tolist() == [max_epochs] * 3
     jax.tree.map(np.testing.assert_array_equal, resumed.params, fresh.params)
     np.testing.assert_array_equal(resumed.loss, fresh.loss)

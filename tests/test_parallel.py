@@ -100,9 +100,9 @@ def test_one_device_mesh_and_process_slice():
 def test_fit_shards_seeds_over_devices_and_matches_single_runs():
     keys = jax.random.split(jax.random.key(5), 8)
     kw = dict(loss="mse", optimizer=optax.adam(1e-2), patience=3, max_epochs=15, progress=False)
-    runs = jp.training.fit(MODEL, keys, (X, Y), **kw)
+    runs = jp.training.fit(MODEL, (X, Y), keys=keys, **kw)
     leaf = runs.params["out"]["kernel"]
     assert len(leaf.sharding.device_set) == 8
-    one = jp.training.fit(MODEL, keys[6], (X, Y), **kw)
+    one = jp.training.fit(MODEL, (X, Y), keys=keys[6], **kw)
     np.testing.assert_allclose(runs.loss[6], one.loss, rtol=1e-6)
     np.testing.assert_allclose(leaf[6], one.params["out"]["kernel"], rtol=1e-5, atol=1e-7)

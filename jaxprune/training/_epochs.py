@@ -84,9 +84,9 @@ def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial
 
 def train_epochs(
     model,
-    keys: jax.Array,
     data: tuple[Any, Any],
     *,
+    keys: jax.Array,
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     epochs: int,
@@ -154,7 +154,7 @@ def train_epochs(
     >>> x, y = jp.data.paint("square", size=8)
     >>> model = jp.models.MLP(hidden=(4,))
     >>> acc = lambda v: jnp.mean((model.apply(v, x) > 0.5) == (y > 0.5))
-    >>> r = jp.training.train_epochs(model, jax.random.split(jax.random.key(0), 3), (x, y),
+    >>> r = jp.training.train_epochs(model, (x, y), keys=jax.random.split(jax.random.key(0), 3),
     ...     optimizer=optax.adam(1e-2), epochs=5, loss="mse", batch_size=16,
     ...     metrics=lambda v: {"accuracy": acc(v)}, progress=False)
     >>> r.history["loss"].shape, r.history["accuracy"].shape

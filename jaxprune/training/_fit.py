@@ -168,9 +168,9 @@ def _compact(final, state, seeds, finished, take):
 
 def fit(
     model,
-    keys: jax.Array,
     data: tuple[Any, Any],
     *,
+    keys: jax.Array,
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     variables: Any = None,
@@ -261,7 +261,7 @@ def fit(
     >>> import jax, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=16)
     >>> model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
-    >>> runs = jp.training.fit(model, jax.random.split(jax.random.key(0), 4), (x, y),
+    >>> runs = jp.training.fit(model, (x, y), keys=jax.random.split(jax.random.key(0), 4),
     ...                        loss="mse", optimizer=optax.adam(1e-2), patience=5,
     ...                        max_epochs=50, progress=False)
     >>> runs.loss.shape, jax.tree.leaves(runs.params)[0].shape[0]
