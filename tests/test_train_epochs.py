@@ -51,20 +51,21 @@ def test_checkpoint_resume_continues_to_the_same_result(tmp_path, monkeypatch):
     keys = jax.random.split(jax.random.key(1), 2)
     kw = dict(optimizer=TX, loss="mse", batch_size=32, chunk_epochs=2, epochs=6, progress=False)
     full = jp.training.train_epochs(MODEL, (X, Y), keys=keys, **kw)
-    ckpt = tmp_path / "run.ckpt"
-    epochs_module = importlib.import_module("jaxprune.training._epochs")
-    real_save, calls = epochs_module.save_checkpoint, []
+    ckpt = tmp_path / "run"
+    checkpoints = importlib.import_module("jaxprune.training._checkpoint").Checkpoints
+    real_save, calls = checkpoints.save, []
 
-    def save_then_die_on_the_second_chunk(*args):
-        real_save(*args)
+    def save_then_die_on_the_second_chunk(self, tree):
+        real_save(self, tree)
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # killed after epoch 4 was saved
+            raise KeyboardInterrupt  # interrupted after epoch 4 was saved
 
-    monkeypatch.setattr(epochs_module, "save_checkpoint", save_then_die_on_the_second_chunk)
+    monkeypatch.setattr(checkpoints, "save", save_then_die_on_the_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         jp.training.train_epochs(MODEL, (X, Y), keys=keys, checkpoint=ckpt, **kw)
     monkeypatch.undo()
+    assert sorted(int(d.name) for d in ckpt.iterdir() if d.name.isdigit()) == [1, 2]
     resumed = jp.training.train_epochs(MODEL, (X, Y), keys=keys, checkpoint=ckpt, **kw)
     np.testing.assert_array_equal(resumed.history["loss"], full.history["loss"])
     for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(full.params), strict=True):
