@@ -39,9 +39,9 @@ def _timed_fit(model, keys, data, epochs, tx):
         chunk_epochs=epochs,
         progress=False,
     )
-    jax.block_until_ready(jp.training.fit(model, keys, data, **kw).params)  # compile
+    jax.block_until_ready(jp.training.fit(model, data, keys=keys, **kw).params)  # compile
     t0 = time.perf_counter()
-    jax.block_until_ready(jp.training.fit(model, keys, data, **kw).params)
+    jax.block_until_ready(jp.training.fit(model, data, keys=keys, **kw).params)
     return time.perf_counter() - t0
 
 
@@ -110,10 +110,10 @@ def vmapped_vs_sequential(data, epochs: int, seeds: int) -> dict:
         chunk_epochs=epochs,
         progress=False,
     )
-    jax.block_until_ready(jp.training.fit(MODEL2, keys[0], data, **kw).params)  # compile
+    jax.block_until_ready(jp.training.fit(MODEL2, data, keys=keys[0], **kw).params)  # compile
     t0 = time.perf_counter()
     for k in keys:
-        jax.block_until_ready(jp.training.fit(MODEL2, k, data, **kw).params)
+        jax.block_until_ready(jp.training.fit(MODEL2, data, keys=k, **kw).params)
     sequential = time.perf_counter() - t0
     return {
         "epochs": epochs,
@@ -136,7 +136,13 @@ def table1(data, seeds: int) -> dict:
     for i, model in models.items():
         t0 = time.perf_counter()
         runs = jp.training.fit(
-            model, keys, data, loss="mse", optimizer=optax.adam(1e-3), patience=20, progress=False
+            model,
+            data,
+            keys=keys,
+            loss="mse",
+            optimizer=optax.adam(1e-3),
+            patience=20,
+            progress=False,
         )
         jax.block_until_ready(runs.params)
         epochs = np.asarray(runs.epochs)

@@ -37,16 +37,18 @@ def main(argv=None):
     model = jp.models.MLP(hidden=(15,), linear_after=((15, 15, 15),))
     data = jp.data.paint("star", size=args.size)
     keys = jax.random.split(jax.random.key(0), n)
-    kw = dict(optimizer=optax.adam(1e-3), reinits=1, max_epochs=cap)
+    kw = dict(loss="mse", optimizer=optax.adam(1e-3), reinits=1, max_epochs=cap)
 
-    jp.training.train_with_reinit(model, keys, data, **kw)  # compile (batch of n)
+    jp.training.train_with_reinit(model, data, keys=keys, **kw)  # compile (batch of n)
     t0 = time.perf_counter()
-    batched = jp.training.train_with_reinit(model, keys, data, **kw)
+    batched = jp.training.train_with_reinit(model, data, keys=keys, **kw)
     t_batched = time.perf_counter() - t0
 
-    jp.training.train_with_reinit(model, keys[:1], data, **kw)  # compile (batch of 1)
+    jp.training.train_with_reinit(model, data, keys=keys[:1], **kw)  # compile (batch of 1)
     t0 = time.perf_counter()
-    singles = [jp.training.train_with_reinit(model, keys[i : i + 1], data, **kw) for i in range(n)]
+    singles = [
+        jp.training.train_with_reinit(model, data, keys=keys[i : i + 1], **kw) for i in range(n)
+    ]
     t_single = time.perf_counter() - t0
     single_loss = np.array([np.asarray(s.loss)[0] for s in singles])
     rel_diff = float(np.max(np.abs(single_loss - np.asarray(batched.loss)) / single_loss))

@@ -44,7 +44,7 @@ def main(argv=None):
     data, _ = jp.data.signal_task(jax.random.key(0), alpha=1.0, n_test=8)
     keys = jax.random.split(jax.random.key(1), seeds)
     kw = dict(method=args.method, optimizer=optax.sgd(0.05), steps_per_round=steps, rounds=rounds)
-    run = lambda k: jp.training.train_rounds(model, k, data, **kw, loss="cross_entropy")
+    run = lambda k: jp.training.train_rounds(model, data, keys=k, **kw, loss="cross_entropy")
 
     _, compile_batched = _timed(lambda: run(keys))  # compile + first run (batch of S)
     batched, t_batched = _timed(lambda: run(keys))

@@ -125,8 +125,8 @@ def _train(model, task, params, keys, data, val, epochs, batch, lr):
     xv, yv = val
     run = jp.training.train_epochs(
         model,
-        keys,
         data,
+        keys=keys,
         loss="cross_entropy" if task == "classification" else "mse",
         optimizer=_adam(lr),
         epochs=epochs,

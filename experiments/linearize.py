@@ -84,9 +84,8 @@ def spirals(n_per_class: int, seed: int, noise: float = 0.05, turns: float = 1.0
 @functools.cache
 def _epoch_fn(model, tx, batch: int):
     """The library's jitted epoch (shuffle, one train step per minibatch, last partial dropped)."""
-    loss = jp.training.get_loss("cross_entropy")
-    epoch = jp.training.make_epoch(model, tx, loss, batch, partial="drop")
-    return jax.jit(lambda params, state, x, y, key: epoch(params, state, key, x, y)[:2])
+    epoch = jp.training.make_epoch(model, "cross_entropy", tx, batch_size=batch, partial="drop")
+    return jax.jit(lambda params, state, x, y, key: epoch(params, state, x, y, key=key)[:2])
 
 
 @functools.cache

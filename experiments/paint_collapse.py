@@ -93,8 +93,8 @@ def run_model(index: int, keys, data, args) -> dict:
     t0 = time.perf_counter()
     runs = jp.training.fit(
         model,
-        keys,
         data,
+        keys=keys,
         optimizer=tx,
         loss="mse",
         batch_size=128,

@@ -81,8 +81,8 @@ def run_setting(reinits: int, width: int, keys, data, size: int, args) -> dict:
     model = make_model(width)
     res = jp.training.train_with_reinit(
         model,
-        keys,
         data,
+        keys=keys,
         optimizer=_adam(args.lr),
         loss="mse",
         reinits=reinits,

@@ -192,8 +192,8 @@ def main(argv=None):
             t = time.perf_counter()
             res = jp.training.train_rounds(
                 model,
-                keys,
                 (x, y),
+                keys=keys,
                 optimizer=optimizer,
                 steps_per_round=steps,
                 l2=l2,

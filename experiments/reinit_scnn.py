@@ -160,8 +160,8 @@ def main(argv=None):
         t = time.perf_counter()
         res = jp.training.train_rounds(
             model,
-            keys,
             train,
+            keys=keys,
             method=method,
             optimizer=optax.sgd(args.lr, momentum=0.9),
             steps_per_round=steps,

@@ -142,8 +142,8 @@ def main(argv=None):
             t = time.perf_counter()
             res = jp.training.train_rounds(
                 model,
-                keys,
                 (x, y),
+                keys=keys,
                 method=method,
                 optimizer=optimizer,
                 steps_per_round=steps,

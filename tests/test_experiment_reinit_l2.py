@@ -36,10 +36,10 @@ def test_rescaling_scheme_rescales_every_layer_to_its_initial_norm():
     keys = jax.random.split(jax.random.key(1), 2)
     kw = dict(optimizer=double, steps_per_round=2)
     res = jp.training.train_rounds(
-        model, keys, (x, y), **kw, **reinit_l2.method_kwargs("rescaling"), loss="cross_entropy"
+        model, (x, y), keys=keys, **kw, **reinit_l2.method_kwargs("rescaling"), loss="cross_entropy"
     )
     base = jp.training.train_rounds(
-        model, keys, (x, y), **kw, **reinit_l2.method_kwargs("baseline"), loss="cross_entropy"
+        model, (x, y), keys=keys, **kw, **reinit_l2.method_kwargs("baseline"), loss="cross_entropy"
     )
     assert res.steps.sum() == base.steps.sum() == 2 * 10
     jax.tree.map(

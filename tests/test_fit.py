@@ -14,7 +14,7 @@ TX = optax.adam(1e-2)
 
 def _fit(keys, **kw):
     kw = {"loss": "mse", "optimizer": TX, "patience": 3, "max_epochs": 40, "progress": False, **kw}
-    return jp.training.fit(MODEL, keys, (X, Y), **kw)
+    return jp.training.fit(MODEL, (X, Y), keys=keys, **kw)
 
 
 def test_batched_run_equals_single_run():
@@ -74,8 +74,8 @@ def test_max_epochs_caps_every_run():
 def test_fit_learns_the_square():
     res = jp.training.fit(
         MLP(hidden=(12,)),
-        jax.random.key(0),
         (X, Y),
+        keys=jax.random.key(0),
         loss="mse",
         optimizer=TX,
         patience=20,
@@ -87,7 +87,7 @@ def test_fit_learns_the_square():
 
 def test_fit_rejects_bad_input():
     with pytest.raises(ValueError, match="data: x and y"):
-        jp.training.fit(MODEL, jax.random.key(0), (X, Y[:-1]), loss="mse", optimizer=TX)
+        jp.training.fit(MODEL, (X, Y[:-1]), keys=jax.random.key(0), loss="mse", optimizer=TX)
     with pytest.raises(ValueError, match="batch_size: must be >= 1"):
         _fit(jax.random.key(0), batch_size=0)
     with pytest.raises(ValueError, match="keys: expected"):

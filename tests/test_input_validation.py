@@ -29,12 +29,57 @@ def test_check_finite_names_the_leaf_and_the_first_bad_entry():
         check_finite("data", (np.zeros(3), x))
 
 
+def _fit(model, keys, data, **kw):
+    return jp.training.fit(model, data, keys=keys, **kw)
+
+
 def _train_epochs(model, keys, data, **kw):
     kw = {k: v for k, v in kw.items() if k != "max_epochs"}
-    return jp.training.train_epochs(model, keys, data, epochs=1, **kw)
+    return jp.training.train_epochs(model, data, keys=keys, epochs=1, **kw)
 
 
-TRAINERS = [jp.training.fit, _train_epochs]
+TRAINERS = [_fit, _train_epochs]
+
+# Every public trainer with the smallest arguments it accepts besides ``keys`` and ``loss``.
+_TX = optax.adam(1e-2)
+LOOPS = {
+    "fit": (jp.training.fit, dict(optimizer=_TX, max_epochs=1, progress=False)),
+    "train_epochs": (jp.training.train_epochs, dict(optimizer=_TX, epochs=1, progress=False)),
+    "train_rounds": (
+        jp.training.train_rounds,
+        dict(optimizer=_TX, method="bl", steps_per_round=1, rounds=1),
+    ),
+    "train_with_reinit": (jp.training.train_with_reinit, dict(optimizer=_TX, max_epochs=1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOPS))
+def test_every_loop_requires_loss_and_takes_keys_only_by_keyword(name):
+    train, kw = LOOPS[name]
+    with pytest.raises(
+        TypeError, match=rf"{name}\(\) missing 1 required keyword-only argument: 'loss'"
+    ):
+        train(MODEL, (X, Y), keys=jax.random.key(0), **kw)
+    with pytest.raises(
+        TypeError, match=rf"{name}\(\) missing 1 required keyword-only argument: 'keys'"
+    ):
+        train(MODEL, (X, Y), loss="mse", **kw)
+    with pytest.raises(TypeError, match=r"positional argument"):
+        train(MODEL, jax.random.key(0), (X, Y), loss="mse", **kw)
+
+
+def test_step_and_epoch_makers_take_the_key_only_by_keyword():
+    step = jp.training.make_train_step(MODEL, "mse", _TX)
+    epoch = jp.training.make_epoch(MODEL, "mse", _TX, batch_size=8)
+    s = _TX.init(PARAMS)
+    with pytest.raises(TypeError, match=r"positional argument"):
+        step(PARAMS, s, (X, Y), jax.random.key(0))
+    with pytest.raises(TypeError, match=r"positional argument"):
+        epoch(PARAMS, s, X, Y, jax.random.key(0))
+    with pytest.raises(TypeError, match=r"missing 1 required keyword-only argument: 'key'"):
+        epoch(PARAMS, s, X, Y)
+    with pytest.raises(TypeError, match=r"make_epoch\(\) missing 1 required positional .*'loss'"):
+        jp.training.make_epoch(MODEL, optimizer=_TX, batch_size=8)
 
 
 @pytest.mark.parametrize("train", TRAINERS)
@@ -52,10 +97,15 @@ def test_training_rejects_nan_or_inf_in_data_before_compiling(train):
 @pytest.mark.parametrize("min_delta", [-0.1, float("nan"), float("inf")])
 def test_min_delta_must_be_finite_and_non_negative(min_delta):
     with pytest.raises(ValueError, match=r"min_delta: expected a finite value >= 0, got"):
-        jp.training.fit(MODEL, jax.random.key(0), (X, Y), min_delta=min_delta, **FIT)
+        jp.training.fit(MODEL, (X, Y), keys=jax.random.key(0), min_delta=min_delta, **FIT)
     with pytest.raises(ValueError, match=r"min_delta: expected a finite value >= 0, got"):
         jp.training.train_with_reinit(
-            MODEL, jax.random.key(0), (X, Y), optimizer=optax.adam(1e-2), min_delta=min_delta
+            MODEL,
+            (X, Y),
+            keys=jax.random.key(0),
+            loss="mse",
+            optimizer=optax.adam(1e-2),
+            min_delta=min_delta,
         )
 
 
@@ -90,7 +140,9 @@ def test_train_with_reinit_rejects_non_finite_data():
     y = Y.copy()
     y[3] = np.nan
     with pytest.raises(ValueError, match=r"data\[1\]: expected finite values"):
-        jp.training.train_with_reinit(MODEL, jax.random.key(0), (X, y), optimizer=optax.adam(1e-2))
+        jp.training.train_with_reinit(
+            MODEL, (X, y), keys=jax.random.key(0), loss="mse", optimizer=optax.adam(1e-2)
+        )
 
 
 def test_unknown_dataset_names():

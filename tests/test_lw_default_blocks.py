@@ -40,9 +40,9 @@ def test_train_rounds_lw_defaults_to_the_graph_order():
         normalize=False,  # a user model has no LW normalization slots
     )
     blocks = (("z_in",), ("b_norm",), ("m_mid",), ("a_out",))
-    default = jp.training.train_rounds(_Net(), jax.random.key(3), (x, y), rounds=4, **kw)
+    default = jp.training.train_rounds(_Net(), (x, y), keys=jax.random.key(3), rounds=4, **kw)
     given = jp.training.train_rounds(
-        _Net(), jax.random.key(3), (x, y), rounds=4, blocks=blocks, **kw
+        _Net(), (x, y), keys=jax.random.key(3), rounds=4, blocks=blocks, **kw
     )
     np.testing.assert_array_equal(default.train_loss, given.train_loss)
     jax.tree.map(np.testing.assert_array_equal, default.variables, given.variables)

@@ -12,18 +12,18 @@ from jaxprune.training import pruned_model, train_with_reinit
 MODEL = jp.models.MLP(hidden=(5,), linear_after=((3,),))
 OPT = optax.adam(3e-2)
 DATA = jp.data.paint("square", size=10)
-KW = dict(optimizer=OPT, patience=4, sub_patience=2, max_epochs=15, batch_size=32)
+KW = dict(loss="mse", optimizer=OPT, patience=4, sub_patience=2, max_epochs=15, batch_size=32)
 KEYS = jax.random.split(jax.random.key(0), 3)
 
 
 @pytest.fixture(scope="module")
 def result():
-    return train_with_reinit(MODEL, KEYS, DATA, reinits=1, **KW)
+    return train_with_reinit(MODEL, DATA, keys=KEYS, reinits=1, **KW)
 
 
 def test_each_seed_is_independent_of_the_batch(result):
     perm = np.array([2, 0, 1])
-    other = train_with_reinit(MODEL, KEYS[perm], DATA, reinits=1, **KW)
+    other = train_with_reinit(MODEL, DATA, keys=KEYS[perm], reinits=1, **KW)
     for a, b in zip(jax.tree.leaves(other[:-1]), jax.tree.leaves(result[:-1]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b)[perm], rtol=1e-5, atol=1e-7)
 
@@ -33,7 +33,7 @@ def test_revert_decision_is_per_seed_and_follows_the_rule(result):
     assert np.array_equal(result.reverted[:, 0], ratio > 1.25)
     # A threshold between the seeds' ratios: some seeds revert, the others keep their reinit.
     cut = float(np.sort(ratio)[1]) - 1e-6
-    mixed = train_with_reinit(MODEL, KEYS, DATA, reinits=1, revert_threshold=cut, **KW)
+    mixed = train_with_reinit(MODEL, DATA, keys=KEYS, reinits=1, revert_threshold=cut, **KW)
     np.testing.assert_allclose(mixed.sub_loss, result.sub_loss, rtol=1e-6)
     expected = ratio > cut
     assert expected.any() and not expected.all()
@@ -66,7 +66,7 @@ def test_shapes_of_the_round_records(result):
     assert np.all((result.reinitialized >= 0) & (result.reinitialized <= 5))
     # Four phases, each at least patience + 1 epochs (the first epoch always improves).
     assert np.all(result.epochs >= 5 + 3 + 5 + 5)
-    zero = train_with_reinit(MODEL, KEYS, DATA, reinits=0, **KW)
+    zero = train_with_reinit(MODEL, DATA, keys=KEYS, reinits=0, **KW)
     assert zero.reverted.shape == (3, 0) and np.isfinite(zero.loss).all()
 
 
@@ -83,11 +83,11 @@ def test_shapes_of_the_round_records(result):
 )
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        train_with_reinit(MODEL, KEYS, DATA, **{**KW, **kwargs})
+        train_with_reinit(MODEL, DATA, keys=KEYS, **{**KW, **kwargs})
 
 
 def test_bad_data_and_keys_raise():
     with pytest.raises(ValueError, match="data: x and y need the same non-zero length"):
-        train_with_reinit(MODEL, KEYS, (jnp.zeros((0, 2)), jnp.zeros((0, 1))), **KW)
+        train_with_reinit(MODEL, (jnp.zeros((0, 2)), jnp.zeros((0, 1))), keys=KEYS, **KW)
     with pytest.raises(ValueError, match="keys: expected"):
-        train_with_reinit(MODEL, jnp.zeros((3, 2), jnp.uint32), DATA, **KW)
+        train_with_reinit(MODEL, DATA, keys=jnp.zeros((3, 2), jnp.uint32), **KW)

@@ -24,8 +24,8 @@ def test_bl_equals_full_batch_gradient_descent_by_hand():
     tx = optax.sgd(0.05)
     res = train_rounds(
         MODEL,
-        KEYS[0],
         (X, Y),
+        keys=KEYS[0],
         method="bl",
         optimizer=tx,
         steps_per_round=4,
@@ -52,8 +52,8 @@ def test_bl_equals_full_batch_gradient_descent_by_hand():
 def test_mask_methods_redraw_the_right_entries(method):
     res = train_rounds(
         MODEL,
-        KEYS,
         (X, Y),
+        keys=KEYS,
         method=method,
         optimizer=FROZEN,
         steps_per_round=40,
@@ -94,8 +94,8 @@ def test_mask_methods_redraw_the_right_entries(method):
 def test_lw_with_frozen_training_follows_algorithm_1():
     res = train_rounds(
         MODEL,
-        KEYS,
         (X, Y),
+        keys=KEYS,
         method="lw",
         optimizer=FROZEN,
         steps_per_round=1,
@@ -129,8 +129,10 @@ def test_rounds_with_an_all_zero_mask_are_noops_and_equal_bl(method):
     # touched and 3 rounds of 3 steps are exactly BL's 9 uninterrupted steps.
     tx = optax.sgd(0.05, momentum=0.9)
     kw = dict(optimizer=tx, steps_per_round=3, rounds=3)
-    res = train_rounds(MODEL, KEYS, (X, Y), method=method, fraction=0.0, **kw, loss="cross_entropy")
-    bl = train_rounds(MODEL, KEYS, (X, Y), method="bl", **kw, loss="cross_entropy")
+    res = train_rounds(
+        MODEL, (X, Y), keys=KEYS, method=method, fraction=0.0, **kw, loss="cross_entropy"
+    )
+    bl = train_rounds(MODEL, (X, Y), keys=KEYS, method="bl", **kw, loss="cross_entropy")
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
         res.variables["params"],
@@ -143,25 +145,47 @@ def test_bad_arguments_raise():
     kw = {"optimizer": FROZEN, "steps_per_round": 1}
     with pytest.raises(ValueError, match="method: expected one of"):
         train_rounds(
-            MODEL, KEYS, (X, Y), method="knowledge_evolution", rounds=2, **kw, loss="cross_entropy"
+            MODEL,
+            (X, Y),
+            keys=KEYS,
+            method="knowledge_evolution",
+            rounds=2,
+            **kw,
+            loss="cross_entropy",
         )
     with pytest.raises(ValueError, match="fraction"):
         train_rounds(
-            MODEL, KEYS, (X, Y), method="welsr", rounds=2, fraction=1.2, **kw, loss="cross_entropy"
+            MODEL,
+            (X, Y),
+            keys=KEYS,
+            method="welsr",
+            rounds=2,
+            fraction=1.2,
+            **kw,
+            loss="cross_entropy",
         )
     with pytest.raises(ValueError, match=r"fraction: expected a value in \[0, 1\], got -0.1"):
         train_rounds(
-            MODEL, KEYS, (X, Y), method="dsd", rounds=2, fraction=-0.1, **kw, loss="cross_entropy"
+            MODEL,
+            (X, Y),
+            keys=KEYS,
+            method="dsd",
+            rounds=2,
+            fraction=-0.1,
+            **kw,
+            loss="cross_entropy",
         )
     with pytest.raises(ValueError, match="k: expected 1 <= k <= 3"):
-        train_rounds(MODEL, KEYS, (X, Y), method="lw", schedule=(1, 4), **kw, loss="cross_entropy")
+        train_rounds(
+            MODEL, (X, Y), keys=KEYS, method="lw", schedule=(1, 4), **kw, loss="cross_entropy"
+        )
     with pytest.raises(ValueError, match="multiple of the 3 blocks"):
-        train_rounds(MODEL, KEYS, (X, Y), method="lw", rounds=4, **kw, loss="cross_entropy")
+        train_rounds(MODEL, (X, Y), keys=KEYS, method="lw", rounds=4, **kw, loss="cross_entropy")
     with pytest.raises(ValueError, match="'conv_9' is not a layer"):
         train_rounds(
             MODEL,
-            KEYS,
             (X, Y),
+            keys=KEYS,
             method="lw",
             rounds=1,
             blocks=(("conv_9",),),
@@ -171,8 +195,8 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match=r"layers: \['dense'\] not in params"):
         train_rounds(
             MODEL,
-            KEYS,
             (X, Y),
+            keys=KEYS,
             method="fc",
             rounds=2,
             fc_layers=("dense",),
@@ -180,4 +204,4 @@ def test_bad_arguments_raise():
             loss="cross_entropy",
         )
     with pytest.raises(ValueError, match="rounds: must be >= 1"):
-        train_rounds(MODEL, KEYS, (X, Y), method="dsd", **kw, loss="cross_entropy")
+        train_rounds(MODEL, (X, Y), keys=KEYS, method="dsd", **kw, loss="cross_entropy")

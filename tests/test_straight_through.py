@@ -162,8 +162,8 @@ def test_weights_fixed_bit_for_bit_after_fit():
     tx = train_scores(optax.chain(add_minimal_penalty(kind), optax.adam(3e-2)))
     runs = jp.training.fit(
         model,
-        keys,
         (x, y),
+        keys=keys,
         optimizer=tx,
         loss="cross_entropy",
         batch_size=16,

@@ -57,13 +57,13 @@ def _close(a, b, **kw):
 
 def test_linen_resnet_batch_stats_train_and_run_k_equals_single_run():
     keys = jax.random.split(jax.random.key(1), 3)
-    many = jp.training.train_epochs(ResNet(), keys, (X, Y), epochs=2, **KW)
+    many = jp.training.train_epochs(ResNet(), (X, Y), keys=keys, epochs=2, **KW)
     init = ResNet().init(jax.random.split(keys[2])[0], X[:1])
     stats0 = {"batch_stats": init["batch_stats"]}
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a[2] - b).max()), many.state, stats0)
     assert min(jax.tree.leaves(moved["batch_stats"])) > 1e-3  # updated while training
     assert sorted(many.variables) == ["batch_stats", "params"]
-    one = jp.training.train_epochs(ResNet(), keys[2], (X, Y), epochs=2, **KW)
+    one = jp.training.train_epochs(ResNet(), (X, Y), keys=keys[2], epochs=2, **KW)
     _close(jax.tree.map(lambda a: a[2], many.variables), one.variables, atol=1e-6)
     np.testing.assert_allclose(many.history["loss"][2], one.history["loss"], rtol=1e-5)
     # evaluation uses the trained statistics: the core's eval loss is model.apply(train=False)
@@ -80,8 +80,10 @@ def test_linen_resnet_batch_stats_train_and_run_k_equals_single_run():
 
 def test_fit_on_resnet_keeps_best_variables_and_equals_train_epochs():
     keys = jax.random.split(jax.random.key(2), 2)
-    f = jp.training.fit(ResNet(), keys, (X, Y), patience=50, max_epochs=3, restore_best=False, **KW)
-    e = jp.training.train_epochs(ResNet(), keys, (X, Y), epochs=3, **KW)
+    f = jp.training.fit(
+        ResNet(), (X, Y), keys=keys, patience=50, max_epochs=3, restore_best=False, **KW
+    )
+    e = jp.training.train_epochs(ResNet(), (X, Y), keys=keys, epochs=3, **KW)
     _close(f.variables, e.variables, atol=1e-6)
     np.testing.assert_allclose(f.history["loss"], e.history["loss"], rtol=1e-6)
     assert f.history["loss"].shape == (2, 3) and f.epochs.tolist() == [3, 3]
@@ -90,7 +92,7 @@ def test_fit_on_resnet_keeps_best_variables_and_equals_train_epochs():
 def test_core_equals_a_loop_written_by_hand():
     """One epoch: shuffle, batches of 10 (last of 4 kept), BatchNorm updates, dropout keys."""
     key, model, tx = jax.random.key(5), ResNet(), KW["optimizer"]
-    r = jp.training.train_epochs(model, key, (X, Y), epochs=1, **KW)
+    r = jp.training.train_epochs(model, (X, Y), keys=key, epochs=1, **KW)
     k_init, k_run = jax.random.split(key)
     v = model.init({"params": k_init, "dropout": jax.random.fold_in(k_init, 1)}, X[:1])
     params, stats, opt = v["params"], v["batch_stats"], tx.init(v["params"])
@@ -149,19 +151,19 @@ SKW = dict(loss="mse", optimizer=optax.adam(1e-2), batch_size=12, progress=False
 def test_nnx_module_trains_batch_stats_and_dropout_differs_per_seed():
     model = NnxNet(nnx.Rngs(0, dropout=1))
     keys = jax.random.split(jax.random.key(0), 2)
-    r = jp.training.train_epochs(model, keys, (XS, YS), epochs=3, **SKW)
+    r = jp.training.train_epochs(model, (XS, YS), keys=keys, epochs=3, **SKW)
     mean0 = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))["bn"]["mean"]
     assert float(jnp.abs(r.state["bn"]["mean"][0] - mean0).max()) > 1e-3
     # the same initial weights, different dropout masks: the seeds part
     assert float(jnp.abs(r.params["a"]["kernel"][0] - r.params["a"]["kernel"][1]).max()) > 1e-4
-    one = jp.training.train_epochs(model, keys[1], (XS, YS), epochs=3, **SKW)
+    one = jp.training.train_epochs(model, (XS, YS), keys=keys[1], epochs=3, **SKW)
     _close(jax.tree.map(lambda a: a[1], r.params), one.params, atol=1e-6)
     assert r.history["loss"][:, -1].max() < r.history["loss"][:, 0].min()
 
 
 def test_equinox_module_and_function_pair_train_like_the_hand_loop():
     model, tx = EqxNet(jax.random.key(3)), SKW["optimizer"]
-    r = jp.training.train_epochs(model, jax.random.key(1), (XS, YS), epochs=1, **SKW)
+    r = jp.training.train_epochs(model, (XS, YS), keys=jax.random.key(1), epochs=1, **SKW)
     params = eqx.filter(model, eqx.is_inexact_array)
     opt = tx.init(params)
     _, k_run = jax.random.split(jax.random.key(1))
@@ -178,8 +180,8 @@ def test_equinox_module_and_function_pair_train_like_the_hand_loop():
     mlp = jp.models.MLP(hidden=(4,))
     pair = (lambda k, x: mlp.init(k, x)["params"], lambda p, x: mlp.apply({"params": p}, x))
     keys = jax.random.split(jax.random.key(4), 2)
-    got = jp.training.fit(pair, keys, (XS, YS), patience=9, max_epochs=2, **SKW)
-    want = jp.training.fit(mlp, keys, (XS, YS), patience=9, max_epochs=2, **SKW)
+    got = jp.training.fit(pair, (XS, YS), keys=keys, patience=9, max_epochs=2, **SKW)
+    want = jp.training.fit(mlp, (XS, YS), keys=keys, patience=9, max_epochs=2, **SKW)
     _close(got.params, want.params, atol=1e-7)
 
 
@@ -189,24 +191,24 @@ def test_bad_models_keys_and_collections_are_named():
 
     with pytest.raises(TypeError, match=r"the trainer calls needs_two\(params, x\)"):
         jp.training.fit(
-            needs_two, jax.random.key(0), (XS, YS), variables={"w": jnp.ones((2, 1))}, **SKW
+            needs_two, (XS, YS), keys=jax.random.key(0), variables={"w": jnp.ones((2, 1))}, **SKW
         )
     with pytest.raises(
         ValueError, match=r"mutable: collection\(s\) \['batch_stats'\] named but absent"
     ):
         jp.training.train_epochs(
             jp.models.MLP(hidden=(3,)),
-            jax.random.key(0),
             (XS, YS),
+            keys=jax.random.key(0),
             epochs=1,
             variables=jp.models.MLP(hidden=(3,)).init(jax.random.key(0), XS[:1]),
             mutable=("batch_stats",),
             **SKW,
         )
     with pytest.raises(ValueError, match="keys: expected"):
-        jp.training.train_epochs(ResNet(), jnp.zeros((2, 3)), (X, Y), epochs=1, **KW)
+        jp.training.train_epochs(ResNet(), (X, Y), keys=jnp.zeros((2, 3)), epochs=1, **KW)
     with pytest.raises(ValueError, match=r"data\[0\]: expected finite values"):
-        jp.training.fit(ResNet(), jax.random.key(0), (X.at[0, 0, 0, 0].set(jnp.nan), Y), **KW)
+        jp.training.fit(ResNet(), (X.at[0, 0, 0, 0].set(jnp.nan), Y), keys=jax.random.key(0), **KW)
 
 
 SCRIPT = textwrap.dedent(
@@ -214,7 +216,7 @@ SCRIPT = textwrap.dedent(
     import sys, jax, optax, jaxprune as jp
     sys.path.insert(0, sys.argv[2])
     from test_train_core import ResNet, X, Y, KW
-    jp.training.fit(ResNet(), jax.random.split(jax.random.key(7), 2), (X, Y), patience=10**6,
+    jp.training.fit(ResNet(), (X, Y), keys=jax.random.split(jax.random.key(7), 2), patience=10**6,
                     max_epochs=MAX, chunk_epochs=2, checkpoint=sys.argv[1], checkpoint_every=1,
                     **KW)
     """
@@ -222,21 +224,29 @@ SCRIPT = textwrap.dedent(
 
 
 def test_resnet_fit_killed_mid_training_resumes_bit_identically(tmp_path):
-    max_epochs, ckpt = 400, tmp_path / "fit.ckpt"
+    max_epochs, ckpt = 400, tmp_path / "fit"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     script = SCRIPT.replace("MAX", str(max_epochs))
     proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt), str(ROOT / "tests")], env=env)
     deadline = time.time() + 300
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+    committed = lambda: ckpt.is_dir() and any(d.name.isdigit() for d in ckpt.iterdir())
+    while not committed() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert ckpt.exists() and proc.returncode == -signal.SIGKILL
+    assert committed() and proc.returncode == -signal.SIGKILL  # an orbax step was committed
     keys = jax.random.split(jax.random.key(7), 2)
     kw = dict(patience=10**6, max_epochs=max_epochs, chunk_epochs=2, **KW)
-    resumed = jp.training.fit(ResNet(), keys, (X, Y), checkpoint=ckpt, **kw)
-    fresh = jp.training.fit(ResNet(), keys, (X, Y), **kw)
-    assert np.isnan(resumed.history["loss"][:, 0]).all()  # epochs before the kill: not recorded
+    resumed = jp.training.fit(
+        ResNet(), (X, Y), keys=keys, checkpoint=ckpt, checkpoint_every=50, **kw
+    )
+    fresh = jp.training.fit(ResNet(), (X, Y), keys=keys, **kw)
+    at_kill = np.isnan(np.asarray(resumed.history["loss"])).sum(1)  # epochs before the resume
+    assert (at_kill > 0).all() and (at_kill < max_epochs).all()
+    assert set(resumed.variables) == {"params", "batch_stats"}
+    for a, b in zip(jax.tree.leaves(fresh.state), jax.tree.leaves(resumed.state), strict=True):
+        assert not np.allclose(a, jnp.round(a))  # BatchNorm statistics moved off their init
+        np.testing.assert_array_equal(a, b)
     jax.tree.map(np.testing.assert_array_equal, resumed.variables, fresh.variables)
     jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, fresh.opt_state)
 
@@ -245,10 +255,10 @@ def test_rounds_on_resnet_update_batch_stats_and_run_k_equals_single_run():
     keys = jax.random.split(jax.random.key(3), 2)
     kw = dict(method="bl", optimizer=optax.adam(1e-2), steps_per_round=4, rounds=1)
     kw.update(loss="cross_entropy", batch_size=10)
-    many = jp.training.train_rounds(ResNet(), keys, (X, Y), **kw)
+    many = jp.training.train_rounds(ResNet(), (X, Y), keys=keys, **kw)
     stats = many.variables["batch_stats"]["Block_0"]["BatchNorm_0"]
     assert float(jnp.abs(stats["mean"]).min()) > 0  # moved from the initial zeros in training
-    one = jp.training.train_rounds(ResNet(), keys[1], (X, Y), **kw)
+    one = jp.training.train_rounds(ResNet(), (X, Y), keys=keys[1], **kw)
     _close(jax.tree.map(lambda a: a[1], many.variables), one.variables, atol=1e-6)
     logits = ResNet().apply(one.variables, X)  # evaluation with the trained statistics
     want = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, Y))

@@ -16,6 +16,7 @@ from jaxprune.training._parallel import (
     process_slice,
     replicate,
     shard_batch,
+    train_state,
 )
 from jaxprune.training._reinit_loop import (
     REVERT_THRESHOLD,
@@ -56,5 +57,6 @@ __all__ = [
     "shard_batch",
     "train_epochs",
     "train_rounds",
+    "train_state",
     "train_with_reinit",
 ]

@@ -1,101 +1,230 @@
-"""Atomic, verified checkpoints of pytrees (flax msgpack serialization + a SHA-256 header)."""
+"""Checkpoints of a training loop's whole state, written with orbax-checkpoint.
+
+A checkpoint directory is an ``orbax.checkpoint.CheckpointManager`` holding the two most recent
+steps (``max_to_keep=2``: the previous checkpoint is always kept). Each step has two items:
+
+* ``state``: the pytree's leaves as a flat ``{"000000": leaf, ...}`` dict (orbax's
+  ``PyTreeSave``; sharded arrays are written by every process, each its own shards; PRNG keys
+  as their ``key_data``);
+* ``meta``: JSON with the configuration ``fingerprint``, the tree structure and a SHA-256 of
+  the leaves' bytes, dtypes and shapes.
+
+Orbax writes a step into a temporary directory and renames it when complete, so a crash or
+SIGKILL never leaves a half-written step that looks finished. On restore, a fingerprint that
+differs from the caller's, a structure that differs, a step orbax cannot read, or leaves whose
+digest differs from the recorded one (an edited or truncated file) raise
+:class:`CheckpointError`, which names the previous step and how to resume from it: never a
+silent fallback to another step.
+
+The digest covers the leaves that are fully addressable by this process (all of them on one
+host); on several hosts the leaves sharded across processes are checked by orbax/tensorstore
+alone.
+"""
 
 from __future__ import annotations
 
+import gc
 import hashlib
-import os
-import tempfile
+import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
-
-_MAGIC = b"JAXPRUNE-CKPT-1\n"
+__all__ = ["CheckpointError", "Checkpoints"]
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is truncated, edited or was written for another configuration."""
+    """A checkpoint is unreadable, edited or was written for another configuration."""
 
 
-def _to_host(tree):
-    def leaf(a):
-        if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            return {"__prng_key__": np.asarray(jax.random.key_data(a))}
-        return np.asarray(a)
-
-    return jax.tree.map(leaf, tree)
+def _is_key(a) -> bool:
+    return isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
 
 
-def save_checkpoint(path: str | Path, tree, fingerprint: str = "") -> Path:
-    """Writes ``tree`` to ``path`` atomically; the previous file is kept as ``path.prev``.
+def _digest(leaves) -> str:
+    h = hashlib.sha256()
+    for a in leaves:
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            h.update(b"<not addressable>")
+            continue
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
-    The file is a magic line, a SHA-256 of the payload, the ``fingerprint`` (a string naming the
-    configuration, checked on load) and the flax msgpack payload. The bytes go to a temporary file
-    in the same folder, which is then renamed over ``path``, so a crash never leaves a
-    half-written checkpoint; the last good one is first moved to ``path.prev``.
 
-    >>> import tempfile, pathlib, jax.numpy as jnp
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "run.ckpt"
-    >>> _ = save_checkpoint(p, {"w": jnp.arange(3.0)}, fingerprint="demo")
-    >>> load_checkpoint(p, {"w": jnp.zeros(3)}, fingerprint="demo")["w"].tolist()
-    [0.0, 1.0, 2.0]
+def _collect_failed_read():
+    """A failed orbax read leaves coroutines bound to the event loop orbax has already closed;
+    they are collected here, where their "Event loop is closed" on cleanup is expected, rather
+    than reported later as an unraisable error in unrelated code."""
+    hook = sys.unraisablehook
+
+    def quiet(unraisable):
+        if not (
+            isinstance(unraisable.exc_value, RuntimeError)
+            and "Event loop is closed" in str(unraisable.exc_value)
+        ):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
+def _names(n: int) -> list[str]:
+    return [f"{i:06d}" for i in range(n)]  # sorted order == leaf order
+
+
+class Checkpoints:
+    """The checkpoints of one training call, in a directory (created on first save).
+
+    Args:
+      directory: where the orbax ``CheckpointManager`` keeps its steps.
+      fingerprint: a string naming the configuration; a checkpoint written under another
+        fingerprint is refused on restore.
+
+    >>> import tempfile, jax, jax.numpy as jnp
+    >>> ckpt = Checkpoints(tempfile.mkdtemp() + "/run", fingerprint="demo")
+    >>> ckpt.restore({"w": jnp.zeros(3)}) is None  # nothing saved yet
+    True
+    >>> ckpt.save({"w": jnp.arange(3.0), "key": jax.random.key(1)})
+    1
+    >>> back = ckpt.restore({"w": jnp.zeros(3), "key": jax.random.key(0)})
+    >>> back["w"].tolist(), jax.random.key_data(back["key"]).tolist()
+    ([0.0, 1.0, 2.0], [0, 1])
+    >>> ckpt.close()
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = serialization.msgpack_serialize(serialization.to_state_dict(_to_host(tree)))
-    header = _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-    header += fingerprint.encode().replace(b"\n", b" ") + b"\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(header + payload)
-        f.flush()
-        os.fsync(f.fileno())
-    if path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
-    os.replace(tmp, path)
-    return path
 
+    def __init__(self, directory: str | Path, fingerprint: str):
+        import orbax.checkpoint as ocp
 
-def load_checkpoint(path: str | Path, target, fingerprint: str = ""):
-    """Reads a checkpoint written by :func:`save_checkpoint` into the structure of ``target``.
+        self._ocp = ocp
+        self.directory = Path(directory).absolute()
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CheckpointError(
+                f"checkpoint {self.directory}: expected a directory of orbax checkpoints, "
+                "found a file"
+            )
+        self.fingerprint = fingerprint
+        options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        steps = self._manager.all_steps()
+        self._step = max(steps) if steps else 0
 
-    Leaf shapes come from the file (so a compacted batch of runs restores as saved); PRNG keys
-    are re-wrapped. Raises :class:`CheckpointError` (a ``ValueError``) when the file is truncated
-    or edited (checksum mismatch) or its fingerprint differs, naming the path and, if present,
-    the previous good checkpoint ``path.prev``.
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    prev = path.with_name(path.name + ".prev")
-    hint = f"; the previous good checkpoint is {prev}" if prev.exists() else ""
-    parts = data.split(b"\n", 3)
-    if len(parts) < 4 or parts[0] + b"\n" != _MAGIC:
-        raise CheckpointError(f"checkpoint {path}: not a jaxprune checkpoint or truncated{hint}")
-    _, digest, saved_fp, payload = parts
-    if hashlib.sha256(payload).hexdigest().encode() != digest:
-        raise CheckpointError(f"checkpoint {path}: checksum mismatch (truncated or edited){hint}")
-    if saved_fp.decode() != fingerprint.replace("\n", " "):
-        raise CheckpointError(
-            f"checkpoint {path}: written for another configuration ({saved_fp.decode()!r}, "
-            f"expected {fingerprint!r})"
+    def _hint(self, step: int) -> str:
+        older = [s for s in self._manager.all_steps() if s < step]
+        if not older:
+            return ""
+        prev = self.directory / str(max(older))
+        return (
+            f"; the previous checkpoint is {prev} (delete {self.directory / str(step)} to "
+            "resume from it)"
         )
-    state = serialization.msgpack_restore(payload)
-    host_target = _to_host(target)
-    restored = serialization.from_state_dict(host_target, state)
 
-    def wrap(t, r):
-        if isinstance(t, jax.Array) and jax.dtypes.issubdtype(t.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(np.asarray(r["__prng_key__"]))
-        return jax.numpy.asarray(r)
+    def restore(self, target):
+        """The latest step's tree in the structure of ``target``, or None if there is none.
 
-    is_key = lambda v: isinstance(v, dict) and "__prng_key__" in v
-    flat_t = jax.tree.leaves(target)
-    flat_r = jax.tree.leaves(restored, is_leaf=is_key)
-    if len(flat_t) != len(flat_r):
-        raise CheckpointError(f"checkpoint {path}: structure does not match the target")
-    return jax.tree.unflatten(
-        jax.tree.structure(target), [wrap(t, r) for t, r in zip(flat_t, flat_r, strict=True)]
-    )
+        Leaf shapes and dtypes come from the checkpoint (a compacted batch of runs restores as
+        saved); leaves that are PRNG keys in ``target`` are re-wrapped as keys.
+
+        Raises:
+          CheckpointError: another configuration's fingerprint, another tree structure, a step
+            orbax cannot read, or a digest mismatch (truncated or edited); the message names
+            the previous step.
+        """
+        ocp = self._ocp
+        self._manager.wait_until_finished()
+        step = self._manager.latest_step()
+        if step is None:
+            return None
+        where = f"checkpoint {self.directory / str(step)}"
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            meta, failure = meta["meta"], None
+        except Exception as exc:  # noqa: BLE001 -- any read failure is reported as corruption
+            failure = f"{type(exc).__name__}: {exc}"
+        if failure is not None:
+            _collect_failed_read()
+            raise CheckpointError(f"{where}: unreadable metadata ({failure}){self._hint(step)}")
+        if meta.get("fingerprint") != self.fingerprint:
+            raise CheckpointError(
+                f"{where}: written for another configuration ({meta.get('fingerprint')!r}, "
+                f"expected {self.fingerprint!r})"
+            )
+        leaves, treedef = jax.tree.flatten(target)
+        if meta.get("structure") != str(treedef):
+            raise CheckpointError(f"{where}: structure does not match the target{self._hint(step)}")
+        names, empty = _names(len(leaves)), meta.get("empty", {})
+        stored = [n for n in names if n not in empty] or ["empty"]
+        restore_args = {n: ocp.RestoreArgs(restore_type=np.ndarray) for n in stored}
+        try:
+            state = self._manager.restore(
+                step,
+                args=ocp.args.Composite(state=ocp.args.PyTreeRestore(restore_args=restore_args)),
+            )["state"]
+            saved = [
+                np.zeros(empty[n][1], jnp.dtype(empty[n][0]))
+                if n in empty
+                else np.asarray(state[n])
+                for n in names
+            ]
+            failure = None
+        except Exception as exc:  # noqa: BLE001 -- any read failure is reported as corruption
+            failure = f"{type(exc).__name__}: {exc}"
+        if failure is not None:
+            _collect_failed_read()
+            raise CheckpointError(
+                f"{where}: unreadable (truncated or edited: {failure}){self._hint(step)}"
+            )
+        if _digest(saved) != meta.get("sha256"):
+            raise CheckpointError(
+                f"{where}: checksum mismatch (truncated or edited){self._hint(step)}"
+            )
+        out = [
+            jax.random.wrap_key_data(s, impl=jax.random.key_impl(t))
+            if _is_key(t)
+            else jnp.asarray(s)
+            for t, s in zip(leaves, saved, strict=True)
+        ]
+        return jax.tree.unflatten(treedef, out)
+
+    def save(self, tree) -> int:
+        """Saves ``tree`` as the next step (asynchronously: orbax commits in the background);
+        the step before it is kept, older ones are deleted. Returns the step number."""
+        ocp = self._ocp
+        leaves, treedef = jax.tree.flatten(tree)
+        # PRNG keys as their data; host arrays copied (orbax writes them in the background).
+        leaves = [
+            jax.random.key_data(a) if _is_key(a) else a if isinstance(a, jax.Array) else np.array(a)
+            for a in leaves
+        ]
+        meta = {
+            "fingerprint": self.fingerprint,
+            "structure": str(treedef),
+            "sha256": _digest(leaves),
+        }
+        self._step += 1
+        # Orbax cannot write zero-size arrays (all runs of a fit finished): their dtype and shape
+        # go to the metadata instead.
+        names = _names(len(leaves))
+        state = {n: a for n, a in zip(names, leaves, strict=True) if a.size}
+        meta["empty"] = {
+            n: [str(a.dtype), list(a.shape)]
+            for n, a in zip(names, leaves, strict=True)
+            if not a.size
+        }
+        state = state or {"empty": np.zeros(1, np.uint8)}  # orbax needs at least one array
+        self._manager.save(
+            self._step,
+            args=ocp.args.Composite(state=ocp.args.PyTreeSave(state), meta=ocp.args.JsonSave(meta)),
+        )
+        return self._step
+
+    def close(self):
+        """Waits for pending writes and releases the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()

@@ -7,7 +7,7 @@ an optax transformation into pure functions over a :class:`TrainState`:
   ``batch = (x, y)`` or ``(x, y, weights)`` in training mode; the model's other variables
   (BatchNorm statistics...) are updated, and the step's randomness is
   ``fold_in(key, state.step)``, so passing a run's key every step gives every step (and every
-  seed, under ``vmap``) its own dropout mask;
+  seed, under ``vmap``) its own dropout mask; ``key=None`` gives the model no RNG at all;
 * ``eval_step(state, batch) -> metrics``: the loss in evaluation mode (``train=False``);
 * ``epoch(state, key, x, y) -> (state, mean_loss)``: one shuffled pass
   (:func:`~jaxprune.training.feistel_permutation` of ``key``; the steps get the key
@@ -114,7 +114,7 @@ def make_core(
         return TrainState(params, state, opt_state, jnp.zeros((), jnp.int32))
 
     def train_step(ts: TrainState, batch, key):
-        k = jax.random.fold_in(key, ts.step)
+        k = None if key is None else jax.random.fold_in(key, ts.step)  # None: no RNG at all
         if trainable is None:
             (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(
                 ts.params, ts.state, batch, k, True

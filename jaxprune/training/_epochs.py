@@ -15,7 +15,7 @@ import optax
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
-from jaxprune.training._checkpoint import load_checkpoint, save_checkpoint
+from jaxprune.training._checkpoint import Checkpoints
 from jaxprune.training._checks import check_call, check_initial_state, given_variables
 from jaxprune.training._core import ProgramCache, TrainState, make_core
 from jaxprune.training._fit import _as_key_batch, _place_seeds
@@ -84,9 +84,9 @@ def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial
 
 def train_epochs(
     model,
-    keys: jax.Array,
     data: tuple[Any, Any],
     *,
+    keys: jax.Array,
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     epochs: int,
@@ -135,8 +135,9 @@ def train_epochs(
         under ``jit`` and ``vmap``; pass the same function object again to reuse the compiled
         program).
       chunk_epochs: epochs per compiled chunk (default: all, or 10 with a checkpoint).
-      checkpoint: file to save to after every chunk and to resume from if it exists (atomic,
-        checksummed, tied to the configuration; see :func:`save_checkpoint`).
+      checkpoint: directory of orbax-checkpoint steps, saved after every chunk and resumed
+        from if it holds one (the last two kept, digest-checked, tied to the configuration;
+        see :class:`~jaxprune.training._checkpoint.Checkpoints`).
       progress: a tqdm bar on a terminal, a plain line every 30 s otherwise.
       train_kw, mutable, rngs: as for :func:`~jaxprune.training.fit`.
 
@@ -154,7 +155,7 @@ def train_epochs(
     >>> x, y = jp.data.paint("square", size=8)
     >>> model = jp.models.MLP(hidden=(4,))
     >>> acc = lambda v: jnp.mean((model.apply(v, x) > 0.5) == (y > 0.5))
-    >>> r = jp.training.train_epochs(model, jax.random.split(jax.random.key(0), 3), (x, y),
+    >>> r = jp.training.train_epochs(model, (x, y), keys=jax.random.split(jax.random.key(0), 3),
     ...     optimizer=optax.adam(1e-2), epochs=5, loss="mse", batch_size=16,
     ...     metrics=lambda v: {"accuracy": acc(v)}, progress=False)
     >>> r.history["loss"].shape, r.history["accuracy"].shape
@@ -185,31 +186,35 @@ def train_epochs(
     ts, k = init(keys, params, opt_state, other, x)
     record = jax.eval_shape(chunk, ts, k, x, y)[1]
     history = jax.tree.map(lambda a: np.zeros((n_runs, epochs, *a.shape[2:]), a.dtype), record)
-    done = 0
+    done, ckpt = 0, None
     if checkpoint is not None:
         fingerprint = _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial)
-        if Path(checkpoint).exists():
-            target = {"state": (ts, k), "history": history, "done": np.int64(0)}
-            saved = load_checkpoint(checkpoint, target, fingerprint)
+        ckpt = Checkpoints(checkpoint, fingerprint)
+        target = {"state": (ts, k), "history": history, "done": np.int64(0)}
+        saved = ckpt.restore(target)
+        if saved is not None:
             (ts, k), done = saved["state"], int(saved["done"])
             ts = TrainState(*ts)
             history = jax.tree.map(np.array, saved["history"])
     ts, k = _place_seeds((ts, k))
     bar = Progress("train_epochs", epochs, progress)
     bar.update(done)
-    while done < epochs:
-        length = min(chunk_epochs, epochs - done)
-        run = chunk  # the last chunk may be shorter: one more compile
-        if length != chunk_epochs:
-            run = _programs(tm, optimizer, loss_fn, batch_size, metrics, length, partial)[1]
-        (ts, k), rec = run(ts, k, x, y)
-        for h, r in zip(jax.tree.leaves(history), jax.tree.leaves(rec), strict=True):
-            h[:, done : done + length] = np.asarray(r)
-        done += length
-        bar.update(length, loss=f"{float(np.mean(history['loss'][:, done - 1])):.4g}")
-        if checkpoint is not None:
-            tree = {"state": (ts, k), "history": history, "done": np.int64(done)}
-            save_checkpoint(checkpoint, tree, fingerprint)
+    try:
+        while done < epochs:
+            length = min(chunk_epochs, epochs - done)
+            run = chunk  # the last chunk may be shorter: one more compile
+            if length != chunk_epochs:
+                run = _programs(tm, optimizer, loss_fn, batch_size, metrics, length, partial)[1]
+            (ts, k), rec = run(ts, k, x, y)
+            for h, r in zip(jax.tree.leaves(history), jax.tree.leaves(rec), strict=True):
+                h[:, done : done + length] = np.asarray(r)
+            done += length
+            bar.update(length, loss=f"{float(np.mean(history['loss'][:, done - 1])):.4g}")
+            if ckpt is not None:
+                ckpt.save({"state": (ts, k), "history": history, "done": np.int64(done)})
+    finally:  # pending writes are finished even on an exception (Ctrl-C)
+        if ckpt is not None:
+            ckpt.close()
     bar.close()
     p, s, o = ts.params, ts.state, ts.opt_state
     v = jax.vmap(tm.variables)(p, s)

@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
-from jaxprune.training._checkpoint import load_checkpoint, save_checkpoint
+from jaxprune.training._checkpoint import Checkpoints
 from jaxprune.training._checks import check_call, check_initial_state, given_variables
 from jaxprune.training._core import ProgramCache, TrainState, make_core
 from jaxprune.training._early_stopping import (
@@ -168,9 +168,9 @@ def _compact(final, state, seeds, finished, take):
 
 def fit(
     model,
-    keys: jax.Array,
     data: tuple[Any, Any],
     *,
+    keys: jax.Array,
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     variables: Any = None,
@@ -235,11 +235,12 @@ def fit(
       restore_best: return the params of the best epoch (Keras' ``restore_best_weights``);
         ``False`` returns the last epoch's params, which match the returned ``opt_state`` (use
         it when the optimizer state carries masks that must agree with the params).
-      checkpoint: file to save the whole fit state to (params, optimizer state, keys,
-        early-stopping state, finished runs) every ``checkpoint_every`` chunks and at the end,
-        atomically; if it exists, the fit resumes from it and gives the same result as an
-        uninterrupted fit. It is tied (by a fingerprint) to the model, loss, sizes, keys and
-        data; the optimizer must be the same.
+      checkpoint: directory of orbax-checkpoint steps to save the whole fit state to (params,
+        every other collection, optimizer state, keys, early-stopping state, finished runs)
+        every ``checkpoint_every`` chunks and at the end; the last two steps are kept. If it
+        holds a step, the fit resumes from it and gives the same result as an uninterrupted
+        fit. It is tied (by a fingerprint) to the model, loss, sizes, keys and data; the
+        optimizer must be the same. See :class:`~jaxprune.training._checkpoint.Checkpoints`.
       checkpoint_every: chunks between checkpoints.
       progress: report progress: a tqdm bar on a terminal, a plain line every 30 s otherwise.
       train_kw: name of the model's train/eval keyword (passed when its call accepts it).
@@ -261,7 +262,7 @@ def fit(
     >>> import jax, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=16)
     >>> model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
-    >>> runs = jp.training.fit(model, jax.random.split(jax.random.key(0), 4), (x, y),
+    >>> runs = jp.training.fit(model, (x, y), keys=jax.random.split(jax.random.key(0), 4),
     ...                        loss="mse", optimizer=optax.adam(1e-2), patience=5,
     ...                        max_epochs=50, progress=False)
     >>> runs.loss.shape, jax.tree.leaves(runs.params)[0].shape[0]
@@ -308,14 +309,14 @@ def fit(
     final = jax.tree.map(jnp.zeros_like, state)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
     history = [[] for _ in range(n_runs)]  # per seed: epoch losses of this process's chunks
+    ckpt = None
     if checkpoint is not None:
         fingerprint = _fingerprint(
             tm, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y
         )
-        if Path(checkpoint).exists():
-            saved = load_checkpoint(
-                checkpoint, {"state": state, "final": final, "rows": rows}, fingerprint
-            )
+        ckpt = Checkpoints(checkpoint, fingerprint)
+        saved = ckpt.restore({"state": state, "final": final, "rows": rows})
+        if saved is not None:
             state, final, rows = saved["state"], saved["final"], np.asarray(saved["rows"])
             history = [[np.nan] * int(e) for e in np.asarray(final.epoch)]
             for r, seed in enumerate(rows):
@@ -324,25 +325,31 @@ def fit(
     state = _place_seeds(state)
     bar = Progress("fit", None, progress)
     chunks = 0
-    while rows.size:
-        state, losses = run_chunk(state, x, y)
-        chunks += 1
-        done = np.asarray(state.stopping.done)  # one small host read per chunk
-        losses = np.asarray(losses)
-        real = rows >= 0
-        for r in np.flatnonzero(real):
-            history[rows[r]].extend(v for v in losses[r] if not np.isnan(v))
-        active = np.flatnonzero(real & ~done)
-        bar.update(chunk_epochs, active=f"{active.size}/{n_runs} runs")
-        size = _bucket(active.size, rows.size)
-        if size < rows.size or not active.size:
-            finished = np.flatnonzero(real & done)
-            take = np.concatenate([active, np.full(size - active.size, active[0] if size else 0)])
-            final, state = _compact(final, state, rows[finished], finished, take)
-            state = _place_seeds(state)
-            rows = np.concatenate([rows[active], np.full(size - active.size, -1)])
-        if checkpoint is not None and (not rows.size or chunks % checkpoint_every == 0):
-            save_checkpoint(checkpoint, {"state": state, "final": final, "rows": rows}, fingerprint)
+    try:
+        while rows.size:
+            state, losses = run_chunk(state, x, y)
+            chunks += 1
+            done = np.asarray(state.stopping.done)  # one small host read per chunk
+            losses = np.asarray(losses)
+            real = rows >= 0
+            for r in np.flatnonzero(real):
+                history[rows[r]].extend(v for v in losses[r] if not np.isnan(v))
+            active = np.flatnonzero(real & ~done)
+            bar.update(chunk_epochs, active=f"{active.size}/{n_runs} runs")
+            size = _bucket(active.size, rows.size)
+            if size < rows.size or not active.size:
+                finished = np.flatnonzero(real & done)
+                take = np.concatenate(
+                    [active, np.full(size - active.size, active[0] if size else 0)]
+                )
+                final, state = _compact(final, state, rows[finished], finished, take)
+                state = _place_seeds(state)
+                rows = np.concatenate([rows[active], np.full(size - active.size, -1)])
+            if ckpt is not None and (not rows.size or chunks % checkpoint_every == 0):
+                ckpt.save({"state": state, "final": final, "rows": rows})
+    finally:  # pending writes are finished even on an exception (Ctrl-C)
+        if ckpt is not None:
+            ckpt.close()
     bar.close()
     es = final.stopping
     params, other = es.best_params if restore_best else (final.train.params, final.train.state)

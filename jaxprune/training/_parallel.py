@@ -1,9 +1,22 @@
 """Data-parallel training over a device mesh (``jax.make_mesh`` + ``NamedSharding`` under jit).
 
-The batch is split along its leading axis over the mesh's ``"data"`` axis; params and optimizer
-state (masks, scores, frozen-unit state included, whatever the optax transformation keeps) are
-replicated. The loss is the mean over the *global* batch, so XLA inserts the gradient all-reduce
-and one step on 8 devices equals one step on 1 device with the same global batch (tested).
+The step is the library's one train step (:func:`~jaxprune.training._core.make_core`) on a
+:class:`~jaxprune.training.TrainState`, so every model kind trains data-parallel with its
+mutable collections and RNGs. The batch is split along its leading axis over the mesh's
+``"data"`` axis; the train state (params, BatchNorm statistics and every other collection,
+optimizer state with its masks or scores, step) is replicated. The program is written for the
+*global* batch and partitioned by XLA (sharding semantics), so:
+
+* the loss and its gradient are means over the global batch (XLA inserts the all-reduce);
+* BatchNorm's batch mean and variance are reductions over the global batch (XLA all-reduces
+  them, as a cross-device ``lax.pmean`` would), so the ``batch_stats`` update is that of one
+  device seeing the whole batch, identical on every device;
+* dropout draws its mask for the global batch from the step's key (``fold_in(key, step)``);
+  with JAX's partitionable threefry each device computes the bits of its own rows, so the
+  shards get different masks and the mask is the one a single device would draw.
+
+Hence one step on 8 devices equals one step on 1 device with the same global batch and key,
+BatchNorm and dropout included (tested).
 
 ``jax.pmap`` has been a maintenance-mode shim over this sharding machinery since JAX 0.8, so
 there is no separate pmap code path: "a pmapped train step" is this step.
@@ -23,6 +36,8 @@ backend is a multi-device CPU.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,23 +56,52 @@ __all__ = [
     "process_slice",
     "replicate",
     "shard_batch",
+    "train_state",
 ]
 
 DATA = "data"
 
 
-def _step_fn(model, loss_fn, optimizer):
-    """The library's one train step (see ``_core``) on ``(params, opt_state, batch)``."""
-    core = make_core(training_model(model), loss_fn, optimizer)
-
-    def step(params, opt_state, batch):
-        ts, metrics = core.train_step(TrainState(params, {}, opt_state, 0), batch, _KEY)
-        return ts.params, ts.opt_state, metrics
-
-    return step
+def _core(model, loss, optimizer, train_kw, mutable, rngs):
+    tm = training_model(model, train_kw=train_kw, mutable=mutable, rngs=rngs)
+    return make_core(tm, get_loss(loss), optimizer)
 
 
-_KEY = jax.random.key(0)  # no dropout key in the data-parallel step (yet)
+def train_state(
+    model,
+    optimizer: optax.GradientTransformation,
+    variables=None,
+    *,
+    mutable: Sequence[str] | None = None,
+) -> TrainState:
+    """The :class:`TrainState` a data-parallel step starts from: ``variables`` split into
+    ``params`` and every other collection, ``optimizer.init(params)`` and step 0.
+
+    Args:
+      model: any model :func:`~jaxprune.training.fit` takes.
+      optimizer: the optax transformation the step will use.
+      variables: the model's variables (linen: ``model.init(...)``, every collection;
+        NNX/equinox: default the module's own; a function's params).
+      mutable: linen collections the step updates (checked to be present).
+
+    Raises:
+      ValueError: linen without ``variables`` (draw them with ``model.init``), or a ``mutable``
+        collection absent from them.
+
+    >>> import jax, optax, jaxprune as jp
+    >>> model = jp.models.MLP(hidden=(3,))
+    >>> variables = model.init(jax.random.key(0), jax.numpy.ones((1, 2)))
+    >>> ts = jp.training.train_state(model, optax.sgd(0.1), variables)
+    >>> sorted(ts.params), ts.state, int(ts.step)
+    (['out', 'relu_0'], {}, 0)
+    """
+    tm = training_model(model, variables, mutable=mutable)
+    if tm.params is None:
+        raise ValueError(
+            "variables: a linen module needs its variables (every collection), e.g. "
+            "model.init(key, x, train=False)"
+        )
+    return TrainState(tm.params, tm.state, optimizer.init(tm.params), jnp.zeros((), jnp.int32))
 
 
 def data_mesh(devices=None, axis: str = DATA) -> Mesh:
@@ -135,19 +179,27 @@ def make_parallel_train_step(
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     mesh: Mesh,
+    *,
     axis: str = DATA,
+    train_kw: str | None = "train",
+    mutable: Sequence[str] | None = None,
+    rngs: Sequence[str] = ("dropout",),
 ):
-    """``step(params, opt_state, batch) -> (params, opt_state, metrics)``, data-parallel.
+    """``step(state, batch, *, key) -> (state, metrics)``, data-parallel.
 
-    Params and optimizer state are replicated, ``batch = (x, y)`` is sharded on its leading
-    axis; the gradient is the mean over the global batch (XLA inserts the all-reduce).
+    ``state`` is a :class:`TrainState` (see :func:`train_state`), replicated; ``batch = (x, y)``
+    is sharded on its leading axis over ``axis``. The step is the library's one train step:
+    gradient, BatchNorm statistics and loss over the global batch; dropout keys
+    ``fold_in(key, state.step)``, one mask for the global batch whose rows differ per shard (see
+    the module docstring). ``key`` is keyword-only; ``None`` gives the model no RNG.
 
     Args:
-      model: a Flax module.
+      model: any model :func:`~jaxprune.training.fit` takes.
       loss: loss name or per-example callable.
       optimizer: any optax transformation (freeze masks, scores... live in its state).
       mesh: a mesh from :func:`data_mesh`.
       axis: the mesh axis the batch is split over.
+      train_kw, mutable, rngs: as for :func:`~jaxprune.training.fit`.
 
     Returns:
       A jitted step. On a multi-device CPU backend it blocks on its outputs before returning
@@ -157,25 +209,25 @@ def make_parallel_train_step(
     >>> mesh = jp.training.data_mesh()
     >>> model = jp.models.MLP(hidden=(3,))
     >>> x, y = jp.data.paint("square", size=8)
-    >>> params = model.init(jax.random.key(0), x)["params"]
     >>> tx = optax.adam(1e-2)
+    >>> ts = jp.training.train_state(model, tx, model.init(jax.random.key(0), x))
     >>> step = jp.training.make_parallel_train_step(model, "mse", tx, mesh)
-    >>> params, opt_state, m = step(params, tx.init(params), (x, y))
-    >>> m["loss"].shape
-    ()
+    >>> ts, m = step(ts, (x, y), key=jax.random.key(1))
+    >>> int(ts.step), m["loss"].shape
+    (1, ())
     """
+    core = _core(model, loss, optimizer, train_kw, mutable, rngs)
     replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P(axis))
     jitted = jax.jit(
-        _step_fn(model, get_loss(loss), optimizer),
-        in_shardings=(replicated, replicated, batch_sharding),
-        out_shardings=(replicated, replicated, replicated),
+        lambda ts, batch, key: core.train_step(ts, tuple(batch), key),
+        in_shardings=(replicated, NamedSharding(mesh, P(axis)), replicated),
+        out_shardings=(replicated, replicated),
     )
     block = _multi_device_cpu(mesh)
 
-    def step(params, opt_state, batch):
+    def step(state: TrainState, batch, *, key=None):
         _check_divisible(jnp.shape(jax.tree.leaves(batch)[0])[0], mesh, "batch")
-        out = jitted(params, opt_state, batch)
+        out = jitted(TrainState(*state), batch, key)
         return jax.block_until_ready(out) if block else out
 
     return step
@@ -186,47 +238,51 @@ def make_parallel_epoch(
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     mesh: Mesh,
+    *,
     axis: str = DATA,
+    train_kw: str | None = "train",
+    mutable: Sequence[str] | None = None,
+    rngs: Sequence[str] = ("dropout",),
 ):
-    """``epoch(params, opt_state, batches) -> (params, opt_state, losses)`` in one compiled scan.
+    """``epoch(state, batches, *, key) -> (state, losses)`` in one compiled scan.
 
     ``batches = (xs, ys)`` with shapes ``(steps, global_batch, ...)``; each step's batch is
     sharded over ``axis`` (its second dimension), so no host round-trip or repeated dispatch
-    happens inside the epoch. ``losses`` has one entry per step.
+    happens inside the epoch. Step ``i`` is :func:`make_parallel_train_step`'s step with the
+    same ``key`` (its dropout key is ``fold_in(key, state.step)``, so every step differs).
+    ``losses`` has one entry per step.
 
     >>> import jax, optax, jaxprune as jp
     >>> mesh = jp.training.data_mesh()
     >>> model = jp.models.MLP(hidden=(3,))
     >>> x, y = jp.data.paint("square", size=16)
-    >>> params = model.init(jax.random.key(0), x)["params"]
     >>> tx = optax.adam(1e-2)
+    >>> ts = jp.training.train_state(model, tx, model.init(jax.random.key(0), x))
     >>> epoch = jp.training.make_parallel_epoch(model, "mse", tx, mesh)
     >>> batches = (x.reshape(4, 64, 2), y.reshape(4, 64, 1))
-    >>> params, opt_state, losses = epoch(params, tx.init(params), batches)
-    >>> losses.shape
-    (4,)
+    >>> ts, losses = epoch(ts, batches, key=jax.random.key(1))
+    >>> int(ts.step), losses.shape
+    (4, (4,))
     """
-    step = _step_fn(model, get_loss(loss), optimizer)
+    core = _core(model, loss, optimizer, train_kw, mutable, rngs)
     replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P(None, axis))
 
-    def epoch(params, opt_state, batches):
-        def body(carry, batch):
-            p, s, m = step(*carry, batch)
-            return (p, s), m["loss"]
+    def epoch(ts, batches, key):
+        def body(t, batch):
+            t, m = core.train_step(t, batch, key)
+            return t, m["loss"]
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), batches)
-        return params, opt_state, losses
+        return jax.lax.scan(body, ts, tuple(batches))
 
     jitted = jax.jit(
         epoch,
-        in_shardings=(replicated, replicated, batch_sharding),
-        out_shardings=(replicated, replicated, replicated),
+        in_shardings=(replicated, NamedSharding(mesh, P(None, axis)), replicated),
+        out_shardings=(replicated, replicated),
     )
 
-    def run(params, opt_state, batches):
+    def run(state: TrainState, batches, *, key=None):
         _check_divisible(jnp.shape(jax.tree.leaves(batches)[0])[1], mesh, "batches")
-        out = jitted(params, opt_state, batches)
+        out = jitted(TrainState(*state), batches, key)
         return jax.block_until_ready(out) if _multi_device_cpu(mesh) else out
 
     return run

@@ -159,11 +159,11 @@ def _positive(name: str, value) -> float:
 
 def train_with_reinit(
     model,
-    keys: jax.Array,
     data: tuple[Any, Any],
     *,
+    keys: jax.Array,
+    loss: str | LossFn,
     optimizer: optax.GradientTransformation,
-    loss: str | LossFn = "mse",
     reinits: int = 1,
     batch_size: int = 128,
     patience: int = 20,
@@ -211,7 +211,7 @@ def train_with_reinit(
       keys: a 1-D batch of keys (``jax.random.split``) or one key.
       data: ``(x, y)``, non-empty, same length.
       optimizer: any optax transformation; :func:`freeze_units` is chained after it.
-      loss: loss name or per-example callable.
+      loss: loss name or per-example callable; required.
       reinits: R, the number of reinitialization rounds (``>= 0``).
       batch_size: minibatch size (paper: 128).
       patience: patience of steps 2, 11, 14 (paper: 20).
@@ -234,7 +234,8 @@ def train_with_reinit(
     >>> import jax, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=12)
     >>> model = jp.models.MLP(hidden=(4,), linear_after=((4,),))
-    >>> r = jp.training.train_with_reinit(model, jax.random.split(jax.random.key(0), 2), (x, y),
+    >>> keys = jax.random.split(jax.random.key(0), 2)
+    >>> r = jp.training.train_with_reinit(model, (x, y), keys=keys, loss="mse",
     ...     optimizer=optax.adam(1e-2), reinits=1, patience=3, sub_patience=2, max_epochs=10)
     >>> r.reverted.shape, r.keep["relu_0"].shape
     ((2, 1), (2, 4))

@@ -257,9 +257,9 @@ def _lw_blocks(model, x):
 
 def train_rounds(
     model,
-    keys: jax.Array,
     data: tuple[jax.Array, jax.Array],
     *,
+    keys: jax.Array,
     method: str,
     optimizer: optax.GradientTransformation,
     steps_per_round: int,
@@ -353,7 +353,7 @@ def train_rounds(
     >>> import jax, optax, jaxprune as jp
     >>> (x, y), _ = jp.data.signal_task(jax.random.key(0), n_train=64, n_test=8)
     >>> model = jp.models.BlockMLP(hidden=(4,), out=8)
-    >>> res = jp.training.train_rounds(model, jax.random.split(jax.random.key(1), 2), (x, y),
+    >>> res = jp.training.train_rounds(model, (x, y), keys=jax.random.split(jax.random.key(1), 2),
     ...     method="lw", loss="cross_entropy", optimizer=optax.sgd(0.05), steps_per_round=5,
     ...     rounds=2)
     >>> res.train_loss.shape, sorted(res.variables)

@@ -29,12 +29,14 @@ def make_train_step(
     jit: bool = True,
     trainable: TrainablePredicate | None = None,
 ):
-    """Builds ``step(params, opt_state, batch, key=None) -> (params, opt_state, metrics)``.
+    """Builds ``step(params, opt_state, batch, *, key=None) -> (params, opt_state, metrics)``.
 
     The library's one train step (:func:`~jaxprune.training._core.make_core`) seen on params
     alone, for models without other variable collections: the mean loss on ``batch = (x, y)``
     (or ``(x, y, weights)``), its gradient, the optimizer and the updates, in training mode
-    (``train=True`` when the model takes it; ``key`` feeds dropout, default ``key(0)``). It has
+    (``train=True`` when the model takes it). ``key`` (keyword-only) feeds dropout; without it
+    the model gets no RNG, so a model that draws randomness in training raises its own error
+    (flax: ``InvalidRngError``) instead of silently reusing one fixed key. It has
     no side effects, so it can be ``vmap``-ed over seeds or ``scan``-ned over batches;
     ``metrics`` is ``{"loss": loss_before_update}``. For models with BatchNorm use
     :func:`~jaxprune.training.fit` / :func:`~jaxprune.training.train_epochs`, which carry
@@ -88,8 +90,7 @@ def make_train_step(
     """
     core = _core(model, loss, optimizer, trainable=trainable)
 
-    def pure(params, opt_state, batch, key=None):
-        key = jax.random.key(0) if key is None else key
+    def pure(params, opt_state, batch, *, key=None):
         ts = TrainState(params, {}, opt_state, 0)
         ts, metrics = core.train_step(ts, tuple(batch), key)
         return ts.params, ts.opt_state, metrics
@@ -100,8 +101,8 @@ def make_train_step(
     if trainable is None:
         return jitted
 
-    def step(params, opt_state, batch, key=None):
-        new, opt_state, metrics = jitted(params, opt_state, batch, key)
+    def step(params, opt_state, batch, *, key=None):
+        new, opt_state, metrics = jitted(params, opt_state, batch, key=key)
         flat = jax.tree_util.tree_flatten_with_path(params)[0]
         keep = [bool(trainable(p, a)) for p, a in flat]
         new_leaves = jax.tree.leaves(new)
@@ -125,23 +126,41 @@ def evaluate(model, params: Params, data, loss: str | LossFn) -> jax.Array:
 
 def make_epoch(
     model,
+    loss: str | LossFn,
     optimizer: optax.GradientTransformation,
-    loss_fn: LossFn,
-    batch_size: int,
     *,
+    batch_size: int,
     unroll: int = 1,
     partial: str = "keep",
 ):
-    """``epoch(params, opt_state, key, x, y) -> (params, opt_state, mean_loss)``, unjitted.
+    """``epoch(params, opt_state, x, y, *, key) -> (params, opt_state, mean_loss)``, unjitted.
 
     The core's epoch (:func:`~jaxprune.training._core.make_core`) on params alone: one pass
     over ``(x, y)`` in an order drawn from ``key`` (:func:`feistel_permutation`), a
     ``lax.scan`` of the one train step; ``partial`` (``"keep"``, the default, as Keras;
     ``"drop"``; ``"pad"``) says what happens to the last ``n % batch_size`` examples.
-    """
-    core = _core(model, loss_fn, optimizer, batch_size=batch_size, unroll=unroll, partial=partial)
 
-    def epoch(p, s, key, x, y):
+    Args:
+      model: any model :func:`~jaxprune.training.fit` takes (params only: no BatchNorm).
+      loss: a loss name or ``fn(pred, target) -> per-example losses``.
+      optimizer: any optax transformation.
+      batch_size: minibatch size (capped at the number of examples).
+      unroll: ``lax.scan`` unroll of the steps.
+      partial: ``"keep"``, ``"drop"`` or ``"pad"`` the last partial batch.
+
+    >>> import jax, optax, jaxprune as jp
+    >>> x, y = jp.data.paint("square", size=8)
+    >>> model = jp.models.MLP(hidden=(3,))
+    >>> params = model.init(jax.random.key(0), x)["params"]
+    >>> tx = optax.sgd(0.1)
+    >>> epoch = jax.jit(jp.training.make_epoch(model, "mse", tx, batch_size=64))
+    >>> p, s, loss = epoch(params, tx.init(params), x, y, key=jax.random.key(1))
+    >>> loss.shape
+    ()
+    """
+    core = _core(model, loss, optimizer, batch_size=batch_size, unroll=unroll, partial=partial)
+
+    def epoch(p, s, x, y, *, key):
         ts, value = core.epoch(TrainState(p, {}, s, 0), key, x, y)
         return ts.params, ts.opt_state, value
 
