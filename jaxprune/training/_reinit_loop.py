@@ -22,6 +22,7 @@ from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
 from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._early_stopping import early_stopping_init, early_stopping_update
+from jaxprune.training._fit import _place_seeds
 from jaxprune.training._model import training_model
 from jaxprune.transforms._freeze import freeze_units, set_frozen_units
 
@@ -291,7 +292,7 @@ def train_with_reinit(
     revert_at = jnp.float32(thresholds[2])
     keys = keys[None] if single else keys
     pat, sub_pat, cap = (jnp.asarray(v, jnp.int32) for v in (patience, sub_patience, max_epochs))
-    p, s, keys = progs.init(keys)
+    p, s, keys = _place_seeds(progs.init(keys))  # several devices: the seeds are sharded
     p, s, keys, epochs = progs.phase(p, s, keys, x, y, pat, cap)  # step 2
     rounds = []
     for _ in range(int(reinits)):  # step 12 (a host loop over rounds; seeds stay batched)
