@@ -17,7 +17,8 @@ an optax transformation into pure functions over a :class:`TrainState`:
   ``"drop"``, or ``"pad"`` (one shape for every step: the last batch is filled with rows of
   weight 0, so its loss is the mean over its real rows).
 
-Nothing else in the library writes a minibatch step.
+Nothing else in the library writes a minibatch step, and every loop compiles its programs with
+:func:`jit` (``jax.jit`` plus the XLA:CPU options that suit many tiny steps).
 """
 
 from __future__ import annotations
@@ -32,9 +33,25 @@ from jaxprune._losses import LossFn
 from jaxprune.training._model import TrainModel
 from jaxprune.training._shuffle import feistel_permutation
 
-__all__ = ["Core", "TrainState", "make_core"]
+__all__ = ["Core", "TrainState", "jit", "make_core"]
 
 PARTIAL = ("keep", "drop", "pad")
+
+
+# XLA:CPU options for the training programs (measured on model 2 of paper 000, 1 and 30 vmapped
+# runs; benchmarks/bench_vs_torch.py). XLA:CPU hands small matrix products, and the reductions
+# of their gradients, to YNNPACK library calls: for narrow layers, and for their batched form
+# under ``vmap`` over runs, that took 1.5-2x the time of XLA's own kernels, so it is off. LLVM
+# optimization level 1 instead of the default halves the compile time of these programs (a
+# large part of a short experiment) and did not change their run time measurably.
+CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_backend_optimization_level": 1}
+
+
+def jit(fn, **kwargs):
+    """``jax.jit(fn, **kwargs)`` with :data:`CPU_OPTIONS` when the default backend is the CPU."""
+    if jax.default_backend() == "cpu" and "compiler_options" not in kwargs:
+        kwargs["compiler_options"] = dict(CPU_OPTIONS)
+    return jax.jit(fn, **kwargs)
 
 
 class TrainState(NamedTuple):

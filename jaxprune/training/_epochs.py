@@ -17,7 +17,7 @@ from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
 from jaxprune.training._checkpoint import Checkpoints
 from jaxprune.training._checks import check_call, check_initial_state, given_variables
-from jaxprune.training._core import ProgramCache, TrainState, make_core
+from jaxprune.training._core import ProgramCache, TrainState, jit, make_core
 from jaxprune.training._fit import _as_key_batch, _place_seeds
 from jaxprune.training._model import training_model
 from jaxprune.training._progress import Progress
@@ -67,7 +67,7 @@ def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial):
         return jax.lax.scan(body, (ts, key), None, length=length)
 
     vmapped = jax.vmap(chunk, in_axes=(0, 0, None, None))
-    return jax.jit(jax.vmap(init, in_axes=(0, 0, 0, 0, None))), jax.jit(vmapped)
+    return jit(jax.vmap(init, in_axes=(0, 0, 0, 0, None))), jit(vmapped)
 
 
 def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial) -> str:

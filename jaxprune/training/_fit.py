@@ -19,7 +19,7 @@ from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
 from jaxprune.training._checkpoint import Checkpoints
 from jaxprune.training._checks import check_call, check_initial_state, given_variables
-from jaxprune.training._core import ProgramCache, TrainState, make_core
+from jaxprune.training._core import ProgramCache, TrainState, jit, make_core
 from jaxprune.training._early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
@@ -126,8 +126,8 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_
 
         return jax.lax.scan(body, run, None, length=chunk)
 
-    init_fn = jax.jit(jax.vmap(init_run, in_axes=(0, 0, 0, 0, None)))
-    return init_fn, jax.jit(jax.vmap(run_chunk, in_axes=(0, None, None)))
+    init_fn = jit(jax.vmap(init_run, in_axes=(0, 0, 0, 0, None)))
+    return init_fn, jit(jax.vmap(run_chunk, in_axes=(0, None, None)))
 
 
 def _fingerprint(

@@ -20,8 +20,9 @@ from jaxprune.rewrites._optimizer_state import reset_optimizer_state
 from jaxprune.rewrites._prune import prune_units
 from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
-from jaxprune.training._core import TrainState, make_core
+from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._early_stopping import early_stopping_init, early_stopping_update
+from jaxprune.training._fit import _place_seeds
 from jaxprune.training._model import training_model
 from jaxprune.transforms._freeze import freeze_units, set_frozen_units
 
@@ -141,12 +142,12 @@ def _programs(
     phase = _phase_fn(model, tx, loss_fn, batch_size, n_batches, pad, min_delta)
     data = (None, None)
     return _Programs(
-        init=jax.jit(jax.vmap(init)),
-        phase=jax.jit(jax.vmap(phase, in_axes=(0, 0, 0, *data, None, None))),
-        start_round=jax.jit(jax.vmap(start_round, in_axes=(0, 0, 0, *data, None))),
-        end_round=jax.jit(jax.vmap(end_round, in_axes=(0, 0, 0, 0, 0, *data, None))),
-        prune=jax.jit(jax.vmap(prune, in_axes=(0, 0, 0, *data, None))),
-        loss=jax.jit(jax.vmap(full_loss, in_axes=(0, *data))),
+        init=jit(jax.vmap(init)),
+        phase=jit(jax.vmap(phase, in_axes=(0, 0, 0, *data, None, None))),
+        start_round=jit(jax.vmap(start_round, in_axes=(0, 0, 0, *data, None))),
+        end_round=jit(jax.vmap(end_round, in_axes=(0, 0, 0, 0, 0, *data, None))),
+        prune=jit(jax.vmap(prune, in_axes=(0, 0, 0, *data, None))),
+        loss=jit(jax.vmap(full_loss, in_axes=(0, *data))),
     )
 
 
@@ -292,7 +293,7 @@ def train_with_reinit(
     revert_at = jnp.float32(thresholds[2])
     keys = keys[None] if single else keys
     pat, sub_pat, cap = (jnp.asarray(v, jnp.int32) for v in (patience, sub_patience, max_epochs))
-    p, s, keys = progs.init(keys)
+    p, s, keys = _place_seeds(progs.init(keys))  # several devices: the seeds are sharded
     p, s, keys, epochs = progs.phase(p, s, keys, x, y, pat, cap)  # step 2
     rounds = []
     for _ in range(int(reinits)):  # step 12 (a host loop over rounds; seeds stay batched)

@@ -36,7 +36,7 @@ from jaxprune.rewrites._reinit_masks import (
     random_mask,
 )
 from jaxprune.rewrites._reinit_round import reinit_round
-from jaxprune.training._core import TrainState, make_core
+from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._early_stopping import early_stopping_init, early_stopping_update
 from jaxprune.training._model import training_model
 from jaxprune.training._shuffle import feistel_permutation
@@ -222,7 +222,7 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
         (params, extra, _, _), (tl, vl, used) = jax.lax.scan(one_round, carry, xs)
         return {"params": params, **extra}, tl, vl, used
 
-    return jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, None, None)))
+    return jit(jax.vmap(run, in_axes=(0, 0, None, None, None, None)))
 
 
 def _eta_key(key: jax.Array, r) -> jax.Array:
@@ -244,7 +244,7 @@ def _draw_program(model, x_shape: tuple[int, ...], x_dtype) -> Any:
         ks = jax.vmap(lambda k: jax.vmap(lambda r: _eta_key(k, r))(rounds))(keys)
         return jax.vmap(jax.vmap(lambda k: model.init(k, x1)))(ks)
 
-    return jax.jit(draw)
+    return jit(draw)
 
 
 def _lw_blocks(model, x):

@@ -10,6 +10,7 @@ import optax
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
 from jaxprune.training._core import TrainState, make_core
+from jaxprune.training._core import jit as _jit
 from jaxprune.training._model import training_model
 
 __all__ = ["evaluate", "make_epoch", "make_train_step"]
@@ -97,7 +98,7 @@ def make_train_step(
 
     if not jit:
         return pure
-    jitted = jax.jit(pure)
+    jitted = _jit(pure)
     if trainable is None:
         return jitted
 
