@@ -29,7 +29,9 @@ reproduced here, they are shown as the paper's). Fig. 2 analogue: validation acc
 Outputs: ``<out>/fuse_init/results.json`` (saved after every finished part; ``--resume`` keeps
 the parts already there when the configuration is the same), ``table.md``, ``curves_<part>.png``.
 Run time: ``--quick`` (2 seeds, 5 epochs, 512 training examples) about 55 s of CPU time (measured
-2 min wall on a shared, loaded 2-core machine); the default (10 seeds, 60 epochs) several minutes.
+2 min wall on a shared, loaded 2-core machine); the default (10 seeds, 60 epochs) measured 46
+min wall on a heavily loaded shared 2-core machine (conv_dense 2,425 s, conv_conv 328 s,
+dense_dense 19 s; niced, with a load average of 8-15).
 On digits (one input channel) the uncorrelated-channel estimator equals the joint one.
 """
 
