@@ -137,6 +137,8 @@ def _plot(net, results, path: Path):
 
 def _plot_layers(net, results, path: Path):
     masked = [m for m in results if results[m]["layers"]]
+    if not masked:  # --methods baseline: no masks, no per-layer fractions to draw
+        return
     fig, axes = plt.subplots(1, len(masked), figsize=(3.2 * len(masked), 3), squeeze=False)
     for ax, method in zip(axes[0], masked, strict=True):
         for layer, v in results[method]["layers"].items():

@@ -148,3 +148,9 @@ def test_resume_with_other_nets_adds_them_beside_the_finished_ones(
         assert again["runs"][f"lenet/{m}"] == first["runs"][f"lenet/{m}"]
     table = (out / "table.md").read_text()
     assert "lenet measured acc %" in table and "conv2 measured acc %" in table
+
+
+def test_layer_figure_is_skipped_without_masked_methods(tmp_path):
+    # --methods baseline alone used to crash in matplotlib (a figure with zero columns).
+    connectivity._plot_layers("conv4", {"baseline": {"layers": {}}}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
