@@ -21,7 +21,9 @@ curve; so does this script.
 Outputs in ``OUT/connectivity/``: results.json (every curve; ``runs["<net>/<method>"]`` is one
 cell with all its seeds, saved as soon as it finishes, so ``--resume`` after an interruption
 recomputes only the missing cells, identically), table.md (this run's Table 1
-beside the paper's), ``<net>.png`` (accuracy with min-max band; pruned/flipped fraction) and
+beside the paper's; every net with all its cells in results.json, so ``--resume --nets conv4
+conv6`` adds those nets to a file holding the others: the config does not list the nets),
+``<net>.png`` (accuracy with min-max band; pruned/flipped fraction) and
 ``<net>_layers.png`` (per-layer fractions, the paper's bottom-row curves).
 
 Expected run time on a 2-core CPU: --quick (LeNet + Conv2, 2 seeds, 2 epochs) under a minute;
@@ -135,6 +137,8 @@ def _plot(net, results, path: Path):
 
 def _plot_layers(net, results, path: Path):
     masked = [m for m in results if results[m]["layers"]]
+    if not masked:  # --methods baseline: no masks, no per-layer fractions to draw
+        return
     fig, axes = plt.subplots(1, len(masked), figsize=(3.2 * len(masked), 3), squeeze=False)
     for ax, method in zip(axes[0], masked, strict=True):
         for layer, v in results[method]["layers"].items():
@@ -174,10 +178,11 @@ def main(argv: list[str] | None = None) -> Path:
     seeds = args.seeds or (2 if quick else 5)
     epochs = args.epochs or (2 if quick else 30)
     out = output_dir(args, NAME)
+    # Without the nets: a cell depends only on its own net, so ``--resume --nets conv4 conv6``
+    # adds those nets beside the ones already in results.json.
     config = dict(
         dataset=args.dataset,
         train_limit=args.train_limit,
-        nets=nets,
         methods=args.methods,
         init=args.init,
         p=args.p,
@@ -200,7 +205,11 @@ def main(argv: list[str] | None = None) -> Path:
             all_results[net][method] = store[run_id(net, method)]
         _plot(net, all_results[net], out / f"{net}.png")
         _plot_layers(net, all_results[net], out / f"{net}_layers.png")
-        write_text(out / "table.md", _table(config, all_results))  # the nets finished so far
+        # every net finished so far, this run's and the resumed ones
+        done = [n for n in NETS if all(run_id(n, m) in store for m in args.methods)]
+        results = {n: {m: store[run_id(n, m)] for m in args.methods} for n in done}
+        pending = [n for n in nets if n not in results]
+        write_text(out / "table.md", _table(config, results, pending))
     return out
 
 
@@ -274,9 +283,8 @@ def _train_net(args, net: str, methods: list[str], seeds: int, epochs: int, stor
         )
 
 
-def _table(config, results) -> str:
-    nets = [net for net in config["nets"] if net in results]
-    pending = [net for net in config["nets"] if net not in results]
+def _table(config, results, pending) -> str:
+    nets = list(results)
     header = ["method"]
     for net in nets:
         header += [

@@ -25,9 +25,9 @@ cells), table.md (accuracy and pruned fraction per ``p`` beside the paper's stat
 ``accuracy_vs_p.png`` (accuracy and pruned/flipped fraction against ``p``, one column per net).
 
 Expected run time on a 2-core CPU: --quick (LeNet, p in {0, 0.1, 0.5, 1}, 2 seeds, 2 epochs)
-about a minute; the default (2 nets x 9 values of p x 5 seeds x 30 epochs on digits) about
-40 minutes: a LeNet cell takes about 35 s, a Conv2 cell about 3.5 min (estimates from the
-Table 1 run's cells of the same size on a shared 2-core machine).
+about a minute; the default (2 nets x 9 values of p x 5 seeds x 30 epochs on digits) measured 21
+minutes wall on a loaded, shared 2-core machine (1,064 s in the cells: a LeNet cell 12-19 s, a
+Conv2 cell 56-158 s).
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ Analyses (sec. 4, App. D) on the training set, per method and seed: the smallest
 softmax margins (Fig. 6), the increase of the training loss and drop of training accuracy under
 Gaussian parameter noise N(0, sigma^2) for several sigma (Fig. 5; on a fixed sample of
 ``--analysis-size`` training images, 8 draws per sigma), and ||input to head|| x ||head||_F
-relative to BL (App. D). Expected run time (digits, full): about an hour on a 2-core CPU;
---quick about a minute.
+relative to BL (App. D). Expected run time (digits, full): several hours on a shared 2-core CPU
+(measured: BL alone with ``--steps 30``, i.e. 120 steps of 3 vmapped seeds, 491 s of training,
+compilation included; vmapped convolutions are slow on XLA:CPU); --quick about a minute.
 
 Writes ``results.json`` (one entry per method, saved as each finishes; ``--resume`` keeps them),
 ``table.md``, ``margins.png`` and ``sharpness.png``.

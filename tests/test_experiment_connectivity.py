@@ -123,3 +123,34 @@ def test_seed_loop_python_equals_vmap():
     )
     with pytest.raises(ValueError, match="seed_loop: expected one of"):
         train_curves(model, tx, train, test, p0, keys, seed_loop="pmap", **kw)
+
+
+def test_resume_with_other_nets_adds_them_beside_the_finished_ones(
+    quick_run, tmp_path, monkeypatch
+):
+    # A cell depends only on its own net: --resume --nets conv2 keeps lenet's cells, trains only
+    # conv2's, and table.md shows both nets.
+    src, first = quick_run
+    shutil.copytree(src, tmp_path / "connectivity")
+    trained = []
+
+    def fake_train_net(args, net, methods, seeds, epochs, store):
+        trained.append((net, list(methods)))
+        for m in methods:
+            store.put(connectivity.run_id(net, m), first["runs"][connectivity.run_id("lenet", m)])
+
+    monkeypatch.setattr(connectivity, "_train_net", fake_train_net)
+    argv = ["--quick", "--no-progress", "--out", str(tmp_path), "--methods", *METHODS]
+    out = connectivity.main([*argv, "--nets", "conv2", "--resume"])
+    assert trained == [("conv2", METHODS)]
+    again = json.loads((out / "results.json").read_text())
+    for m in METHODS:
+        assert again["runs"][f"lenet/{m}"] == first["runs"][f"lenet/{m}"]
+    table = (out / "table.md").read_text()
+    assert "lenet measured acc %" in table and "conv2 measured acc %" in table
+
+
+def test_layer_figure_is_skipped_without_masked_methods(tmp_path):
+    # --methods baseline alone used to crash in matplotlib (a figure with zero columns).
+    connectivity._plot_layers("conv4", {"baseline": {"layers": {}}}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

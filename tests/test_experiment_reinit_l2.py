@@ -51,3 +51,17 @@ def test_rescaling_scheme_rescales_every_layer_to_its_initial_norm():
     assert reinit_l2.method_kwargs("lw")["schedule"] == (1, 1, 2, 2, 2)
     with pytest.raises(ValueError, match="method: expected one of"):
         reinit_l2.method_kwargs("fc")
+
+
+def test_penalty_conventions_get_their_own_folder_and_description():
+    assert reinit_l2.variant_name("sum", False, None, None) == ""  # the default: results/reinit_l2
+    assert reinit_l2.variant_name("half_sum", False, None, None) == "half_sum"
+    assert reinit_l2.variant_name("sum", True, None, None) == "sum+biases"
+    assert reinit_l2.variant_name("mean", False, 8000, 32) == "mean,steps=8000,batch=32"
+    assert reinit_l2.variant_name("sum", False, 8000, None) == "steps=8000"
+    assert reinit_l2.convention("sum", False, None) == (
+        "penalty l2 * sum(w^2) over kernels only; full batch SGD"
+    )
+    assert reinit_l2.convention("mean", True, 32) == (
+        "penalty l2 * mean(w^2) per tensor, summed over kernels and biases; minibatch 32 SGD"
+    )

@@ -205,3 +205,60 @@ def test_bad_arguments_raise():
         )
     with pytest.raises(ValueError, match="rounds: must be >= 1"):
         train_rounds(MODEL, (X, Y), keys=KEYS, method="dsd", **kw, loss="cross_entropy")
+
+
+@pytest.mark.parametrize(
+    "form, biases", [("sum", False), ("half_sum", False), ("mean", False), ("sum", True)]
+)
+def test_l2_conventions_equal_gradient_descent_on_the_penalty_written_by_hand(form, biases):
+    lam, lr = 0.3, 0.05
+
+    def penalty(p):  # written out per convention, independently of l2_penalty
+        leaves = [w for w in jax.tree.leaves(p) if biases or w.ndim == 2]
+        if form == "mean":
+            return lam * sum(jnp.sum(w**2) / w.size for w in leaves)
+        return lam * sum(jnp.sum(w**2) for w in leaves) * (0.5 if form == "half_sum" else 1.0)
+
+    def loss(p):
+        logits = MODEL.apply({"params": p}, X)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
+        return ce + penalty(p)
+
+    res = train_rounds(
+        MODEL,
+        (X, Y),
+        keys=KEYS[0],
+        method="bl",
+        optimizer=optax.sgd(lr),
+        steps_per_round=3,
+        rounds=1,
+        loss="cross_entropy",
+        l2=lam,
+        l2_form=form,
+        l2_biases=biases,
+    )
+    params = _init(KEYS[0])["params"]
+    for _ in range(3):
+        params = jax.tree.map(lambda w, g: w - lr * g, params, jax.grad(loss)(params))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
+        res.variables["params"],
+        params,
+    )
+    p = {"k": jnp.ones((2, 3)), "b": jnp.full((3,), 2.0)}
+    expected = {("sum", False): 6.0, ("half_sum", False): 3.0, ("mean", False): 1.0}
+    expected[("sum", True)] = 18.0
+    assert float(jp.training.l2_penalty(p, form=form, biases=biases)) == expected[(form, biases)]
+    with pytest.raises(ValueError, match="l2_form: expected one of"):
+        train_rounds(
+            MODEL,
+            (X, Y),
+            keys=KEYS,
+            method="bl",
+            optimizer=FROZEN,
+            steps_per_round=1,
+            rounds=1,
+            loss="cross_entropy",
+            l2=0.1,
+            l2_form="l1",
+        )

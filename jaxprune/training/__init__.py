@@ -24,7 +24,14 @@ from jaxprune.training._reinit_loop import (
     pruned_model,
     train_with_reinit,
 )
-from jaxprune.training._rounds import METHODS, RoundsResult, lw_schedule, train_rounds
+from jaxprune.training._rounds import (
+    L2_FORMS,
+    METHODS,
+    RoundsResult,
+    l2_penalty,
+    lw_schedule,
+    train_rounds,
+)
 from jaxprune.training._shuffle import feistel_permutation
 from jaxprune.training._step import evaluate, make_epoch, make_train_step
 
@@ -32,6 +39,7 @@ __all__ = [
     "EarlyStoppingState",
     "EpochsResult",
     "FitResult",
+    "L2_FORMS",
     "LossFn",
     "METHODS",
     "REVERT_THRESHOLD",
@@ -46,6 +54,7 @@ __all__ = [
     "feistel_permutation",
     "fit",
     "get_loss",
+    "l2_penalty",
     "lw_schedule",
     "make_epoch",
     "make_parallel_epoch",

@@ -75,12 +75,40 @@ def _accepts_train(model) -> bool:
         return False
 
 
-def _l2(params) -> jax.Array:
-    """Sum of squares of the weight matrices/kernels (leaves with ndim >= 2), as Keras' l2."""
-    return sum(
-        (jnp.sum(jnp.square(w)) for w in jax.tree.leaves(params) if w.ndim >= 2),
-        jnp.zeros((), jnp.float32),
-    )
+L2_FORMS = ("sum", "half_sum", "mean")
+
+
+def l2_penalty(params, *, form: str = "sum", biases: bool = False) -> jax.Array:
+    """The App. A weight-decay penalty without its factor: ``sum(w**2)`` in one of three forms.
+
+    Args:
+      params: a parameter tree.
+      form: ``"sum"``, ``sum(w**2)`` over all entries (Keras' ``regularizers.l2``, the default);
+        ``"half_sum"``, ``sum(w**2) / 2`` (the textbook ``lambda/2 ||w||^2``, whose gradient is
+        ``lambda * w``: SGD's coupled weight decay); ``"mean"``, the mean of ``w**2`` per
+        tensor, summed over tensors.
+      biases: also penalize leaves with ``ndim < 2`` (biases, norm scales); default kernels only
+        (leaves with ``ndim >= 2``), as Keras' ``kernel_regularizer``.
+
+    Returns:
+      A float32 scalar.
+
+    Raises:
+      ValueError: unknown ``form``.
+
+    >>> import jax.numpy as jnp, jaxprune as jp
+    >>> p = {"kernel": jnp.array([[1.0, 2.0]]), "bias": jnp.array([3.0])}
+    >>> [float(jp.training.l2_penalty(p, form=f)) for f in jp.training.L2_FORMS]
+    [5.0, 2.5, 2.5]
+    >>> float(jp.training.l2_penalty(p, biases=True))
+    14.0
+    """
+    if form not in L2_FORMS:
+        raise ValueError(f"form: expected one of {L2_FORMS}, got {form!r}")
+    leaves = [w for w in jax.tree.leaves(params) if biases or w.ndim >= 2]
+    reduce = jnp.mean if form == "mean" else jnp.sum
+    total = sum((reduce(jnp.square(w)) for w in leaves), jnp.zeros((), jnp.float32))
+    return total / 2 if form == "half_sum" else total
 
 
 @functools.lru_cache(maxsize=32)
@@ -100,13 +128,15 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
         lw_include_biases,
         sample_size,
         l2,
+        l2_form,
+        l2_biases,
         eval_every,
         patience,
         has_val,
     ) = config
     train_kw = _accepts_train(model)
     n_batches = max(n // batch_size, 1)
-    regularizer = (lambda p: l2 * _l2(p)) if l2 else None
+    regularizer = (lambda p: l2 * l2_penalty(p, form=l2_form, biases=l2_biases)) if l2 else None
     # The library's one step; non-params collections (BatchNorm statistics) are updated in
     # training, the LW slots are only read there (update_normalization sets them).
     core = make_core(training_model(model), loss_fn, optimizer, regularizer=regularizer)
@@ -276,6 +306,8 @@ def train_rounds(
     lw_include_biases: bool = False,
     sample_size: int = 256,
     l2: float = 0.0,
+    l2_form: str = "sum",
+    l2_biases: bool = False,
     validation: tuple[jax.Array, jax.Array] | None = None,
     eval_every: int | None = None,
     patience: int = 20,
@@ -339,6 +371,8 @@ def train_rounds(
         biases unchanged.
       sample_size: rows of ``x`` used for the LW normalization statistics.
       l2: penalty ``l2 * sum(w**2)`` over kernels (leaves with ndim >= 2), App. A.
+      l2_form, l2_biases: the penalty's convention, see :func:`l2_penalty` (default: the sum
+        over kernels, as Keras' ``kernel_regularizer=l2(l2)``).
       validation: optional ``(x_val, y_val)`` for per-round early stopping.
       eval_every: steps between validation checks (default one epoch).
       patience: evaluations without improvement before a phase stops.
@@ -366,6 +400,8 @@ def train_rounds(
     start = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if l2_form not in L2_FORMS:
+        raise ValueError(f"l2_form: expected one of {L2_FORMS}, got {l2_form!r}")
     keys = jnp.asarray(keys)
     if not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
         raise ValueError(f"keys: expected jax.random.key(s), got dtype {keys.dtype}")
@@ -428,6 +464,8 @@ def train_rounds(
         bool(lw_include_biases),
         int(sample_size),
         float(l2),
+        str(l2_form),
+        bool(l2_biases),
         eval_every,
         int(patience),
         validation is not None,
