@@ -157,7 +157,10 @@ def train_curves(
     if seed_loop == "vmap":
         p, (acc, changed, layers) = jax.jit(jax.vmap(run))(params, keys)
     else:
-        jstep = jp.training.make_train_step(model, "cross_entropy", tx, trainable=trainable)
+        # compiled like the vmap path (plain jax.jit), so both run the same numerics
+        jstep = jax.jit(
+            jp.training.make_train_step(model, "cross_entropy", tx, jit=False, trainable=trainable)
+        )
         p, (acc, changed, layers) = _python_loop(
             jstep, jax.jit(metrics), tx, (x, y), params, keys, epochs, n_batches, batch_size
         )

@@ -25,6 +25,10 @@ def _quoted_messages() -> list[str]:
     return out
 
 
+# messages Python itself raises for a call that does not fit the signature
+PYTHON_OWN = ("missing 1 required keyword-only argument", "takes 2 positional arguments but")
+
+
 def test_every_quoted_message_fragment_is_in_the_source():
     source = "\n".join(
         p.read_text() for d in ("jaxprune", "experiments") for p in (ROOT / d).rglob("*.py")
@@ -37,6 +41,6 @@ def test_every_quoted_message_fragment_is_in_the_source():
         # them; a leading argument name or "is" may come from a placeholder ({name}: , is {kind})
         for chunk in re.split(r"…|\b[A-Z]\b|\bw\b|['\"\[\](){}/]", message):
             chunk = re.sub(r"^(\w+: |is )", "", chunk.strip(" ,:."))
-            if len(chunk) >= 12 and chunk not in source:
+            if len(chunk) >= 12 and chunk not in source and not chunk.startswith(PYTHON_OWN):
                 missing.append((message, chunk))
     assert not missing, missing

@@ -52,9 +52,7 @@ def test_collapse_and_prune_invariants_on_random_architectures(conv, blocks, see
         keep[name] = m
     narrow, nv = jp.prune_units(model, variables, keep, x)
     masks = {k: jnp.asarray(m, jnp.float32) for k, m in keep.items()}
-    np.testing.assert_allclose(
-        narrow.apply(nv, x), graph.apply(variables, x, masks=masks), **TOL
-    )
+    np.testing.assert_allclose(narrow.apply(nv, x), graph.apply(variables, x, masks=masks), **TOL)
     removed = {k: ~m for k, m in keep.items()}
     hit = graph.unit_param_mask(variables, removed, incoming=True, outgoing=True)
     assert _size(nv) == _size(variables) - sum(int(np.sum(m)) for m in jax.tree.leaves(hit))

@@ -64,9 +64,7 @@ def test_collapse_nnx_folds_batchnorm_into_the_linear_layer():
     bn = m.bn
     s = np.asarray(bn.scale[...]) / np.sqrt(np.asarray(bn.var[...]) + bn.epsilon)
     w = np.asarray(m.fc1.kernel[...], np.float64) * s
-    b = (np.asarray(m.fc1.bias[...]) - np.asarray(bn.mean[...])) * s + np.asarray(
-        bn.bias[...]
-    )
+    b = (np.asarray(m.fc1.bias[...]) - np.asarray(bn.mean[...])) * s + np.asarray(bn.bias[...])
     np.testing.assert_allclose(sv["fc1"]["kernel"], w, **TOL)
     np.testing.assert_allclose(sv["fc1"]["bias"], b, **TOL)
     np.testing.assert_allclose(small(case.x), m(case.x), **TOL)
@@ -114,8 +112,10 @@ def test_collapse_equinox_w_at_x_chain_in_its_own_orientation():
 def _as_function(m):
     """The same network as a function of a dict of params (for cross-kind comparisons)."""
     if isinstance(m, nnx.Module):
-        p = {k: {"kernel": getattr(m, k).kernel[...], "bias": getattr(m, k).bias[...]}
-             for k in ("fc1", "fc2", "fc3")}
+        p = {
+            k: {"kernel": getattr(m, k).kernel[...], "bias": getattr(m, k).bias[...]}
+            for k in ("fc1", "fc2", "fc3")
+        }
 
         def f(p, x):
             h = jax.nn.relu(x @ p["fc1"]["kernel"] + p["fc1"]["bias"])
