@@ -18,7 +18,7 @@ import numpy as np
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
 from jaxprune.graph._replace import nest
-from jaxprune.graph._rewritten import held_leaves
+from jaxprune.graph._rewritten import held_leaves, model_variables
 from jaxprune.rewrites._prelu_program import PReLUProgram, flat_paths, slope_path
 from jaxprune.rewrites._prelu_swap import rewritten
 
@@ -222,6 +222,8 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
         units.remove(unit)
         folds.append((first, second))
     if not folds or folds == list(run.folds):
+        if run.kind in ("nnx", "equinox"):  # the variables it holds, as a rewrite returns them
+            return prelu_model, model_variables(prelu_model.spec, prelu_model, leaves)
         return prelu_model, prelu_vars
     kept = [p for p in paths if p not in removed]
     if run.kind in ("linen", "function"):  # the user's own (dict) structure

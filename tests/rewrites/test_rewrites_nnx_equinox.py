@@ -186,6 +186,8 @@ def test_swap_on_equinox_is_bit_identical_and_takes_slopes():
     h = np.maximum(h @ np.asarray(ls[1].weight).T + np.asarray(ls[1].bias), 0)
     want = h @ np.asarray(ls[2].weight).T + np.asarray(ls[2].bias)
     np.testing.assert_allclose(pm(case.x), want, **TOL)
+    same, arrays = jp.rewrites.fold_linear(pm, None, case.x)  # no group is all-linear
+    assert same is pm and _size(arrays) == _size(eqx.filter(pm, eqx.is_array))
 
 
 def test_fold_linear_rejects_models_not_from_swap():
