@@ -99,7 +99,9 @@ def _jax_fit(keys, data, tx, chunk: int):
     kw = dict(loss="mse", optimizer=tx, patience=10**9, chunk_epochs=chunk, progress=False)
 
     def run(epochs: int):
-        jax.block_until_ready(jp.training.fit(MODEL2, keys, data, max_epochs=epochs, **kw).params)
+        jax.block_until_ready(
+            jp.training.fit(MODEL2, data, keys=keys, max_epochs=epochs, **kw).params
+        )
 
     return run
 
