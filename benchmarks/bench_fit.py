@@ -29,6 +29,21 @@ from benchmarks._util import write
 MODEL2 = jp.models.MLP(hidden=(3,), linear_after=((9,),))
 
 
+def torch_model2(seed: int):
+    """``(net, Adam(1e-3), MSE)``: paper 000's model 2 (2-3-9-1) as a PyTorch peer."""
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(2, 3),
+        torch.nn.ReLU(),
+        torch.nn.Linear(3, 9),
+        torch.nn.Linear(9, 1),
+        torch.nn.Sigmoid(),
+    )
+    return net, torch.optim.Adam(net.parameters(), lr=1e-3), torch.nn.MSELoss()
+
+
 def _timed_fit(model, keys, data, epochs, tx):
     """Seconds of a fixed-epoch fit, excluding compilation (a warm-up fit compiles first)."""
     kw = dict(
@@ -51,16 +66,7 @@ def torch_seconds_per_run(data, epochs: int) -> float:
 
     x = torch.tensor(data[0])
     y = torch.tensor(data[1])
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(2, 3),
-        torch.nn.ReLU(),
-        torch.nn.Linear(3, 9),
-        torch.nn.Linear(9, 1),
-        torch.nn.Sigmoid(),
-    )
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    loss_fn = torch.nn.MSELoss()
+    net, opt, loss_fn = torch_model2(0)
     t0 = time.perf_counter()
     for _ in range(epochs):
         perm = torch.randperm(len(x))

@@ -55,6 +55,7 @@ import optax
 
 import jaxprune as jp
 from benchmarks._util import write
+from benchmarks.bench_fit import torch_model2
 
 MODEL2 = jp.models.MLP(hidden=(3,), linear_after=((9,),))
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,16 +71,7 @@ def _torch_loop(data, seed: int = 0):
     # on a shared machine, waits), so one thread is the peer's fastest setting.
     torch.set_num_threads(1)
     x, y = torch.tensor(np.asarray(data[0])), torch.tensor(np.asarray(data[1]))
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(2, 3),
-        torch.nn.ReLU(),
-        torch.nn.Linear(3, 9),
-        torch.nn.Linear(9, 1),
-        torch.nn.Sigmoid(),
-    )
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    loss_fn = torch.nn.MSELoss()
+    net, opt, loss_fn = torch_model2(seed)
 
     def run(epochs: int):
         for _ in range(epochs):
