@@ -157,7 +157,12 @@ def test_nnx_module_trains_batch_stats_and_dropout_differs_per_seed():
     # the same initial weights, different dropout masks: the seeds part
     assert float(jnp.abs(r.params["a"]["kernel"][0] - r.params["a"]["kernel"][1]).max()) > 1e-4
     one = jp.training.train_epochs(model, (XS, YS), keys=keys[1], epochs=3, **SKW)
-    _close(jax.tree.map(lambda a: a[1], r.params), one.params, atol=1e-6)
+    # a.bias feeds BatchNorm, so its gradient is 0 up to rounding, and Adam scales that rounding
+    # noise into full steps: it differs between any two programs (0.003 here on one CPU, 0 on
+    # another), so it is left out; every other variable must agree
+    run_1 = jax.tree.map(lambda a: a[1], r.params)
+    del run_1["a"]["bias"], one.params["a"]["bias"]
+    _close(run_1, one.params, atol=1e-6)
     assert r.history["loss"][:, -1].max() < r.history["loss"][:, 0].min()
 
 

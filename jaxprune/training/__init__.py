@@ -2,6 +2,7 @@
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune.training._core import TrainState
+from jaxprune.training._cpu_convs import MAX_SPLIT_GROUPS, canonicalize_convs
 from jaxprune.training._early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
@@ -41,12 +42,14 @@ __all__ = [
     "FitResult",
     "L2_FORMS",
     "LossFn",
+    "MAX_SPLIT_GROUPS",
     "METHODS",
     "REVERT_THRESHOLD",
     "ReinitResult",
     "RoundsResult",
     "RunState",
     "TrainState",
+    "canonicalize_convs",
     "data_mesh",
     "early_stopping_init",
     "early_stopping_update",

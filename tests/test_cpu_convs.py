@@ -1,0 +1,170 @@
+"""canonicalize_convs: exact (bit-identical) rewrites that put every convolution, also inside
+loops, into the layout XLA:CPU runs with its fast kernel."""
+
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+import jaxprune as jp
+from jaxprune.training import canonicalize_convs
+
+CANONICAL_2D = "b01f_01io->b01f"
+
+
+def _same(f, *args, exact=True):
+    """``f`` and its rewrite agree: bit for bit, or to float32 rounding (``exact=False``)."""
+    want = jax.jit(f)(*args)
+    got = jax.jit(canonicalize_convs(f))(*args)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        if exact:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        else:
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def _conv_labels(fn, *args) -> list[str]:
+    """dim_labels of every convolution XLA:CPU compiled for ``fn`` (loop bodies included)."""
+    text = fn.lower(*args).compile().as_text()
+    return re.findall(r"convolution\(.*?dim_labels=([^,\s]+)", text)
+
+
+def _normal(i, shape):
+    return jax.random.normal(jax.random.key(i), shape)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    layout=st.sampled_from(
+        [("NHWC", "HWIO", "NHWC"), ("NCHW", "OIHW", "NCHW"), ("NHWC", "OIHW", "NCHW")]
+    ),
+    stride=st.sampled_from([(1, 1), (2, 1)]),
+    padding=st.sampled_from(["SAME", "VALID", ((1, 0), (2, 1))]),
+    dilation=st.sampled_from([(1, 1), (1, 2)]),
+    groups=st.sampled_from([(1, 1), (2, 1), (1, 2)]),
+    grad_of=st.sampled_from([None, 0, 1]),
+)
+def test_any_convolution_and_its_gradients_agree(
+    layout, stride, padding, dilation, groups, grad_of
+):
+    fg, bg = groups
+    n, cin, cout, hw = 2 * bg, 2 * fg, 2 * fg * bg, (7, 6)
+    lhs = {"N": n, "C": cin, "H": hw[0], "W": hw[1]}
+    rhs = {"O": cout, "I": cin // fg, "H": 3, "W": 2}
+    x = _normal(0, tuple(lhs[c] for c in layout[0]))
+    w = _normal(1, tuple(rhs[c] for c in layout[1]))
+
+    def conv(x, w):
+        return lax.conv_general_dilated(
+            x,
+            w,
+            stride,
+            padding,
+            rhs_dilation=dilation,
+            dimension_numbers=layout,
+            feature_group_count=fg,
+            batch_group_count=bg,
+        )
+
+    # outside loops XLA itself canonicalizes ungrouped convolutions the same way: bit-identical;
+    # a grouped one split into one per group sums in another order
+    exact = groups == (1, 1)
+    if grad_of is None:
+        _same(conv, x, w, exact=exact)
+    else:
+        f = jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), argnums=grad_of)
+        _same(f, x, w, exact=exact)
+
+
+class ConvNet(nn.Module):
+    """A small conv net as users write it (flax defaults, NHWC, ReLU, pooling, a dense head)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(8, (3, 3))(x))
+        x = nn.max_pool(nn.relu(nn.Conv(8, (3, 3), strides=2)(x)), (2, 2), (2, 2))
+        return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+def _scanned_training(model, x, y):
+    tx = optax.sgd(0.1, momentum=0.9)
+
+    def run(params):
+        def step(carry, _):
+            p, s = carry
+            loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+                model.apply({"params": p}, x), y
+            ).mean()
+            u, s = tx.update(jax.grad(loss)(p), s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        return lax.scan(step, (params, tx.init(params)), None, length=3)[0][0]
+
+    return run
+
+
+def test_training_steps_in_a_scan_compile_to_canonical_convolutions_only():
+    model, x = ConvNet(), _normal(2, (4, 9, 9, 2))
+    y = jnp.array([0, 1, 2, 1])
+    params = model.init(jax.random.key(0), x)["params"]
+    run = _scanned_training(model, x, y)
+    plain, fast = jax.jit(run), jax.jit(canonicalize_convs(run))
+    # the premise: XLA leaves the gradient convolutions inside the loop in other layouts
+    assert set(_conv_labels(plain, params)) - {CANONICAL_2D}
+    labels = _conv_labels(fast, params)
+    assert labels and set(labels) == {CANONICAL_2D}
+    _same(run, params, exact=False)  # XLA's loop kernel sums in another order
+
+
+def test_vmapped_seeds_split_into_one_canonical_convolution_per_seed():
+    model, x = ConvNet(), _normal(3, (4, 9, 9, 2))
+    y = jnp.array([0, 1, 2, 1])
+    keys = jax.random.split(jax.random.key(1), 3)
+    params = jax.vmap(lambda k: model.init(k, x)["params"])(keys)
+    run = jax.vmap(_scanned_training(model, x, y))
+    labels = _conv_labels(jax.jit(canonicalize_convs(run)), params)
+    assert set(labels) == {CANONICAL_2D}
+    _same(run, params, exact=False)
+
+
+def test_many_groups_stay_one_grouped_convolution():
+    groups = jp.training.MAX_SPLIT_GROUPS + 1
+    x, w = _normal(4, (2, 5, 5, groups)), _normal(5, (3, 3, 1, groups))
+
+    def depthwise(x, w):
+        return lax.conv_general_dilated(
+            x,
+            w,
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )
+
+    assert len(_conv_labels(jax.jit(canonicalize_convs(depthwise)), x, w)) == 1
+    _same(depthwise, x, w)
+
+
+def test_branches_keyword_arguments_and_functions_without_convolutions():
+    x, w = _normal(6, (1, 3, 6, 6)), _normal(7, (2, 3, 3, 3))
+
+    def f(x, *, w, flag):
+        conv = lambda: lax.conv(x, w, (1, 1), "SAME")  # NCHW / OIHW
+        return lax.cond(flag, conv, lambda: jnp.zeros((1, 2, 6, 6))) + 1
+
+    for flag in (True, False):
+        want = jax.jit(f)(x, w=w, flag=flag)
+        got = jax.jit(canonicalize_convs(f))(x, w=w, flag=flag)
+        np.testing.assert_array_equal(np.asarray(want), np.asarray(got))
+    dense = lambda a, b: {"y": jnp.tanh(a @ b)}
+    a = _normal(8, (3, 4))
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(canonicalize_convs(dense))(a, a.T)["y"]), np.asarray(dense(a, a.T)["y"])
+    )
