@@ -166,12 +166,6 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--train-limit", type=int, default=None, help="use only the first N training examples"
     )
-    parser.add_argument(
-        "--seed-loop",
-        default="auto",
-        choices=["auto", "vmap", "python"],
-        help="vmap seeds and scan steps, or loop in Python (auto: python for conv nets on CPU)",
-    )
     args = parser.parse_args(argv)
     quick = args.quick
     nets = args.nets or (["lenet"] if quick else list(NETS))
@@ -213,13 +207,6 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
-def seed_loop(args, net: str) -> str:
-    """``--seed-loop``; ``auto``: a Python loop for conv nets on CPU (see ``train_curves``)."""
-    if args.seed_loop != "auto":
-        return args.seed_loop
-    return "python" if net != "lenet" and jax.default_backend() == "cpu" else "vmap"
-
-
 def run_id(net: str, method: str) -> str:
     """Key of one cell (a network x method, all seeds) in results.json's ``runs``."""
     return f"{net}/{method}"
@@ -255,7 +242,6 @@ def _train_net(args, net: str, methods: list[str], seeds: int, epochs: int, stor
             epochs=epochs,
             batch_size=args.batch_size,
             kind=kind,
-            seed_loop=seed_loop(args, net),
         )
         same = jax.tree.map(
             lambda a, b: bool((a == b).all()),
@@ -270,7 +256,6 @@ def _train_net(args, net: str, methods: list[str], seeds: int, epochs: int, stor
             "final_changed": None if kind is None else float(c.changed[:, -1].mean()),
             "weights_unchanged": None if kind is None else all(jax.tree.leaves(same)),
             "seconds": c.seconds,
-            "seed_loop": seed_loop(args, net),
         }
         if kind is not None and args.init == "signed_he_constant":
             r["factored_agreement"] = _factoring_check(model, c.params, test, kind)

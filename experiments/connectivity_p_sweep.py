@@ -38,7 +38,7 @@ import numpy as np
 
 import jaxprune as jp
 from experiments._common import RunStore, base_parser, markdown_table, output_dir, write_text
-from experiments.connectivity import METHODS, NETS, load, optimizer, seed_loop
+from experiments.connectivity import METHODS, NETS, load, optimizer
 from experiments.connectivity_train import initial_params, train_curves
 
 matplotlib.use("Agg")
@@ -82,7 +82,6 @@ def _cell(args, net, method, p, data, seeds, epochs) -> dict:
         epochs=epochs,
         batch_size=args.batch_size,
         kind=kind,
-        seed_loop=seed_loop(args, net),
     )
     mean = c.accuracy.mean(0)
     best = int(mean.argmax())
@@ -108,12 +107,6 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--ps", nargs="+", type=float, default=None, help="values of p")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=25)
-    parser.add_argument(
-        "--seed-loop",
-        default="auto",
-        choices=["auto", "vmap", "python"],
-        help="vmap seeds and scan steps, or loop in Python (auto: python for conv nets on CPU)",
-    )
     args = parser.parse_args(argv)
     ps = sorted(set(args.ps or (QUICK_PS if args.quick else PS)))
     bad = [p for p in ps if not 0.0 <= p <= 1.0]

@@ -121,36 +121,8 @@ def _adam(lr: float):
     return optax.adam(lr)  # one object per rate: the library caches compiled programs by it
 
 
-def seed_loop(model) -> bool:
-    """Train the seeds one by one (a Python loop) rather than vmapped: conv nets on CPU.
-
-    XLA:CPU runs a vmapped convolution as a grouped convolution, several times slower than the
-    seeds one at a time. Seed k's run is then the run with key k alone; the experiment's rbg keys
-    are not vmap-invariant, so a vmapped batch draws other (equally distributed) shuffles.
-    """
-    has_conv = any(isinstance(layer, ConvLayer) for layer in model.layers)
-    return has_conv and jax.default_backend() == "cpu"
-
-
 def _train(model, task, params, keys, data, val, epochs, batch, lr):
     """``(params[seeds], val metric per epoch [seeds, epochs])`` from the library's trainer."""
-    if seed_loop(model) and len(keys) > 1:
-        runs = [
-            _train(
-                model,
-                task,
-                jax.tree.map(lambda a, s=s: a[s : s + 1], params),
-                keys[s : s + 1],
-                data,
-                val,
-                epochs,
-                batch,
-                lr,
-            )
-            for s in range(len(keys))
-        ]
-        params = jax.tree.map(lambda *a: jnp.concatenate(a), *(r[0] for r in runs))
-        return params, jnp.concatenate([r[1] for r in runs])
     metric_fn = _metric(task)
     xv, yv = val
     run = jp.training.train_epochs(

@@ -60,34 +60,3 @@ def test_resume_skips_saved_parts_and_recomputes_a_deleted_one_identically(out, 
     assert redone == orig  # same seed, same device: the same numbers, bit for bit
     with pytest.raises(ValueError, match="--resume: .* was written with config"):
         fuse_init.main([*ARGS, "--epochs", "4", "--out", str(out.parent), "--resume"])
-
-
-def test_seed_loop_stacks_the_single_seed_runs(monkeypatch):
-    # Conv nets on CPU train their seeds one by one (vmapped convolutions are slow on XLA:CPU):
-    # seed k's result is the run with key k alone. (With rbg keys a vmapped batch draws other,
-    # equally distributed shuffles, so the two paths are not bit-identical.)
-    import jax
-    import numpy as np
-
-    spec = fuse_init.PARTS["conv_conv"]
-    (x, y), (xv, yv) = spec["data"]()
-    x, y, xv, yv = x[:128], y[:128], xv[:64], yv[:64]
-    model = spec["shallow"]
-    keys = jax.random.split(jax.random.key(3, impl="rbg"), 2 * 2).reshape(2, 2)
-    params = fuse_init._init(model, keys[0], x)
-    assert fuse_init.seed_loop(model) == (jax.default_backend() == "cpu")
-    assert not fuse_init.seed_loop(fuse_init.PARTS["dense_dense"]["deep"])
-    monkeypatch.setattr(fuse_init, "seed_loop", lambda m: True)
-    args = ("classification",)
-    rest = ((x, y), (xv, yv), 2, 32, 3e-3)
-    both = fuse_init._train(model, *args, params, keys[1], *rest)
-    assert both[1].shape == (2, 2)
-    for s in range(2):
-        one = fuse_init._train(
-            model,
-            *args,
-            jax.tree.map(lambda a, s=s: a[s : s + 1], params),
-            keys[1][s : s + 1],
-            *rest,
-        )
-        jax.tree.map(lambda a, b, s=s: np.testing.assert_array_equal(a[s : s + 1], b), both, one)

@@ -39,13 +39,15 @@ class EpochsResult(NamedTuple):
 _PROGRAMS = ProgramCache(32)
 
 
-def _programs(tm, optimizer, loss_fn, batch_size, metrics, length, partial="keep"):
-    parts = (tm, optimizer, loss_fn, batch_size, metrics, length, partial)
+def _programs(tm, optimizer, loss_fn, batch_size, metrics, length, partial, trainable):
+    parts = (tm, optimizer, loss_fn, batch_size, metrics, length, partial, trainable)
     return _PROGRAMS.get(parts, lambda: _build(*parts))
 
 
-def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial):
-    core = make_core(tm, loss_fn, optimizer, batch_size=batch_size, partial=partial)
+def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial, trainable):
+    core = make_core(
+        tm, loss_fn, optimizer, batch_size=batch_size, partial=partial, trainable=trainable
+    )
 
     def init(key, p0, s0, v0, x):
         k_init, k_run = jax.random.split(key)  # as fit: the same key gives the same run
@@ -70,14 +72,14 @@ def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial):
     return jit(jax.vmap(init, in_axes=(0, 0, 0, 0, None))), jit(vmapped)
 
 
-def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial) -> str:
+def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial, trainable):
     h = hashlib.sha256()
     for a in (jax.random.key_data(keys), x, y):
         h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
     loss_name = loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
     return (
         f"train_epochs {tm.fingerprint()} loss={loss_name} batch={batch_size} epochs={epochs} "
-        f"partial={partial} "
+        f"partial={partial} trainable={getattr(trainable, '__qualname__', trainable)} "
         f"chunk={chunk_epochs} data+keys={h.hexdigest()[:16]}"
     )
 
@@ -96,6 +98,7 @@ def train_epochs(
     params: Params | None = None,
     opt_state: Any = None,
     metrics: Callable[[Params], dict[str, Any]] | None = None,
+    trainable: Callable[[Any, Any], bool] | None = None,
     chunk_epochs: int | None = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
@@ -134,6 +137,10 @@ def train_epochs(
         for linen ``{"params": ..., "batch_stats": ...}``) recorded after every epoch (traced
         under ``jit`` and ``vmap``; pass the same function object again to reuse the compiled
         program).
+      trainable: optional ``(path, leaf) -> bool`` over the params (e.g.
+        :func:`jaxprune.transforms.is_score`): only the selected leaves are differentiated and
+        updated, the others pass through bit-identical; the optimizer sees zero gradients for
+        them. Default: every parameter trains.
       chunk_epochs: epochs per compiled chunk (default: all, or 10 with a checkpoint).
       checkpoint: directory of orbax-checkpoint steps, saved after every chunk and resumed
         from if it holds one (the last two kept, digest-checked, tied to the configuration;
@@ -181,14 +188,19 @@ def train_epochs(
     chunk_epochs = min(int(chunk_epochs), epochs)
     loss_fn = get_loss(loss)
     check_call(tm, loss_fn, optimizer, x, y)
-    init, chunk = _programs(tm, optimizer, loss_fn, batch_size, metrics, chunk_epochs, partial)
+    programs = lambda n: _programs(  # noqa: E731
+        tm, optimizer, loss_fn, batch_size, metrics, n, partial, trainable
+    )
+    init, chunk = programs(chunk_epochs)
     params, other = given_variables(tm, params, n_runs)
     ts, k = init(keys, params, opt_state, other, x)
     record = jax.eval_shape(chunk, ts, k, x, y)[1]
     history = jax.tree.map(lambda a: np.zeros((n_runs, epochs, *a.shape[2:]), a.dtype), record)
     done, ckpt = 0, None
     if checkpoint is not None:
-        fingerprint = _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial)
+        fingerprint = _fingerprint(
+            tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial, trainable
+        )
         ckpt = Checkpoints(checkpoint, fingerprint)
         target = {"state": (ts, k), "history": history, "done": np.int64(0)}
         saved = ckpt.restore(target)
@@ -204,7 +216,7 @@ def train_epochs(
             length = min(chunk_epochs, epochs - done)
             run = chunk  # the last chunk may be shorter: one more compile
             if length != chunk_epochs:
-                run = _programs(tm, optimizer, loss_fn, batch_size, metrics, length, partial)[1]
+                run = programs(length)[1]
             (ts, k), rec = run(ts, k, x, y)
             for h, r in zip(jax.tree.leaves(history), jax.tree.leaves(rec), strict=True):
                 h[:, done : done + length] = np.asarray(r)
