@@ -19,9 +19,11 @@ def _acc(v):
     return {"accuracy": jnp.mean((MODEL.apply(v, X) > 0.5) == (Y > 0.5))}
 
 
-def test_equals_fit_without_early_stopping_and_records_its_losses():
+@pytest.mark.parametrize("partial", ["keep", "pad", "drop"])
+def test_equals_fit_without_early_stopping_and_records_its_losses(partial):
     keys = jax.random.split(jax.random.key(3), 3)
-    kw = dict(optimizer=TX, loss="mse", batch_size=32, progress=False)
+    assert len(X) % 32  # a partial last batch
+    kw = dict(optimizer=TX, loss="mse", batch_size=32, partial=partial, progress=False)
     r = jp.training.train_epochs(MODEL, (X, Y), keys=keys, epochs=6, metrics=_acc, **kw)
     f = jp.training.fit(
         MODEL, (X, Y), keys=keys, patience=100, max_epochs=6, restore_best=False, **kw

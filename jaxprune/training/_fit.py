@@ -87,14 +87,29 @@ def _bucket(n_active: int, n_rows: int) -> int:
 _PROGRAMS = ProgramCache(64)
 
 
-def _programs(tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk):
+def _programs(
+    tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk, partial
+):
     """The jitted init and chunk (cached, so repeated fits reuse compiled code)."""
-    parts = (tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk)
+    parts = (
+        tm,
+        optimizer,
+        loss_fn,
+        batch_size,
+        unroll,
+        patience,
+        min_delta,
+        max_epochs,
+        chunk,
+        partial,
+    )
     return _PROGRAMS.get(parts, lambda: _build(*parts))
 
 
-def _build(tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk):
-    core = make_core(tm, loss_fn, optimizer, batch_size=batch_size, unroll=unroll)
+def _build(
+    tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk, partial
+):
+    core = make_core(tm, loss_fn, optimizer, batch_size=batch_size, unroll=unroll, partial=partial)
 
     def init_run(key, p0, s0, v0, x):
         k_init, k_run = jax.random.split(key)
@@ -131,7 +146,7 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_
 
 
 def _fingerprint(
-    tm, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y
+    tm, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y, partial
 ) -> str:
     """Names a fit's configuration, so a checkpoint is never resumed into another one."""
     h = hashlib.sha256()
@@ -140,7 +155,7 @@ def _fingerprint(
     loss_name = loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
     return (
         f"{tm.fingerprint()} loss={loss_name} batch={batch_size} patience={patience} "
-        f"max_epochs={max_epochs} min_delta={min_delta} chunk={chunk_epochs} "
+        f"max_epochs={max_epochs} min_delta={min_delta} chunk={chunk_epochs} partial={partial} "
         f"data+keys={h.hexdigest()[:16]}"
     )
 
@@ -175,6 +190,7 @@ def fit(
     optimizer: optax.GradientTransformation,
     variables: Any = None,
     batch_size: int = 128,
+    partial: str = "keep",
     patience: int = 20,
     max_epochs: int = 500_000,
     min_delta: float = 0.0,
@@ -220,6 +236,8 @@ def fit(
       variables: the model's variables (linen: used by every run instead of ``model.init``;
         NNX/equinox: default the module's own; a function's params: required).
       batch_size: minibatch size (paper 000: 128).
+      partial: the last ``n % batch_size`` examples of an epoch: ``"keep"`` (default, one
+        smaller step, as Keras), ``"drop"`` or ``"pad"`` (rows of weight 0: one step shape).
       patience: early-stopping patience in epochs (paper 000: 20).
       max_epochs: hard cap on epochs (paper 000: 500,000, "practically unlimited"); reaching it
         also restores the best params.
@@ -303,6 +321,7 @@ def fit(
         float(min_delta),
         int(max_epochs),
         chunk_epochs,
+        partial,
     )
     params, other = given_variables(tm, params, n_runs)
     state = init_fn(keys, params, opt_state, other, x)
@@ -312,7 +331,7 @@ def fit(
     ckpt = None
     if checkpoint is not None:
         fingerprint = _fingerprint(
-            tm, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y
+            tm, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y, partial
         )
         ckpt = Checkpoints(checkpoint, fingerprint)
         saved = ckpt.restore({"state": state, "final": final, "rows": rows})

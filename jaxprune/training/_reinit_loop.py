@@ -21,8 +21,7 @@ from jaxprune.rewrites._prune import prune_units
 from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite
 from jaxprune.training._core import TrainState, jit, make_core
-from jaxprune.training._early_stopping import early_stopping_init, early_stopping_update
-from jaxprune.training._fit import _place_seeds
+from jaxprune.training._fit import fit
 from jaxprune.training._model import training_model
 from jaxprune.transforms._freeze import freeze_units, set_frozen_units
 
@@ -46,35 +45,9 @@ class ReinitResult(NamedTuple):
     seconds: float  # wall time of the whole call (all seeds), compile included
 
 
-def _phase_fn(model, tx, loss_fn, batch_size, n_batches, pad, min_delta):
-    """``phase(params, opt_state, key, x, y, patience, max_epochs)``: train one run to early
-    stop. ``patience`` and ``max_epochs`` are data, so every phase shares one compiled program."""
-
-    core = make_core(training_model(model), loss_fn, tx, batch_size=batch_size, partial="pad")
-
-    def epoch(p, s, key, x, y):  # the library's one epoch; the last batch padded (weight 0)
-        key, k_perm = jax.random.split(key)
-        ts, value = core.epoch(TrainState(p, {}, s, 0), k_perm, x, y)
-        return ts.params, ts.opt_state, key, value
-
-    def phase(p, s, key, x, y, patience, max_epochs):
-        def body(c):
-            p, s, key, e, es = c
-            p, s, key, value = epoch(p, s, key, x, y)
-            es = early_stopping_update(es, value, p, e, patience=patience, min_delta=min_delta)
-            e = e + 1
-            return p, s, key, e, es._replace(done=es.done | (e >= max_epochs))
-
-        init = (p, s, key, jnp.asarray(0, jnp.int32), early_stopping_init(p))
-        p, s, key, e, es = jax.lax.while_loop(lambda c: ~c[4].done, body, init)
-        return es.best_params, s, key, e  # best params restored, as in fit
-
-    return phase
-
-
 class _Programs(NamedTuple):
+    tx: optax.GradientTransformation  # the optimizer chained with freeze_units
     init: Any  # keys -> (params, opt_state, keys)
-    phase: Any  # (params, opt_state, keys, x, y, patience, max_epochs) -> (..., epochs)
     start_round: Any  # steps 3-7: (params, opt_state, keys, x, y) -> (..., baseline, n_reinit)
     end_round: Any  # steps 9-10: (params, opt_state, snap_p, snap_s, baseline, x, y) -> ...
     prune: Any  # step 13: (params, opt_state, keys, x, y) -> (params, opt_state, keep)
@@ -82,14 +55,9 @@ class _Programs(NamedTuple):
 
 
 @functools.lru_cache(maxsize=16)
-def _programs(
-    model, optimizer, loss_fn, x_shape, x_dtype, batch_size, min_delta, circular, outgoing
-) -> _Programs:
-    # Thresholds, patiences and caps are data arguments: changing them does not recompile.
-
-    n = x_shape[0]
-    n_batches = -(-n // batch_size)
-    pad = n_batches * batch_size - n
+def _programs(model, optimizer, loss_fn, x_shape, x_dtype, circular, outgoing) -> _Programs:
+    # Thresholds are data arguments: changing them does not recompile. The training phases
+    # are fit calls (their programs are cached by fit).
     x0 = jnp.zeros((1, *x_shape[1:]), x_dtype)
     graph = trace(model, model.init(jax.random.key(0), x0), x0)  # units and their entries
     widths = {name: u.width for name, u in graph.units.items()}
@@ -139,11 +107,10 @@ def _programs(
         s = reset_optimizer_state(tx, s, p, dead)
         return p, set_frozen_units(s, pruned), keep
 
-    phase = _phase_fn(model, tx, loss_fn, batch_size, n_batches, pad, min_delta)
     data = (None, None)
     return _Programs(
+        tx=tx,
         init=jit(jax.vmap(init)),
-        phase=jit(jax.vmap(phase, in_axes=(0, 0, 0, *data, None, None))),
         start_round=jit(jax.vmap(start_round, in_axes=(0, 0, 0, *data, None))),
         end_round=jit(jax.vmap(end_round, in_axes=(0, 0, 0, 0, 0, *data, None))),
         prune=jit(jax.vmap(prune, in_axes=(0, 0, 0, *data, None))),
@@ -196,9 +163,10 @@ def train_with_reinit(
 
     Every run is ``vmap``-ed: each seed takes its own early stopping, its own units to freeze
     and reinitialize and its own revert decision (``jnp.where`` on the seed axis). Only the R
-    rounds are a host loop; every training phase (whatever its patience) runs one compiled,
-    cached program, so compile time does not grow with R. Each phase lasts as long as its
-    slowest seed (finished seeds idle, their state unchanged).
+    rounds are a host loop. Every training phase is a :func:`~jaxprune.training.fit` of all
+    seeds (minibatches of ``batch_size``, the last one padded with rows of weight 0), so seeds
+    that stop early leave the batch and do not wait for the slowest; its programs are cached,
+    so compile time does not grow with R. The phase keys are ``fold_in(key, phase index)``.
 
     Choices where the paper is silent: the optimizer state carries over between phases (as a
     Keras optimizer does across ``fit`` calls), except that reinitialized and pruned entries are
@@ -278,34 +246,45 @@ def train_with_reinit(
             f"dtype {keys.dtype} shape {keys.shape}"
         )
     single = keys.ndim == 0
-    progs = _programs(
-        model,
-        optimizer,
-        get_loss(loss),
-        tuple(x.shape),
-        x.dtype,
-        min(int(batch_size), x.shape[0]),
-        float(min_delta),
-        bool(circular),
-        outgoing,
-    )
+    loss_fn = get_loss(loss)
+    progs = _programs(model, optimizer, loss_fn, tuple(x.shape), x.dtype, bool(circular), outgoing)
     unit_thresholds = (jnp.float32(thresholds[0]), jnp.float32(thresholds[1]))
     revert_at = jnp.float32(thresholds[2])
     keys = keys[None] if single else keys
-    pat, sub_pat, cap = (jnp.asarray(v, jnp.int32) for v in (patience, sub_patience, max_epochs))
-    p, s, keys = _place_seeds(progs.init(keys))  # several devices: the seeds are sharded
-    p, s, keys, epochs = progs.phase(p, s, keys, x, y, pat, cap)  # step 2
+    phases = iter(range(1 << 30))
+
+    def phase(p, s, keys, patience):  # one fit per phase: finished seeds leave the batch
+        k = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, next(phases))
+        r = fit(
+            model,
+            (x, y),
+            keys=k,
+            loss=loss_fn,
+            optimizer=progs.tx,
+            params=p,
+            opt_state=s,
+            batch_size=batch_size,
+            partial="pad",
+            patience=patience,
+            max_epochs=max_epochs,
+            min_delta=min_delta,
+            progress=False,
+        )
+        return r.params, r.opt_state, r.epochs
+
+    p, s, keys = progs.init(keys)
+    p, s, epochs = phase(p, s, keys, patience)  # step 2
     rounds = []
     for _ in range(int(reinits)):  # step 12 (a host loop over rounds; seeds stay batched)
         snapshot = (p, s)  # step 4
         p, s, keys, baseline, n_re = progs.start_round(p, s, keys, x, y, unit_thresholds)
-        p, s, keys, e1 = progs.phase(p, s, keys, x, y, sub_pat, cap)  # step 8
+        p, s, e1 = phase(p, s, keys, sub_patience)  # step 8
         p, s, sub, revert = progs.end_round(p, s, *snapshot, baseline, x, y, revert_at)
-        p, s, keys, e2 = progs.phase(p, s, keys, x, y, pat, cap)  # step 11
+        p, s, e2 = phase(p, s, keys, patience)  # step 11
         epochs = epochs + e1 + e2
         rounds.append((baseline, sub, revert, n_re))
     p, s, keep = progs.prune(p, s, keys, x, y, unit_thresholds)
-    p, s, keys, e3 = progs.phase(p, s, keys, x, y, pat, cap)  # step 14
+    p, s, e3 = phase(p, s, keys, patience)  # step 14
     n_runs = keys.shape[0]
     stack = lambda i, dtype: (
         jnp.stack([r[i] for r in rounds], axis=1) if rounds else jnp.zeros((n_runs, 0), dtype)
