@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_reinit": (["--out", "{dir}"], ["--quick", "--out", "{dir}"]),
     "bench_rounds": (["--out", "{dir}"], ["--quick", "--out", "{dir}"]),
     "bench_vs_torch": (["--out", "{dir}"], ["--quick", "--out", "{dir}"]),
+    "cpu_convs": (["--out", "{dir}"], ["--quick", "--out", "{dir}"]),
     "connectivity_step": (["--out", "{out}"], ["--rounds", "3", "--out", "{out}"]),
     "fuse_dense": (
         ["--width", "1024", "--samples", "100000", "--out", "{out}"],
