@@ -167,9 +167,9 @@ def canonicalize_convs(fn):
     """``fn`` with every convolution in XLA:CPU's fast layout (see the module docstring).
 
     The result computes what ``fn`` computes (to float32 rounding; see the module docstring),
-    for any arguments ``fn`` accepts (positional and keyword, arrays in pytrees); a function
-    without convolutions to rewrite is called as it is. Apply it under ``jax.jit``: the rewrite
-    happens while tracing.
+    for any arguments ``fn`` accepts (positional and keyword, arrays in pytrees); ``fn`` is
+    traced once and its program replayed with the convolutions replaced (a program without
+    any is replayed as it is). Apply it under ``jax.jit``: the rewrite happens while tracing.
 
     Args:
       fn: a function of arrays (pytrees of arrays) to arrays.
@@ -190,8 +190,6 @@ def canonicalize_convs(fn):
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         closed, shape = jax.make_jaxpr(lambda a, k: fn(*a, **k), return_shape=True)(args, kwargs)
-        if not _contains_rewrite(closed.jaxpr):
-            return fn(*args, **kwargs)
         flat = jax.tree.leaves((args, kwargs))
         outs = _eval(closed.jaxpr, closed.consts, flat)
         return jax.tree.unflatten(jax.tree.structure(shape), outs)
