@@ -1,0 +1,39 @@
+"""Benchmarks are not part of the unit suite, but their JAX side must keep working with the
+library's API: every module imports, and the quick forms of the cheap ones run end to end."""
+
+import importlib
+import json
+import pathlib
+
+import jax
+import optax
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MODULES = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_benchmark_imports_and_has_a_main(name):
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert callable(getattr(module, "main", None))
+
+
+def test_cpu_convs_quick_writes_its_ratios(tmp_path):
+    from benchmarks import cpu_convs
+
+    argv = ["--quick", "--steps", "2", "--seeds", "2", "--repeats", "1", "--out", str(tmp_path)]
+    out = json.loads(pathlib.Path(cpu_convs.main(argv)).read_text())
+    assert set(out["ms_per_step"]) == {
+        "scan", "scan_canonical", "python", "vmap_scan", "vmap_scan_canonical"
+    }  # fmt: skip
+    assert all(v > 0 for v in out["ratios"].values())
+
+
+def test_bench_vs_torch_jax_side_runs():
+    from benchmarks import bench_vs_torch
+
+    data = bench_vs_torch.jp.data.paint("square", size=16)
+    keys = jax.random.split(jax.random.key(0), 2)
+    bench_vs_torch._jax_fit(keys, data, optax.adam(1e-3), 2)(2)
+    bench_vs_torch._jax_fit(keys[0], data, optax.adam(1e-3), 2)(2)
