@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from typing import Any, NamedTuple
 
@@ -251,7 +252,7 @@ def train_with_reinit(
     unit_thresholds = (jnp.float32(thresholds[0]), jnp.float32(thresholds[1]))
     revert_at = jnp.float32(thresholds[2])
     keys = keys[None] if single else keys
-    phases = iter(range(1 << 30))
+    phases = itertools.count()
 
     def phase(p, s, keys, patience):  # one fit per phase: finished seeds leave the batch
         k = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, next(phases))
