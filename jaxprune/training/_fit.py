@@ -208,13 +208,13 @@ def fit(
 ) -> FitResult:
     """Trains one run per key, all in one compiled program, each with Keras-style early stopping.
 
-    Each run draws its initial params (``model.init``) and its per-epoch shuffles from its own
-    key (shuffled with :func:`~jaxprune.training.feistel_permutation`, which needs no sort),
-    trains on minibatches of ``batch_size`` (by default the last partial batch is kept, as in
-    Keras: its loss is the mean over its real rows; see ``partial``), and stops when its mean
-    epoch loss has not improved for ``patience`` epochs; the best params are restored. Runs are ``vmap``-ed; the epoch loop is
-    a ``lax.scan`` of ``chunk_epochs`` epochs with no host round-trip per step. Between chunks,
-    finished runs are dropped from the batch (compacted once three quarters of the rows are
+    Each run draws its initial params (``model.init``) and its per-epoch shuffles from its own key
+    (shuffled with :func:`~jaxprune.training.feistel_permutation`, which needs no sort), trains on
+    minibatches of ``batch_size`` (by default the last partial batch is kept, as in Keras: its loss
+    is the mean over its real rows; see ``partial``), and stops when its mean epoch loss has not
+    improved for ``patience`` epochs; the best params are restored. Runs are ``vmap``-ed; the epoch
+    loop is a ``lax.scan`` of ``chunk_epochs`` epochs with no host round-trip per step. Between
+    chunks, finished runs are dropped from the batch (compacted once three quarters of the rows are
     finished, see ``_bucket``), so the fastest runs do not keep paying for the slowest.
 
     Run ``k`` of a batch equals a single-key run with ``keys[k]`` (tested). With several devices
