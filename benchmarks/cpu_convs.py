@@ -7,7 +7,7 @@ Times SGD steps of ``jp.models.SCNN`` (8x8 digits images, batch 256) in four for
 
 * ``scan`` / ``scan_canonical``: ``--steps`` steps as one ``lax.scan`` compiled with
   ``jax.jit`` (the peer: what a user's own scanned loop gets) or with ``jax.jit`` of
-  :func:`jaxprune.training.canonicalize_convs` of it (what the library's loops do on CPU);
+  :func:`jaxprune.training.cpu_rewrite` of it (what the library's loops do on CPU);
 * ``python``: the same step jitted alone and called from Python (no loop in the program);
 * ``vmap_scan`` / ``vmap_scan_canonical``: ``--seeds`` seeds vmapped inside the scan, the
   peer's per-seed kernels becoming one grouped convolution, ours one convolution per seed.
@@ -71,7 +71,7 @@ def main(argv=None):
         )[0]
 
     peer_jit = jax.jit
-    library_jit = lambda f: jax.jit(jp.training.canonicalize_convs(f))  # noqa: E731
+    library_jit = lambda f: jax.jit(jp.training.cpu_rewrite(f))  # noqa: E731
     one = jax.jit(step)
 
     def python_loop(p, s):

@@ -3,7 +3,7 @@
 The paper's figures need a value per epoch: :func:`jaxprune.training.train_epochs` records the
 test accuracy and :func:`jaxprune.analysis.layer_fractions` after every epoch, with the seeds
 ``vmap``-ed into one compiled program per (network, method). On CPU the library's ``jit``
-splits the vmapped convolutions per seed (``jaxprune.training.canonicalize_convs``), so conv
+splits the vmapped convolutions per seed (``jaxprune.training.cpu_rewrite``), so conv
 nets train vmapped as fast as one seed after another.
 """
 

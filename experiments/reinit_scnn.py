@@ -30,7 +30,7 @@ Gaussian parameter noise N(0, sigma^2) for several sigma (Fig. 5; on a fixed sam
 relative to BL (App. D). Run time (digits, full, 2-core CPU): about 200 s of training per
 method, compilation included (BL: 3 vmapped seeds x up to 1,200 steps); --quick about a minute.
 Before the library's loops put convolutions into XLA:CPU's fast layout
-(:func:`jaxprune.training.canonicalize_convs`), BL alone at ``--steps 30`` took 491 s.
+(:func:`jaxprune.training.cpu_rewrite`), BL alone at ``--steps 30`` took 491 s.
 
 Writes ``results.json`` (one entry per method, saved as each finishes; ``--resume`` keeps them),
 ``table.md``, ``margins.png`` and ``sharpness.png``.

@@ -2,7 +2,7 @@
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune.training._core import TrainState
-from jaxprune.training._cpu_convs import MAX_SPLIT_GROUPS, canonicalize_convs
+from jaxprune.training._cpu_rewrite import MAX_SPLIT_GROUPS, MAX_UNROLLED_CONTRACTION, cpu_rewrite
 from jaxprune.training._early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
@@ -43,13 +43,14 @@ __all__ = [
     "L2_FORMS",
     "LossFn",
     "MAX_SPLIT_GROUPS",
+    "MAX_UNROLLED_CONTRACTION",
     "METHODS",
     "REVERT_THRESHOLD",
     "ReinitResult",
     "RoundsResult",
     "RunState",
     "TrainState",
-    "canonicalize_convs",
+    "cpu_rewrite",
     "data_mesh",
     "early_stopping_init",
     "early_stopping_update",

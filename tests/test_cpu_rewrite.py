@@ -1,5 +1,5 @@
-"""canonicalize_convs: exact (bit-identical) rewrites that put every convolution, also inside
-loops, into the layout XLA:CPU runs with its fast kernel."""
+"""cpu_rewrite: convolutions, also inside loops, in the layout XLA:CPU runs with its fast kernel
+(bit-identical where XLA would do the same), and narrow contractions as sums of rank-1 terms."""
 
 import re
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from jax import lax
 
 import jaxprune as jp
-from jaxprune.training import canonicalize_convs
+from jaxprune.training import cpu_rewrite
 
 CANONICAL_2D = "b01f_01io->b01f"
 
@@ -21,7 +21,7 @@ CANONICAL_2D = "b01f_01io->b01f"
 def _same(f, *args, exact=True):
     """``f`` and its rewrite agree: bit for bit, or to float32 rounding (``exact=False``)."""
     want = jax.jit(f)(*args)
-    got = jax.jit(canonicalize_convs(f))(*args)
+    got = jax.jit(cpu_rewrite(f))(*args)
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         if exact:
@@ -115,7 +115,7 @@ def test_training_steps_in_a_scan_compile_to_canonical_convolutions_only():
     y = jnp.array([0, 1, 2, 1])
     params = model.init(jax.random.key(0), x)["params"]
     run = _scanned_training(model, x, y)
-    plain, fast = jax.jit(run), jax.jit(canonicalize_convs(run))
+    plain, fast = jax.jit(run), jax.jit(cpu_rewrite(run))
     # the premise: XLA leaves the gradient convolutions inside the loop in other layouts
     assert set(_conv_labels(plain, params)) - {CANONICAL_2D}
     labels = _conv_labels(fast, params)
@@ -129,7 +129,7 @@ def test_vmapped_seeds_split_into_one_canonical_convolution_per_seed():
     keys = jax.random.split(jax.random.key(1), 3)
     params = jax.vmap(lambda k: model.init(k, x)["params"])(keys)
     run = jax.vmap(_scanned_training(model, x, y))
-    labels = _conv_labels(jax.jit(canonicalize_convs(run)), params)
+    labels = _conv_labels(jax.jit(cpu_rewrite(run)), params)
     assert set(labels) == {CANONICAL_2D}
     _same(run, params, exact=False)
 
@@ -148,7 +148,7 @@ def test_many_groups_stay_one_grouped_convolution():
             feature_group_count=groups,
         )
 
-    assert len(_conv_labels(jax.jit(canonicalize_convs(depthwise)), x, w)) == 1
+    assert len(_conv_labels(jax.jit(cpu_rewrite(depthwise)), x, w)) == 1
     _same(depthwise, x, w)
 
 
@@ -161,10 +161,80 @@ def test_branches_keyword_arguments_and_functions_without_convolutions():
 
     for flag in (True, False):
         want = jax.jit(f)(x, w=w, flag=flag)
-        got = jax.jit(canonicalize_convs(f))(x, w=w, flag=flag)
+        got = jax.jit(cpu_rewrite(f))(x, w=w, flag=flag)
         np.testing.assert_array_equal(np.asarray(want), np.asarray(got))
     dense = lambda a, b: {"y": jnp.tanh(a @ b)}
     a = _normal(8, (3, 4))
     np.testing.assert_array_equal(
-        np.asarray(jax.jit(canonicalize_convs(dense))(a, a.T)["y"]), np.asarray(dense(a, a.T)["y"])
+        np.asarray(jax.jit(cpu_rewrite(dense))(a, a.T)["y"]), np.asarray(dense(a, a.T)["y"])
     )
+
+
+_DOT_CASES = [
+    # (lhs shape, rhs shape, ((lhs contract, rhs contract), (lhs batch, rhs batch)))
+    ((5, 3), (3, 4), (((1,), (0,)), ((), ()))),  # x @ w, a layer with 3 inputs
+    ((5, 4), (3, 4), (((1,), (1,)), ((), ()))),  # g @ w.T, the input gradient of 4 outputs
+    ((2, 5, 3), (2, 3, 4), (((2,), (1,)), ((0,), (0,)))),  # vmapped over 2 runs
+    ((3, 2, 5, 2), (2, 3, 4, 2), (((1, 3), (0, 3)), ((0,), (1,)))),  # two contracted axes
+    ((4, 16), (16,), (((1,), (0,)), ((), ()))),  # matrix-vector, contraction at the limit
+    ((4, 0), (0, 3), (((1,), (0,)), ((), ()))),  # empty contraction: zeros
+]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    case=st.sampled_from(_DOT_CASES),
+    dtypes=st.sampled_from(
+        [(jnp.float32, None), (jnp.bfloat16, jnp.float32), (jnp.int32, None), (jnp.int8, jnp.int32)]
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_narrow_contractions_equal_the_dot(case, dtypes, seed):
+    lhs_shape, rhs_shape, dims = case
+    dtype, preferred = dtypes
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    if jnp.issubdtype(dtype, jnp.integer):
+        a = jax.random.randint(k1, lhs_shape, -9, 10).astype(dtype)
+        b = jax.random.randint(k2, rhs_shape, -9, 10).astype(dtype)
+    else:
+        a = jax.random.normal(k1, lhs_shape).astype(dtype)
+        b = jax.random.normal(k2, rhs_shape).astype(dtype)
+
+    def dot(a, b):
+        return lax.dot_general(a, b, dims, preferred_element_type=preferred)
+
+    want = jax.jit(dot)(a, b)
+    got = jax.jit(cpu_rewrite(dot))(a, b)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if jnp.issubdtype(dtype, jnp.integer):  # integer sums are exact in any order
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    else:  # bfloat16 operands are multiplied in float32, as the dot does
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def _dots(fn, *args) -> int:
+    return len(re.findall(r"= \S+ dot\(", fn.lower(*args).compile().as_text()))
+
+
+def test_narrow_layers_compile_without_dots_and_wide_contractions_stay_dots():
+    class Narrow(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(nn.relu(nn.Dense(9)(nn.relu(nn.Dense(3)(x)))))
+
+    x = _normal(9, (128, 2))
+    params = Narrow().init(jax.random.key(0), x)["params"]
+    forward = lambda p, x: Narrow().apply({"params": p}, x)
+    assert _dots(jax.jit(forward), params, x) == 3  # the premise: XLA keeps one dot per layer
+    assert _dots(jax.jit(cpu_rewrite(forward)), params, x) == 0
+    _same(forward, params, x, exact=False)
+
+    # in a training step the weight gradients contract the 128 rows of the batch: still dots
+    loss = lambda p: jnp.mean((forward(p, x) - 1.0) ** 2)
+    grad = jax.grad(loss)
+    assert _dots(jax.jit(cpu_rewrite(grad)), params) == 3
+    _same(grad, params, exact=False)
+
+    wide = lambda a, b: a @ b
+    a = _normal(10, (4, jp.training.MAX_UNROLLED_CONTRACTION + 1))
+    assert _dots(jax.jit(cpu_rewrite(wide)), a, a.T) == 1
