@@ -1,6 +1,7 @@
 """Jitted train steps, early stopping and many-seed vmapped fits."""
 
 from jaxprune._losses import LossFn, get_loss
+from jaxprune.training._checkpoint import CheckpointError, Checkpoints
 from jaxprune.training._core import TrainState
 from jaxprune.training._cpu_rewrite import MAX_SPLIT_GROUPS, MAX_UNROLLED_CONTRACTION, cpu_rewrite
 from jaxprune.training._early_stopping import (
@@ -37,6 +38,8 @@ from jaxprune.training._shuffle import feistel_permutation
 from jaxprune.training._step import evaluate, make_epoch, make_train_step
 
 __all__ = [
+    "CheckpointError",
+    "Checkpoints",
     "EarlyStoppingState",
     "EpochsResult",
     "FitResult",

@@ -130,8 +130,23 @@ def _check_divisible(rows: int, mesh: Mesh, what: str):
 
 
 def replicate(tree, mesh: Mesh):
-    """Places every leaf of ``tree`` on all devices of ``mesh`` (fully replicated)."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    """Places every leaf of ``tree`` on all devices of ``mesh`` (fully replicated).
+
+    With several processes every process passes the same values (e.g. drawn from the same key);
+    each places them on its own devices, and the leaves become global arrays.
+    """
+    sharding = NamedSharding(mesh, P())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(a):
+        if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(a))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+        host = np.asarray(a)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
 
 
 def shard_batch(batch, mesh: Mesh, axis: str = DATA, batch_axis: int = 0):
