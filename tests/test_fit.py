@@ -131,7 +131,7 @@ def test_later_chunks_and_repeat_fits_compile_nothing_new():
     fit_module._PROGRAMS.clear()
     kw = dict(patience=10**6, max_epochs=6, chunk_epochs=2)  # 3 chunks, no early stop
     _fit(jax.random.split(jax.random.key(0), 3), **kw)
-    ((_, (_, chunk_fn)),) = fit_module._PROGRAMS.entries.values()
+    ((_, (_, chunk_fn, _)),) = fit_module._PROGRAMS.entries.values()
     assert chunk_fn._cache_size() == 1  # three chunk calls, one compilation
     _fit(jax.random.split(jax.random.key(1), 3), **kw)
     assert fit_module._PROGRAMS.hits >= 1  # the same program object was reused

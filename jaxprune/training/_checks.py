@@ -17,6 +17,17 @@ __all__ = [
 ]
 
 
+_count_nonfinite = jax.jit(lambda a: jnp.sum(~jnp.isfinite(a)))
+
+
+def _nonfinite(leaf) -> int:
+    """NaN/inf entries of ``leaf``: counted by NumPy where the values are in host memory (no
+    compilation per shape), by one jitted reduction on an accelerator (no copy to the host)."""
+    if isinstance(leaf, jax.Array) and any(d.platform != "cpu" for d in leaf.devices()):
+        return int(_count_nonfinite(leaf))
+    return int(np.count_nonzero(~np.isfinite(np.asarray(leaf))))
+
+
 def check_finite(name: str, tree: Any) -> None:
     """Raises ``ValueError`` naming the first leaf of ``tree`` that holds NaN or inf.
 
@@ -30,13 +41,12 @@ def check_finite(name: str, tree: Any) -> None:
     ValueError: data['x']: expected finite values, got 1 NaN/inf of 2 entries (first at index (1,))
     """
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        a = jnp.asarray(leaf)
-        if not jnp.issubdtype(a.dtype, jnp.inexact):
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
             continue
-        bad = ~jnp.isfinite(a)
-        count = int(jnp.sum(bad))
+        count = _nonfinite(leaf)
         if count:
-            first = tuple(int(i) for i in np.argwhere(np.asarray(bad))[0])
+            a = np.asarray(leaf)
+            first = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
             raise ValueError(
                 f"{name}{jax.tree_util.keystr(path)}: expected finite values, got {count} "
                 f"NaN/inf of {a.size} entries (first at index {first})"
@@ -138,15 +148,15 @@ def _check_call(model, loss_fn, optimizer, x, y) -> bool:
     from jaxprune.training._core import make_core
 
     core = make_core(model, loss_fn, optimizer)
-    x1, y1 = x[:1], y[:1]
+    x1, y1 = (jax.ShapeDtypeStruct((1, *jnp.shape(a)[1:]), jnp.result_type(a)) for a in (x, y))
 
-    def run():
+    def run(x1, y1):
         ts = core.init(jax.random.key(0), x1)
         ts, _ = core.train_step(ts, (x1, y1), jax.random.key(0))
         return core.eval_step(ts, (x1, y1))
 
     try:
-        jax.eval_shape(run)
+        jax.eval_shape(run, x1, y1)
     except TypeError as e:
         raise TypeError(
             f"model: the trainer calls {model.signature} (a {model.kind} model); calling it "

@@ -70,6 +70,15 @@ def _as_key_batch(keys: jax.Array) -> tuple[jax.Array, bool]:
     )
 
 
+def _device_array(a) -> jax.Array:
+    """``jnp.asarray(a)``; host data is converted to JAX's dtype on the host (float64 to float32
+    without x64), not by a program compiled per shape."""
+    if isinstance(a, jax.Array):
+        return a
+    a = np.asarray(a)
+    return jnp.asarray(a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False))
+
+
 def _bucket(n_active: int, n_rows: int) -> int:
     """Rows to keep: shrink to the next power of two only once 3/4 of the rows are finished.
 
@@ -141,8 +150,32 @@ def _build(
 
         return jax.lax.scan(body, run, None, length=chunk)
 
-    init_fn = jit(jax.vmap(init_run, in_axes=(0, 0, 0, 0, None)))
-    return init_fn, jit(jax.vmap(run_chunk, in_axes=(0, None, None)))
+    def init_all(keys, p0, s0, v0, x):
+        """The runs' first states and zeros of the same shape (for finished runs' final state)."""
+        state = jax.vmap(init_run, in_axes=(0, 0, 0, 0, None))(keys, p0, s0, v0, x)
+        return state, jax.tree.map(jnp.zeros_like, state)
+
+    def finish(final: RunState, restore_best: bool, single: bool):
+        """The result's arrays from the finished runs, in one program (no eager op per leaf)."""
+        es = final.stopping
+        params, other = es.best_params if restore_best else (final.train.params, final.train.state)
+        out = {
+            "variables": jax.vmap(tm.variables)(params, other),
+            "params": params,
+            "state": other,
+            "loss": es.best_loss,
+            "epochs": final.epoch,
+            "best_epoch": es.best_epoch,
+            "stopped_early": es.wait >= patience,
+            "opt_state": final.train.opt_state,
+        }
+        return jax.tree.map(lambda a: a[0], out) if single else out
+
+    return (
+        jit(init_all),
+        jit(jax.vmap(run_chunk, in_axes=(0, None, None))),
+        jax.jit(finish, static_argnums=(1, 2)),
+    )
 
 
 def _fingerprint(
@@ -168,7 +201,7 @@ def _place_seeds(state: RunState) -> RunState:
     """
     n_dev = jax.device_count()
     rows = jax.tree.leaves(state)[0].shape[0]
-    if n_dev == 1 or rows % n_dev:
+    if n_dev == 1 or rows % n_dev or rows == 0:
         return state
     mesh = jax.make_mesh((n_dev,), ("seeds",), axis_types=(AxisType.Auto,))
     return jax.device_put(state, NamedSharding(mesh, P("seeds")))
@@ -290,7 +323,7 @@ def fit(
       Paper 000, sec. 3.2 (training protocol: batch 128, MSE, early stopping with patience 20).
     """
     start = time.perf_counter()
-    x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
+    x, y = (_device_array(a) for a in data[:2])
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
     for name, value in (
@@ -311,7 +344,7 @@ def fit(
     loss_fn = get_loss(loss)
     params, opt_state = check_initial_state(tm, params, opt_state, (x, y), n_runs, single)
     check_call(tm, loss_fn, optimizer, x, y)
-    init_fn, run_chunk = _programs(
+    init_fn, run_chunk, finish = _programs(
         tm,
         optimizer,
         loss_fn,
@@ -324,8 +357,7 @@ def fit(
         partial,
     )
     params, other = given_variables(tm, params, n_runs)
-    state = init_fn(keys, params, opt_state, other, x)
-    final = jax.tree.map(jnp.zeros_like, state)
+    state, final = init_fn(keys, params, opt_state, other, x)
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
     history = [[] for _ in range(n_runs)]  # per seed: epoch losses of this process's chunks
     ckpt = None
@@ -370,30 +402,12 @@ def fit(
         if ckpt is not None:
             ckpt.close()
     bar.close()
-    es = final.stopping
-    params, other = es.best_params if restore_best else (final.train.params, final.train.state)
     width = max(len(h) for h in history)
     curve = np.full((n_runs, width), np.nan, np.float32)
     for i, h in enumerate(history):
         curve[i, : len(h)] = h
-    result = FitResult(
-        variables=jax.vmap(tm.variables)(params, other),
-        params=params,
-        state=other,
-        history={"loss": jnp.asarray(curve)},
-        loss=es.best_loss,
-        epochs=final.epoch,
-        best_epoch=es.best_epoch,
-        stopped_early=es.wait >= patience,
-        opt_state=final.train.opt_state,
+    return FitResult(
+        **finish(final, bool(restore_best), single),
+        history={"loss": jnp.asarray(curve[0] if single else curve)},
         seconds=time.perf_counter() - start,
     )
-    if single:
-        result = result._replace(
-            **{
-                f: jax.tree.map(lambda a: a[0], getattr(result, f))
-                for f in FitResult._fields
-                if f != "seconds"
-            }
-        )
-    return result
