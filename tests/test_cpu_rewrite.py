@@ -238,3 +238,16 @@ def test_narrow_layers_compile_without_dots_and_wide_contractions_stay_dots():
     wide = lambda a, b: a @ b
     a = _normal(10, (4, jp.training.MAX_UNROLLED_CONTRACTION + 1))
     assert _dots(jax.jit(cpu_rewrite(wide)), a, a.T) == 1
+
+
+def test_static_arguments_of_the_enclosing_jit_stay_python_values():
+    def f(a, b, flip: bool):
+        out = a @ b  # a narrow contraction: rewritten
+        return -out if flip else out  # `flip` must stay a Python bool
+
+    a = _normal(11, (4, 3))
+    fast = jax.jit(cpu_rewrite(f), static_argnums=2)
+    for flip in (True, False):
+        np.testing.assert_allclose(
+            np.asarray(fast(a, a.T, flip)), np.asarray(f(a, a.T, flip)), rtol=1e-6, atol=1e-6
+        )

@@ -242,9 +242,21 @@ def cpu_rewrite(fn):
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
-        closed, shape = jax.make_jaxpr(lambda a, k: fn(*a, **k), return_shape=True)(args, kwargs)
-        flat = jax.tree.leaves((args, kwargs))
-        outs = _eval(closed.jaxpr, closed.consts, flat)
+        # traced leaves are the program's inputs; the others (static arguments of an enclosing
+        # jit, or concrete values outside jit) are constants of the traced program
+        leaves, treedef = jax.tree.flatten((args, kwargs))
+        dynamic = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.core.Tracer)]
+
+        def call(*values):
+            full = list(leaves)
+            for i, v in zip(dynamic, values, strict=True):
+                full[i] = v
+            a, k = jax.tree.unflatten(treedef, full)
+            return fn(*a, **k)
+
+        inputs = [leaves[i] for i in dynamic]
+        closed, shape = jax.make_jaxpr(call, return_shape=True)(*inputs)
+        outs = _eval(closed.jaxpr, closed.consts, inputs)
         return jax.tree.unflatten(jax.tree.structure(shape), outs)
 
     return wrapped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -150,10 +151,11 @@ def _build(
 
         return jax.lax.scan(body, run, None, length=chunk)
 
-    def init_all(keys, p0, s0, v0, x):
-        """The runs' first states and zeros of the same shape (for finished runs' final state)."""
+    def init_all(keys, p0, s0, v0, x, shard: bool):
+        """The runs' first states and zeros of the same shape (for finished runs' final state),
+        sharded over the seed axis when ``shard``."""
         state = jax.vmap(init_run, in_axes=(0, 0, 0, 0, None))(keys, p0, s0, v0, x)
-        return state, jax.tree.map(jnp.zeros_like, state)
+        return _constrain_seeds((state, jax.tree.map(jnp.zeros_like, state)), shard)
 
     def finish(final: RunState, restore_best: bool, single: bool):
         """The result's arrays from the finished runs, in one program (no eager op per leaf)."""
@@ -172,7 +174,7 @@ def _build(
         return jax.tree.map(lambda a: a[0], out) if single else out
 
     return (
-        jit(init_all),
+        jit(init_all, static_argnums=5),
         jit(jax.vmap(run_chunk, in_axes=(0, None, None))),
         jax.jit(finish, static_argnums=(1, 2)),
     )
@@ -193,25 +195,41 @@ def _fingerprint(
     )
 
 
+def _shards_seeds(rows: int) -> bool:
+    """Whether a batch of ``rows`` runs is sharded over the devices (several, rows divide)."""
+    n_dev = jax.device_count()
+    return n_dev > 1 and rows > 0 and rows % n_dev == 0
+
+
+def _seed_sharding() -> NamedSharding:
+    mesh = jax.make_mesh((jax.device_count(),), ("seeds",), axis_types=(AxisType.Auto,))
+    return NamedSharding(mesh, P("seeds"))
+
+
 def _place_seeds(state: RunState) -> RunState:
     """Shards the seed axis over all devices when there are several and the rows divide evenly.
 
     Runs are independent, so the vmapped program partitions without any collective; otherwise
-    the state stays where it is (one device).
+    the state stays where it is (one device). The programs that make states (``init``,
+    :func:`_compact`) place their outputs themselves; this is for states read back from a
+    checkpoint or passed in.
     """
-    n_dev = jax.device_count()
-    rows = jax.tree.leaves(state)[0].shape[0]
-    if n_dev == 1 or rows % n_dev or rows == 0:
+    if not _shards_seeds(jax.tree.leaves(state)[0].shape[0]):
         return state
-    mesh = jax.make_mesh((n_dev,), ("seeds",), axis_types=(AxisType.Auto,))
-    return jax.device_put(state, NamedSharding(mesh, P("seeds")))
+    return jax.device_put(state, _seed_sharding())
 
 
-@jax.jit
-def _compact(final, state, seeds, finished, take):
+def _constrain_seeds(tree, shard: bool):
+    """``tree`` sharded over the seed axis inside a program (``shard``), else as it is."""
+    return jax.lax.with_sharding_constraint(tree, _seed_sharding()) if shard else tree
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _compact(final, state, seeds, finished, take, shard_final: bool, shard_state: bool):
     """Writes finished rows into ``final[seeds]`` and keeps rows ``take`` of ``state``."""
     final = jax.tree.map(lambda f, a: f.at[seeds].set(a[finished]), final, state)
-    return final, jax.tree.map(lambda a: a[take], state)
+    kept = jax.tree.map(lambda a: a[take], state)
+    return _constrain_seeds(final, shard_final), _constrain_seeds(kept, shard_state)
 
 
 def fit(
@@ -357,7 +375,7 @@ def fit(
         partial,
     )
     params, other = given_variables(tm, params, n_runs)
-    state, final = init_fn(keys, params, opt_state, other, x)
+    state, final = init_fn(keys, params, opt_state, other, x, _shards_seeds(n_runs))
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
     history = [[] for _ in range(n_runs)]  # per seed: epoch losses of this process's chunks
     ckpt = None
@@ -393,8 +411,15 @@ def fit(
                 take = np.concatenate(
                     [active, np.full(size - active.size, active[0] if size else 0)]
                 )
-                final, state = _compact(final, state, rows[finished], finished, take)
-                state = _place_seeds(state)
+                final, state = _compact(
+                    final,
+                    state,
+                    rows[finished],
+                    finished,
+                    take,
+                    _shards_seeds(n_runs),
+                    _shards_seeds(size),
+                )
                 rows = np.concatenate([rows[active], np.full(size - active.size, -1)])
             if ckpt is not None and (not rows.size or chunks % checkpoint_every == 0):
                 ckpt.save({"state": state, "final": final, "rows": rows})
