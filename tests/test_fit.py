@@ -136,6 +136,16 @@ def test_later_chunks_and_repeat_fits_compile_nothing_new():
     _fit(jax.random.split(jax.random.key(1), 3), **kw)
     assert fit_module._PROGRAMS.hits >= 1  # the same program object was reused
     assert chunk_fn._cache_size() == 1
+    # early-stopping settings are values of the program, not part of it
+    other = _fit(
+        jax.random.split(jax.random.key(1), 3),
+        patience=3,
+        max_epochs=9,
+        min_delta=1e-3,
+        chunk_epochs=2,
+    )
+    assert len(fit_module._PROGRAMS.entries) == 1 and chunk_fn._cache_size() == 1
+    assert int(np.max(other.epochs)) <= 9
 
 
 def test_restore_best_false_returns_last_params():

@@ -97,28 +97,25 @@ def _bucket(n_active: int, n_rows: int) -> int:
 _PROGRAMS = ProgramCache(64)
 
 
-def _programs(
-    tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk, partial
-):
-    """The jitted init and chunk (cached, so repeated fits reuse compiled code)."""
-    parts = (
-        tm,
-        optimizer,
-        loss_fn,
-        batch_size,
-        unroll,
-        patience,
-        min_delta,
-        max_epochs,
-        chunk,
-        partial,
-    )
+def _programs(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
+    """The jitted init, chunk and finish (cached, so repeated fits reuse compiled code).
+
+    Patience, ``min_delta`` and ``max_epochs`` are arguments of the compiled chunk, not part of
+    it: fits that differ only in them share one program.
+    """
+    parts = (tm, optimizer, loss_fn, batch_size, unroll, chunk, partial)
     return _PROGRAMS.get(parts, lambda: _build(*parts))
 
 
-def _build(
-    tm, optimizer, loss_fn, batch_size, unroll, patience, min_delta, max_epochs, chunk, partial
-):
+class _Limits(NamedTuple):
+    """Early-stopping settings, passed to the compiled chunk as values."""
+
+    patience: jax.Array  # int32
+    min_delta: jax.Array  # float32
+    max_epochs: jax.Array  # int32
+
+
+def _build(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
     core = make_core(tm, loss_fn, optimizer, batch_size=batch_size, unroll=unroll, partial=partial)
 
     def init_run(key, p0, s0, v0, x):
@@ -128,7 +125,7 @@ def _build(
             ts, k_run, jnp.asarray(0, jnp.int32), early_stopping_init((ts.params, ts.state))
         )
 
-    def epoch(run: RunState, x, y):
+    def epoch(run: RunState, x, y, limits: _Limits):
         key, k_epoch = jax.random.split(run.key)
         ts, mean_loss = core.epoch(run.train, k_epoch, x, y)
         stopping = early_stopping_update(
@@ -136,16 +133,16 @@ def _build(
             mean_loss,
             (ts.params, ts.state),
             run.epoch,
-            patience=patience,
-            min_delta=min_delta,
+            patience=limits.patience,
+            min_delta=limits.min_delta,
         )
         e = run.epoch + 1
-        stopping = stopping._replace(done=stopping.done | (e >= max_epochs))
+        stopping = stopping._replace(done=stopping.done | (e >= limits.max_epochs))
         return RunState(ts, key, e, stopping), mean_loss
 
-    def run_chunk(run: RunState, x, y):
+    def run_chunk(run: RunState, x, y, limits: _Limits):
         def body(r, _):
-            new, value = epoch(r, x, y)
+            new, value = epoch(r, x, y, limits)
             kept = jax.tree.map(lambda a, b: jnp.where(r.stopping.done, a, b), r, new)
             return kept, jnp.where(r.stopping.done, jnp.nan, value)
 
@@ -157,7 +154,7 @@ def _build(
         state = jax.vmap(init_run, in_axes=(0, 0, 0, 0, None))(keys, p0, s0, v0, x)
         return _constrain_seeds((state, jax.tree.map(jnp.zeros_like, state)), shard)
 
-    def finish(final: RunState, restore_best: bool, single: bool):
+    def finish(final: RunState, patience, restore_best: bool, single: bool):
         """The result's arrays from the finished runs, in one program (no eager op per leaf)."""
         es = final.stopping
         params, other = es.best_params if restore_best else (final.train.params, final.train.state)
@@ -175,8 +172,8 @@ def _build(
 
     return (
         jit(init_all, static_argnums=5),
-        jit(jax.vmap(run_chunk, in_axes=(0, None, None))),
-        jax.jit(finish, static_argnums=(1, 2)),
+        jit(jax.vmap(run_chunk, in_axes=(0, None, None, None))),
+        jax.jit(finish, static_argnums=(2, 3)),
     )
 
 
@@ -363,16 +360,12 @@ def fit(
     params, opt_state = check_initial_state(tm, params, opt_state, (x, y), n_runs, single)
     check_call(tm, loss_fn, optimizer, x, y)
     init_fn, run_chunk, finish = _programs(
-        tm,
-        optimizer,
-        loss_fn,
-        batch_size,
-        int(unroll),
-        int(patience),
-        float(min_delta),
-        int(max_epochs),
-        chunk_epochs,
-        partial,
+        tm, optimizer, loss_fn, batch_size, int(unroll), chunk_epochs, partial
+    )
+    limits = _Limits(
+        np.int32(min(int(patience), np.iinfo(np.int32).max)),
+        np.float32(min_delta),
+        np.int32(min(int(max_epochs), np.iinfo(np.int32).max)),
     )
     params, other = given_variables(tm, params, n_runs)
     state, final = init_fn(keys, params, opt_state, other, x, _shards_seeds(n_runs))
@@ -396,7 +389,7 @@ def fit(
     chunks = 0
     try:
         while rows.size:
-            state, losses = run_chunk(state, x, y)
+            state, losses = run_chunk(state, x, y, limits)
             chunks += 1
             done = np.asarray(state.stopping.done)  # one small host read per chunk
             losses = np.asarray(losses)
@@ -432,7 +425,7 @@ def fit(
     for i, h in enumerate(history):
         curve[i, : len(h)] = h
     return FitResult(
-        **finish(final, bool(restore_best), single),
+        **finish(final, limits.patience, bool(restore_best), single),
         history={"loss": jnp.asarray(curve[0] if single else curve)},
         seconds=time.perf_counter() - start,
     )
