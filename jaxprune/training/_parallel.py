@@ -46,7 +46,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxprune._losses import LossFn, get_loss
-from jaxprune.training._core import TrainState, make_core
+from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._model import training_model
 
 __all__ = [
@@ -233,7 +233,7 @@ def make_parallel_train_step(
     """
     core = _core(model, loss, optimizer, train_kw, mutable, rngs)
     replicated = NamedSharding(mesh, P())
-    jitted = jax.jit(
+    jitted = jit(
         lambda ts, batch, key: core.train_step(ts, tuple(batch), key),
         in_shardings=(replicated, NamedSharding(mesh, P(axis)), replicated),
         out_shardings=(replicated, replicated),
@@ -289,7 +289,7 @@ def make_parallel_epoch(
 
         return jax.lax.scan(body, ts, tuple(batches))
 
-    jitted = jax.jit(
+    jitted = jit(
         epoch,
         in_shardings=(replicated, NamedSharding(mesh, P(None, axis)), replicated),
         out_shardings=(replicated, replicated),
