@@ -176,7 +176,7 @@ _DOT_CASES = [
     ((5, 4), (3, 4), (((1,), (1,)), ((), ()))),  # g @ w.T, the input gradient of 4 outputs
     ((2, 5, 3), (2, 3, 4), (((2,), (1,)), ((0,), (0,)))),  # vmapped over 2 runs
     ((3, 2, 5, 2), (2, 3, 4, 2), (((1, 3), (0, 3)), ((0,), (1,)))),  # two contracted axes
-    ((4, 16), (16,), (((1,), (0,)), ((), ()))),  # matrix-vector, contraction at the limit
+    ((4, 15), (15,), (((1,), (0,)), ((), ()))),  # matrix-vector, contraction at the limit
     ((4, 0), (0, 3), (((1,), (0,)), ((), ()))),  # empty contraction: zeros
 ]
 
@@ -238,6 +238,12 @@ def test_narrow_layers_compile_without_dots_and_wide_contractions_stay_dots():
     wide = lambda a, b: a @ b
     a = _normal(10, (4, jp.training.MAX_UNROLLED_CONTRACTION + 1))
     assert _dots(jax.jit(cpu_rewrite(wide)), a, a.T) == 1
+    # 12 summed terms: unrolled for a small output, a dot for a large one
+    a, b = _normal(12, (128, 12)), _normal(13, (12, 15))
+    assert _dots(jax.jit(cpu_rewrite(wide)), a, b) == 0
+    assert _dots(jax.jit(cpu_rewrite(wide)), a, _normal(14, (12, 1024))) == 1
+    # 8 summed terms: unrolled at any size
+    assert _dots(jax.jit(cpu_rewrite(wide)), _normal(15, (256, 8)), _normal(16, (8, 1024))) == 0
 
 
 def test_static_arguments_of_the_enclosing_jit_stay_python_values():

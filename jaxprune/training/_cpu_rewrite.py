@@ -25,16 +25,21 @@ Split seeds also train as they would one at a time: paper 003's Conv6 on digits,
 seeds, reached exactly the accuracies of a Python loop over the seeds, at 28 s per epoch
 against 71 s with the grouped convolution.
 
-**Narrow contractions.** Every ``dot_general`` that contracts at most
-:data:`MAX_UNROLLED_CONTRACTION` elements (the forward product of a layer with few inputs, the
-input gradient of a layer with few outputs) becomes the sum of its rank-1 terms,
-``sum_k lhs[..., k, None] * rhs[..., k, :]`` in the order ``k = 0, 1, ...``: elementwise
-operations that XLA fuses with the bias, activation and loss around them, where a dot is a
-separate library call (and, batched by ``vmap`` over runs, one call per run). Measured on paper
-000's model 2 (2-3-9-1, batch 128, Adam): 0.33 -> 0.19 ms per epoch for one run and
+**Narrow contractions.** A ``dot_general`` that contracts few elements (the forward product of
+a layer with few inputs, the input gradient of a layer with few outputs) becomes the sum of its
+rank-1 terms, ``sum_k lhs[..., k, None] * rhs[..., k, :]`` in the order ``k = 0, 1, ...``:
+elementwise operations that XLA fuses with the bias, activation and loss around them, where a
+dot is a separate library call (and, batched by ``vmap`` over runs, one call per run). Measured
+on paper 000's model 2 (2-3-9-1, batch 128, Adam): 0.33 -> 0.19 ms per epoch for one run and
 2.66 -> 1.80 ms for 30 vmapped runs on two cores (``benchmarks/bench_vs_torch.py`` times the
-library end to end). Wider contractions (the weight gradients, which sum over the batch) stay
-dots: written as elementwise products and reductions they ran 2-3x slower than XLA's dot.
+library end to end). Which dots, from timings of single products in a scan on this CPU: every
+contraction of at most 8 elements (at ``[256, 8] @ [8, 1024]`` still 1.1x faster than the
+dot), and contractions of 9 to :data:`MAX_UNROLLED_CONTRACTION` (15) elements whose output has
+at most 16384 entries per batch element (``[128, 12] @ [12, 15]``: 1.5x faster;
+``[128, 12] @ [12, 1024]``: 2x slower, so left a dot; batched by ``vmap`` over 16 runs,
+``[128, 15] @ [15, 15]`` is 1.7x faster). At 16 summed terms XLA's fused loop was 2-3x slower
+than the dot even for small outputs. Wider contractions (the weight gradients, which sum over
+the batch) stay dots: written as elementwise products and reductions they ran 2-3x slower.
 """
 
 from __future__ import annotations
@@ -54,8 +59,12 @@ MAX_SPLIT_GROUPS = 16
 """Grouped convolutions with more groups than this (depthwise ones) are left grouped: one
 convolution per group would make programs too large to compile quickly."""
 
-MAX_UNROLLED_CONTRACTION = 16
-"""``dot_general`` contracting at most this many elements is written as its rank-1 terms."""
+MAX_UNROLLED_CONTRACTION = 15
+"""``dot_general`` contracting at most this many elements may be written as its rank-1 terms
+(those contracting more than :data:`_ALWAYS_UNROLLED` only with a small output)."""
+
+_ALWAYS_UNROLLED = 8
+_MAX_UNROLLED_OUTPUT = 1 << 14  # output elements per batch element (vmapped runs)
 
 _CONV = lax.conv_general_dilated_p
 _DOT = lax.dot_general_p
@@ -160,11 +169,21 @@ def _contraction(eqn) -> int:
     return int(np.prod([eqn.invars[0].aval.shape[i] for i in lc], dtype=np.int64))
 
 
+def _unrolls(eqn) -> bool:
+    k = _contraction(eqn)
+    if k <= _ALWAYS_UNROLLED:
+        return True
+    (_, _), (lb, _) = eqn.params["dimension_numbers"]
+    out = eqn.outvars[0].aval.shape
+    size = int(np.prod(out[len(lb) :], dtype=np.int64))  # per batch element
+    return k <= MAX_UNROLLED_CONTRACTION and size <= _MAX_UNROLLED_OUTPUT
+
+
 def _rule(eqn):
     """The replacement of ``eqn`` (a function of its inputs), or None to keep it."""
     if eqn.primitive is _CONV and _conv_needs_rewrite(eqn.params):
         return lambda lhs, rhs: [_conv(lhs, rhs, eqn.params)]
-    if eqn.primitive is _DOT and _contraction(eqn) <= MAX_UNROLLED_CONTRACTION:
+    if eqn.primitive is _DOT and _unrolls(eqn):
         dtype = eqn.outvars[0].aval.dtype
         return lambda lhs, rhs: [_rank_one_sum(lhs, rhs, eqn.params, dtype)]
     return None
