@@ -238,12 +238,14 @@ def test_narrow_layers_compile_without_dots_and_wide_contractions_stay_dots():
     wide = lambda a, b: a @ b
     a = _normal(10, (4, jp.training.MAX_UNROLLED_CONTRACTION + 1))
     assert _dots(jax.jit(cpu_rewrite(wide)), a, a.T) == 1
-    # 12 summed terms: unrolled for a small output, a dot for a large one
-    a, b = _normal(12, (128, 12)), _normal(13, (12, 15))
-    assert _dots(jax.jit(cpu_rewrite(wide)), a, b) == 0
-    assert _dots(jax.jit(cpu_rewrite(wide)), a, _normal(14, (12, 1024))) == 1
-    # 8 summed terms: unrolled at any size
-    assert _dots(jax.jit(cpu_rewrite(wide)), _normal(15, (256, 8)), _normal(16, (8, 1024))) == 0
+    # 12 summed terms: unrolled while 12 x (right operand's free size) <= MAX_UNROLLED_TERMS
+    a = _normal(12, (128, 12))
+    assert jp.training.MAX_UNROLLED_TERMS == 64
+    assert _dots(jax.jit(cpu_rewrite(wide)), a, _normal(13, (12, 5))) == 0
+    assert _dots(jax.jit(cpu_rewrite(wide)), a, _normal(14, (12, 6))) == 1
+    # a chain of 15-wide linear layers stays dots (unrolled, XLA recomputed each layer 15x)
+    chain = lambda h, w: h @ w @ w @ w
+    assert _dots(jax.jit(cpu_rewrite(chain)), _normal(15, (128, 15)), _normal(16, (15, 15))) == 3
 
 
 def test_static_arguments_of_the_enclosing_jit_stay_python_values():

@@ -3,7 +3,12 @@
 from jaxprune._losses import LossFn, get_loss
 from jaxprune.training._checkpoint import CheckpointError, Checkpoints
 from jaxprune.training._core import TrainState
-from jaxprune.training._cpu_rewrite import MAX_SPLIT_GROUPS, MAX_UNROLLED_CONTRACTION, cpu_rewrite
+from jaxprune.training._cpu_rewrite import (
+    MAX_SPLIT_GROUPS,
+    MAX_UNROLLED_CONTRACTION,
+    MAX_UNROLLED_TERMS,
+    cpu_rewrite,
+)
 from jaxprune.training._early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
@@ -47,6 +52,7 @@ __all__ = [
     "LossFn",
     "MAX_SPLIT_GROUPS",
     "MAX_UNROLLED_CONTRACTION",
+    "MAX_UNROLLED_TERMS",
     "METHODS",
     "REVERT_THRESHOLD",
     "ReinitResult",

@@ -32,14 +32,16 @@ elementwise operations that XLA fuses with the bias, activation and loss around 
 dot is a separate library call (and, batched by ``vmap`` over runs, one call per run). Measured
 on paper 000's model 2 (2-3-9-1, batch 128, Adam): 0.33 -> 0.19 ms per epoch for one run and
 2.66 -> 1.80 ms for 30 vmapped runs on two cores (``benchmarks/bench_vs_torch.py`` times the
-library end to end). Which dots, from timings of single products in a scan on this CPU: every
-contraction of at most 8 elements (at ``[256, 8] @ [8, 1024]`` still 1.1x faster than the
-dot), and contractions of 9 to :data:`MAX_UNROLLED_CONTRACTION` (15) elements whose output has
-at most 16384 entries per batch element (``[128, 12] @ [12, 15]``: 1.5x faster;
-``[128, 12] @ [12, 1024]``: 2x slower, so left a dot; batched by ``vmap`` over 16 runs,
-``[128, 15] @ [15, 15]`` is 1.7x faster). At 16 summed terms XLA's fused loop was 2-3x slower
-than the dot even for small outputs. Wider contractions (the weight gradients, which sum over
-the batch) stay dots: written as elementwise products and reductions they ran 2-3x slower.
+library end to end). Which dots: those contracting ``k <= 15`` elements whose right operand
+has ``n`` free elements with ``k * n <= 64`` (:data:`MAX_UNROLLED_CONTRACTION`,
+:data:`MAX_UNROLLED_TERMS`). Each element of the left operand is read ``n`` times, and when it
+comes from a fused producer (the previous narrow layer) XLA recomputes it that often, so chains
+of wider layers multiply the work: paper 000's reinitialization model (2-15, then three linear
+layers of 15) trained 1.6-1.9x slower with its 15x15 products unrolled, while model 2's and
+model 4's narrow products (``k * n`` 27 and 12) train 1.1-1.6x faster than with dots. At 16
+summed terms XLA's fused loop was 2-3x slower than the dot even alone. Wider contractions (the
+weight gradients, which sum over the batch) stay dots: written as elementwise products and
+reductions they ran 2-3x slower.
 """
 
 from __future__ import annotations
@@ -53,18 +55,17 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
-__all__ = ["MAX_SPLIT_GROUPS", "MAX_UNROLLED_CONTRACTION", "cpu_rewrite"]
+__all__ = ["MAX_SPLIT_GROUPS", "MAX_UNROLLED_CONTRACTION", "MAX_UNROLLED_TERMS", "cpu_rewrite"]
 
 MAX_SPLIT_GROUPS = 16
 """Grouped convolutions with more groups than this (depthwise ones) are left grouped: one
 convolution per group would make programs too large to compile quickly."""
 
 MAX_UNROLLED_CONTRACTION = 15
-"""``dot_general`` contracting at most this many elements may be written as its rank-1 terms
-(those contracting more than :data:`_ALWAYS_UNROLLED` only with a small output)."""
+"""``dot_general`` contracting at most this many elements may be written as its rank-1 terms."""
 
-_ALWAYS_UNROLLED = 8
-_MAX_UNROLLED_OUTPUT = 1 << 14  # output elements per batch element (vmapped runs)
+MAX_UNROLLED_TERMS = 64
+"""... if also (contracted elements) x (free elements of the right operand) is at most this."""
 
 _CONV = lax.conv_general_dilated_p
 _DOT = lax.dot_general_p
@@ -170,13 +171,11 @@ def _contraction(eqn) -> int:
 
 
 def _unrolls(eqn) -> bool:
+    (lc, rc), (_, rb) = eqn.params["dimension_numbers"]
+    rhs = eqn.invars[1].aval.shape
+    n = int(np.prod([d for i, d in enumerate(rhs) if i not in rc and i not in rb], dtype=np.int64))
     k = _contraction(eqn)
-    if k <= _ALWAYS_UNROLLED:
-        return True
-    (_, _), (lb, _) = eqn.params["dimension_numbers"]
-    out = eqn.outvars[0].aval.shape
-    size = int(np.prod(out[len(lb) :], dtype=np.int64))  # per batch element
-    return k <= MAX_UNROLLED_CONTRACTION and size <= _MAX_UNROLLED_OUTPUT
+    return k <= MAX_UNROLLED_CONTRACTION and k * n <= MAX_UNROLLED_TERMS
 
 
 def _rule(eqn):
