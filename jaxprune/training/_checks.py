@@ -13,8 +13,22 @@ __all__ = [
     "check_finite",
     "check_initial_state",
     "check_params_like_model",
+    "device_data",
     "given_variables",
 ]
+
+
+def device_data(data) -> tuple[jax.Array, jax.Array]:
+    """``(x, y)`` of ``data`` as JAX arrays; host data is converted to JAX's dtype on the host
+    (float64 to float32 without x64), not by a small program compiled per shape."""
+
+    def put(a):
+        if isinstance(a, jax.Array):
+            return a
+        a = np.asarray(a)
+        return jnp.asarray(a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False))
+
+    return put(data[0]), put(data[1])
 
 
 _count_nonfinite = jax.jit(lambda a: jnp.sum(~jnp.isfinite(a)))

@@ -126,10 +126,9 @@ def _rank_one_sum(lhs, rhs, params, dtype):
     b_, m_, n_ = (int(np.prod(d, dtype=np.int64)) for d in (batch, m, n))
     a = jnp.transpose(lhs, (*lb, *lf, *lc)).reshape(b_, m_, 1, k).astype(dtype)
     c = jnp.transpose(rhs, (*rb, *rf, *rc)).reshape(b_, 1, n_, k).astype(dtype)
-    out = jnp.zeros((b_, m_, n_), dtype)
-    for i in range(k):
-        term = a[..., i] * c[..., i]
-        out = term if i == 0 else out + term
+    out = a[..., 0] * c[..., 0] if k else jnp.zeros((b_, m_, n_), dtype)
+    for i in range(1, k):
+        out = out + a[..., i] * c[..., i]
     return out.reshape(*batch, *m, *n)
 
 

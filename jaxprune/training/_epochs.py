@@ -16,7 +16,7 @@ import optax
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
 from jaxprune.training._checkpoint import Checkpoints
-from jaxprune.training._checks import check_call, check_initial_state, given_variables
+from jaxprune.training._checks import check_call, check_initial_state, device_data, given_variables
 from jaxprune.training._core import ProgramCache, TrainState, jit, make_core
 from jaxprune.training._fit import _as_key_batch, _place_seeds
 from jaxprune.training._model import training_model
@@ -172,7 +172,7 @@ def train_epochs(
       Paper 003, App. A (fixed epochs, test accuracy per epoch); paper 001, sec. IV.
     """
     start = time.perf_counter()
-    x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
+    x, y = device_data(data)
     if x.ndim < 1 or x.shape[0] == 0 or y.shape[:1] != x.shape[:1]:
         raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
     default_chunk = 10 if checkpoint is not None else epochs

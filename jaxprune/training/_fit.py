@@ -19,7 +19,12 @@ from jax.sharding import PartitionSpec as P
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params
 from jaxprune.training._checkpoint import Checkpoints
-from jaxprune.training._checks import check_call, check_initial_state, given_variables
+from jaxprune.training._checks import (
+    check_call,
+    check_initial_state,
+    device_data,
+    given_variables,
+)
 from jaxprune.training._core import ProgramCache, TrainState, jit, make_core
 from jaxprune.training._early_stopping import (
     EarlyStoppingState,
@@ -69,15 +74,6 @@ def _as_key_batch(keys: jax.Array) -> tuple[jax.Array, bool]:
         "keys: expected jax.random.key(...) or a batch from jax.random.split, "
         f"got dtype {keys.dtype} shape {keys.shape}"
     )
-
-
-def _device_array(a) -> jax.Array:
-    """``jnp.asarray(a)``; host data is converted to JAX's dtype on the host (float64 to float32
-    without x64), not by a program compiled per shape."""
-    if isinstance(a, jax.Array):
-        return a
-    a = np.asarray(a)
-    return jnp.asarray(a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False))
 
 
 def _bucket(n_active: int, n_rows: int) -> int:
@@ -338,7 +334,7 @@ def fit(
       Paper 000, sec. 3.2 (training protocol: batch 128, MSE, early stopping with patience 20).
     """
     start = time.perf_counter()
-    x, y = (_device_array(a) for a in data[:2])
+    x, y = device_data(data)
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
     for name, value in (

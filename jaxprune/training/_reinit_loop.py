@@ -20,7 +20,7 @@ from jaxprune.graph import trace
 from jaxprune.rewrites._optimizer_state import reset_optimizer_state
 from jaxprune.rewrites._prune import prune_units
 from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
-from jaxprune.training._checks import check_finite
+from jaxprune.training._checks import check_finite, device_data
 from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._fit import fit
 from jaxprune.training._model import training_model
@@ -214,7 +214,7 @@ def train_with_reinit(
       Paper 000, sec. 4.1 steps 1-14 (Fig. 5) and sec. 5 (kernels).
     """
     start = time.perf_counter()
-    x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
+    x, y = device_data(data)
     if x.ndim < 1 or x.shape[0] == 0 or y.shape[:1] != x.shape[:1]:
         raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
     check_finite("data", (x, y))

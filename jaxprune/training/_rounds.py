@@ -36,6 +36,7 @@ from jaxprune.rewrites._reinit_masks import (
     random_mask,
 )
 from jaxprune.rewrites._reinit_round import reinit_round
+from jaxprune.training._checks import device_data
 from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._early_stopping import early_stopping_init, early_stopping_update
 from jaxprune.training._model import training_model
@@ -407,7 +408,7 @@ def train_rounds(
         raise ValueError(f"keys: expected jax.random.key(s), got dtype {keys.dtype}")
     single = keys.ndim == 0
     keys = keys[None] if single else keys
-    x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
+    x, y = device_data(data)
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
     n = x.shape[0]
