@@ -17,7 +17,7 @@ Writes ``benchmarks/results/bench_vs_torch[_quick].json`` with, measured in this
   interleaved ``repeats`` times and the median taken, so a busy spell of the shared machine
   hits every variant alike. Ratios: ``torch / jax`` per run-epoch (targets >= 80x for one
   run, >= 150x per run with 30 vmapped runs; ``*_vs_fused_adam``: the same against the peer
-  with PyTorch's fused Adam kernel, about 2x faster than its default), and 30 sequential runs
+  with PyTorch's fused Adam kernel, 1.4-1.7x faster than its default here), and 30 sequential runs
   against 30 vmapped ones (``30 x one run / 30 vmapped``, target >= 4x). ``compile_s``: the
   first call's time less the steady time of the same work.
   ``cpu_seconds_per_epoch`` and the ``cpu_time_*`` ratios are the same from this process's
