@@ -1,3 +1,5 @@
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,10 +19,18 @@ def _fit(keys, **kw):
     return jp.training.fit(MODEL, (X, Y), keys=keys, **kw)
 
 
-def test_batched_run_equals_single_run():
+def test_batched_run_equals_single_run(monkeypatch):
+    fit_module = importlib.import_module("jaxprune.training._fit")
+    widths, compact = [], fit_module._compact
+    monkeypatch.setattr(
+        fit_module,
+        "_compact",
+        lambda f, s, d, take, *a: widths.append(len(take)) or compact(f, s, d, take, *a),
+    )
     keys = jax.random.split(jax.random.key(3), 5)
     many = _fit(keys, min_delta=2e-3, max_epochs=200)
     assert len(set(many.epochs.tolist())) > 1, "runs should stop at different epochs"
+    assert 0 < widths[0] < 5, f"the batch should shrink before the last run ends: {widths}"
     for k in (0, 3):
         one = _fit(keys[k], min_delta=2e-3, max_epochs=200)
         assert int(one.epochs) == int(many.epochs[k])
@@ -123,9 +133,17 @@ def test_early_stopping_update_matches_keras_rule():
     assert float(s.best_params) == 3.0
 
 
-def test_later_chunks_and_repeat_fits_compile_nothing_new():
-    import importlib
+def test_next_width_shrinks_once_idle_rows_took_half_the_work():
+    next_width = importlib.import_module("jaxprune.training._fit")._next_width
+    assert jax.device_count() == 8  # tests/conftest.py
+    assert next_width(0, 16, 0, 0) == 0  # all finished
+    assert next_width(5, 16, 7, 16) == 16  # idle 7 of 16 row-epochs: keep the width
+    assert next_width(5, 16, 8, 16) == 5  # half: shrink; fewer than 8 runs stay on one device
+    assert next_width(9, 32, 16, 32) == 16  # a multiple of the 8 devices (seed sharding)
+    assert next_width(15, 16, 100, 100) == 16  # rounding up gives no smaller batch
 
+
+def test_later_chunks_and_repeat_fits_compile_nothing_new():
     fit_module = importlib.import_module("jaxprune.training._fit")
 
     fit_module._PROGRAMS.clear()

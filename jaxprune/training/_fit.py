@@ -25,7 +25,7 @@ from jaxprune.training._checks import (
     device_data,
     given_variables,
 )
-from jaxprune.training._core import ProgramCache, TrainState, jit, make_core
+from jaxprune.training._core import CPU_OPTIONS, ProgramCache, TrainState, jit, make_core
 from jaxprune.training._early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
@@ -76,18 +76,24 @@ def _as_key_batch(keys: jax.Array) -> tuple[jax.Array, bool]:
     )
 
 
-def _bucket(n_active: int, n_rows: int) -> int:
-    """Rows to keep: shrink to the next power of two only once 3/4 of the rows are finished.
+def _next_width(n_active: int, n_rows: int, idle: int, work: int) -> int:
+    """Rows of the next chunk: the active runs, once idle rows took half the work of this width.
 
-    On CPU and GPU a small step's time is mostly fixed per-kernel cost, nearly flat in the number
-    of rows, so compacting saves little per step while each new row count costs a compile;
-    shrinking by >= 4x at a time bounds the compiles to ``log4(n)`` per fit.
+    A chunk's time grows about linearly with its rows (finished runs are still computed and
+    discarded), and each new row count costs a compilation (~1 s for a small MLP on CPU). So the
+    batch is shrunk, ski-rental style, only once the row-epochs spent on finished rows (and
+    padding) since the last shrink (``idle``) reach half of all row-epochs spent at this width
+    (``work``): the compile is then small next to the time it saves. The rule reads epochs, not
+    clocks, so a fit's widths, and so its float rounding, are the same on every run. With several
+    devices the new width is a multiple of their count (seed sharding); with one active run, 1.
     """
     if n_active == 0:
         return 0
-    if 4 * n_active > n_rows:
+    n_dev = jax.device_count()
+    width = n_active if n_active < n_dev else -(-n_active // n_dev) * n_dev
+    if width >= n_rows or 2 * idle < work:
         return n_rows
-    return 1 << max(0, math.ceil(math.log2(n_active)))
+    return width
 
 
 _PROGRAMS = ProgramCache(64)
@@ -167,7 +173,11 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
         return jax.tree.map(lambda a: a[0], out) if single else out
 
     return (
-        jit(init_all, static_argnums=5),
+        jit(
+            init_all,
+            static_argnums=5,
+            compiler_options={**CPU_OPTIONS, "xla_backend_optimization_level": 0},
+        ),
         jit(jax.vmap(run_chunk, in_axes=(0, None, None, None))),
         jax.jit(finish, static_argnums=(2, 3)),
     )
@@ -217,10 +227,14 @@ def _constrain_seeds(tree, shard: bool):
     return jax.lax.with_sharding_constraint(tree, _seed_sharding()) if shard else tree
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6))
-def _compact(final, state, seeds, finished, take, shard_final: bool, shard_state: bool):
-    """Writes finished rows into ``final[seeds]`` and keeps rows ``take`` of ``state``."""
-    final = jax.tree.map(lambda f, a: f.at[seeds].set(a[finished]), final, state)
+@functools.partial(
+    jax.jit, static_argnums=(4, 5), compiler_options={"xla_backend_optimization_level": 0}
+)
+def _compact(final, state, dest, take, shard_final: bool, shard_state: bool):
+    """Writes row ``r`` of ``state`` into ``final[dest[r]]`` (none where ``dest[r]`` is out
+    of range) and keeps rows ``take`` of ``state``. Shapes depend only on the row counts, so
+    one program serves every compaction between the same widths."""
+    final = jax.tree.map(lambda f, a: f.at[dest].set(a, mode="drop"), final, state)
     kept = jax.tree.map(lambda a: a[take], state)
     return _constrain_seeds(final, shard_final), _constrain_seeds(kept, shard_state)
 
@@ -258,8 +272,8 @@ def fit(
     is the mean over its real rows; see ``partial``), and stops when its mean epoch loss has not
     improved for ``patience`` epochs; the best params are restored. Runs are ``vmap``-ed; the epoch
     loop is a ``lax.scan`` of ``chunk_epochs`` epochs with no host round-trip per step. Between
-    chunks, finished runs are dropped from the batch (compacted once three quarters of the rows are
-    finished, see ``_bucket``), so the fastest runs do not keep paying for the slowest.
+    chunks, finished runs are dropped from the batch (once they take half the work since the last
+    shrink, see ``_next_width``), so the fastest runs do not keep paying for the slowest.
 
     Run ``k`` of a batch equals a single-key run with ``keys[k]`` (tested). With several devices
     the seed axis is sharded over all of them whenever the rows divide evenly (seed sharding).
@@ -366,6 +380,7 @@ def fit(
     params, other = given_variables(tm, params, n_runs)
     state, final = init_fn(keys, params, opt_state, other, x, _shards_seeds(n_runs))
     rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
+    usage = np.zeros(2, np.int64)  # idle and all row-epochs at this width (see _next_width)
     history = [[] for _ in range(n_runs)]  # per seed: epoch losses of this process's chunks
     ckpt = None
     if checkpoint is not None:
@@ -373,9 +388,10 @@ def fit(
             tm, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y, partial
         )
         ckpt = Checkpoints(checkpoint, fingerprint)
-        saved = ckpt.restore({"state": state, "final": final, "rows": rows})
+        saved = ckpt.restore({"state": state, "final": final, "rows": rows, "usage": usage})
         if saved is not None:
             state, final, rows = saved["state"], saved["final"], np.asarray(saved["rows"])
+            usage = np.array(saved["usage"], np.int64)
             history = [[np.nan] * int(e) for e in np.asarray(final.epoch)]
             for r, seed in enumerate(rows):
                 if seed >= 0:
@@ -394,24 +410,25 @@ def fit(
                 history[rows[r]].extend(v for v in losses[r] if not np.isnan(v))
             active = np.flatnonzero(real & ~done)
             bar.update(chunk_epochs, active=f"{active.size}/{n_runs} runs")
-            size = _bucket(active.size, rows.size)
+            usage += (np.isnan(losses[real]).sum() + (~real).sum() * chunk_epochs, losses.size)
+            size = _next_width(active.size, rows.size, *usage)
             if size < rows.size or not active.size:
-                finished = np.flatnonzero(real & done)
+                usage[:] = 0
+                dest = np.where(real & done, rows, n_runs)
                 take = np.concatenate(
                     [active, np.full(size - active.size, active[0] if size else 0)]
                 )
                 final, state = _compact(
                     final,
                     state,
-                    rows[finished],
-                    finished,
+                    dest,
                     take,
                     _shards_seeds(n_runs),
                     _shards_seeds(size),
                 )
                 rows = np.concatenate([rows[active], np.full(size - active.size, -1)])
             if ckpt is not None and (not rows.size or chunks % checkpoint_every == 0):
-                ckpt.save({"state": state, "final": final, "rows": rows})
+                ckpt.save({"state": state, "final": final, "rows": rows, "usage": usage})
     finally:  # pending writes are finished even on an exception (Ctrl-C)
         if ckpt is not None:
             ckpt.close()
