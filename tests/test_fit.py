@@ -133,6 +133,30 @@ def test_early_stopping_update_matches_keras_rule():
     assert float(s.best_params) == 3.0
 
 
+def test_runs_not_dividing_over_devices_are_padded_and_sharded(monkeypatch):
+    """10 runs on 8 devices train as 16 sharded rows; the 6 padding rows are dropped."""
+    fit_module = importlib.import_module("jaxprune.training._fit")
+    seen, compact = [], fit_module._compact
+
+    def spy(final, state, dest, take, *a):
+        seen.append((len(dest), jax.tree.leaves(state)[0].sharding))
+        return compact(final, state, dest, take, *a)
+
+    monkeypatch.setattr(fit_module, "_compact", spy)
+    keys = jax.random.split(jax.random.key(5), 10)
+    many = _fit(keys, max_epochs=6)
+    assert seen[0][0] == 16 and len(seen[0][1].device_set) == 8
+    assert many.epochs.shape == (10,) and many.history["loss"].shape[0] == 10
+    assert jax.tree.leaves(many.params)[0].shape[0] == 10
+    one = _fit(keys[9], max_epochs=6)
+    assert int(one.epochs) == int(many.epochs[9])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b[9], rtol=1e-5, atol=1e-7),
+        one.params,
+        many.params,
+    )
+
+
 def test_next_width_shrinks_once_idle_rows_took_half_the_work():
     next_width = importlib.import_module("jaxprune.training._fit")._next_width
     assert jax.device_count() == 8  # tests/conftest.py

@@ -84,16 +84,22 @@ def _next_width(n_active: int, n_rows: int, idle: int, work: int) -> int:
     batch is shrunk, ski-rental style, only once the row-epochs spent on finished rows (and
     padding) since the last shrink (``idle``) reach half of all row-epochs spent at this width
     (``work``): the compile is then small next to the time it saves. The rule reads epochs, not
-    clocks, so a fit's widths, and so its float rounding, are the same on every run. With several
-    devices the new width is a multiple of their count (seed sharding); with one active run, 1.
+    clocks, so a fit's widths, and so its float rounding, are the same on every run. The new
+    width is :func:`_width` of the active runs.
     """
     if n_active == 0:
         return 0
-    n_dev = jax.device_count()
-    width = n_active if n_active < n_dev else -(-n_active // n_dev) * n_dev
+    width = _width(n_active)
     if width >= n_rows or 2 * idle < work:
         return n_rows
     return width
+
+
+def _width(n: int) -> int:
+    """Rows for ``n`` runs: ``n`` on one device while fewer than the devices, else the next
+    multiple of the device count (the seed axis is then sharded over all of them)."""
+    n_dev = jax.device_count()
+    return n if n < n_dev else -(-n // n_dev) * n_dev
 
 
 _PROGRAMS = ProgramCache(64)
@@ -150,14 +156,19 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
 
         return jax.lax.scan(body, run, None, length=chunk)
 
-    def init_all(keys, p0, s0, v0, x, shard: bool):
-        """The runs' first states and zeros of the same shape (for finished runs' final state),
-        sharded over the seed axis when ``shard``."""
+    def init_all(keys, p0, s0, v0, x, rows: int):
+        """The runs' first states, padded with copies of the first run to ``rows`` rows, and
+        zeros of the same shape (for finished runs' final state); sharded over the seed axis
+        when the rows divide over the devices."""
         state = jax.vmap(init_run, in_axes=(0, 0, 0, 0, None))(keys, p0, s0, v0, x)
-        return _constrain_seeds((state, jax.tree.map(jnp.zeros_like, state)), shard)
+        pad = rows - keys.shape[0]
+        state = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, 0)]), state)
+        pair = (state, jax.tree.map(jnp.zeros_like, state))
+        return _constrain_seeds(pair, _shards_seeds(rows))
 
-    def finish(final: RunState, patience, restore_best: bool, single: bool):
+    def finish(final: RunState, patience, restore_best: bool, single: bool, n_runs: int):
         """The result's arrays from the finished runs, in one program (no eager op per leaf)."""
+        final = jax.tree.map(lambda a: a[:n_runs], final)  # without the padding rows
         es = final.stopping
         params, other = es.best_params if restore_best else (final.train.params, final.train.state)
         out = {
@@ -179,7 +190,7 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
             compiler_options={**CPU_OPTIONS, "xla_backend_optimization_level": 0},
         ),
         jit(jax.vmap(run_chunk, in_axes=(0, None, None, None))),
-        jax.jit(finish, static_argnums=(2, 3)),
+        jax.jit(finish, static_argnums=(2, 3, 4)),
     )
 
 
@@ -276,7 +287,9 @@ def fit(
     shrink, see ``_next_width``), so the fastest runs do not keep paying for the slowest.
 
     Run ``k`` of a batch equals a single-key run with ``keys[k]`` (tested). With several devices
-    the seed axis is sharded over all of them whenever the rows divide evenly (seed sharding).
+    and at least as many runs, the seed axis is sharded over all of them (seed sharding); the
+    batch is padded to a multiple of the device count with copies of the first run, whose
+    results are dropped.
 
     Any model trains (see :func:`~jaxprune.training.make_core`): a linen module (each run draws
     its variables with ``model.init``; BatchNorm ``batch_stats`` are updated in training and used
@@ -378,8 +391,9 @@ def fit(
         np.int32(min(int(max_epochs), np.iinfo(np.int32).max)),
     )
     params, other = given_variables(tm, params, n_runs)
-    state, final = init_fn(keys, params, opt_state, other, x, _shards_seeds(n_runs))
-    rows = np.arange(n_runs)  # seed index of each row of `state` (-1: padding copy)
+    n_rows = _width(n_runs)  # a multiple of the devices (seed sharding), padded with copies
+    state, final = init_fn(keys, params, opt_state, other, x, n_rows)
+    rows = np.where(np.arange(n_rows) < n_runs, np.arange(n_rows), -1)  # seed of each row
     usage = np.zeros(2, np.int64)  # idle and all row-epochs at this width (see _next_width)
     history = [[] for _ in range(n_runs)]  # per seed: epoch losses of this process's chunks
     ckpt = None
@@ -392,7 +406,7 @@ def fit(
         if saved is not None:
             state, final, rows = saved["state"], saved["final"], np.asarray(saved["rows"])
             usage = np.array(saved["usage"], np.int64)
-            history = [[np.nan] * int(e) for e in np.asarray(final.epoch)]
+            history = [[np.nan] * int(e) for e in np.asarray(final.epoch)[:n_runs]]
             for r, seed in enumerate(rows):
                 if seed >= 0:
                     history[seed] = [np.nan] * int(np.asarray(state.epoch)[r])
@@ -423,7 +437,7 @@ def fit(
                     state,
                     dest,
                     take,
-                    _shards_seeds(n_runs),
+                    _shards_seeds(n_rows),
                     _shards_seeds(size),
                 )
                 rows = np.concatenate([rows[active], np.full(size - active.size, -1)])
@@ -438,7 +452,7 @@ def fit(
     for i, h in enumerate(history):
         curve[i, : len(h)] = h
     return FitResult(
-        **finish(final, limits.patience, bool(restore_best), single),
+        **finish(final, limits.patience, bool(restore_best), single, n_runs),
         history={"loss": jnp.asarray(curve[0] if single else curve)},
         seconds=time.perf_counter() - start,
     )
