@@ -1,6 +1,9 @@
 """The shared resume store of experiments: atomic per-run saves, config checks."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -37,3 +40,18 @@ def test_run_store_rejects_other_config_and_corrupt_file(tmp_path):
     path.write_text(path.read_text()[:-5])
     with pytest.raises(ValueError, match="is not valid JSON"):
         RunStore(path, {"seeds": 3}, resume=True)
+
+
+def test_experiments_command_uses_every_core_as_a_host_device():
+    code = (
+        "import os, experiments.__main__ as m; m.use_every_core(); import jax; "
+        "print(jax.device_count(), os.cpu_count())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    devices, cores = out.stdout.split()
+    assert devices == cores
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=3"  # the user's choice stays
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split()[0] == "3"
