@@ -7,8 +7,8 @@ Writes ``benchmarks/results/bench_reinit.json``: the wall time of ``train_with_r
 seeds in one call, and of N calls with one seed each (the same keys, so the same runs),
 compilation excluded (each shape is compiled by a warm-up call first), and their ratio.
 Each training phase is a ``fit`` of all seeds, from which finished seeds are dropped (once
-three quarters of the rows are done), so the vmapped call does little more work than the
-sequential one; ``epochs_*`` report both.
+they took half the row-epochs since the last shrink), so the vmapped call does at most about
+twice the sequential one's work; ``epochs_*`` report both.
 """
 
 from __future__ import annotations

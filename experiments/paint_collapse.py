@@ -81,6 +81,27 @@ def _per_run(model, params, data):
     return jax.jit(jax.vmap(one))(params)
 
 
+def _one_run_shapes(batched):
+    """The leaves' shapes (and dtypes) without the seed axis: what ``count_params`` reads."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), batched)
+
+
+def _collapse_all(model, params, x0):
+    """``jp.collapse`` of every run's params in one compiled program: ``(model, params)``.
+
+    The collapsed model depends only on the shapes, so the one built while tracing serves
+    every run (eagerly, each of the fold's small ops would compile on its own first).
+    """
+    built = {}
+
+    def one(p):
+        built["model"], variables = jp.collapse(model, {"params": p}, x0)
+        return variables["params"]
+
+    small_params = jax.jit(jax.vmap(one))(params)
+    return built["model"], small_params
+
+
 @functools.cache
 def _adam(lr: float):
     """One optimizer object per lr: fit caches its compiled programs by (model, optimizer)."""
@@ -109,36 +130,32 @@ def run_model(index: int, keys, data, args) -> dict:
     record = {
         "model": index,
         "architecture": repr(model),
-        "params": jp.analysis.count_params(jax.tree.map(lambda a: a[0], runs.params)),
+        "params": jp.analysis.count_params(_one_run_shapes(runs.params)),
         "wall_seconds_all_runs": wall,
         "runs": [],
     }
     collapsed_loss = None
     if model.linear_after:
-        x0 = jnp.asarray(data[0][:1])
-        first = {"params": jax.tree.map(lambda a: a[0], runs.params)}
-        small, small_vars = jp.collapse(model, first, x0)
-        small_params = jax.vmap(lambda p: jp.collapse(model, {"params": p}, x0)[1]["params"])(
-            runs.params
-        )
+        small, small_params = _collapse_all(model, runs.params, jnp.asarray(data[0][:1]))
         collapsed_loss = np.asarray(
-            jax.vmap(lambda p: jp.training.evaluate(small, p, data, "mse"))(small_params)
+            jax.jit(jax.vmap(lambda p: jp.training.evaluate(small, p, data, "mse")))(small_params)
         )
         record["collapsed_architecture"] = str(
-            jax.tree.map(lambda a: tuple(a.shape), small_vars["params"])
+            jax.tree.map(lambda a: tuple(a.shape[1:]), small_params)
         )
-        record["collapsed_params"] = jp.analysis.count_params(
-            jax.tree.map(lambda a: a[0], small_params)
-        )
+        record["collapsed_params"] = jp.analysis.count_params(_one_run_shapes(small_params))
+    # host copies: one transfer each, not an indexing op per run
+    loss, ratios, wrong = np.asarray(loss), np.asarray(ratios), np.asarray(wrong)
+    epochs, best, fit_loss = map(np.asarray, (runs.epochs, runs.best_epoch, runs.loss))
     for k in range(len(keys)):
         n_active = int(active[k].sum())
         run = {
             "seed": k,
-            "epochs": int(runs.epochs[k]),
-            "best_epoch": int(runs.best_epoch[k]),
-            "train_epoch_loss": float(runs.loss[k]),
+            "epochs": int(epochs[k]),
+            "best_epoch": int(best[k]),
+            "train_epoch_loss": float(fit_loss[k]),
             "loss": float(loss[k]),
-            "ablation_ratios": np.asarray(ratios[k]).tolist(),
+            "ablation_ratios": ratios[k].tolist(),
             "active_nodes": n_active,
             "wrong_pixels": int(wrong[k]),
             "minimal_correct": bool(n_active == 3 and int(wrong[k]) <= MAX_WRONG * len(data[0])),
@@ -255,14 +272,12 @@ def _figure(records: dict, data, size: int, path):
         )
         model = MODELS[int(i)]
         p = {
-            layer: {k: jnp.asarray(np.asarray(v)[best]) for k, v in leaves.items()}
+            layer: {k: np.asarray(v)[best] for k, v in leaves.items()}
             for layer, leaves in rec["params_by_seed"].items()
         }
-        variables = {"params": p}
-        if model.linear_after:
-            model, variables = jp.collapse(model, variables, x[:1])
-            p = variables["params"]
-        pred = np.asarray(model.apply(variables, x)).reshape(size, size)
+        # the uncollapsed model: collapsing folds the layers after relu_0 and leaves relu_0's
+        # kernel and bias (the lines drawn) and the painting as they are
+        pred = np.asarray(jax.jit(model.apply)({"params": p}, x)).reshape(size, size)
         ax.imshow(pred, origin="lower", extent=(-0.5, 0.5, -0.5, 0.5), vmin=0, vmax=1)
         active = np.asarray(runs[best]["ablation_ratios"]) >= jp.analysis.ACTIVE_THRESHOLD
         _lines(ax, np.asarray(p["relu_0"]["kernel"]), np.asarray(p["relu_0"]["bias"]), active)
