@@ -78,6 +78,34 @@ def test_fit_killed_mid_training_resumes_to_the_same_params(tmp_path):
     np.testing.assert_array_equal(resumed.loss, fresh.loss)
 
 
+def test_fit_resumes_on_another_device_count(tmp_path):
+    """10 runs saved mid-training as 12 padded rows on 4 devices resume on the tests' 8."""
+    max_epochs, ckpt = 3000, tmp_path / "fit"
+    flags = "--xla_force_host_platform_device_count=4"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": flags}
+    script = SCRIPT.replace("MAX", str(max_epochs)).replace("key(7), 3)", "key(7), 10)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt)], env=env)
+    deadline = time.time() + 240
+    while not _finished_steps(ckpt) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _finished_steps(ckpt), "the child should have written a checkpoint before being killed"
+    x, y = jp.data.paint("square", size=32)
+    model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
+    keys = jax.random.split(jax.random.key(7), 10)
+    resumed = jp.training.fit(model, (x, y), keys=keys, **_fit_kwargs(ckpt, max_epochs))
+    fresh = jp.training.fit(model, (x, y), keys=keys, **_fit_kwargs(None, max_epochs))
+    assert resumed.epochs.tolist() == [max_epochs] * 10
+    assert (np.isnan(np.asarray(resumed.history["loss"])).sum(1) > 0).all()  # truly resumed
+    # another device split batches the runs differently: equal up to float rounding
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        resumed.params,
+        fresh.params,
+    )
+
+
 def _save_three(path):
     ckpt = Checkpoints(path, "cfg")
     for i in range(3):

@@ -437,7 +437,7 @@ def fit(
                     state,
                     dest,
                     take,
-                    _shards_seeds(n_rows),
+                    _shards_seeds(final.epoch.shape[0]),  # as padded (when saved)
                     _shards_seeds(size),
                 )
                 rows = np.concatenate([rows[active], np.full(size - active.size, -1)])
