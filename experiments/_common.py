@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 __all__ = [
@@ -181,7 +182,6 @@ class RunStore:
     def put(self, run_id: str, record: Any, **extra: Any) -> None:
         """Records a finished run and saves the file (``extra``: other top-level entries)."""
         self.runs[str(run_id)] = _normalized(record)
-        import jax  # the devices a vmapped fit's seeds were split over (they set its rounding)
-
+        # the devices a vmapped fit's seeds were split over (they set its float rounding)
         devices = {"backend": jax.default_backend(), "devices": jax.device_count()}
         write_json(self.path, {"config": self.config, self.key: self.runs, **extra, **devices})
