@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     import sys, jax, optax, jaxprune as jp
     x, y = jp.data.paint("square", size=32)
     model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
-    runs = jp.training.fit(model, (x, y), keys=jax.random.split(jax.random.key(7), 3),
+    runs = jp.training.fit(model, (x, y), keys=jax.random.split(jax.random.key(7), RUNS),
                            loss="mse", optimizer=optax.adam(1e-3), patience=10**6, max_epochs=MAX,
                            chunk_epochs=25, checkpoint=sys.argv[1], checkpoint_every=1,
                            progress=False)
@@ -50,13 +50,11 @@ def _finished_steps(directory: Path) -> list[int]:
     return sorted(int(d.name) for d in directory.iterdir() if d.name.isdigit())
 
 
-def test_fit_killed_mid_training_resumes_to_the_same_params(tmp_path):
-    max_epochs = 3000
-    ckpt = tmp_path / "fit"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT.replace("MAX", str(max_epochs)), str(ckpt)], env=env
-    )
+def _killed_after_first_checkpoint(ckpt: Path, max_epochs: int, runs: int, **env) -> None:
+    """Runs SCRIPT's fit in a child process and SIGKILLs it once a checkpoint is committed."""
+    script = SCRIPT.replace("MAX", str(max_epochs)).replace("RUNS", str(runs))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt)], env=env)
     deadline = time.time() + 240
     while not _finished_steps(ckpt) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -64,6 +62,12 @@ def test_fit_killed_mid_training_resumes_to_the_same_params(tmp_path):
     proc.wait()
     assert _finished_steps(ckpt), "the child should have written a checkpoint before being killed"
     assert proc.returncode == -signal.SIGKILL
+
+
+def test_fit_killed_mid_training_resumes_to_the_same_params(tmp_path):
+    max_epochs = 3000
+    ckpt = tmp_path / "fit"
+    _killed_after_first_checkpoint(ckpt, max_epochs, runs=3)
     x, y = jp.data.paint("square", size=32)
     model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
     keys = jax.random.split(jax.random.key(7), 3)
@@ -82,15 +86,7 @@ def test_fit_resumes_on_another_device_count(tmp_path):
     """10 runs saved mid-training as 12 padded rows on 4 devices resume on the tests' 8."""
     max_epochs, ckpt = 3000, tmp_path / "fit"
     flags = "--xla_force_host_platform_device_count=4"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": flags}
-    script = SCRIPT.replace("MAX", str(max_epochs)).replace("key(7), 3)", "key(7), 10)")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt)], env=env)
-    deadline = time.time() + 240
-    while not _finished_steps(ckpt) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert _finished_steps(ckpt), "the child should have written a checkpoint before being killed"
+    _killed_after_first_checkpoint(ckpt, max_epochs, runs=10, XLA_FLAGS=flags)
     x, y = jp.data.paint("square", size=32)
     model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
     keys = jax.random.split(jax.random.key(7), 10)
