@@ -20,7 +20,11 @@ __all__ = [
 
 def device_data(data) -> tuple[jax.Array, jax.Array]:
     """``(x, y)`` of ``data`` as JAX arrays; host data is converted to JAX's dtype on the host
-    (float64 to float32 without x64), not by a small program compiled per shape."""
+    (float64 to float32 without x64), not by a small program compiled per shape.
+
+    Raises:
+      ValueError: ``x`` and ``y`` do not have the same non-zero length.
+    """
 
     def put(a):
         if isinstance(a, jax.Array):
@@ -28,7 +32,10 @@ def device_data(data) -> tuple[jax.Array, jax.Array]:
         a = np.asarray(a)
         return jnp.asarray(a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False))
 
-    return put(data[0]), put(data[1])
+    x, y = put(data[0]), put(data[1])
+    if x.ndim < 1 or x.shape[0] == 0 or y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
+    return x, y
 
 
 _count_nonfinite = jax.jit(lambda a: jnp.sum(~jnp.isfinite(a)))

@@ -173,8 +173,6 @@ def train_epochs(
     """
     start = time.perf_counter()
     x, y = device_data(data)
-    if x.ndim < 1 or x.shape[0] == 0 or y.shape[:1] != x.shape[:1]:
-        raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
     default_chunk = 10 if checkpoint is not None else epochs
     chunk_epochs = default_chunk if chunk_epochs is None else chunk_epochs
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("chunk", chunk_epochs)):

@@ -362,8 +362,6 @@ def fit(
     """
     start = time.perf_counter()
     x, y = device_data(data)
-    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
     for name, value in (
         ("batch_size", batch_size),
         ("patience", patience),

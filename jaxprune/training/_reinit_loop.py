@@ -215,8 +215,6 @@ def train_with_reinit(
     """
     start = time.perf_counter()
     x, y = device_data(data)
-    if x.ndim < 1 or x.shape[0] == 0 or y.shape[:1] != x.shape[:1]:
-        raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
     check_finite("data", (x, y))
     if int(reinits) != reinits or reinits < 0:
         raise ValueError(f"reinits: expected an integer >= 0, got {reinits}")

@@ -409,8 +409,6 @@ def train_rounds(
     single = keys.ndim == 0
     keys = keys[None] if single else keys
     x, y = device_data(data)
-    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
     n = x.shape[0]
     if int(steps_per_round) < 1:
         raise ValueError(f"steps_per_round: must be >= 1, got {steps_per_round}")
