@@ -47,14 +47,28 @@ PARTIAL = ("keep", "drop", "pad")
 # large part of a short experiment) and did not change their run time measurably.
 CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_backend_optimization_level": 1}
 
+# ... and for the programs that run once per call of a loop (the runs' first states, dropping
+# finished runs from a batch): they are compiled for compile time, not run time. LLVM level 0
+# and XLA:CPU's older kernel emitters (``xla_cpu_use_fusion_emitters=False``) compile them in
+# about half the time (Table 1's four fits on 2 host devices, from the compile log: the init
+# programs 1.75 -> 0.76-0.78 s, the compactions 1.60 -> 1.17-1.35 s). Not for the training
+# programs: the older emitters compile those 2x faster too and run model 2 of paper 000 as
+# fast, but ran a 2-64-1 MLP 2x and LeNet-300-100 1.9x slower (reductions, wide elementwise).
+ONCE_OPTIONS = {
+    **CPU_OPTIONS,
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+}
 
-def jit(fn, **kwargs):
+
+def jit(fn, *, once: bool = False, **kwargs):
     """``jax.jit(fn, **kwargs)``; on the CPU backend with :data:`CPU_OPTIONS` and
     :func:`~jaxprune.training.cpu_rewrite` (convolutions in loops 30x faster, narrow layers
-    fused with their neighbours)."""
+    fused with their neighbours). ``once``: a program that runs once per call of a loop,
+    compiled with :data:`ONCE_OPTIONS` instead (faster to compile, slower to run)."""
     if jax.default_backend() != "cpu":
         return jax.jit(fn, **kwargs)
-    kwargs.setdefault("compiler_options", dict(CPU_OPTIONS))
+    kwargs.setdefault("compiler_options", dict(ONCE_OPTIONS if once else CPU_OPTIONS))
     return jax.jit(cpu_rewrite(fn), **kwargs)
 
 

@@ -25,7 +25,7 @@ from jaxprune.training._checks import (
     device_data,
     given_variables,
 )
-from jaxprune.training._core import CPU_OPTIONS, ProgramCache, TrainState, jit, make_core
+from jaxprune.training._core import ProgramCache, TrainState, jit, make_core
 from jaxprune.training._early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
@@ -184,11 +184,7 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
         return jax.tree.map(lambda a: a[0], out) if single else out
 
     return (
-        jit(
-            init_all,
-            static_argnums=5,
-            compiler_options={**CPU_OPTIONS, "xla_backend_optimization_level": 0},
-        ),
+        jit(init_all, static_argnums=5, once=True),
         jit(jax.vmap(run_chunk, in_axes=(0, None, None, None))),
         jax.jit(finish, static_argnums=(2, 3, 4)),
     )
@@ -238,9 +234,7 @@ def _constrain_seeds(tree, shard: bool):
     return jax.lax.with_sharding_constraint(tree, _seed_sharding()) if shard else tree
 
 
-@functools.partial(
-    jax.jit, static_argnums=(4, 5), compiler_options={"xla_backend_optimization_level": 0}
-)
+@functools.partial(jit, static_argnums=(4, 5), once=True)
 def _compact(final, state, dest, take, shard_final: bool, shard_state: bool):
     """Writes row ``r`` of ``state`` into ``final[dest[r]]`` (none where ``dest[r]`` is out
     of range) and keeps rows ``take`` of ``state``. Shapes depend only on the row counts, so
