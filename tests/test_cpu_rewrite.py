@@ -259,3 +259,20 @@ def test_static_arguments_of_the_enclosing_jit_stay_python_values():
         np.testing.assert_allclose(
             np.asarray(fast(a, a.T, flip)), np.asarray(f(a, a.T, flip)), rtol=1e-6, atol=1e-6
         )
+
+
+def test_explicit_out_shardings_are_kept():
+    # explicit-sharding mode: a narrow product that names its result's sharding is kept as it is
+    # (rewritten, its result followed the input's sharding, P('x', None), instead)
+    mesh = jax.make_mesh((2,), ("x",), axis_types=(jax.sharding.AxisType.Explicit,))
+    spec = jax.sharding.PartitionSpec
+    with jax.set_mesh(mesh):
+        a = jax.device_put(_normal(21, (8, 2)), jax.sharding.NamedSharding(mesh, spec("x", None)))
+        b = _normal(22, (2, 4))
+        dot = lambda a, b: jnp.matmul(a, b, out_sharding=spec(None, None))
+        got = jax.jit(cpu_rewrite(dot))(a, b)
+        assert got.sharding.spec == spec(None, None)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(jax.jit(dot)(a, b)))
+        assert "dot_general" in str(jax.make_jaxpr(cpu_rewrite(dot))(a, b))
+        # without out_sharding the same product is rewritten
+        assert "dot_general" not in str(jax.make_jaxpr(cpu_rewrite(jnp.matmul))(a, b))
