@@ -43,8 +43,8 @@ summed terms XLA's fused loop was 2-3x slower than the dot even alone. Wider con
 weight gradients, which sum over the batch) stay dots: written as elementwise products and
 reductions they ran 2-3x slower.
 
-A convolution or product with an explicit ``out_sharding`` is never rewritten (the rewrite
-would not carry the requested sharding over to its result).
+A convolution or product with an ``out_sharding`` on explicit mesh axes is never rewritten (the
+rewrite would not carry the requested sharding over to its result).
 """
 
 from __future__ import annotations
@@ -180,13 +180,24 @@ def _unrolls(eqn) -> bool:
     return k <= MAX_UNROLLED_CONTRACTION and k * n <= MAX_UNROLLED_TERMS
 
 
+def _explicit_sharding(sharding) -> bool:
+    if sharding is None:
+        return False
+    types = getattr(getattr(sharding, "mesh", None), "axis_types", None)
+    if types is None:  # not a NamedSharding: keep the operation, as for explicit axes
+        return True
+    return any(t == jax.sharding.AxisType.Explicit for t in types)
+
+
 def _rule(eqn):
     """The replacement of ``eqn`` (a function of its inputs), or None to keep it.
 
-    An operation given an explicit ``out_sharding`` (explicit-sharding mode) is kept as it is:
-    its replacement would leave the result's sharding to propagation instead.
+    An operation whose ``out_sharding`` is on a mesh with explicit axes (explicit-sharding
+    mode) is kept as it is: its replacement would leave the result's sharding to propagation
+    instead. Under automatic axes (``jit`` with sharded inputs, where transposed products carry
+    an ``out_sharding`` too) propagation decides either way, so those are rewritten.
     """
-    if eqn.params.get("out_sharding") is not None:
+    if _explicit_sharding(eqn.params.get("out_sharding")):
         return None
     if eqn.primitive is _CONV and _conv_needs_rewrite(eqn.params):
         return lambda lhs, rhs: [_conv(lhs, rhs, eqn.params)]
