@@ -54,6 +54,8 @@ CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_backend_optimiza
 # programs 1.75 -> 0.76-0.78 s, the compactions 1.60 -> 1.17-1.35 s). Not for the training
 # programs: the older emitters compile those 2x faster too and run model 2 of paper 000 as
 # fast, but ran a 2-64-1 MLP 2x and LeNet-300-100 1.9x slower (reductions, wide elementwise).
+# Only ``fit`` uses them: its init program was at level 0 already, and level 0 can round a
+# drawn initial value 1 ulp apart from level 1, so other loops' inits stay as they were.
 ONCE_OPTIONS = {
     **CPU_OPTIONS,
     "xla_backend_optimization_level": 0,

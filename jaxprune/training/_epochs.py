@@ -69,7 +69,7 @@ def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial, trainab
         return jax.lax.scan(body, (ts, key), None, length=length)
 
     vmapped = jax.vmap(chunk, in_axes=(0, 0, None, None))
-    return jit(jax.vmap(init, in_axes=(0, 0, 0, 0, None)), once=True), jit(vmapped)
+    return jit(jax.vmap(init, in_axes=(0, 0, 0, 0, None))), jit(vmapped)
 
 
 def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial, trainable):

@@ -111,7 +111,7 @@ def _programs(model, optimizer, loss_fn, x_shape, x_dtype, circular, outgoing) -
     data = (None, None)
     return _Programs(
         tx=tx,
-        init=jit(jax.vmap(init), once=True),
+        init=jit(jax.vmap(init)),
         start_round=jit(jax.vmap(start_round, in_axes=(0, 0, 0, *data, None))),
         end_round=jit(jax.vmap(end_round, in_axes=(0, 0, 0, 0, 0, *data, None))),
         prune=jit(jax.vmap(prune, in_axes=(0, 0, 0, *data, None))),
