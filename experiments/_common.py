@@ -158,6 +158,9 @@ class RunStore:
     progress. With ``resume=True`` the runs already in a file written with the same ``config``
     are loaded and :meth:`__contains__` lets the experiment skip them; a different config raises
     ``ValueError``. Without ``resume`` an existing file is replaced on the first :meth:`put`.
+    The file lists the runs in the order they were put, or with ``order`` (run ids) in that
+    order, the others after them (runs that finish in any order, e.g. in threads, then give
+    the same file).
 
     Example:
         >>> import tempfile, pathlib
@@ -168,8 +171,9 @@ class RunStore:
         True
     """
 
-    def __init__(self, path: Path, config: dict, *, resume: bool, key: str = "runs"):
+    def __init__(self, path: Path, config: dict, *, resume: bool, key: str = "runs", order=None):
         self.path, self.config, self.key = Path(path), _normalized(config), key
+        self.order = {str(r): i for i, r in enumerate(order or ())}
         self.runs: dict[str, Any] = load_finished(self.path, config, key) if resume else {}
         self.resumed = sorted(self.runs)
 
@@ -182,6 +186,9 @@ class RunStore:
     def put(self, run_id: str, record: Any, **extra: Any) -> None:
         """Records a finished run and saves the file (``extra``: other top-level entries)."""
         self.runs[str(run_id)] = _normalized(record)
+        if self.order:
+            last = len(self.order)
+            self.runs = dict(sorted(self.runs.items(), key=lambda kv: self.order.get(kv[0], last)))
         # the devices a vmapped fit's seeds were split over (they set its float rounding)
         devices = {"backend": jax.default_backend(), "devices": jax.device_count()}
         write_json(self.path, {"config": self.config, self.key: self.runs, **extra, **devices})

@@ -32,6 +32,18 @@ def test_run_store_without_resume_starts_over(tmp_path):
     assert json.loads(path.read_text())["runs"] == {"b": 2}
 
 
+def test_run_store_lists_runs_in_the_given_order_whatever_order_they_finish(tmp_path):
+    path = tmp_path / "results.json"
+    store = RunStore(path, {"seeds": 3}, resume=False, order=[1, 2, 3])
+    for run in (3, "x", 1, 2):
+        store.put(run, run)
+    assert list(json.loads(path.read_text())["runs"]) == ["1", "2", "3", "x"]
+    unordered = RunStore(tmp_path / "other.json", {"seeds": 3}, resume=False)
+    for run in (3, 1):
+        unordered.put(run, run)
+    assert list(json.loads((tmp_path / "other.json").read_text())["runs"]) == ["3", "1"]
+
+
 def test_run_store_rejects_other_config_and_corrupt_file(tmp_path):
     path = tmp_path / "results.json"
     RunStore(path, {"seeds": 3}, resume=False).put("a", 1)

@@ -19,6 +19,7 @@ def test_quick_run_writes_table_json_and_figure(out):
         assert f"\n| {model} |" in table
     assert "55 → 13" in table and "49 → 13" in table
     assert "paper" in table
+    assert "4 models trained at the same time" in table  # the default: every model at once
     assert (out / "paintings.png").stat().st_size > 1000
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["seeds"] == 2
@@ -54,3 +55,19 @@ def test_resume_recomputes_only_a_deleted_model_and_gets_identical_numbers(out, 
     assert redone.pop("wall_seconds_all_runs") > 0 and orig.pop("wall_seconds_all_runs") > 0
     assert redone == orig  # same seed, same device: the same numbers, bit for bit
     assert {k: after["models"][k] for k in kept} == kept
+
+
+def test_models_trained_side_by_side_equal_models_trained_in_turn(out, tmp_path, capsys):
+    # the fixture trained the 4 models in 4 threads at once; one after another they give the
+    # same numbers, bit for bit (only the wall times differ)
+    alone = paint_collapse.main([*ARGS, "--jobs", "1", "--out", str(tmp_path)])
+    side_by_side = json.loads((out / "results.json").read_text())["models"]
+    in_turn = json.loads((alone / "results.json").read_text())["models"]
+    assert sorted(side_by_side) == sorted(in_turn) == ["1", "2", "3", "4"]
+    for rec in (*side_by_side.values(), *in_turn.values()):
+        assert rec.pop("wall_seconds_all_runs") > 0
+    assert side_by_side == in_turn
+    assert "trained at the same time" not in (alone / "table.md").read_text()
+    with pytest.raises(SystemExit):
+        paint_collapse.main([*ARGS, "--jobs", "0", "--out", str(tmp_path)])
+    assert "--jobs: expected a positive number of models, got 0" in capsys.readouterr().err
