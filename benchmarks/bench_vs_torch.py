@@ -25,7 +25,9 @@ Writes ``benchmarks/results/bench_vs_torch[_quick].json`` with, measured in this
 * ``sequential_calls``: the same, end to end: 30 ``fit`` calls of one key each against one
   call with 30 keys (compiled beforehand), as a user would run them.
 * ``table1``: wall time of ``python -m experiments paint_collapse`` in a fresh process
-  (4 models x 30 runs to early stop, analysis and compilation included; target <= 40 s).
+  (4 models x 30 runs to early stop, analysis and compilation included; target <= 40 s). The
+  command trains the models side by side (its default ``--jobs``), so ``fit_wall_s_per_model``
+  overlap.
 * ``reinit``: the paper-000 reinit procedure (``train_with_reinit``), 16 runs vmapped vs one
   after another (``benchmarks/bench_reinit.py``; target >= 2x).
 
