@@ -21,18 +21,15 @@ is checked against the uncollapsed one.
 Run time: the paper reports seconds per Keras run. Here all seeds of a model train together in
 one vmapped program, so we report the wall time of all seeds together, its per-run share, and
 each run's epochs to early stop. The models train at the same time, each ``fit`` in a thread of
-its own (``--jobs``, default: all of them): the compiled programs run outside the Python
-interpreter, so one model's compilation and its last few runs (too few to fill both cores) overlap
-the others' training. On a 2-core CPU the whole table took 38-39 s this way against 43-45 s one
-model after another, with identical results; a model's wall time then includes waiting for the
-cores (``--jobs 1`` gives each model the machine to itself).
+its own (``--jobs``, default: all of them; see ``experiments/_side_by_side.py``). On a 2-core
+CPU the whole table took 38-40 s this way against 43-50 s one model after another, with
+identical results; a model's wall time then includes waiting for the cores (``--jobs 1`` gives
+each model the machine to itself).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import sys
 import time
 
 import jax
@@ -43,6 +40,7 @@ import optax
 
 import jaxprune as jp
 from experiments import _common as C
+from experiments._side_by_side import add_jobs_argument, train_side_by_side
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -177,7 +175,8 @@ def run_model(index: int, keys, data, args, progress: bool = True) -> dict:
     return record
 
 
-def _table1(records: dict, n_seeds: int, wall_total: float, jobs: int = 1) -> str:
+def _table1(records: dict, n_seeds: int, wall_total: float) -> str:
+    jobs = max(rec.get("side_by_side", 1) for rec in records.values())
     rows = []
     for i, rec in records.items():
         runs = rec["runs"]
@@ -228,7 +227,7 @@ def _table1(records: dict, n_seeds: int, wall_total: float, jobs: int = 1) -> st
         "(weights only); with biases it has 13. Collapsed models 2 and 3 have model 1's 13 "
         f"parameters. Total wall time for all models: {wall_total:.1f} s (compilation included"
         + (
-            f"; {jobs} models trained at the same time, so their wall times overlap"
+            f"; up to {jobs} models trained at the same time, so their wall times overlap"
             if jobs > 1
             else ""
         )
@@ -305,36 +304,6 @@ def _figure(records: dict, data, size: int, path):
     plt.close(fig)
 
 
-def _jobs(args, n_models: int) -> int:
-    return max(1, min(args.jobs or n_models, n_models))
-
-
-def _train_models(todo, keys, data, args, store) -> None:
-    """Trains ``todo``'s models ``args.jobs`` at a time (threads) and stores each record as it
-    finishes. Alone, a model's ``fit`` shows its own progress; side by side they train quietly
-    and a line reports each finished model."""
-    jobs = _jobs(args, len(todo))
-    progress = not args.no_progress
-    if jobs == 1:
-        for i in todo:
-            store.put(i, run_model(i, keys, data, args, progress))
-        return
-    # model 4 (12 hidden units; its runs train ~6000 epochs each, the longest fit) first
-    order = sorted(todo, key=lambda i: -MODELS[i].hidden[0])
-    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        futures = {pool.submit(run_model, i, keys, data, args, False): i for i in order}
-        try:
-            for done in concurrent.futures.as_completed(futures):
-                i = futures[done]
-                store.put(i, done.result())
-                if progress:
-                    wall = store[i]["wall_seconds_all_runs"]
-                    print(f"{NAME}: model {i} trained ({wall:.1f} s)", file=sys.stderr)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-
-
 def main(argv=None):
     parser = C.base_parser(NAME, __doc__)
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (64)")
@@ -347,15 +316,8 @@ def main(argv=None):
     parser.add_argument(
         "--models", type=int, nargs="+", default=[1, 2, 3, 4], choices=sorted(MODELS)
     )
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=None,
-        help="models trained at the same time, one thread each (default: all; 1: in turn)",
-    )
+    add_jobs_argument(parser, "models")
     args = parser.parse_args(argv)
-    if args.jobs is not None and args.jobs < 1:
-        parser.error(f"--jobs: expected a positive number of models, got {args.jobs}")
     n_seeds = args.seeds or (4 if args.quick else 30)
     args.size = args.size or (32 if args.quick else 64)
     args.max_epochs = args.max_epochs or (300 if args.quick else 500_000)
@@ -373,13 +335,23 @@ def main(argv=None):
         out / "results.json", config, resume=args.resume, key="models", order=sorted(MODELS)
     )
     t0 = time.perf_counter()
-    todo = [i for i in args.models if i not in store]
-    _train_models(todo, keys, data, args, store)
+    # model 4 (12 hidden units; its runs train ~6000 epochs each, the longest fit) first
+    todo = sorted((i for i in args.models if i not in store), key=lambda i: -MODELS[i].hidden[0])
+
+    def report(i, record):
+        if not args.no_progress:
+            print(f"{NAME}: model {i} trained ({record['wall_seconds_all_runs']:.1f} s)")
+
+    train_side_by_side(
+        todo,
+        lambda i, alone: run_model(i, keys, data, args, alone and not args.no_progress),
+        store,
+        jobs=args.jobs,
+        report=report,
+    )
     wall = time.perf_counter() - t0
     records = {k: store[k] for k in sorted(store.runs)}
-    text = f"# {NAME}: paper 000, Tables 1-2\n\n" + _table1(
-        records, n_seeds, wall, _jobs(args, len(todo))
-    )
+    text = f"# {NAME}: paper 000, Tables 1-2\n\n" + _table1(records, n_seeds, wall)
     if "4" in records:
         text += "\n" + _table2(records["4"])
     C.write_text(out / "table.md", text)

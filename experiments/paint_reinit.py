@@ -29,7 +29,9 @@ active unit (with their number) and the mean over all runs with such a run count
 (:func:`sides_per_active_unit`). They differ only when some run has no active unit (0/30).
 
 Run time: the paper reports seconds per Keras run (90-115 s). We report the wall time of all
-seeds of a setting together (compilation included) and its per-run share.
+seeds of a setting together (compilation included) and its per-run share. The settings train
+at the same time, one thread each (``--jobs``, default: all; ``experiments/_side_by_side.py``),
+so their wall times overlap and include waiting for the cores; ``--jobs 1`` trains them in turn.
 
 Outputs: ``results.json`` (every run, saved after each setting; ``--resume`` keeps the settings
 already there when the configuration is the same), ``table.md`` (this run beside the paper's
@@ -50,6 +52,7 @@ import optax
 
 import jaxprune as jp
 from experiments import _common as C
+from experiments._side_by_side import add_jobs_argument, train_side_by_side
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -154,6 +157,16 @@ HEADER = [
 ]
 
 
+def _side_by_side_note(records: list[dict]) -> str:
+    n = max(rec.get("side_by_side", 1) for rec in records)
+    if n == 1:
+        return ""
+    return (
+        f"\nUp to {n} settings trained at the same time (one thread each): their run times "
+        "overlap and include waiting for the cores.\n"
+    )
+
+
 def _table(records: list[dict]) -> str:
     rows = []
     for rec in records:
@@ -185,6 +198,7 @@ def _table(records: list[dict]) -> str:
         "all runs with a run without active units counted as 0.\n\n"
         "## This run (measured)\n\n"
         + C.markdown_table(HEADER, rows)
+        + _side_by_side_note(records)
         + "\n## Paper 000, Table 3 (as printed in the paper, not measured here)\n\n"
         + "The paper's one column (0.8, 1.1, 1.3) is shown under both conventions.\n\n"
         + C.markdown_table(HEADER, paper)
@@ -278,6 +292,7 @@ def main(argv=None):
         action="store_true",
         help="rewrite table.md and sides_histogram.png from OUT/paint_reinit/results.json",
     )
+    add_jobs_argument(parser, "settings")
     args = parser.parse_args(argv)
     if args.render_only:
         out = C.output_dir(args, NAME)
@@ -308,14 +323,22 @@ def main(argv=None):
         "quick": args.quick,
     }
     # one setting (all its seeds) is saved as soon as it ends; --resume skips those saved
-    store = C.RunStore(out / "results.json", config, resume=args.resume, key="settings")
-    for reinits, width in settings:
-        if f"{reinits}/{width}" in store:
-            continue
-        store.put(f"{reinits}/{width}", run_setting(reinits, width, keys, data, size, args))
+    names = [f"{reinits}/{width}" for reinits, width in settings]
+    store = C.RunStore(
+        out / "results.json", config, resume=args.resume, key="settings", order=names
+    )
+
+    def train(name, alone):
+        reinits, width = (int(v) for v in name.split("/"))
+        return run_setting(reinits, width, keys, data, size, args)
+
+    def report(name, record):
         if not args.no_progress:
-            wall = store[f"{reinits}/{width}"]["wall_seconds_all_runs"]
-            print(f"{width} units / {reinits} reinits: {wall:.1f} s")
+            wall = record["wall_seconds_all_runs"]
+            print(f"{record['width']} units / {record['reinits']} reinits: {wall:.1f} s")
+
+    todo = [name for name in names if name not in store]
+    train_side_by_side(todo, train, store, jobs=args.jobs, report=report)
     render(out)
     records = sorted(store.runs.values(), key=lambda r: (r["reinits"], -r["width"]))
     _paintings(records, data[1], size, out / "paintings.png")

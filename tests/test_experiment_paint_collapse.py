@@ -19,7 +19,7 @@ def test_quick_run_writes_table_json_and_figure(out):
         assert f"\n| {model} |" in table
     assert "55 → 13" in table and "49 → 13" in table
     assert "paper" in table
-    assert "4 models trained at the same time" in table  # the default: every model at once
+    assert "up to 4 models trained at the same time" in table  # the default: all at once
     assert (out / "paintings.png").stat().st_size > 1000
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["seeds"] == 2
@@ -53,6 +53,7 @@ def test_resume_recomputes_only_a_deleted_model_and_gets_identical_numbers(out, 
     assert calls == [1]  # models 2-4 were kept, not retrained
     redone, orig = after["models"]["1"], before["models"]["1"]
     assert redone.pop("wall_seconds_all_runs") > 0 and orig.pop("wall_seconds_all_runs") > 0
+    assert (redone.pop("side_by_side"), orig.pop("side_by_side")) == (1, 4)  # alone / all 4
     assert redone == orig  # same seed, same device: the same numbers, bit for bit
     assert {k: after["models"][k] for k in kept} == kept
 
@@ -66,8 +67,11 @@ def test_models_trained_side_by_side_equal_models_trained_in_turn(out, tmp_path,
     assert sorted(side_by_side) == sorted(in_turn) == ["1", "2", "3", "4"]
     for rec in (*side_by_side.values(), *in_turn.values()):
         assert rec.pop("wall_seconds_all_runs") > 0
+    # the resume tests before this one retrained model 1 alone
+    assert [side_by_side[m].pop("side_by_side") for m in "1234"] in ([4] * 4, [1, 4, 4, 4])
+    assert [in_turn[m].pop("side_by_side") for m in "1234"] == [1] * 4
     assert side_by_side == in_turn
     assert "trained at the same time" not in (alone / "table.md").read_text()
     with pytest.raises(SystemExit):
         paint_collapse.main([*ARGS, "--jobs", "0", "--out", str(tmp_path)])
-    assert "--jobs: expected a positive number of models, got 0" in capsys.readouterr().err
+    assert "--jobs: expected a positive number of cells, got '0'" in capsys.readouterr().err

@@ -104,3 +104,16 @@ def test_committed_table_is_the_rendering_of_the_committed_results(tmp_path):
 def test_sizes_the_side_count_does_not_support_are_refused_before_training(tmp_path):
     with pytest.raises(SystemExit):
         paint_reinit.main(["--quick", "--size", "20", "--out", str(tmp_path)])
+
+
+def test_settings_side_by_side_give_the_numbers_of_a_setting_alone(out, tmp_path):
+    both = paint_reinit.main([*ARGS, "1/3", "--out", str(tmp_path)])  # 2/4 and 1/3 at once
+    saved = json.loads((both / "results.json").read_text())["settings"]
+    alone = json.loads((out / "results.json").read_text())["settings"]["2/4"]
+    assert list(saved) == ["2/4", "1/3"]  # the order of --settings, whichever ended first
+    assert [saved[s].pop("side_by_side") for s in saved] == [2, 2]
+    assert alone.pop("side_by_side") == 1
+    for rec in (alone, saved["2/4"]):
+        assert rec.pop("wall_seconds_all_runs") > 0
+    assert saved["2/4"] == alone
+    assert "Up to 2 settings trained at the same time" in (both / "table.md").read_text()

@@ -210,6 +210,33 @@ def test_same_seed_gives_bit_identical_results():
     np.testing.assert_array_equal(a.epochs, b.epochs)
 
 
+def test_fits_called_from_threads_equal_fits_in_turn():
+    # fits side by side in threads (as the experiments run independent models) share the
+    # program caches; each gives what it gives alone, bit for bit
+    import concurrent.futures
+
+    cases = [
+        (MLP(hidden=(w,)), jax.random.split(jax.random.key(w), 2), optax.adam(1e-2))
+        for w in (2, 3, 5, 7)
+    ]
+    run = lambda case: jp.training.fit(
+        case[0],
+        (X, Y),
+        keys=case[1],
+        loss="mse",
+        optimizer=case[2],
+        max_epochs=30,
+        patience=3,
+        progress=False,
+    )
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        side_by_side = list(pool.map(run, cases))
+    for case, got in zip(cases, side_by_side, strict=True):
+        alone = run(case)
+        jax.tree.map(np.testing.assert_array_equal, got.params, alone.params)
+        np.testing.assert_array_equal(got.epochs, alone.epochs)
+
+
 def test_fit_continues_from_given_params_and_opt_state():
     keys = jax.random.split(jax.random.key(4), 2)
     kw = dict(patience=10**6, restore_best=False, chunk_epochs=3, max_epochs=3)

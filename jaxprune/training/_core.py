@@ -23,6 +23,7 @@ Nothing else in the library writes a minibatch step, and every loop compiles its
 
 from __future__ import annotations
 
+import threading
 from typing import Any, NamedTuple
 
 import jax
@@ -232,11 +233,13 @@ class ProgramCache:
     """A small cache of compiled programs that accepts unhashable models (equinox, NNX).
 
     Hashable keys are looked up by value; a key holding an unhashable object falls back to that
-    object's identity (the object is kept alive by the entry, so its id cannot be reused).
+    object's identity (the object is kept alive by the entry, so its id cannot be reused). Safe
+    to use from several threads (loops called side by side): one lock guards lookups and builds.
     """
 
     def __init__(self, size: int = 32):
         self.size, self.entries, self.hits = size, {}, 0
+        self.lock = threading.RLock()
 
     @staticmethod
     def _key(parts):
@@ -252,15 +255,17 @@ class ProgramCache:
 
     def get(self, parts, build):
         k = self._key(parts)
-        if k in self.entries:
-            self.hits += 1
-            return self.entries[k][1]
-        if len(self.entries) >= self.size:
-            self.entries.pop(next(iter(self.entries)))
-        value = build()
-        self.entries[k] = (parts, value)
-        return value
+        with self.lock:
+            if k in self.entries:
+                self.hits += 1
+                return self.entries[k][1]
+            if len(self.entries) >= self.size:
+                self.entries.pop(next(iter(self.entries)))
+            value = build()
+            self.entries[k] = (parts, value)
+            return value
 
     def clear(self):
-        self.entries.clear()
-        self.hits = 0
+        with self.lock:
+            self.entries.clear()
+            self.hits = 0
