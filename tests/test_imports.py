@@ -67,3 +67,18 @@ def test_scripts_use_the_public_api_only(folder):
             if parts[0] == "jaxprune" and any(p.startswith("_") for p in parts[1:]):
                 bad.append(f"{path.name}:{line} imports {module}")
     assert bad == []
+
+
+def test_importing_jaxprune_starts_no_backend():
+    # jax.distributed.initialize (multi-process) and XLA flags must still work after the import
+    import subprocess
+    import sys
+
+    packages = ["analysis", "data", "graph", "models", "rewrites", "training", "transforms"]
+    code = (
+        "import jaxprune\n"
+        + "".join(f"import jaxprune.{p}\n" for p in packages)
+        + "from jax._src import xla_bridge\nprint(sorted(xla_bridge._backends))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

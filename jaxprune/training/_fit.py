@@ -234,14 +234,23 @@ def _constrain_seeds(tree, shard: bool):
     return jax.lax.with_sharding_constraint(tree, _seed_sharding()) if shard else tree
 
 
-@functools.partial(jit, static_argnums=(4, 5), once=True)
 def _compact(final, state, dest, take, shard_final: bool, shard_state: bool):
     """Writes row ``r`` of ``state`` into ``final[dest[r]]`` (none where ``dest[r]`` is out
     of range) and keeps rows ``take`` of ``state``. Shapes depend only on the row counts, so
     one program serves every compaction between the same widths."""
-    final = jax.tree.map(lambda f, a: f.at[dest].set(a, mode="drop"), final, state)
-    kept = jax.tree.map(lambda a: a[take], state)
-    return _constrain_seeds(final, shard_final), _constrain_seeds(kept, shard_state)
+    return _compact_program()(final, state, dest, take, shard_final, shard_state)
+
+
+@functools.cache
+def _compact_program():
+    # built on first use: ``jit`` asks for the backend, which must not start at import (a
+    # multi-process user calls ``jax.distributed.initialize`` after importing jaxprune)
+    def compact(final, state, dest, take, shard_final, shard_state):
+        final = jax.tree.map(lambda f, a: f.at[dest].set(a, mode="drop"), final, state)
+        kept = jax.tree.map(lambda a: a[take], state)
+        return _constrain_seeds(final, shard_final), _constrain_seeds(kept, shard_state)
+
+    return jit(compact, static_argnums=(4, 5), once=True)
 
 
 def fit(
