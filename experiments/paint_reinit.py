@@ -1,7 +1,8 @@
 """Paper 000, Table 3 and Fig. 8: in-training partial reinitialization on the six-pointed star.
 
-Command (full: 3 settings x 30 seeds, 64x64 star; measured 464 s in all on a 2-core CPU shared
-with other jobs: 171 s, 131 s and 162 s per setting, compilation included):
+Command (full: 3 settings x 30 seeds, 64x64 star; 62 s on a 2-core CPU with the settings side
+by side, 84 s one after another (``--jobs 1``: 16, 26 and 32 s per setting), compilation
+included):
 
     python -m experiments paint_reinit
 
