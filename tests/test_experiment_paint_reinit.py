@@ -98,7 +98,8 @@ def test_committed_table_is_the_rendering_of_the_committed_results(tmp_path):
     paint_reinit.render(tmp_path)
     table = (tmp_path / "table.md").read_text()
     assert table == (committed / "table.md").read_text()
-    assert "| 0 / 30 | 7.0 ± 3.9 | 5.8 ± 4.0 | 1.30 ± 0.35 (26) | 1.13 ± 0.55 |" in table
+    assert "| 0 / 30 | 6.9 ± 3.8 | 5.6 ± 3.8 | 1.33 ± 0.38 (26) | 1.15 ± 0.57 |" in table
+    assert "Up to 3 settings trained at the same time" in table
 
 
 def test_sizes_the_side_count_does_not_support_are_refused_before_training(tmp_path):
