@@ -47,7 +47,7 @@ def train_side_by_side(
     *,
     jobs: int | None,
     report: Callable[[Any, Any], None] | None = None,
-) -> int:
+) -> None:
     """``store.put(cell, train(cell, alone))`` for every cell, ``jobs`` cells at a time.
 
     Args:
@@ -60,9 +60,6 @@ def train_side_by_side(
         waiting for the others when more than 1).
       jobs: cells at a time (None: all of them; 1: one after another, in ``cells`` order).
       report: optional ``report(cell, record)`` after each cell is stored.
-
-    Returns:
-      The number of cells that trained at the same time (1 when in turn).
 
     An exception in one cell cancels the cells not yet started and is raised once the running
     ones end.
@@ -77,7 +74,7 @@ def train_side_by_side(
     if n == 1:
         for cell in cells:
             put(cell, train(cell, True))
-        return 1
+        return
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
         futures = {pool.submit(train, cell, False): cell for cell in cells}
         try:
@@ -86,4 +83,3 @@ def train_side_by_side(
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    return n
