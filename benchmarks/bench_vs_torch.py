@@ -22,6 +22,11 @@ Writes ``benchmarks/results/bench_vs_torch[_quick].json`` with, measured in this
   first call's time less the steady time of the same work.
   ``cpu_seconds_per_epoch`` and the ``cpu_time_*`` ratios are the same from this process's
   CPU time (all threads): on a busy machine wall time also counts waiting for a core.
+  ``jax_hand_written``: the JAX peer, the same training written by hand as a JAX user would
+  (``jax.random.permutation``, ``lax.scan``, default ``jax.jit``), and ``_sort_free`` the same
+  loop shuffled without a sort; ``hand_written_vs_fit_one_run`` is its time over one run of
+  ``fit`` (about 1 for the sort-free loop: the one-run time is XLA:CPU's for this step, not
+  the library's overhead).
 * ``sequential_calls``: the same, end to end: 30 ``fit`` calls of one key each against one
   call with 30 keys (compiled beforehand), as a user would run them.
 * ``table1``: wall time of ``python -m experiments paint_collapse`` in a fresh process
@@ -95,6 +100,44 @@ def _torch_loop(data, seed: int = 0, fused: bool = False):
     return run
 
 
+def _hand_written(data, tx, sort_free: bool):
+    """``run(epochs)``: model 2 trained by a JAX loop written by hand (the JAX peer).
+
+    What a user writes without the library: ``MODEL2.apply`` under ``jax.value_and_grad``,
+    ``optax``, a ``lax.scan`` over the epoch's minibatches (the last partial batch dropped; 4096
+    rows are 32 full batches), ``jax.jit`` with default options. ``sort_free``: shuffle with
+    :func:`jaxprune.training.feistel_permutation` instead of ``jax.random.permutation`` (which
+    sorts), so that the loop itself is timed against ``fit``'s.
+    """
+    x, y = (jax.numpy.asarray(a) for a in data)
+    n = x.shape[0] // 128 * 128
+    key = jax.random.key(0)
+    params = MODEL2.init(key, x[:1])
+    shuffle = jp.training.feistel_permutation if sort_free else jax.random.permutation
+
+    def step(carry, idx):
+        p, s = carry
+        loss, g = jax.value_and_grad(
+            lambda p: jax.numpy.mean((MODEL2.apply(p, x[idx]) - y[idx]) ** 2)
+        )(p)
+        u, s = tx.update(g, s, p)
+        return (optax.apply_updates(p, u), s), loss
+
+    @jax.jit
+    def train(carry, epochs):
+        def epoch(e, carry):
+            perm = shuffle(jax.random.fold_in(key, e), x.shape[0])[:n].reshape(-1, 128)
+            return jax.lax.scan(step, carry, perm)[0]
+
+        return jax.lax.fori_loop(0, epochs, epoch, carry)
+
+    def run(epochs: int):
+        """The parameters after ``epochs`` epochs."""
+        return jax.block_until_ready(train((params, tx.init(params)), epochs)[0])
+
+    return run
+
+
 def _jax_fit(keys, data, tx, chunk: int):
     """``run(epochs)``: ``fit`` of model 2 for exactly ``epochs`` epochs (no early stop)."""
     kw = dict(loss="mse", optimizer=tx, patience=10**9, chunk_epochs=chunk, progress=False)
@@ -125,6 +168,8 @@ def steady(data, short: int, long: int, repeats: int, runs: int) -> dict:
     keys = jax.random.split(jax.random.key(0), runs)
     variants = {"jax_one_run": _jax_fit(keys[0], data, tx, short)}
     variants[f"jax_{runs}_vmapped"] = _jax_fit(keys, data, tx, short)
+    variants["jax_hand_written"] = _hand_written(data, tx, sort_free=False)
+    variants["jax_hand_written_sort_free"] = _hand_written(data, tx, sort_free=True)
     torch_run = _torch_loop(data)
     if torch_run is not None:
         variants["torch_one_run"] = torch_run
@@ -159,6 +204,11 @@ def steady(data, short: int, long: int, repeats: int, runs: int) -> dict:
     vm = per_epoch[f"jax_{runs}_vmapped"]
     out["jax_seconds_per_run_epoch_vmapped"] = vm / runs
     out["vmapped_vs_sequential"] = runs * per_epoch["jax_one_run"] / vm
+    # > 1: one run of ``fit`` is faster than the hand-written JAX loop
+    out["hand_written_vs_fit_one_run"] = {
+        name: per_epoch[name] / per_epoch["jax_one_run"]
+        for name in ("jax_hand_written", "jax_hand_written_sort_free")
+    }
     if torch_run is None:
         out["torch"] = "skipped: PyTorch is not installed (pip install -e .[bench])"
         print(out["torch"], flush=True)
@@ -171,6 +221,9 @@ def steady(data, short: int, long: int, repeats: int, runs: int) -> dict:
         out[f"speedup_per_run_{runs}_vmapped"] = t / (vm / runs)
         f = per_epoch["torch_one_run_fused_adam"]
         out["speedup_one_run_vs_fused_adam"] = f / per_epoch["jax_one_run"]
+        out["speedup_hand_written"] = {
+            name: t / per_epoch[name] for name in ("jax_hand_written", "jax_hand_written_sort_free")
+        }
         out[f"speedup_per_run_{runs}_vmapped_vs_fused_adam"] = f / (vm / runs)
         c = cpu_per_epoch["torch_one_run"]
         out["cpu_time_speedup_one_run"] = c / cpu_per_epoch["jax_one_run"]
