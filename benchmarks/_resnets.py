@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,13 +17,15 @@ import jax.numpy as jnp
 class BasicBlock(nn.Module):
     features: int
     strides: int = 1
+    dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        norm = lambda: nn.BatchNorm(use_running_average=not train)  # noqa: E731
+        norm = lambda: nn.BatchNorm(use_running_average=not train, dtype=self.dtype)  # noqa: E731
+        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype)
         s = (self.strides, self.strides)
-        y = nn.relu(norm()(nn.Conv(self.features, (3, 3), s, use_bias=False)(x)))
-        y = norm()(nn.Conv(self.features, (3, 3), use_bias=False)(y))
+        y = nn.relu(norm()(conv(self.features, (3, 3), s)(x)))
+        y = norm()(conv(self.features, (3, 3))(y))
         if x.shape != y.shape:  # option A: subsample and pad channels with zeros
             x = x[:, :: self.strides, :: self.strides, :]
             x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, self.features - x.shape[-1])))
@@ -32,16 +35,18 @@ class BasicBlock(nn.Module):
 class ResNet56(nn.Module):
     num_classes: int = 10
     blocks_per_stage: int = 9
+    dtype: Any = None  # computation dtype (mixed precision: bf16 layers, float32 logits)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(16, (3, 3), use_bias=False)(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        x = nn.Conv(16, (3, 3), use_bias=False, dtype=self.dtype)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x))
         for stage, features in enumerate((16, 32, 64)):
             for b in range(self.blocks_per_stage):
                 strides = 2 if stage > 0 and b == 0 else 1
-                x = BasicBlock(features, strides)(x, train)
-        return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+                x = BasicBlock(features, strides, self.dtype)(x, train)
+        logits = nn.Dense(self.num_classes, dtype=self.dtype)(jnp.mean(x, axis=(1, 2)))
+        return logits if self.dtype is None else logits.astype(jnp.float32)
 
 
 class Bottleneck(nn.Module):

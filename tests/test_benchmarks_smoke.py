@@ -53,3 +53,29 @@ def test_bench_vs_torch_hand_written_peer_trains(sort_free):
         return float(jnp.mean((bench_vs_torch.MODEL2.apply(p, x) - y) ** 2))
 
     assert mse(run(20)) < 0.9 * mse(run(0))
+
+
+def test_resnet_train_quick_measures_both_dtypes(tmp_path):
+    """The accelerator benchmark's quick form runs here: both dtypes train and are timed."""
+    from benchmarks import resnet_train
+
+    out = json.loads(
+        pathlib.Path(resnet_train.main(["--quick", "--out", str(tmp_path)])).read_text()
+    )
+    assert {"jax_fp32", "jax_bf16"} <= set(out["images_per_s"])
+    assert all(v > 0 for v in out["images_per_s"].values())
+
+
+def test_resnet_bf16_variant_computes_in_bf16_with_float32_params():
+    """``dtype=bfloat16`` changes the computation, not the parameters, and returns f32 logits."""
+    import jax.numpy as jnp
+
+    from benchmarks._resnets import ResNet56
+
+    x = jnp.ones((2, 8, 8, 3))
+    f32, bf16 = ResNet56(blocks_per_stage=1), ResNet56(blocks_per_stage=1, dtype=jnp.bfloat16)
+    v = f32.init(jax.random.key(0), x)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(v))
+    a, b = f32.apply(v, x), bf16.apply(v, x)
+    assert a.dtype == b.dtype == jnp.float32
+    assert 0 < float(jnp.max(jnp.abs(a - b))) < 0.1 * float(jnp.max(jnp.abs(a)))
