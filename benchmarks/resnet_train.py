@@ -22,6 +22,8 @@ Writes ``benchmarks/results/resnet_train[_quick].json`` with, measured in this r
   the variants interleaved ``--repeats`` times and the median taken; PyTorch's from timed
   steps after warm-up steps (``torch.cuda.synchronize`` around them on a GPU).
 * ``jax_vs_torch``: JAX images/s over PyTorch's, per dtype (> 1: JAX faster).
+* ``jax_plain_jit_fp32``: the same training as a Python loop over a hand-written ``jax.jit``
+  step (the JAX peer); ``train_epochs_vs_plain_jit_fp32``: the library's images/s over it.
 * ``compile_s``: the first JAX call's time less the steady time of the same work.
 * ``table1``: wall time of ``python -m experiments paint_collapse`` in a fresh process on this
   machine's default backend (skipped with ``--quick`` or ``--no-table1``).
@@ -61,6 +63,38 @@ def _jax_run(model, data, batch: int):
             progress=False, **kw,
         )  # fmt: skip
         jax.block_until_ready(out.params)
+
+    return run
+
+
+def _plain_jit_run(model, data, batch: int):
+    """``run(epochs)``: the same training as a Python loop over one ``jax.jit`` step written by
+    hand (no library, default options, batches in order): the JAX peer of ``train_epochs``."""
+    tx = optax.sgd(0.1, momentum=0.9)
+    x, y = jax.device_put(data)
+    v = model.init(jax.random.key(0), x[:1])
+    n = len(x) // batch
+
+    def loss(p, stats, xb, yb):
+        out, new = model.apply(
+            {"params": p, "batch_stats": stats}, xb, train=True, mutable=["batch_stats"]
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(out, yb).mean(), new
+
+    @jax.jit
+    def step(carry, x, y, i):  # the data as arguments, not as constants of the program
+        p, stats, s = carry
+        xb = jax.lax.dynamic_slice_in_dim(x, i * batch, batch)
+        yb = jax.lax.dynamic_slice_in_dim(y, i * batch, batch)
+        (_, new), g = jax.value_and_grad(loss, has_aux=True)(p, stats, xb, yb)
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), new["batch_stats"], s
+
+    def run(epochs: int):
+        carry = (v["params"], v["batch_stats"], tx.init(v["params"]))
+        for t in range(epochs * n):
+            carry = step(carry, x, y, t % n)
+        jax.block_until_ready(carry)
 
     return run
 
@@ -148,6 +182,7 @@ def measure(blocks: int, batch: int, steps: int, epochs: tuple[int, int], repeat
     variants = {
         "jax_fp32": _jax_run(ResNet56(blocks_per_stage=blocks), data, batch),
         "jax_bf16": _jax_run(ResNet56(blocks_per_stage=blocks, dtype=jnp.bfloat16), data, batch),
+        "jax_plain_jit_fp32": _plain_jit_run(ResNet56(blocks_per_stage=blocks), data, batch),
     }
     first = {}
     for name, run in variants.items():
@@ -183,6 +218,7 @@ def measure(blocks: int, batch: int, steps: int, epochs: tuple[int, int], repeat
         out["jax_vs_torch"] = {
             d: images[f"jax_{d}"] / images[f"torch_{d}"] for d in ("fp32", "bf16")
         }
+    out["train_epochs_vs_plain_jit_fp32"] = images["jax_fp32"] / images["jax_plain_jit_fp32"]
     out["images_per_s"] = images
     return out
 
