@@ -25,11 +25,18 @@ Writes ``benchmarks/results/resnet_train[_quick].json`` with, measured in this r
 * ``jax_plain_jit_fp32``: the same training as a Python loop over a hand-written ``jax.jit``
   step (the JAX peer); ``train_epochs_vs_plain_jit_fp32``: the library's images/s over it.
 * ``compile_s``: the first JAX call's time less the steady time of the same work.
+* Run on its own, JAX does not preallocate GPU memory (``XLA_PYTHON_CLIENT_PREALLOCATE``),
+  so that the PyTorch peer in the same process has room.
 * ``table1``: wall time of ``python -m experiments paint_collapse`` in a fresh process on this
   machine's default backend (skipped with ``--quick`` or ``--no-table1``).
 """
 
 from __future__ import annotations
+
+import os
+
+if "jax" not in __import__("sys").modules:  # run on its own: leave GPU memory for PyTorch too
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import argparse
 import time
