@@ -126,6 +126,11 @@ def test_the_previous_checkpoint_is_kept_and_older_ones_deleted(tmp_path):
     )
 
 
+# Reading a damaged array file fails inside tensorstore; now and then one of its futures calls
+# back after orbax closed its asyncio loop ("Event loop is closed", an unraisable exception
+# raised outside the test, once in a clean-clone CI run). What the test checks, the error and
+# what it names, is unaffected, so that teardown noise is not turned into a failure here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", ["truncate", "flip_bit", "delete"])
 def test_a_damaged_checkpoint_is_detected_and_names_the_previous_one(tmp_path, damage):
     target = _save_three(tmp_path / "run")
