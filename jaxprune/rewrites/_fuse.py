@@ -168,8 +168,10 @@ def fuse(
             op="dense",
             axis=None if pair.flatten else len(a0.shape) - 1,
             flatten_lead=1 if pair.flatten else None,
+            kernel_t=pair.kernel_t,
             **common,
         )
+        kernel = kernel.T if pair.kernel_t else kernel  # the first layer's own orientation
     else:
         c = a0.shape[-1]
         kernel = kernel.reshape(c, *ks, -1).transpose(1, 2, 0, 3)
