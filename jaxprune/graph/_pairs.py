@@ -2,10 +2,17 @@
 
 A pair ``(first, second)`` is fusable when everything that reads the first layer's output,
 up to the second layer, is elementwise (bias, BatchNorm, the nonlinearity: ``relu``, ``gelu``
-and friends, possibly several primitives), a flatten (conv -> dense) or pooling (conv -> conv,
-conv -> dense), nothing in between joins another activation, and the second layer is the only
-exit. The fused layer reads the first layer's input ``a0`` and replaces the second layer's
-pre-activation ``y`` (its output plus the bias/scale steps that follow it).
+and friends, possibly several primitives), a flatten (conv -> dense), pooling (conv -> conv,
+conv -> dense) or a transpose, nothing in between joins another activation, and the second
+layer is the only exit. The fused layer reads the first layer's input ``a0`` and replaces the
+second layer's pre-activation ``y`` (its output plus the bias/scale steps and transposes that
+follow it).
+
+Axes are followed by *label* from ``a0`` to ``y`` (``"C"`` for the channels, ``a0``'s axis
+number for the others), so a ``W @ x`` layer under ``jax.vmap`` (equinox's ``Linear``: the
+product puts the channels first and a transpose moves the batch axis back) pairs exactly like
+an ``x @ W`` layer: ``y`` is taken where its axes are ``a0``'s, in ``a0``'s order. A pair whose
+``y`` never returns to that layout is not fusable (the fused layer computes in ``a0``'s layout).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class Pair:
       kernel_size, strides: conv-conv: the fused kernel ``k~`` (the receptive field) and stride
         ``s~ = s1 r1 s2`` per spatial axis.
       padding: conv-conv: ``"SAME"`` or ``"VALID"`` (both layers'), or None if they differ.
+      kernel_t: dense: the first layer's kernel leaf is stored ``[out, in]`` (a ``W @ x``
+        layer such as equinox's ``Linear``); the fused kernel is held the same way.
     """
 
     first: int
@@ -52,6 +61,7 @@ class Pair:
     kernel_size: tuple[int, ...] = ()
     strides: tuple[int, ...] = ()
     padding: str | None = None
+    kernel_t: bool = False
 
 
 def _readers(program):
@@ -72,6 +82,56 @@ def _padding_type(node, in_shape, k_shape):
     return "SAME" if same else None
 
 
+def _a0_labels(act: Act) -> tuple:
+    return tuple("C" if d == act.axis else d for d in range(len(act.shape)))
+
+
+def _layer_labels(an, info, labels) -> tuple | None:
+    """Axis labels of a layer's output given its input's (None if the layer also mixes axes
+    other than the channels)."""
+    node = an.program.nodes[info.node]
+    out = an.annotations[node.outs[0]]
+    if labels is None or not isinstance(out, Act) or out.axis is None:
+        return None
+    if info.op == "dense":
+        (lc, rc), (lb, rb) = node.params["dimension_numbers"]
+        operand = next(
+            k
+            for k, v in enumerate(node.ins)
+            if not isinstance(v, Literal) and an.annotations[v] is info.in_act
+        )
+        ac, ab = (lc, lb) if operand == 0 else (rc, rb)
+        if tuple(ac) != (info.in_act.axis,) or ab:
+            return None
+        free = [labels[i] for i in range(len(labels)) if i not in ac]
+        n_ker = len(out.shape) - len(free)
+        res = (free + [None] * n_ker) if operand == 0 else ([None] * n_ker + free)
+    else:
+        dn = node.params["dimension_numbers"]
+        res = [None] * len(out.shape)
+        res[dn.out_spec[0]] = labels[dn.lhs_spec[0]]
+        for a, b in zip(dn.lhs_spec[2:], dn.out_spec[2:], strict=True):
+            res[b] = labels[a]
+    res[out.axis] = "C"
+    return tuple(res)
+
+
+def _moved_labels(node, labels, in_shape, out_shape) -> tuple | None:
+    """Labels after an op on the channel path between the layers (None if they are lost)."""
+    if labels is None:
+        return None
+    if node.name == "transpose":
+        return tuple(labels[p] for p in node.params["permutation"])
+    if node.name == "reshape":  # a row-major reshape leaves the leading axes it keeps alone
+        k = 0
+        while k < min(len(in_shape), len(out_shape)) and in_shape[k] == out_shape[k]:
+            k += 1
+        return tuple(labels[:k]) + (None,) * (len(out_shape) - k)
+    if len(in_shape) != len(out_shape):
+        return None
+    return labels  # elementwise or pooling: the same axes
+
+
 def pair_of(an, first: int, readers=None) -> tuple[Pair | None, str]:
     """The pair starting at layer ``first``, or ``(None, why not)``."""
     program, ann = an.program, an.annotations
@@ -81,7 +141,13 @@ def pair_of(an, first: int, readers=None) -> tuple[Pair | None, str]:
         return None, f"the first layer is a {l1.op}"
     node1 = program.nodes[l1.node]
     outs = {v for v in program.outvars if not isinstance(v, Literal)}
+    x_operand = next(
+        k for k, v in enumerate(node1.ins) if not isinstance(v, Literal) and ann[v] is l1.in_act
+    )
+    a0 = node1.ins[x_operand]
+    a0_labels = _a0_labels(l1.in_act)
     region = {node1.outs[0]}
+    labels = {node1.outs[0]: _layer_labels(an, l1, a0_labels)}
     layer_at = {info.node: info for info in an.layers}
     rf_extra, jump = 0, 1
     exit_ = None
@@ -108,8 +174,13 @@ def pair_of(an, first: int, readers=None) -> tuple[Pair | None, str]:
             st = [s for s in node.params["window_strides"] if s != 1] or [1]
             rf_extra += (max(win, default=1) - 1) * jump
             jump *= st[0]
-        elif name not in _ELEMENTWISE and name != "reshape":
+        elif name not in _ELEMENTWISE and name not in ("reshape", "transpose"):
             return None, f"its output goes through {name!r}, which is not elementwise"
+        got = {labels[v] for _, v in hit}
+        lab = got.pop() if len(got) == 1 else None
+        in_shape = tuple(program.avals[hit[0][1]].shape)
+        for o in node.outs:
+            labels[o] = _moved_labels(node, lab, in_shape, tuple(program.avals[o].shape))
         region.update(node.outs)
     if region & outs:
         return None, "the first layer's output (or its activation) is a model output"
@@ -119,29 +190,48 @@ def pair_of(an, first: int, readers=None) -> tuple[Pair | None, str]:
     if l2.op not in ("dense", "conv"):
         return None, f"the second layer is a {l2.op}"
     node2 = program.nodes[l2.node]
-    # y: the second layer's output plus the bias/scale steps after it
+    flatten = l2.op == "dense" and (l2.in_act.outer > 1 or l2.in_act.inner > 1 or l1.op == "conv")
+    if flatten:  # one row per example: the batch axis first, then the channels
+        want = (a0_labels[0], "C")
+    else:  # one row per position: a0's axes in a0's order, the channels last
+        if l1.in_act.axis != len(l1.in_act.shape) - 1:
+            return None, "the first layer's input does not hold its channels on the last axis"
+        want = a0_labels
+    # y: the second layer's output plus the bias/scale steps and transposes after it, taken
+    # where its axes are a0's again
+    lab = _layer_labels(an, l2, labels[node2.ins[exit_[1]]])
     y, end = node2.outs[0], (l2.node, 0)
+    best = (y, end) if lab == want else None
     while len(readers.get(y, ())) == 1 and y not in outs:
         j, k = readers[y][0]
         nxt = program.nodes[j]
-        other = [v for q, v in enumerate(nxt.ins) if q != k]
-        if nxt.name not in ("add", "sub", "mul", "div") or (nxt.name in ("sub", "div") and k):
-            break
-        if not all(isinstance(v, Literal) or isinstance(ann[v], PVal) for v in other):
-            break
+        if nxt.name == "transpose":
+            lab = _moved_labels(nxt, lab, (), ())
+        else:
+            other = [v for q, v in enumerate(nxt.ins) if q != k]
+            if nxt.name not in ("add", "sub", "mul", "div") or (nxt.name in ("sub", "div") and k):
+                break
+            if not all(isinstance(v, Literal) or isinstance(ann[v], PVal) for v in other):
+                break
+            if len(program.avals[nxt.outs[0]].shape) != len(program.avals[y].shape):
+                break
         y, end = nxt.outs[0], (j, 0)
-    x_operand = next(k for k, v in enumerate(node1.ins) if isinstance(ann.get(v), Act))
-    a0 = node1.ins[x_operand]
+        if lab == want:
+            best = (y, end)
+    if best is None:
+        return None, (
+            "the second layer's output is not laid out like the first layer's input "
+            f"(its axes {lab}, expected {want})"
+        )
+    y, end = best
     common = dict(first=first, second=l2.index, a0=a0, x=(l1.node, x_operand), y=y, end=end)
     if l2.op == "dense":
-        (lc, _), (lb, _) = node2.params["dimension_numbers"]
-        act2 = l2.in_act
-        if lb or tuple(lc) != (len(act2.shape) - 1,) or act2.axis != len(act2.shape) - 1:
-            return None, "the second dense layer does not contract the channel axis"
-        flatten = act2.outer > 1 or act2.inner > 1 or l1.op == "conv"
         if flatten and len(program.avals[y].shape) != 2:
             return None, "a flattened dense pair needs a (batch, features) output"
-        return Pair(kind="dense", flatten=flatten, **common), ""
+        if not flatten and program.avals[y].shape[:-1] != program.avals[a0].shape[:-1]:
+            return None, "the pair changes the number of positions (pooling between dense layers)"
+        kernel_t = l1.op == "dense" and (l1.kernel_in_axis, l1.kernel_out_axis) == (1, 0)
+        return Pair(kind="dense", flatten=flatten, kernel_t=kernel_t, **common), ""
     if l1.op != "conv":
         return None, "a dense layer followed by a convolution"
     dn1, dn2 = node1.params["dimension_numbers"], node2.params["dimension_numbers"]
