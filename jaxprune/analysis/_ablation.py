@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._data_checks import check_data, check_finite
 from jaxprune._losses import LossFn, get_loss
 from jaxprune.analysis._resolve import resolve
 
@@ -78,7 +79,10 @@ def unit_ablation(
 
     Raises:
       ValueError: for unknown units, float masks in ``units``, a non-positive ``chunk_size``,
-        or data whose shapes differ from a given Graph's.
+        data whose shapes differ from a given Graph's, ``x`` and ``y`` of different lengths,
+        NaN/inf in ``data`` or ``variables`` (one NaN would make every ratio NaN and no unit
+        active; values traced under ``jit`` are not inspected), or predictions and targets
+        whose shapes the loss does not accept.
 
     A hand-built check: unit 1 is dead (never positive on the data), unit 0 carries the output.
     Baseline MSE is 0.1² = 0.01; without unit 0 it is (0.9² + 1.9²) / 2 = 2.21, a ratio of 221.
@@ -100,8 +104,9 @@ def unit_ablation(
     """
     if not (isinstance(chunk_size, int) and chunk_size > 0):
         raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
-    x, y = data[0], data[1]
+    x, y = check_data(data)
     graph, variables = resolve(model, variables, (x,), kwargs)
+    check_finite("variables", variables)
     selected = _selection(graph, units)
     loss_fn = get_loss(loss)
     names = list(selected)

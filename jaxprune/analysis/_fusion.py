@@ -9,6 +9,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxprune._data_checks import check_finite
 from jaxprune._fusion_solve import FusionWarning, fusion_weights
 from jaxprune.graph._pair_moments import pair_moments, pair_rows
 from jaxprune.graph._pairs import fusable_pairs
@@ -38,6 +39,16 @@ class FusionCandidate(NamedTuple):
     n_params: int
 
 
+def _checked(data: Iterable):
+    """The batches of ``data``, each input checked for NaN/inf as it is read (one pass)."""
+    for i, batch in enumerate(data):
+        if isinstance(batch, tuple | list):
+            check_finite(f"data[{i}][0]", batch[0])
+        else:
+            check_finite(f"data[{i}]", batch)
+        yield batch
+
+
 def fusion_candidates(
     model, variables, data: Iterable, *, by: str = "mse", method: str = "auto", **kwargs
 ) -> list[FusionCandidate]:
@@ -65,7 +76,8 @@ def fusion_candidates(
       A list of :class:`FusionCandidate`, ascending by ``by``.
 
     Raises:
-      ValueError: bad ``by``, empty data, or non-finite activations.
+      ValueError: bad ``by``, empty data, non-finite activations; naming the batch
+        (``data[i]``, ``data[i][0]``) or ``variables`` for NaN/inf in them.
 
     >>> import jax, flax.linen as nn, jaxprune as jp
     >>> class Net(nn.Module):
@@ -85,7 +97,8 @@ def fusion_candidates(
     """
     if by not in RANK_BY:
         raise ValueError(f"by: expected one of {RANK_BY}, got {by!r}")
-    x, data = peek(data)
+    check_finite("variables", variables)
+    x, data = peek(_checked(data))
 
     def pick(graph):
         out = []

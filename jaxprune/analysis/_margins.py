@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune._losses import LossFn, get_loss
+from jaxprune._data_checks import check_data, check_finite, check_xy
+from jaxprune._losses import LossFn, accuracy, get_loss
 from jaxprune._types import PyTree
 
 __all__ = ["head_weight_product", "sharpness", "softmax_margins"]
@@ -24,10 +25,15 @@ def softmax_margins(model, variables: PyTree, x: jax.Array, y: jax.Array) -> jax
     Args:
       model: classifier returning logits.
       variables: its variables (``{"params": ...}`` plus any other collections).
-      x: inputs; y: integer labels.
+      x: inputs; y: integer labels ``(n,)`` or ``(n, 1)``.
 
     Returns:
       float array ``(n,)``, ascending.
+
+    Raises:
+      ValueError: naming ``x, y`` for different lengths, ``x``, ``y`` or ``variables`` for
+        NaN/inf (values traced under ``jit`` are not inspected), ``y`` for labels that are not
+        integers of one per example, ``model`` for outputs that are not ``(n, classes >= 2)``.
 
     >>> import jax, jax.numpy as jnp, jaxprune as jp
     >>> m = jp.models.BlockMLP(hidden=(4,), out=3)
@@ -39,8 +45,22 @@ def softmax_margins(model, variables: PyTree, x: jax.Array, y: jax.Array) -> jax
     References:
       Paper 002, sec. 4.1 and Fig. 6 ("we use the margin of the softmax output").
     """
-    p = jax.nn.softmax(model.apply(variables, x), axis=-1)
-    y = jnp.asarray(y).reshape(-1)
+    check_xy(x, y, "x, y", names=("x", "y"))
+    check_finite("variables", variables)
+    logits = model.apply(variables, x)
+    n = jnp.shape(x)[0]
+    y = jnp.asarray(y)
+    if not jnp.issubdtype(y.dtype, jnp.integer) or y.shape not in ((n,), (n, 1)):
+        raise ValueError(
+            f"y: expected integer class labels of shape ({n},) (or ({n}, 1)), got {y.dtype} of "
+            f"shape {y.shape}"
+        )
+    if jnp.ndim(logits) != 2 or jnp.shape(logits)[-1] < 2:
+        raise ValueError(
+            f"model: expected logits of shape ({n}, classes >= 2), got {jnp.shape(logits)}"
+        )
+    p = jax.nn.softmax(logits, axis=-1)
+    y = y.reshape(-1)
     true = jnp.take_along_axis(p, y[:, None], axis=-1)[:, 0]
     other = jnp.max(jnp.where(jax.nn.one_hot(y, p.shape[-1], dtype=bool), -jnp.inf, p), axis=-1)
     return jnp.sort(true - other)
@@ -64,6 +84,8 @@ def sharpness(
     ``jax.tree.leaves`` order, scaled by ``s``) (other collections,
     e.g. LW normalization slots, are left alone); the result is the mean over draws of
     ``loss(perturbed) - loss(trained)`` and ``accuracy(trained) - accuracy(perturbed)``.
+    Accuracy reads the outputs as ``loss`` does: probabilities above 0.5 for
+    ``"binary_cross_entropy"``, else the argmax of ``C >= 2`` logits.
     Lower curves mean a flatter minimum (Fig. 5).
 
     Args:
@@ -79,7 +101,10 @@ def sharpness(
       ``{"sigma": (S,), "loss_increase": (S,), "accuracy_drop": (S,)}``.
 
     Raises:
-      ValueError: on a negative sigma or ``draws < 1``.
+      ValueError: on a negative sigma or ``draws < 1``; naming ``data`` for ``x`` and ``y`` of
+        different lengths, ``data[0]``/``data[1]``/``variables`` for NaN/inf (values traced
+        under ``jit`` are not inspected), ``loss`` for outputs whose accuracy it does not define
+        (one output under a loss other than ``"binary_cross_entropy"``) or shapes it refuses.
 
     >>> import jax, jax.numpy as jnp, jaxprune as jp
     >>> m = jp.models.BlockMLP(hidden=(4,), out=2)
@@ -98,12 +123,14 @@ def sharpness(
     if (sig_np < 0).any():
         raise ValueError(f"sigmas: expected values >= 0, got {list(sigmas)}")
     sig = jnp.asarray(sig_np)
-    x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
+    x, y = check_data(data)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    check_finite("variables", variables)
     loss_fn = get_loss(loss)
 
     def measure(params):
         logits = model.apply({**variables, "params": params}, x)
-        return jnp.mean(loss_fn(logits, y)), jnp.mean(logits.argmax(-1) == y.reshape(-1))
+        return jnp.mean(loss_fn(logits, y)), accuracy(logits, y, loss)
 
     base_loss, base_acc = measure(variables["params"])
     leaves, treedef = jax.tree.flatten(variables["params"])
@@ -150,7 +177,8 @@ def head_weight_product(model, variables: PyTree, x: jax.Array, head: str = "out
       A scalar.
 
     Raises:
-      ValueError: when no submodule named ``head`` is called.
+      ValueError: when no submodule named ``head`` is called; naming ``x`` or ``variables``
+        for NaN/inf (values traced under ``jit`` are not inspected).
 
     >>> import jax, jax.numpy as jnp, jaxprune as jp
     >>> m = jp.models.BlockMLP(hidden=(4,), out=2)
@@ -161,6 +189,8 @@ def head_weight_product(model, variables: PyTree, x: jax.Array, head: str = "out
     References:
       Paper 002, sec. 4.1 and App. D ("Size of the Weights").
     """
+    check_finite("x", x)
+    check_finite("variables", variables)
     seen = []
 
     def grab(next_fun, args, kwargs, context):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxprune._data_checks import check_finite
+
 __all__ = ["POLYGON_MIN_SIZE", "painted_image", "polygon_sides", "trace_contours"]
 
 # Edges of a marching-squares cell, by their two corners (tl, tr, br, bl = 0, 1, 2, 3).
@@ -24,10 +26,15 @@ def trace_contours(image) -> list[np.ndarray]:
       One ``(n, 2)`` float array of ``(row, col)`` vertices per contour (outer boundaries and
       holes), in pixel units, without repeating the first vertex.
 
+    Raises:
+      ValueError: naming ``image`` for NaN/inf in it (NaN would count as foreground).
+
     >>> [len(c) for c in trace_contours(np.eye(2, dtype=bool))]  # one 8-connected shape
     [8]
     """
-    img = np.pad(np.asarray(image).astype(bool), 1)
+    image = np.asarray(image)
+    check_finite("image", image)
+    img = np.pad(image.astype(bool), 1)
     corners = np.stack([img[:-1, :-1], img[:-1, 1:], img[1:, 1:], img[1:, :-1]], axis=-1)
     nbrs: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for i, j in zip(*np.nonzero(corners.any(-1) & ~corners.all(-1)), strict=True):
@@ -235,8 +242,8 @@ def polygon_sides(image, *, min_turn: float = 20.0, min_area: float = 4.0) -> in
       The number of sides.
 
     Raises:
-      ValueError: for a non-2-D image, one smaller than ``POLYGON_MIN_SIZE`` pixels, or
-        out-of-range parameters.
+      ValueError: for a non-2-D image, one smaller than ``POLYGON_MIN_SIZE`` pixels, NaN/inf
+        in it (NaN would count as painted), or out-of-range parameters.
 
     >>> import jaxprune as jp
     >>> [polygon_sides(jp.data.paint(s, 32)[1].reshape(32, 32)) for s in ("triangle", "star")]
@@ -250,6 +257,7 @@ def polygon_sides(image, *, min_turn: float = 20.0, min_area: float = 4.0) -> in
       Debled-Rennesson and Reveillès (1995); minimal covers by them: Feschet and Tougne (1999).
     """
     img = np.asarray(image)
+    check_finite("image", img)
     if img.ndim != 2:
         raise ValueError(f"image: expected a 2-D array, got shape {img.shape}")
     if min(img.shape) < POLYGON_MIN_SIZE:
@@ -274,10 +282,15 @@ def painted_image(predictions, size: int, threshold: float = 0.5) -> np.ndarray:
     """Reshapes per-pixel predictions (raster order, as :func:`~jaxprune.data.paint`) to a bool
     image: ``prediction >= threshold``.
 
+    Raises:
+      ValueError: for a count other than ``size * size`` or NaN/inf in ``predictions`` (NaN
+        would count as unpainted).
+
     >>> painted_image(np.array([0.1, 0.9, 0.6, 0.2]), 2).tolist()
     [[False, True], [True, False]]
     """
     p = np.asarray(predictions).reshape(-1)
+    check_finite("predictions", p)
     if p.size != size * size:
         raise ValueError(
             f"predictions: expected {size * size} values for size {size}, got {p.size}"

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._data_checks import check_finite
 from jaxprune.analysis._resolve import resolve
 
 __all__ = [
@@ -228,8 +229,9 @@ def redundant_units(
       ``{unit: bool[width]}``, True for a redundant unit.
 
     Raises:
-      ValueError: for a non-positive ``threshold`` or unknown units / wrong shapes in
-        ``scores``.
+      ValueError: for a non-positive ``threshold``, unknown units / wrong shapes in
+        ``scores``, or NaN/inf in ``variables`` or ``scores`` (a NaN similarity is never
+        redundant; values traced under ``jit`` are not inspected).
 
     >>> import jax.numpy as jnp, flax.linen as nn
     >>> class Net(nn.Module):
@@ -252,7 +254,9 @@ def redundant_units(
     """
     _check_threshold(threshold)
     graph, variables = resolve(model, variables, None if x is None else (x,), kwargs)
+    check_finite("variables", variables)
     scores = dict(scores or {})
+    check_finite("scores", scores)
     unknown = sorted(set(scores) - set(graph.units))
     if unknown:
         raise ValueError(

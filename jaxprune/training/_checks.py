@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._data_checks import check_finite, check_lengths
+
 __all__ = [
     "check_call",
     "check_finite",
@@ -33,45 +35,8 @@ def device_data(data) -> tuple[jax.Array, jax.Array]:
         return jnp.asarray(a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False))
 
     x, y = put(data[0]), put(data[1])
-    if x.ndim < 1 or x.shape[0] == 0 or y.shape[:1] != x.shape[:1]:
-        raise ValueError(f"data: x and y need the same non-zero length, got {x.shape}, {y.shape}")
+    check_lengths(x, y, "data")
     return x, y
-
-
-_count_nonfinite = jax.jit(lambda a: jnp.sum(~jnp.isfinite(a)))
-
-
-def _nonfinite(leaf) -> int:
-    """NaN/inf entries of ``leaf``: counted by NumPy where the values are in host memory (no
-    compilation per shape), by one jitted reduction on an accelerator (no copy to the host)."""
-    if isinstance(leaf, jax.Array) and any(d.platform != "cpu" for d in leaf.devices()):
-        return int(_count_nonfinite(leaf))
-    return int(np.count_nonzero(~np.isfinite(np.asarray(leaf))))
-
-
-def check_finite(name: str, tree: Any) -> None:
-    """Raises ``ValueError`` naming the first leaf of ``tree`` that holds NaN or inf.
-
-    Integer and boolean leaves are always finite. One reduction per float leaf; the index of the
-    first bad entry is only computed when there is one.
-
-    >>> import jax.numpy as jnp
-    >>> check_finite("data", {"x": jnp.array([1.0, jnp.nan])})
-    Traceback (most recent call last):
-    ...
-    ValueError: data['x']: expected finite values, got 1 NaN/inf of 2 entries (first at index (1,))
-    """
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            continue
-        count = _nonfinite(leaf)
-        if count:
-            a = np.asarray(leaf)
-            first = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-            raise ValueError(
-                f"{name}{jax.tree_util.keystr(path)}: expected finite values, got {count} "
-                f"NaN/inf of {a.size} entries (first at index {first})"
-            )
 
 
 def check_params_like_model(model, params: Any, x: jax.Array, lead: tuple[int, ...] = ()) -> None:
@@ -178,11 +143,13 @@ def _check_call(model, loss_fn, optimizer, x, y) -> bool:
 
     try:
         jax.eval_shape(run, x1, y1)
-    except TypeError as e:
-        raise TypeError(
-            f"model: the trainer calls {model.signature} (a {model.kind} model); calling it "
-            f"on x[:1] of shape {x1.shape} failed: {e}"
-        ) from e
+    except Exception as e:
+        from jaxprune.training._model import call_error
+
+        better = call_error(model, e, x1)  # names the fix where the failure is understood
+        if better is e:
+            raise
+        raise better from e
     return True
 
 

@@ -1,0 +1,103 @@
+"""Checks of data and variables shared by training and the analyses, each naming the argument.
+
+Values traced under ``jit``/``vmap`` cannot be inspected: their NaN/inf check is skipped (the
+shapes are still checked), so an analysis called inside ``jit`` is checked where its caller
+holds the concrete values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["check_data", "check_finite", "check_lengths", "check_xy"]
+
+_count_nonfinite = jax.jit(lambda a: jnp.sum(~jnp.isfinite(a)))
+
+
+def _nonfinite(leaf) -> int:
+    """NaN/inf entries of ``leaf``: counted by NumPy where the values are in host memory (no
+    compilation per shape), by one jitted reduction on an accelerator (no copy to the host)."""
+    if isinstance(leaf, jax.Array) and any(d.platform != "cpu" for d in leaf.devices()):
+        return int(_count_nonfinite(leaf))
+    return int(np.count_nonzero(~np.isfinite(np.asarray(leaf))))
+
+
+def _float_array(leaf) -> bool:
+    if isinstance(leaf, jax.core.Tracer):
+        return False  # traced: the values are not known here
+    if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, complex)):
+        return False  # not an array (e.g. a static field of a module)
+    return bool(jnp.issubdtype(jnp.result_type(leaf), jnp.inexact))
+
+
+def check_finite(name: str, tree: Any) -> None:
+    """Raises ``ValueError`` naming the first leaf of ``tree`` that holds NaN or inf.
+
+    Integer and boolean leaves are always finite; traced leaves and leaves that are not arrays
+    are skipped. One reduction per float leaf; the index of the first bad entry is only computed
+    when there is one.
+
+    >>> import jax.numpy as jnp
+    >>> check_finite("data", {"x": jnp.array([1.0, jnp.nan])})
+    Traceback (most recent call last):
+    ...
+    ValueError: data['x']: expected finite values, got 1 NaN/inf of 2 entries (first at index (1,))
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if not _float_array(leaf):
+            continue
+        count = _nonfinite(leaf)
+        if count:
+            a = np.asarray(leaf)
+            first = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+            raise ValueError(
+                f"{name}{jax.tree_util.keystr(path)}: expected finite values, got {count} "
+                f"NaN/inf of {a.size} entries (first at index {first})"
+            )
+
+
+def check_lengths(x, y, name: str = "data") -> None:
+    """Raises ``ValueError`` starting with ``name`` unless ``x`` and ``y`` have the same
+    non-zero length (leading axis)."""
+    xs, ys = jnp.shape(x), jnp.shape(y)
+    if len(xs) < 1 or xs[0] == 0 or ys[:1] != xs[:1]:
+        raise ValueError(f"{name}: x and y need the same non-zero length, got {xs}, {ys}")
+
+
+def check_xy(x, y, name: str = "data", names: tuple[str, str] | None = None) -> None:
+    """Raises ``ValueError`` unless ``x`` and ``y`` have the same non-zero length and finite
+    values (where concrete).
+
+    The length error starts with ``name``; a NaN/inf is named ``names`` (default
+    ``name[0]``/``name[1]``, as for ``data=(x, y)``).
+
+    >>> import jax.numpy as jnp
+    >>> check_xy(jnp.ones((3, 2)), jnp.ones(2))
+    Traceback (most recent call last):
+    ...
+    ValueError: data: x and y need the same non-zero length, got (3, 2), (2,)
+    """
+    check_lengths(x, y, name)
+    names = names or (f"{name}[0]", f"{name}[1]")
+    check_finite(names[0], x)
+    check_finite(names[1], y)
+
+
+def check_data(data, name: str = "data") -> tuple[Any, Any]:
+    """``(x, y)`` of ``data`` after :func:`check_xy`; ``data`` must be a pair (or longer
+    sequence) of arrays.
+
+    >>> check_data([1.0, 2.0])
+    Traceback (most recent call last):
+    ...
+    ValueError: data: x and y need the same non-zero length, got (), ()
+    """
+    if isinstance(data, (str, bytes)) or not isinstance(data, (tuple, list)) or len(data) < 2:
+        raise ValueError(f"{name}: expected a pair (x, y) of arrays, got {type(data).__name__}")
+    x, y = data[0], data[1]
+    check_xy(x, y, name)
+    return x, y
