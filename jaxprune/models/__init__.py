@@ -3,6 +3,7 @@
 from jaxprune.models._block_mlp import BlockMLP
 from jaxprune.models._cnn import CNN, ConvLayer, DenseLayer
 from jaxprune.models._convnet import ConvNet
+from jaxprune.models._fusion_nets import FusionNet, fusion_layers, fusion_net
 from jaxprune.models._initializers import INITIALIZERS, get_initializer, signed_he_constant
 from jaxprune.models._masked import (
     MaskedConv,
@@ -15,30 +16,44 @@ from jaxprune.models._masked import (
     lenet_300_100,
 )
 from jaxprune.models._mlp import MLP
+from jaxprune.models._mobilenet import MobileNet
 from jaxprune.models._prelu import ChannelPReLU, PReLUMLP, PReLUResMLP, prelu
+from jaxprune.models._pyramidnet import PyramidNet
+from jaxprune.models._resnet import CifarResNet, ResNet50
 from jaxprune.models._scnn import SCNN
 from jaxprune.models._scored import Scored
+from jaxprune.models._toynet import ToyNet
+from jaxprune.models._vgg import VGG16
 
 __all__ = [
     "BlockMLP",
     "CNN",
     "ChannelPReLU",
+    "CifarResNet",
     "ConvLayer",
     "ConvNet",
     "DenseLayer",
+    "FusionNet",
     "INITIALIZERS",
     "MLP",
     "MaskedConv",
     "MaskedConvNet",
     "MaskedDense",
     "MaskedMLP",
+    "MobileNet",
     "PReLUMLP",
     "PReLUResMLP",
+    "PyramidNet",
+    "ResNet50",
     "SCNN",
     "Scored",
+    "ToyNet",
+    "VGG16",
     "conv2",
     "conv4",
     "conv6",
+    "fusion_layers",
+    "fusion_net",
     "get_initializer",
     "lenet_300_100",
     "prelu",
