@@ -64,7 +64,16 @@ def _killed_after_first_checkpoint(ckpt: Path, max_epochs: int, runs: int, **env
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_fit_killed_mid_training_resumes_to_the_same_params(tmp_path):
+def _spy_restore(monkeypatch) -> list:
+    """The trees ``Checkpoints.restore`` returns, in call order."""
+    restored, real = [], Checkpoints.restore
+    monkeypatch.setattr(
+        Checkpoints, "restore", lambda self, t: restored.append(real(self, t)) or restored[-1]
+    )
+    return restored
+
+
+def test_fit_killed_mid_training_resumes_to_the_same_params(tmp_path, monkeypatch):
     max_epochs = 3000
     ckpt = tmp_path / "fit"
     _killed_after_first_checkpoint(ckpt, max_epochs, runs=3)
@@ -72,17 +81,22 @@ def test_fit_killed_mid_training_resumes_to_the_same_params(tmp_path):
     model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
     keys = jax.random.split(jax.random.key(7), 3)
     kw = _fit_kwargs(ckpt, max_epochs)
+    restored = _spy_restore(monkeypatch)
     resumed = jp.training.fit(model, (x, y), keys=keys, **{**kw, "checkpoint_every": 40})
+    monkeypatch.undo()
     fresh = jp.training.fit(model, (x, y), keys=keys, **_fit_kwargs(None, max_epochs))
     assert resumed.epochs.tolist() == [max_epochs] * 3
-    at_kill = np.isnan(np.asarray(resumed.history["loss"])).sum(1)  # epochs before the resume
+    at_kill = np.asarray(restored[0]["state"].epoch)  # epochs run before the resume
     assert (at_kill > 0).all() and (at_kill < max_epochs).all()  # killed truly mid-training
+    # the epochs before the kill are in the history too (saved in the checkpoint)
+    assert not np.isnan(np.asarray(resumed.history["loss"])).any()
+    np.testing.assert_array_equal(resumed.history["loss"], fresh.history["loss"])
     jax.tree.map(np.testing.assert_array_equal, resumed.params, fresh.params)
     jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, fresh.opt_state)
     np.testing.assert_array_equal(resumed.loss, fresh.loss)
 
 
-def test_fit_resumes_on_another_device_count(tmp_path):
+def test_fit_resumes_on_another_device_count(tmp_path, monkeypatch):
     """10 runs saved mid-training as 12 padded rows on 4 devices resume on the tests' 8."""
     max_epochs, ckpt = 3000, tmp_path / "fit"
     flags = "--xla_force_host_platform_device_count=4"
@@ -90,10 +104,14 @@ def test_fit_resumes_on_another_device_count(tmp_path):
     x, y = jp.data.paint("square", size=32)
     model = jp.models.MLP(hidden=(3,), linear_after=((9,),))
     keys = jax.random.split(jax.random.key(7), 10)
+    restored = _spy_restore(monkeypatch)
     resumed = jp.training.fit(model, (x, y), keys=keys, **_fit_kwargs(ckpt, max_epochs))
+    monkeypatch.undo()
     fresh = jp.training.fit(model, (x, y), keys=keys, **_fit_kwargs(None, max_epochs))
     assert resumed.epochs.tolist() == [max_epochs] * 10
-    assert (np.isnan(np.asarray(resumed.history["loss"])).sum(1) > 0).all()  # truly resumed
+    assert np.asarray(restored[0]["state"].epoch).shape == (12,)  # as saved: 10 runs + 2 pads
+    assert (np.asarray(restored[0]["state"].epoch) > 0).all()  # truly resumed
+    np.testing.assert_allclose(resumed.history["loss"], fresh.history["loss"], rtol=1e-4, atol=1e-6)
     # another device split batches the runs differently: equal up to float rounding
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
@@ -169,7 +187,10 @@ def test_an_edited_value_with_a_valid_encoding_fails_the_digest(tmp_path, monkey
 
 def test_another_configuration_or_structure_is_refused(tmp_path):
     target = _save_three(tmp_path / "run")
-    with pytest.raises(CheckpointError, match=r"written for another configuration \('cfg'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"written for another configuration: configuration \(saved 'cfg', now 'other'\)",
+    ):
         Checkpoints(tmp_path / "run", "other").restore(target)
     with pytest.raises(CheckpointError, match="structure does not match the target"):
         Checkpoints(tmp_path / "run", "cfg").restore({"w": jnp.zeros(4)})

@@ -6,15 +6,15 @@ steps (``max_to_keep=2``: the previous checkpoint is always kept). Each step has
 * ``state``: the pytree's leaves as a flat ``{"000000": leaf, ...}`` dict (orbax's
   ``PyTreeSave``; sharded arrays are written by every process, each its own shards; PRNG keys
   as their ``key_data``);
-* ``meta``: JSON with the configuration ``fingerprint``, the tree structure and a SHA-256 of
-  the leaves' bytes, dtypes and shapes.
+* ``meta``: JSON with the configuration ``fingerprint`` (named fields: model, optimizer,
+  loss, data...), the tree structure and a SHA-256 of the leaves' bytes, dtypes and shapes.
 
 Orbax writes a step into a temporary directory and renames it when complete, so a crash or
 SIGKILL never leaves a half-written step that looks finished. On restore, a fingerprint that
-differs from the caller's, a structure that differs, a step orbax cannot read, or leaves whose
-digest differs from the recorded one (an edited or truncated file) raise
-:class:`CheckpointError`, which names the previous step and how to resume from it: never a
-silent fallback to another step.
+differs from the caller's (the error names the fields that differ), a structure that differs, a
+step orbax cannot read, or leaves whose digest differs from the recorded one (an edited or
+truncated file) raise :class:`CheckpointError`, which names the previous step and how to resume
+from it: never a silent fallback to another step.
 
 With several processes (``jax.distributed``), every process calls ``save`` and ``restore`` with
 the same tree: a leaf that spans processes (sharded or replicated over a global mesh) is written
@@ -34,6 +34,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -44,7 +45,67 @@ __all__ = ["CheckpointError", "Checkpoints"]
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is unreadable, edited or was written for another configuration."""
+    """A checkpoint is unreadable, edited or was written for another configuration.
+
+    Attributes:
+      fields: the names of the fingerprint fields that differ (another configuration), else
+        ``()``.
+    """
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.fields = tuple(fields)
+
+
+def _as_fields(fingerprint) -> dict[str, str]:
+    """A fingerprint as named fields: a string is the one field ``configuration``."""
+    if isinstance(fingerprint, str):
+        return {"configuration": fingerprint}
+    if isinstance(fingerprint, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in fingerprint.items()
+    ):
+        return dict(fingerprint)
+    raise TypeError(
+        "fingerprint: expected a string or a dict of named string fields, got "
+        f"{type(fingerprint).__name__}"
+    )
+
+
+def _excerpts(saved: str | None, now: str | None, width: int = 64) -> tuple[str, str]:
+    """Short quotes of two differing values, around their first difference."""
+    if saved is None or now is None:
+        return (
+            "absent" if saved is None else repr(saved[:width]),
+            "absent" if now is None else repr(now[:width]),
+        )
+    same = next(
+        (i for i, (a, b) in enumerate(zip(saved, now, strict=False)) if a != b),
+        min(len(saved), len(now)),
+    )
+    start = max(0, same - width // 3)
+
+    def cut(text: str) -> str:
+        part = text[start : start + width]
+        return repr(("…" if start else "") + part + ("…" if start + width < len(text) else ""))
+
+    return cut(saved), cut(now)
+
+
+def _mismatch(where: str, directory: Path, saved: dict, now: dict) -> CheckpointError:
+    names = [*now, *(k for k in saved if k not in now)]
+    differ = tuple(k for k in names if saved.get(k) != now.get(k))
+    parts = []
+    for k in differ[:3]:
+        old, new = _excerpts(saved.get(k), now.get(k))
+        parts.append(f"{k} (saved {old}, now {new})")
+    if len(differ) > 3:
+        parts.append(f"and {len(differ) - 3} more: {', '.join(differ[3:])}")
+    return CheckpointError(
+        f"{where}: written for another configuration: {'; '.join(parts)}. Pass another "
+        f"checkpoint directory to start a new run, or delete {directory} to discard the saved "
+        "one; the saved run resumes only with its own settings",
+        differ,
+    )
 
 
 def _is_key(a) -> bool:
@@ -92,8 +153,11 @@ class Checkpoints:
 
     Args:
       directory: where the orbax ``CheckpointManager`` keeps its steps.
-      fingerprint: a string naming the configuration; a checkpoint written under another
-        fingerprint is refused on restore.
+      fingerprint: the configuration, as a dict of named string fields (``{"model": ...,
+        "optimizer": ...}``, stored as JSON) or one string; a checkpoint written under another
+        fingerprint is refused on restore with a :class:`CheckpointError` naming the fields
+        that differ (``error.fields``) and quoting their saved and current values around the
+        first difference.
 
     >>> import tempfile, jax, jax.numpy as jnp
     >>> ckpt = Checkpoints(tempfile.mkdtemp() + "/run", fingerprint="demo")
@@ -107,7 +171,7 @@ class Checkpoints:
     >>> ckpt.close()
     """
 
-    def __init__(self, directory: str | Path, fingerprint: str):
+    def __init__(self, directory: str | Path, fingerprint: str | Mapping[str, str]):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
@@ -117,7 +181,7 @@ class Checkpoints:
                 f"checkpoint {self.directory}: expected a directory of orbax checkpoints, "
                 "found a file"
             )
-        self.fingerprint = fingerprint
+        self.fingerprint = _as_fields(fingerprint)
         options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         steps = self._manager.all_steps()
@@ -160,11 +224,11 @@ class Checkpoints:
         if failure is not None:
             _collect_failed_read()
             raise CheckpointError(f"{where}: unreadable metadata ({failure}){self._hint(step)}")
-        if meta.get("fingerprint") != self.fingerprint:
-            raise CheckpointError(
-                f"{where}: written for another configuration ({meta.get('fingerprint')!r}, "
-                f"expected {self.fingerprint!r})"
-            )
+        saved_fields = meta.get("fingerprint")
+        if not isinstance(saved_fields, dict):  # a string, as older versions wrote it
+            saved_fields = {"configuration": str(saved_fields)}
+        if saved_fields != self.fingerprint:
+            raise _mismatch(where, self.directory, saved_fields, self.fingerprint)
         leaves, treedef = jax.tree.flatten(target)
         if meta.get("structure") != str(treedef):
             raise CheckpointError(f"{where}: structure does not match the target{self._hint(step)}")

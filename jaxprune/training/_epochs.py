@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from jaxprune._types import Params
 from jaxprune.training._checkpoint import Checkpoints
 from jaxprune.training._checks import check_call, check_initial_state, device_data, given_variables
 from jaxprune.training._core import ProgramCache, TrainState, jit, make_core
+from jaxprune.training._fingerprint import run_fields
 from jaxprune.training._fit import _as_key_batch, _place_seeds
 from jaxprune.training._model import training_model
 from jaxprune.training._progress import Progress
@@ -72,15 +72,19 @@ def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial, trainab
     return jit(jax.vmap(init, in_axes=(0, 0, 0, 0, None))), jit(vmapped)
 
 
-def _fingerprint(tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial, trainable):
-    h = hashlib.sha256()
-    for a in (jax.random.key_data(keys), x, y):
-        h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
-    loss_name = loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
-    return (
-        f"train_epochs {tm.fingerprint()} loss={loss_name} batch={batch_size} epochs={epochs} "
-        f"partial={partial} trainable={getattr(trainable, '__qualname__', trainable)} "
-        f"chunk={chunk_epochs} data+keys={h.hexdigest()[:16]}"
+def _fingerprint(tm, initial, optimizer, loss, x, y, keys, params, opt_state, **settings):
+    """Names the call's configuration field by field (see :func:`run_fields`)."""
+    return run_fields(
+        "train_epochs",
+        tm,
+        initial,
+        optimizer=optimizer,
+        loss=loss,
+        data=(x, y),
+        keys=keys,
+        params=params,
+        opt_state=opt_state,
+        **settings,
     )
 
 
@@ -143,8 +147,9 @@ def train_epochs(
         them. Default: every parameter trains.
       chunk_epochs: epochs per compiled chunk (default: all, or 10 with a checkpoint).
       checkpoint: directory of orbax-checkpoint steps, saved after every chunk and resumed
-        from if it holds one (the last two kept, digest-checked, tied to the configuration;
-        see :class:`~jaxprune.training._checkpoint.Checkpoints`).
+        from if it holds one, curves included (the last two kept, digest-checked, tied to the
+        configuration as for :func:`~jaxprune.training.fit`, ``metrics`` and ``trainable``
+        too; see :class:`~jaxprune.training._checkpoint.Checkpoints`).
       progress: a tqdm bar on a terminal, a plain line every 30 s otherwise.
       train_kw, mutable, rngs: as for :func:`~jaxprune.training.fit`.
 
@@ -182,6 +187,7 @@ def train_epochs(
     n_runs = keys.shape[0]
     tm = training_model(model, variables, train_kw=train_kw, mutable=mutable, rngs=rngs)
     params, opt_state = check_initial_state(tm, params, opt_state, (x, y), n_runs, single)
+    given_params, given_opt_state = params, opt_state  # for the checkpoint's fingerprint
     epochs, batch_size = int(epochs), min(int(batch_size), x.shape[0])
     chunk_epochs = min(int(chunk_epochs), epochs)
     loss_fn = get_loss(loss)
@@ -197,7 +203,21 @@ def train_epochs(
     done, ckpt = 0, None
     if checkpoint is not None:
         fingerprint = _fingerprint(
-            tm, loss, batch_size, epochs, chunk_epochs, keys, x, y, partial, trainable
+            tm,
+            ts,
+            optimizer,
+            loss,
+            x,
+            y,
+            keys,
+            given_params,
+            given_opt_state,
+            batch_size=batch_size,
+            epochs=epochs,
+            chunk_epochs=chunk_epochs,
+            partial=partial,
+            trainable=trainable,
+            metrics=metrics,
         )
         ckpt = Checkpoints(checkpoint, fingerprint)
         target = {"state": (ts, k), "history": history, "done": np.int64(0)}

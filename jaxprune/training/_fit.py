@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from jaxprune.training._early_stopping import (
     early_stopping_init,
     early_stopping_update,
 )
+from jaxprune.training._fingerprint import run_fields
 from jaxprune.training._model import training_model
 from jaxprune.training._progress import Progress
 
@@ -190,19 +190,30 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
     )
 
 
-def _fingerprint(
-    tm, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y, partial
-) -> str:
-    """Names a fit's configuration, so a checkpoint is never resumed into another one."""
-    h = hashlib.sha256()
-    for a in (jax.random.key_data(keys), x, y):
-        h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
-    loss_name = loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
-    return (
-        f"{tm.fingerprint()} loss={loss_name} batch={batch_size} patience={patience} "
-        f"max_epochs={max_epochs} min_delta={min_delta} chunk={chunk_epochs} partial={partial} "
-        f"data+keys={h.hexdigest()[:16]}"
+def _fingerprint(tm, initial, optimizer, loss, x, y, keys, params, opt_state, **settings):
+    """Names a fit's configuration field by field, so a checkpoint is never resumed into another
+    one (see :func:`~jaxprune.training._fingerprint.run_fields`)."""
+    return run_fields(
+        "fit",
+        tm,
+        initial,
+        optimizer=optimizer,
+        loss=loss,
+        data=(x, y),
+        keys=keys,
+        params=params,
+        opt_state=opt_state,
+        **settings,
     )
+
+
+def _history_tree(history: list[list[float]]) -> dict[str, np.ndarray]:
+    """Per-seed epoch losses as arrays a checkpoint holds: NaN-padded curves and lengths."""
+    lengths = np.array([len(h) for h in history], np.int64)
+    curves = np.full((len(history), int(lengths.max(initial=0))), np.nan, np.float32)
+    for i, h in enumerate(history):
+        curves[i, : len(h)] = h
+    return {"loss": curves, "epochs": lengths}
 
 
 def _shards_seeds(rows: int) -> bool:
@@ -331,8 +342,10 @@ def fit(
         every other collection, optimizer state, keys, early-stopping state, finished runs)
         every ``checkpoint_every`` chunks and at the end; the last two steps are kept. If it
         holds a step, the fit resumes from it and gives the same result as an uninterrupted
-        fit. It is tied (by a fingerprint) to the model, loss, sizes, keys and data; the
-        optimizer must be the same. See :class:`~jaxprune.training._checkpoint.Checkpoints`.
+        fit, ``history`` included. It is tied by a fingerprint to the model (structure,
+        options, given variables, shapes), the optimizer (its hyperparameters), the loss, the
+        data, the keys and every size: another one raises ``CheckpointError`` naming the
+        fields that differ. See :class:`~jaxprune.training._checkpoint.Checkpoints`.
       checkpoint_every: chunks between checkpoints.
       progress: report progress: a tqdm bar on a terminal, a plain line every 30 s otherwise.
       train_kw: name of the model's train/eval keyword (passed when its call accepts it).
@@ -382,6 +395,7 @@ def fit(
     tm = training_model(model, variables, train_kw=train_kw, mutable=mutable, rngs=rngs)
     loss_fn = get_loss(loss)
     params, opt_state = check_initial_state(tm, params, opt_state, (x, y), n_runs, single)
+    given_params, given_opt_state = params, opt_state  # for the checkpoint's fingerprint
     check_call(tm, loss_fn, optimizer, x, y)
     init_fn, run_chunk, finish = _programs(
         tm, optimizer, loss_fn, batch_size, int(unroll), chunk_epochs, partial
@@ -400,17 +414,40 @@ def fit(
     ckpt = None
     if checkpoint is not None:
         fingerprint = _fingerprint(
-            tm, loss, batch_size, patience, max_epochs, min_delta, chunk_epochs, keys, x, y, partial
+            tm,
+            state.train,
+            optimizer,
+            loss,
+            x,
+            y,
+            keys,
+            given_params,
+            given_opt_state,
+            batch_size=batch_size,
+            partial=partial,
+            patience=int(patience),
+            max_epochs=int(max_epochs),
+            min_delta=float(min_delta),
+            chunk_epochs=chunk_epochs,
+            unroll=int(unroll),
         )
         ckpt = Checkpoints(checkpoint, fingerprint)
-        saved = ckpt.restore({"state": state, "final": final, "rows": rows, "usage": usage})
+
+        def tree():
+            return {
+                "state": state,
+                "final": final,
+                "rows": rows,
+                "usage": usage,
+                "history": _history_tree(history),
+            }
+
+        saved = ckpt.restore(tree())
         if saved is not None:
             state, final, rows = saved["state"], saved["final"], np.asarray(saved["rows"])
             usage = np.array(saved["usage"], np.int64)
-            history = [[np.nan] * int(e) for e in np.asarray(final.epoch)[:n_runs]]
-            for r, seed in enumerate(rows):
-                if seed >= 0:
-                    history[seed] = [np.nan] * int(np.asarray(state.epoch)[r])
+            curves, lengths = (np.asarray(saved["history"][k]) for k in ("loss", "epochs"))
+            history = [list(c[:n]) for c, n in zip(curves, lengths, strict=True)]
     state = _place_seeds(state)
     bar = Progress("fit", None, progress)
     chunks = 0
@@ -443,7 +480,7 @@ def fit(
                 )
                 rows = np.concatenate([rows[active], np.full(size - active.size, -1)])
             if ckpt is not None and (not rows.size or chunks % checkpoint_every == 0):
-                ckpt.save({"state": state, "final": final, "rows": rows, "usage": usage})
+                ckpt.save(tree())
     finally:  # pending writes are finished even on an exception (Ctrl-C)
         if ckpt is not None:
             ckpt.close()

@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jaxprune.graph._adapters import as_model
 from jaxprune.graph._rewritten import RewriteSpec
@@ -71,12 +70,12 @@ class TrainModel:
         """
         return (self.kind, self.model, self.options)
 
-    def fingerprint(self) -> str:
-        shapes = jax.tree.map(
-            lambda a: (tuple(jnp.shape(a)), str(jnp.asarray(a).dtype)), self.params
-        )
-        name = repr(self.model) if self.kind == "linen" else type(self.model).__name__
-        return f"{self.kind} {name} {jax.tree.structure(self.params)} {shapes}"
+    def fingerprint(self) -> dict[str, str]:
+        """``{"model": ..., "variables": ...}``: the model's structure and options without
+        memory addresses, and a digest of the given variables (see ``_fingerprint``)."""
+        from jaxprune.training._fingerprint import model_fields
+
+        return model_fields(self)
 
 
 def _call_of(model):

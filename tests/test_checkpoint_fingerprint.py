@@ -1,0 +1,168 @@
+"""A checkpoint is tied to everything that shapes the run it holds.
+
+Rerunning ``fit(..., checkpoint=dir)`` with another optimizer, loss, data, batch size or model
+is refused with a short error naming the field(s) that differ; the fingerprint holds no memory
+address, so a user's ``nn.Sequential([..., nn.relu, ...])`` resumes in another process.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxprune as jp
+from jaxprune.training._checkpoint import CheckpointError, Checkpoints
+from jaxprune.training._fingerprint import describe, describe_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+X = jax.random.normal(jax.random.key(1), (24, 3))
+Y = jnp.stack([X[:, 0] * X[:, 1], jnp.sin(X[:, 2])], axis=1)
+
+
+def _net(width=8):
+    return nn.Sequential([nn.Dense(width), nn.relu, nn.Dense(2)])
+
+
+def _kw(path, **changes):
+    kw = dict(
+        model=_net(),
+        data=(X, Y),
+        keys=jax.random.key(0),
+        loss="mse",
+        optimizer=optax.adam(1e-3),
+        batch_size=8,
+        patience=100,
+        max_epochs=4,
+        chunk_epochs=2,
+        checkpoint=path,
+        checkpoint_every=1,
+        progress=False,
+        train_kw=None,  # nn.Sequential forwards keywords to its first layer
+    )
+    return {**kw, **changes}
+
+
+def _fit(kw):
+    kw = dict(kw)
+    return jp.training.fit(kw.pop("model"), kw.pop("data"), **kw)
+
+
+CHANGES = {
+    "optimizer": dict(optimizer=optax.adam(1.0)),
+    "loss": dict(loss=lambda p, t: jnp.abs(p - t).sum(-1)),
+    "data": dict(data=(X.at[3, 1].add(0.5), Y)),  # same shape, one value moved
+    "batch_size": dict(batch_size=4),
+    "model": dict(model=_net(16)),
+}
+NAMED = {"model": ("model", "shapes")}  # a wider layer is also another param shape
+
+
+@pytest.mark.parametrize("field", CHANGES)
+def test_a_changed_setting_is_refused_naming_the_field(tmp_path, field):
+    first = _kw(tmp_path / "run")
+    if field == "loss":  # a callable of the same qualified name (<lambda>), other code
+        first["loss"] = lambda p, t: ((p - t) ** 2).sum(-1)
+    _fit(first)
+    with pytest.raises(CheckpointError) as err:
+        _fit({**first, **CHANGES[field]})
+    message = str(err.value)
+    assert err.value.fields == NAMED.get(field, (field,))
+    assert f"{field} (saved " in message
+    assert len(message) < 900, message  # names the fields, no model repr
+    assert "0x" not in message
+    assert "another checkpoint directory" in message and f"delete {tmp_path / 'run'}" in message
+    # the unchanged call still resumes (the finished run is read back, nothing retrained)
+    again = _fit(first)
+    assert int(again.epochs) == 4
+
+
+def test_the_learning_rate_is_shown_in_the_refusal(tmp_path):
+    _fit(_kw(tmp_path / "run"))
+    with pytest.raises(CheckpointError, match=r"optimizer \(saved .*0\.001.*, now .*1\.0"):
+        _fit(_kw(tmp_path / "run", optimizer=optax.adam(1.0)))
+
+
+def test_the_optimizer_description_tells_hyperparameters_apart():
+    params = {"Dense_0": {"kernel": jnp.zeros((3, 2)), "bias": jnp.zeros(2)}}
+
+    def desc(tx):
+        return describe_optimizer(tx, params, tx.init(params))
+
+    txs = {
+        "adam 1e-3": optax.adam(1e-3),
+        "adam 1.0": optax.adam(1.0),
+        "adam b1=0.8": optax.adam(1e-3, b1=0.8),
+        "sgd 1e-3": optax.sgd(1e-3),
+        "adam decay 0.5": optax.adam(optax.exponential_decay(1e-3, 100, 0.5)),
+        "adam decay 0.9": optax.adam(optax.exponential_decay(1e-3, 100, 0.9)),
+        "injected 1e-3": optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
+        "injected 1.0": optax.inject_hyperparams(optax.adam)(learning_rate=1.0),
+        "array lr": optax.sgd(jnp.float32(1e-3)),  # a constant of the traced update, not a literal
+        "array lr 2": optax.sgd(jnp.float32(2e-3)),
+        "clipped": optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3)),
+    }
+    seen = {name: desc(tx) for name, tx in txs.items()}
+    assert len(set(seen.values())) == len(seen), seen
+    assert desc(optax.adam(1e-3)) == seen["adam 1e-3"]  # rebuilt: the same description
+    assert "0.001" in seen["adam 1e-3"] and "0x" not in seen["adam 1e-3"]
+    assert len(seen["adam 1e-3"]) < 400
+
+
+def test_model_descriptions_hold_no_address_and_tell_settings_apart():
+    from flax import nnx
+
+    seq = describe(_net())
+    assert seq == describe(_net()) and "0x" not in seq
+    assert "jax.nn.relu" in seq or "relu" in seq
+    assert describe(_net(16)) != seq
+    assert describe(nn.Dense(4, kernel_init=nn.initializers.normal(0.1))) != describe(
+        nn.Dense(4, kernel_init=nn.initializers.normal(0.2))
+    )
+    drop = lambda rate: nnx.Dropout(rate, rngs=nnx.Rngs(0))  # noqa: E731
+    assert describe(drop(0.1)) != describe(drop(0.2)) and "0x" not in describe(drop(0.1))
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, jax, jax.numpy as jnp, optax, flax.linen as nn, jaxprune as jp
+    from jaxprune.training._checkpoint import Checkpoints
+
+    def stop_after_first_save(self, tree, real=Checkpoints.save):
+        real(self, tree)
+        raise SystemExit(3)  # ends after the first chunk's checkpoint (fit's finally commits it)
+
+    Checkpoints.save = stop_after_first_save
+    X = jax.random.normal(jax.random.key(1), (24, 3))
+    Y = jnp.stack([X[:, 0] * X[:, 1], jnp.sin(X[:, 2])], axis=1)
+    net = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+    jp.training.fit(net, (X, Y), keys=jax.random.key(0), loss="mse", optimizer=optax.adam(1e-3),
+                    batch_size=8, patience=100, max_epochs=6, chunk_epochs=2,
+                    checkpoint=sys.argv[1], checkpoint_every=1, progress=False, train_kw=None)
+    """
+)
+
+
+def test_a_sequential_with_relu_resumes_in_another_process(tmp_path, monkeypatch):
+    ckpt = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.run([sys.executable, "-c", CHILD, str(ckpt)], env=env, timeout=300)
+    assert child.returncode == 3
+    restored, real = [], Checkpoints.restore
+    monkeypatch.setattr(
+        Checkpoints, "restore", lambda self, t: restored.append(real(self, t)) or restored[-1]
+    )
+    resumed = _fit(_kw(ckpt, max_epochs=6))
+    assert np.asarray(restored[0]["state"].epoch).tolist() == [2]  # resumed after epoch 2
+    fresh = _fit(_kw(None, max_epochs=6))
+    np.testing.assert_array_equal(resumed.history["loss"], fresh.history["loss"])
+    assert not np.isnan(np.asarray(resumed.history["loss"])).any()
+    jax.tree.map(np.testing.assert_array_equal, resumed.params, fresh.params)
+    jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, fresh.opt_state)
