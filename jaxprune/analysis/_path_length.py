@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxprune._types import Params, UnitMask
 from jaxprune.graph import Graph
+from jaxprune.graph._masks import check_mask
 
 __all__ = [
     "average_path_length",
@@ -72,6 +73,10 @@ def _param_layer(graph: Graph, leaf: str) -> str:
 
 def _masks(graph: Graph, active: Mapping | None):
     """``({unit: bool[width]}, {activation parameter layer: bool[width]})``."""
+    if active is not None and not isinstance(active, Mapping):
+        raise ValueError(
+            f"active: expected a mapping {{unit: bool[width]}}, got {type(active).__name__}"
+        )
     active = dict(active or {})
     sites = {}
     for n in graph.analysis.paths:
@@ -80,13 +85,7 @@ def _masks(graph: Graph, active: Mapping | None):
                 sites[_param_layer(graph, leaf)] = n.width
     by_param = {}
     for name in [k for k in active if k in sites and k not in graph.units]:
-        m = np.asarray(active.pop(name))
-        if m.shape != (sites[name],) or not (m.dtype == bool or m.dtype.kind in "iu"):
-            raise ValueError(
-                f"active[{name!r}]: expected a bool mask of shape ({sites[name]},), got "
-                f"{m.dtype}{list(m.shape)}"
-            )
-        by_param[name] = m.astype(bool)
+        by_param[name] = np.asarray(check_mask("active", name, active.pop(name), (sites[name],)))
     unknown = sorted(set(active) - set(graph.units))
     if unknown:
         raise ValueError(

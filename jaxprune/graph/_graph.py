@@ -14,6 +14,7 @@ from jaxprune.graph._analyze import Analysis, SliceInfo, analyze
 from jaxprune.graph._errors import GraphError
 from jaxprune.graph._evaluate import run_program
 from jaxprune.graph._inline import inline
+from jaxprune.graph._masks import check_mask, check_mask_names
 
 __all__ = ["Graph", "Layer", "Unit", "trace"]
 
@@ -163,31 +164,18 @@ class Graph:
     def check_units(self, units: Mapping | None, arg: str = "units", *, fill: bool = True):
         """Validates ``{unit: bool[width]}``; returns bool arrays (all units if ``fill``).
 
-        Raises ``ValueError`` naming ``arg`` for an unknown unit (listing the valid ones), a
-        wrong shape, or a float dtype (a 0.5 would silently count as True).
+        Raises ``ValueError`` naming ``arg`` for a non-mapping, an unknown unit (listing the
+        valid ones), or a mask that is not bool of shape ``(width,)``: a float 0.5 would
+        silently count as True, integers could be indices rather than a mask. The message is
+        ``arg['unit']: expected shape (w,) and dtype bool, got shape <s> and dtype <d>``.
         """
-        if units is not None and not isinstance(units, Mapping):
-            raise ValueError(
-                f"{arg}: expected a mapping {{unit: bool[width]}}, got {type(units).__name__}"
-            )
-        units = dict(units or {})
-        unknown = sorted(set(units) - set(self.units))
-        if unknown:
-            raise ValueError(
-                f"{arg}: unknown unit(s) {unknown}; the model's units are {list(self.units)}"
-            )
+        units = check_mask_names(units, arg, self.units)
         out = {}
         for name, u in self.units.items():
-            if name not in units and not fill:
-                continue
-            m = jnp.asarray(units.get(name, jnp.zeros(u.width, bool)))
-            if m.shape != (u.width,):
-                raise ValueError(f"{arg}[{name!r}]: expected shape ({u.width},), got {m.shape}")
-            if not (m.dtype == bool or jnp.issubdtype(m.dtype, jnp.integer)):
-                raise ValueError(
-                    f"{arg}[{name!r}]: expected a bool (or 0/1 integer) mask, got dtype {m.dtype}"
-                )
-            out[name] = m.astype(bool)
+            if name in units:
+                out[name] = check_mask(arg, name, units[name], (u.width,))
+            elif fill:
+                out[name] = jnp.zeros(u.width, bool)
         return out
 
     def slices(self, unit: str, *, incoming: bool = True, outgoing: bool = True):
@@ -273,20 +261,25 @@ class Graph:
         Args:
           variables: the model's variables (same structure as at tracing).
           *args: the call's arguments.
-          masks: ``{unit: float[width]}`` multiplied onto each unit's channels where they are
-            read (0 removes a unit). May be traced (``vmap`` over masks).
+          masks: ``{unit: multiplier[width]}``, bool or real, multiplied onto each unit's
+            channels where they are read (``False``/0 removes a unit, ``True``/1 keeps it,
+            other values scale it). May be traced (``vmap`` over masks).
 
         Returns:
           The model's output.
+
+        Raises:
+          ValueError: naming ``masks`` for a non-mapping or an unknown unit (listing the
+            model's units), ``masks['unit']`` for a mask whose shape is not ``(width,)`` or
+            whose dtype is not bool, integer or float.
         """
         flat = jax.tree.leaves(variables) + jax.tree.leaves(args)
         root_masks = {}
-        for name, m in (masks or {}).items():
-            if name not in self.units:
-                raise ValueError(
-                    f"masks: unknown unit {name!r}; the model's units are {list(self.units)}"
-                )
-            root_masks[self.units[name].root] = m
+        for name, m in check_mask_names(masks, "masks", self.units).items():
+            width = self.units[name].width
+            root_masks[self.units[name].root] = check_mask(
+                "masks", name, m, (width,), multiplier=True
+            )
         outs = run_program(self.analysis, flat, root_masks)
         return jax.tree.unflatten(self._out_tree, outs)
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxprune._types import UnitMask
+from jaxprune.graph._masks import check_mask, check_mask_names
 
 __all__ = ["FreezeUnitsState", "freeze_units", "set_frozen_units"]
 
@@ -48,8 +49,9 @@ def freeze_units(graph, frozen: UnitMask) -> optax.GradientTransformation:
       An ``optax.GradientTransformation`` with state :class:`FreezeUnitsState`.
 
     Raises:
-      ValueError: naming ``frozen`` for an unknown unit (listing the valid ones), a wrong shape
-        or a float dtype.
+      ValueError: naming ``frozen`` for an unknown unit (listing the valid ones), or
+        ``frozen['unit']`` for a mask that is not bool of shape ``(width,)`` (a float 0.5 would
+        count as True).
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, optax, jaxprune as jp
     >>> class Net(nn.Module):
@@ -102,7 +104,8 @@ def set_frozen_units(opt_state, frozen: UnitMask):
 
     Raises:
       ValueError: naming ``opt_state`` if it holds no ``FreezeUnitsState``, or ``frozen`` for an
-        unknown unit, a wrong shape or a float dtype.
+        unknown unit or a mask that is not bool of the state's shape (``(width,)``, or
+        ``(seeds, width)`` for a state stacked over seeds).
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, optax, jaxprune as jp
     >>> x = jnp.ones((1, 3)); net = nn.Sequential([nn.Dense(2), nn.relu, nn.Dense(1)])
@@ -125,23 +128,13 @@ def set_frozen_units(opt_state, frozen: UnitMask):
     def replace(s):
         if not isinstance(s, FreezeUnitsState):
             return s
-        unknown = sorted(set(frozen) - set(s.frozen))
-        if unknown:
-            raise ValueError(
-                f"frozen: unknown unit(s) {unknown}; the model's units are {list(s.frozen)}"
-            )
+        given = check_mask_names(frozen, "frozen", s.frozen)
         new = {}
         for name, old in s.frozen.items():
-            m = jnp.asarray(frozen.get(name, jnp.zeros(jnp.shape(old), bool)))
-            if m.shape != jnp.shape(old):
-                raise ValueError(
-                    f"frozen[{name!r}]: expected shape {jnp.shape(old)}, got {m.shape}"
-                )
-            if not (m.dtype == bool or jnp.issubdtype(m.dtype, jnp.integer)):
-                raise ValueError(
-                    f"frozen[{name!r}]: expected a bool (or 0/1 integer) mask, got dtype {m.dtype}"
-                )
-            new[name] = m.astype(bool)
+            if name in given:
+                new[name] = check_mask("frozen", name, given[name], jnp.shape(old))
+            else:
+                new[name] = jnp.zeros(jnp.shape(old), bool)
         found.append(True)
         return FreezeUnitsState(frozen=new)
 
