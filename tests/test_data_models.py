@@ -74,7 +74,7 @@ def test_graph_masks_zero_mlp_units_and_reject_unknown_units(key):
     np.testing.assert_allclose(
         out, h @ params["out"]["kernel"] + params["out"]["bias"], rtol=1e-5, atol=1e-6
     )
-    with pytest.raises(ValueError, match="masks: unknown unit 'relu_7'"):
+    with pytest.raises(ValueError, match=r"masks: unknown unit\(s\) \['relu_7'\]"):
         graph.apply({"params": params}, x, masks={"relu_7": jnp.ones(3)})
 
 

@@ -165,7 +165,7 @@ def test_bad_input_names_the_argument():
         reinit_units(graph, params, {"relu_0": jnp.ones(8, bool)}, key)
     with pytest.raises(ValueError, match=r"units\['Dense_0'\]: expected shape \(8,\)"):
         reinit_units(graph, params, {"Dense_0": jnp.ones(3, bool)}, key)
-    with pytest.raises(ValueError, match=r"units\['Dense_0'\]: expected a bool"):
+    with pytest.raises(ValueError, match=r"units\['Dense_0'\]: .* and dtype bool, got .* float32"):
         reinit_units(graph, params, {"Dense_0": jnp.full(8, 0.5)}, key)
     with pytest.raises(ValueError, match="outgoing: expected one of"):
         reinit_units(graph, params, {}, key, outgoing="random")
