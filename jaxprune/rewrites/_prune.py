@@ -32,10 +32,7 @@ def _concrete_keep(keep) -> dict:
                 f"keep[{name!r}]: expected a concrete bool array; prune_units changes shapes, so "
                 "it cannot run under jax.jit/vmap (call it outside, then jit the narrow model)"
             )
-        m = np.asarray(m)
-        if m.dtype != bool:
-            raise ValueError(f"keep[{name!r}]: expected a bool mask, got dtype {m.dtype}")
-        out[name] = m
+        out[name] = np.asarray(m)  # shape and dtype: graph.check_units (the shared checker)
     return out
 
 
