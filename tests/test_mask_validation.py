@@ -151,3 +151,19 @@ def test_set_frozen_units_keeps_a_seed_axis_of_a_stacked_state():
     assert set_frozen_units(stacked, {UNIT: m})[1].frozen[UNIT].tolist() == m.tolist()
     with pytest.raises(ValueError, match=r"shape \(2, 4\) and dtype bool, got shape \(4,\)"):
         set_frozen_units(stacked, {UNIT: m[0]})
+
+
+def test_slope_sparsity_and_transfer_mask_refuse_float_masks():
+    # both cast with jnp.asarray(m, bool): 0.5 would have counted as inactive
+    params = {"prelu_0": {"slope": jnp.full(3, 0.5)}}
+    half = jnp.array([0.0, 0.5, 1.0])
+    tx = jp.transforms.slope_sparsity(optax.sgd(0.1), strength=1.0, inactive={"prelu_0": half})
+    pattern = r"^inactive\['prelu_0'\]: expected shape \(3,\) and dtype bool, got shape \(3,\)"
+    with pytest.raises(ValueError, match=pattern):
+        tx.init(params)
+    with pytest.raises(ValueError, match=pattern):
+        jp.rewrites.transfer_mask({"prelu_0": half})
+    mask = {"prelu_0": jnp.array([True, False, True])}
+    tx = jp.transforms.slope_sparsity(optax.sgd(0.1), strength=1.0, inactive=mask)
+    assert tx.init(params).inactive["prelu_0"].tolist() == [True, False, True]
+    assert jp.rewrites.transfer_mask(mask)["prelu_0"].tolist() == [True, False, True]

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune._types import Params, UnitMask
+from jaxprune.graph._masks import check_mask
 
 __all__ = ["MASK_TRANSFER_MODES", "set_linear_slopes", "transfer_mask"]
 
@@ -35,7 +36,8 @@ def transfer_mask(
       ``{layer: bool[width]}`` with the same layers and shapes.
 
     Raises:
-      ValueError: an unknown ``mode``, an empty mask, or a shuffled mode without ``key``.
+      ValueError: an unknown ``mode``, an empty mask, a mask that is not bool (naming
+        ``inactive['layer']``), or a shuffled mode without ``key``.
 
     >>> import jax, jax.numpy as jnp
     >>> m = {"prelu_0": jnp.array([True, True, False, False]), "prelu_1": jnp.array([True, False])}
@@ -53,7 +55,7 @@ def transfer_mask(
         raise ValueError(f"mode: expected one of {MASK_TRANSFER_MODES}, got {mode!r}")
     if not inactive:
         raise ValueError("inactive: expected at least one layer")
-    masks = {k: jnp.asarray(v, bool) for k, v in inactive.items()}
+    masks = {k: check_mask("inactive", k, v, np.shape(v)) for k, v in inactive.items()}
     if mode == "exact":
         return masks
     if key is None:

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from jaxprune._types import Params
+from jaxprune.graph._masks import check_mask
 
 _LOG_MAX_BOOST = np.float32(math.log(1e6))  # the controller's penalty stays finite
 
@@ -203,10 +204,8 @@ def slope_sparsity(
             )
         mask = {}
         for layer, shape in layers.items():
-            m = jnp.asarray(initial.get(layer, jnp.zeros(shape, bool)), bool)
-            if m.shape != shape:
-                raise ValueError(f"inactive[{layer!r}]: expected shape {shape}, got {m.shape}")
-            mask[layer] = m
+            m = initial.get(layer, np.zeros(shape, bool))
+            mask[layer] = check_mask("inactive", layer, m, shape)  # bool: 0.5 is no answer
         return SlopeSparsityState(
             mask, jnp.asarray(strength, jnp.float32), inner.init(params), jnp.zeros((), jnp.int32)
         )
