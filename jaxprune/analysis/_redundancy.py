@@ -11,6 +11,9 @@ import numpy as np
 
 from jaxprune._data_checks import check_finite
 from jaxprune.analysis._resolve import resolve
+from jaxprune.graph import GraphError
+from jaxprune.graph._affine import affine_runs, run_scale_shift
+from jaxprune.graph._analyze import SliceInfo
 
 __all__ = [
     "REDUNDANCY_THRESHOLD",
@@ -143,51 +146,100 @@ def _redundant_in_layer(similarity, threshold, scores) -> jax.Array:
     return jnp.any(same & better, axis=1)
 
 
-def _bias_leaf(kernel: str, slices, leaves) -> str | None:
-    """The unit's bias: a 1-D write slice beside the kernel (same parent path)."""
-    parent = kernel.rsplit("/", 1)[0] if "/" in kernel else ""
-    for leaf, _, _ in slices:
-        lp = leaf.rsplit("/", 1)[0] if "/" in leaf else ""
-        if leaf != kernel and lp == parent and jnp.ndim(leaves[leaf]) == 1:
-            return leaf
-    return None
+def _on_group(graph, act, root: int) -> np.ndarray:
+    sl = SliceInfo("", 0, act.segs, act.outer, act.inner, "write")
+    return graph._index(sl, root)
 
 
-def _unit_similarity(graph, leaves, name: str, circular: bool) -> jax.Array:
-    """``(w, w)`` similarity of a unit group's incoming weights (see :func:`redundant_units`)."""
+def _unit_similarity(graph, leaves, name: str, circular: bool, runs) -> jax.Array:
+    """``(w, w)`` similarity of a unit group's folded incoming weights (see
+    :func:`redundant_units`)."""
     unit = graph.units[name]
+    an = graph.analysis
+    w = unit.width
     slices = graph.slices(name, incoming=True, outgoing=False)
     by_leaf = {leaf: (axis, idx) for leaf, axis, idx in slices}
-    pairs = zip(graph.layers, graph.analysis.layers, strict=True)
-    infos = {graph.layers[n].kernel: info for n, info in pairs}
-    sim = jnp.zeros((unit.width, unit.width))
-    done = np.zeros(unit.width, bool)
-    for layer in unit.layers:  # each channel: the first layer that writes it
-        kernel = graph.layers[layer].kernel
-        if kernel not in by_leaf:
+    layer_run = {r.layer: r for r in runs if r.layer is not None}
+    covered = set()
+    blocks = []  # writers: (kernel (..., w) with the units last, shift (w,), is a conv kernel)
+    later = []  # per-channel maps after the writers: (params (w, m), shift (w,), written)
+
+    def on_group(run):
+        out_chan = _on_group(graph, run.act, unit.root)
+        ok = out_chan >= 0
+        scale, shift = run_scale_shift(an, leaves, run)
+        a = jnp.zeros(w).at[out_chan[ok]].set(scale[ok])
+        d = jnp.zeros(w).at[out_chan[ok]].set(shift[ok])
+        written = np.zeros(w, bool)
+        written[out_chan[ok]] = True
+        return a, d, written
+
+    for info in an.layers:  # every layer writing the group's channels
+        kernel = info.kernel
+        if kernel not in by_leaf or info.index not in layer_run:
             continue
+        run = layer_run[info.index]
+        covered |= {kernel, *run.leaves}
         axis, idx = by_leaf[kernel]
-        pos = np.flatnonzero((idx >= 0) & ~done[np.maximum(idx, 0)])
-        if pos.size == 0:
-            continue
+        pos = np.flatnonzero(idx >= 0)
         chan = idx[pos]
-        done[chan] = True
-        info = infos[kernel]
         k = jnp.take(leaves[kernel], pos, axis=axis)
-        if info.kernel_in_axis is not None:  # (spatial..., in, out) as a linen kernel
+        if info.kernel_in_axis is not None:  # (spatial..., in, units) as a linen kernel
             k = jnp.moveaxis(k, (info.kernel_in_axis, axis), (-2, -1))
-        else:  # depthwise: no input axis
+        else:
             k = jnp.moveaxis(k, axis, -1)
-        bias_leaf = _bias_leaf(kernel, slices, leaves)
-        bias = None
-        if bias_leaf is not None:
-            b_axis, b_idx = by_leaf[bias_leaf]
-            order = np.full(unit.width, -1)
-            order[b_idx[b_idx >= 0]] = np.flatnonzero(b_idx >= 0)
-            bias = jnp.take(leaves[bias_leaf], order[chan], axis=b_axis)
-        circ = circular and k.ndim == 4 and graph.layers[layer].op == "conv"
-        block = unit_similarity(k, bias, circular=circ)
-        sim = sim.at[np.ix_(chan, chan)].set(block)
+        a, d, written = on_group(run)
+        k_full = jnp.zeros(k.shape[:-1] + (w,), jnp.float32).at[..., chan].set(k * a[chan])
+        if info.op == "depthwise_conv":  # a per-channel filter on the group's own channels
+            later.append((jnp.moveaxis(k_full, -1, 0).reshape(w, -1), d, written))
+        else:
+            blocks.append((k_full, d, k.ndim == 4 and info.op == "conv"))
+    for run in runs:  # per-channel scales and shifts after a join (a pre-activation BatchNorm)
+        if run.layer is not None or not run.act.segs:
+            continue
+        if not (_on_group(graph, run.act, unit.root) >= 0).any():
+            continue
+        covered |= run.leaves
+        if run.activation:  # an activation's own parameters (PReLU slopes): not compared
+            continue
+        a, d, written = on_group(run)
+        later.append((a[:, None], d, written))
+    uncovered = sorted({leaf for leaf, _, _ in slices} - covered)
+    if uncovered:
+        raise GraphError(
+            f"redundant_units: unit group {name!r}: the parameters {uncovered} act on its "
+            "channels other than as a per-channel scale or shift of a layer's output (a "
+            "BatchNorm using batch statistics, a LayerNorm), so its units have no fixed incoming "
+            "weights to compare; for BatchNorm, trace the model in evaluation mode (train=False, "
+            "or model.eval() for an NNX module)"
+        )
+
+    def stream(shift_):
+        parts = []
+        for k, d, is_conv in blocks:
+            if is_conv and shift_ is not None:
+                k = jnp.roll(k, (shift_[0] % k.shape[0], shift_[1] % k.shape[1]), axis=(0, 1))
+            parts += [jnp.moveaxis(k, -1, 0).reshape(w, -1), d[:, None]]
+        return jnp.concatenate(parts, axis=1) if parts else jnp.zeros((w, 1))
+
+    ref = stream(None)
+    sim = _normalize(ref) @ _normalize(ref).T
+    convs = [k.shape[:2] for k, _, is_conv in blocks if is_conv]
+    if circular and convs:
+        kh, kw = convs[0]
+        rolled = [
+            _normalize(stream((a, b))) @ _normalize(ref).T for a in range(kh) for b in range(kw)
+        ]
+        sim = jnp.max(jnp.stack(rolled), axis=0)
+    # A per-channel map (scale or filter P, shift D) on the group's values after the writers:
+    # units u, v whose values are s_v = c s_u stay proportional after it iff
+    # (P_v |s_v|, D_v) is parallel to (P_u |s_u|, D_u), |s| the norm of a unit's stream vector.
+    norm = jnp.linalg.norm(ref, axis=1)
+    for p, d, written in later:
+        part = _normalize(jnp.concatenate([p * norm[:, None], d[:, None]], axis=1))
+        both = written[:, None] & written[None, :]
+        neither = ~written[:, None] & ~written[None, :]
+        sim = jnp.minimum(sim, jnp.where(both, part @ part.T, jnp.where(neither, 1.0, 0.0)))
     return sim
 
 
@@ -203,11 +255,21 @@ def redundant_units(
 ) -> dict[str, jax.Array]:
     """Trivially redundant units of every unit group: all but one member of each group.
 
-    A unit's vector is its incoming weights: its column of the kernel of the first layer that
-    writes it (the unit group's first layer; a conv filter for a conv unit) and that layer's
-    bias entry, found by the graph's write slices (:meth:`~jaxprune.graph.Graph.slices`), so
-    it works on the dense and conv units of any model. Groups are the connected components of
-    :func:`redundancy_groups` on :func:`unit_similarity`. One member of each group is **kept**
+    A unit's vector is its incoming weights with everything that sets its pre-activation
+    folded in, from every slice of its coupling group: for each layer writing it, its kernel
+    column (a conv filter for a conv unit) times the per-channel scale that follows, and its
+    shift, ``(s K, s (b - mean) + shift)`` for a layer with bias ``b`` followed by a BatchNorm
+    with running statistics (``s = scale / sqrt(var + eps)``), concatenated over the layers of a
+    residual group. Two units are trivially redundant when these vectors are parallel (their
+    pre-activations are positive multiples of each other, so one can be merged into the
+    other's outgoing weights); comparing the conv kernels alone would merge units whose
+    BatchNorm shifts differ. Per-channel maps on the group's values after its layers (a
+    pre-activation BatchNorm after a residual join, a depthwise filter) must keep the units
+    proportional too: their similarity is the smallest of the stream's and each map's.
+    An activation's own parameters (PReLU slopes) are not compared. The slices are found by the
+    graph's write slices (:meth:`~jaxprune.graph.Graph.slices`), so it works on the dense and
+    conv units of any model. Groups are the connected components of
+    :func:`redundancy_groups` on these similarities. One member of each group is **kept**
     (not redundant): the one with the highest ``scores`` value (e.g. the ablation loss ratio,
     so the most contributing member stays), ties and ``scores=None`` going to the lowest unit
     index. The other members are redundant; a unit alone in its group is never redundant.
@@ -250,7 +312,8 @@ def redundant_units(
     [True, False, False]
 
     References:
-      Paper 000, sec. 4.1 step 5b and sec. 5.
+      Paper 000, sec. 4.1 step 5b ("the normalized dot product of the vectors formed by the
+      weights (including bias)"; with a BatchNorm these are the folded weights) and sec. 5.
     """
     _check_threshold(threshold)
     graph, variables = resolve(model, variables, None if x is None else (x,), kwargs)
@@ -263,9 +326,10 @@ def redundant_units(
             f"scores: unknown unit(s) {unknown}; the model's units are {list(graph.units)}"
         )
     leaves = graph.model.leaves(variables)
+    runs = affine_runs(graph.analysis)
     out = {}
     for name, unit in graph.units.items():
-        sim = _unit_similarity(graph, leaves, name, circular)
+        sim = _unit_similarity(graph, leaves, name, circular, runs)
         s = scores.get(name)
         if s is not None and jnp.shape(s) != (unit.width,):
             raise ValueError(

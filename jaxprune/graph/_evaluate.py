@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act
 
-__all__ = ["channel_vector", "run_program"]
+__all__ = ["channel_vector", "evaluate_from", "run_program"]
 
 
 def channel_vector(act: Act, masks: dict, locate, dtype, fill: float = 1.0):
@@ -92,3 +92,35 @@ def run_program(analysis, flat_inputs, masks: dict | None = None, capture=None):
     if capture is True:
         return results, env
     return results, {v: env[v] for v in capture}
+
+
+def evaluate_from(program, known: dict, targets) -> list:
+    """The values of ``targets`` computed from ``known`` (``{variable id: value}``) alone.
+
+    Only the nodes the targets depend on are evaluated; a known variable stands for its value
+    whatever node produced it (so ``known`` may replace an intermediate value, e.g. a layer's
+    output, to evaluate what follows it as a function of that value).
+
+    Raises:
+      KeyError: naming the first variable needed that is neither known nor computable.
+    """
+    producer = {o: i for i, node in enumerate(program.nodes) for o in node.outs}
+    needed, stack = set(), [v for v in targets if not isinstance(v, Literal)]
+    while stack:
+        v = stack.pop()
+        if v in known or v in needed:
+            continue
+        if v not in producer:
+            raise KeyError(f"variable {v} is neither given nor computed from given values")
+        needed.add(v)
+        stack.extend(u for u in program.nodes[producer[v]].ins if not isinstance(u, Literal))
+    env = dict(known)
+    for i in sorted({producer[v] for v in needed}):
+        node = program.nodes[i]
+        vals = [u.value if isinstance(u, Literal) else env[u] for u in node.ins]
+        outs = node.primitive.bind(*vals, **node.params)
+        if not node.primitive.multiple_results:
+            outs = (outs,)
+        for o, val in zip(node.outs, outs, strict=True):
+            env.setdefault(o, val)
+    return [v.value if isinstance(v, Literal) else env[v] for v in targets]
