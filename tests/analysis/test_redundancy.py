@@ -111,19 +111,24 @@ def test_circularly_permuted_kernels_are_redundant_only_with_circular():
 
 
 def _with_copies(graph, variables):
-    """In every unit group, unit 1's incoming weights (first layer's kernel column and bias)
-    := 3 x unit 0's."""
+    """In every unit group, unit 1 := 3 x unit 0 through every slice that writes it: layer
+    kernels and biases x3; a BatchNorm's mean x3 and var + eps x9 (its scale and shift kept,
+    so its output is unit 0's); a depthwise filter kept and its bias x3."""
     leaves = dict(graph.model.leaves(variables))
+    depthwise = {layer.kernel for layer in graph.layers.values() if layer.op == "depthwise_conv"}
+    norms = {leaf.rsplit("/", 1)[0].split("/", 1)[-1] for leaf in leaves if leaf.endswith("/var")}
     for unit in graph.units:
-        first = graph.layers[graph.units[unit].layers[0]].kernel
-        prefix = first.rsplit("/", 1)[0] if "/" in first else ""
         for leaf, axis, idx in graph.slices(unit, incoming=True, outgoing=False):
-            lp = leaf.rsplit("/", 1)[0] if "/" in leaf else ""
-            if leaf != first and lp != prefix:  # a norm after the layer: left as is
-                continue
+            parent, last = leaf.rsplit("/", 1) if "/" in leaf else ("", leaf)
             a = jnp.moveaxis(leaves[leaf], axis, 0)
             i0, i1 = int(np.flatnonzero(idx == 0)[0]), int(np.flatnonzero(idx == 1)[0])
-            leaves[leaf] = jnp.moveaxis(a.at[i1].set(3 * a[i0]), 0, axis)
+            if parent.split("/", 1)[-1] in norms:
+                new = {"mean": 3 * a[i0], "var": 9 * (a[i0] + 1e-5) - 1e-5}.get(last, a[i0])
+            elif leaf in depthwise:
+                new = a[i0]
+            else:
+                new = 3 * a[i0]
+            leaves[leaf] = jnp.moveaxis(a.at[i1].set(new), 0, axis)
     tree = jax.tree.structure(variables)
     return jax.tree.unflatten(tree, list(leaves.values()))
 
