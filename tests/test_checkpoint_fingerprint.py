@@ -130,6 +130,27 @@ def test_model_descriptions_hold_no_address_and_tell_settings_apart():
     assert describe(drop(0.1)) != describe(drop(0.2)) and "0x" not in describe(drop(0.1))
 
 
+USER_MODEL = """
+import flax.linen as nn
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2)(nn.ACT(nn.Dense(8)(x)))
+"""
+
+
+def test_an_edited_model_class_is_another_model():
+    def model(act):  # the same class path, another line of code
+        namespace = {"__name__": "user_train_script"}
+        exec(USER_MODEL.replace("ACT", act), namespace)
+        return namespace["MLP"]()
+
+    assert describe(model("relu")) == describe(model("relu"))
+    assert describe(model("relu")) != describe(model("tanh"))
+    assert describe(model("relu")).startswith("user_train_script.MLP#")
+
+
 CHILD = textwrap.dedent(
     """
     import sys, jax, jax.numpy as jnp, optax, flax.linen as nn, jaxprune as jp

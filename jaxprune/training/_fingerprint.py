@@ -5,8 +5,9 @@ A checkpoint stores its configuration as named fields (``model``, ``optimizer``,
 any process and differs when the run would differ:
 
 * objects (modules, functions, settings) by :func:`describe`: class path and dataclass fields
-  recursively, functions by qualified name (plus a digest of their code, outside the libraries,
-  and the values they close over), arrays by dtype, shape and a digest of their bytes;
+  recursively, functions by qualified name and the values they close over, arrays by dtype,
+  shape and a digest of their bytes; a class or function defined outside the libraries also by
+  a digest of its code (its bytecode: another Python version reads as another configuration);
 * an optax optimizer by :func:`describe_optimizer`: the jaxpr of one ``update`` on the params'
   shapes, where hyperparameters are literals (``adam(1e-3)``'s ``-0.001``) or constants (an
   array learning rate), and the scalars of its initial state (``inject_hyperparams``' values).
@@ -18,6 +19,7 @@ import dataclasses
 import enum
 import functools
 import hashlib
+import inspect
 import re
 import types
 from typing import Any
@@ -108,6 +110,30 @@ def _code_digest(code: types.CodeType) -> str:
     return h.hexdigest()[:12]
 
 
+def _user_code(obj) -> bool:
+    module = getattr(obj, "__module__", None)
+    return module is None or module.split(".")[0] not in _LIBRARIES
+
+
+def _class_name(cls: type) -> str:
+    """The class path, and for a class defined outside the libraries a digest of the code of
+    its methods and of its user-defined bases' (an edited ``__call__`` is another model)."""
+    h = hashlib.sha256()
+    for klass in cls.__mro__:
+        if klass is object or not _user_code(klass):
+            continue
+        for name, member in sorted(vars(klass).items()):
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            if isinstance(member, property):
+                member = member.fget
+            member = inspect.unwrap(member) if callable(member) else member
+            if isinstance(member, types.FunctionType):
+                h.update(f"{klass.__qualname__}.{name}:{_code_digest(member.__code__)}".encode())
+    code = h.hexdigest()[:12] if _user_code(cls) else ""
+    return _qualified(cls) + (f"#{code}" if code else "")
+
+
 def _is_linen(obj) -> bool:
     try:
         import flax.linen as nn
@@ -134,9 +160,10 @@ def describe(obj: Any) -> str:
       Modules and other dataclasses as ``class.path(field=..., ...)`` recursively (a linen
       module's ``parent`` left out); NNX modules by their attributes, their variables by type,
       dtype and shape (their values belong to the model's variables); functions by qualified
-      name, with a digest of their code when defined outside the libraries, and the values
-      they close over; arrays as ``dtype[shape]#digest``; anything else by its ``repr`` with
-      memory addresses removed.
+      name and the values they close over; classes and functions defined outside the
+      libraries also by a digest of their code (an edited ``__call__`` is another model);
+      arrays as ``dtype[shape]#digest``; anything else by its ``repr`` with memory addresses
+      removed.
 
     >>> import flax.linen as nn
     >>> d = describe(nn.Sequential([nn.Dense(8), nn.relu]))
@@ -173,7 +200,7 @@ def _describe(obj, depth: int, seen: set) -> str:  # noqa: C901 -- one case per 
         return f"partial({', '.join(args)})"
     if isinstance(obj, types.FunctionType):
         out = _qualified(obj)
-        if obj.__module__ is None or obj.__module__.split(".")[0] not in _LIBRARIES:
+        if _user_code(obj):
             out += f"#{_code_digest(obj.__code__)}"
         extras = []
         if obj.__defaults__:
@@ -201,7 +228,7 @@ def _describe(obj, depth: int, seen: set) -> str:  # noqa: C901 -- one case per 
     if _is_linen(obj):
         fields = [f for f in dataclasses.fields(obj) if f.name != "parent"]
         body = ", ".join(f"{f.name}={sub(getattr(obj, f.name))}" for f in fields)
-        return f"{_qualified(type(obj))}({body})"
+        return f"{_class_name(type(obj))}({body})"
     if _is_nnx(obj):
         from flax import nnx
 
@@ -212,11 +239,11 @@ def _describe(obj, depth: int, seen: set) -> str:  # noqa: C901 -- one case per 
             return f"{type(obj).__name__}({dtype}[{dims}])"
         items = sorted((k, v) for k, v in vars(obj).items() if "__" not in k)
         body = ", ".join(f"{k}={sub(v)}" for k, v in items)
-        return f"{_qualified(type(obj))}({body})"
+        return f"{_class_name(type(obj))}({body})"
     if dataclasses.is_dataclass(obj):  # equinox modules, flax structs, user configs
         fields = dataclasses.fields(obj)
         body = ", ".join(f"{f.name}={sub(getattr(obj, f.name, None))}" for f in fields)
-        return f"{_qualified(type(obj))}({body})"
+        return f"{_class_name(type(obj))}({body})"
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a NamedTuple
         body = ", ".join(f"{k}={sub(v)}" for k, v in zip(obj._fields, obj, strict=True))
         return f"{_qualified(type(obj))}({body})"
