@@ -136,8 +136,8 @@ def _check_call(model, loss_fn, optimizer, x, y) -> bool:
     core = make_core(model, loss_fn, optimizer)
     x1, y1 = (jax.ShapeDtypeStruct((1, *jnp.shape(a)[1:]), jnp.result_type(a)) for a in (x, y))
 
-    def run(x1, y1):
-        ts = core.init(jax.random.key(0), x1)
+    def run(x1, y1):  # with the variables given, if any: they are what training will call
+        ts = core.init(jax.random.key(0), x1, params=model.params, state=model.state)
         ts, _ = core.train_step(ts, (x1, y1), jax.random.key(0))
         return core.eval_step(ts, (x1, y1))
 

@@ -19,7 +19,7 @@ from jaxprune.training._checks import check_call, check_initial_state, device_da
 from jaxprune.training._core import ProgramCache, TrainState, jit, make_core
 from jaxprune.training._fingerprint import run_fields
 from jaxprune.training._fit import _as_key_batch, _place_seeds
-from jaxprune.training._model import training_model
+from jaxprune.training._model import check_starts, training_model
 from jaxprune.training._progress import Progress
 
 __all__ = ["EpochsResult", "train_epochs"]
@@ -109,6 +109,8 @@ def train_epochs(
     train_kw: str | None = "train",
     mutable: tuple[str, ...] | None = None,
     rngs: tuple[str, ...] = ("dropout",),
+    init_fn: Callable[[jax.Array], Any] | None = None,
+    same_init: bool = False,
 ) -> EpochsResult:
     """Trains every run for exactly ``epochs`` epochs, recording a curve per epoch.
 
@@ -125,7 +127,8 @@ def train_epochs(
 
     Args:
       model: any model :func:`~jaxprune.training.fit` takes (linen with BatchNorm and dropout,
-        NNX, equinox, an ``(init_fn, apply_fn)`` pair, ``f(params, x)`` with ``variables``).
+        NNX, equinox, an ``(init_fn, apply_fn)`` pair, ``f(params, x)`` with ``variables`` or
+        ``init_fn``, a haiku transform).
       keys: one key or a 1-D batch of keys (``jax.random.split``).
       data: ``(x, y)`` with the same non-zero leading length.
       loss: loss name or per-example ``fn(pred, target)``; required.
@@ -152,6 +155,9 @@ def train_epochs(
         too; see :class:`~jaxprune.training._checkpoint.Checkpoints`).
       progress: a tqdm bar on a terminal, a plain line every 30 s otherwise.
       train_kw, mutable, rngs: as for :func:`~jaxprune.training.fit`.
+      init_fn, same_init: as for :func:`~jaxprune.training.fit`: each run's initial weights
+        drawn from its key by ``init_fn`` (NNX, equinox, functions), or every run started from
+        the one fixed set given (``same_init=True``; required for several keys).
 
     Returns:
       An :class:`EpochsResult`; ``history["loss"]`` and each metric have shape
@@ -161,7 +167,8 @@ def train_epochs(
       ValueError: for ``epochs``/``batch_size``/``chunk_epochs`` < 1, inconsistent data, NaN/inf
         in ``data`` (or in the given ``params``/``opt_state``), a bad key batch, or
         ``params``/``opt_state`` whose leading axis is not the number of keys or whose entries
-        and shapes differ from ``model.init``'s.
+        and shapes differ from ``model.init``'s; several keys with one fixed set of weights
+        without ``same_init=True``.
 
     >>> import jax, jax.numpy as jnp, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=8)
@@ -185,7 +192,10 @@ def train_epochs(
             raise ValueError(f"{name}: expected an integer >= 1, got {value}")
     keys, single = _as_key_batch(keys)
     n_runs = keys.shape[0]
-    tm = training_model(model, variables, train_kw=train_kw, mutable=mutable, rngs=rngs)
+    tm = training_model(
+        model, variables, train_kw=train_kw, mutable=mutable, rngs=rngs, init_fn=init_fn
+    )
+    check_starts(tm, x[:1], n_runs, params, bool(same_init))
     params, opt_state = check_initial_state(tm, params, opt_state, (x, y), n_runs, single)
     given_params, given_opt_state = params, opt_state  # for the checkpoint's fingerprint
     epochs, batch_size = int(epochs), min(int(batch_size), x.shape[0])
@@ -247,9 +257,9 @@ def train_epochs(
             ckpt.close()
     bar.close()
     p, s, o = ts.params, ts.state, ts.opt_state
-    v = jax.vmap(tm.variables)(p, s)
     if single:
-        v, p, s, o = jax.tree.map(lambda a: a[0], (v, p, s, o))
+        p, s, o = jax.tree.map(lambda a: a[0], (p, s, o))
         history = jax.tree.map(lambda a: a[0], history)
+    v = tm.variables(p, s)  # not vmapped: an equinox module holds functions (activations)
     history = jax.tree.map(jnp.asarray, history)
     return EpochsResult(v, p, s, o, history, time.perf_counter() - start)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,7 +32,7 @@ from jaxprune.training._early_stopping import (
     early_stopping_update,
 )
 from jaxprune.training._fingerprint import run_fields
-from jaxprune.training._model import training_model
+from jaxprune.training._model import check_starts, training_model
 from jaxprune.training._progress import Progress
 
 __all__ = ["FitResult", "RunState", "fit"]
@@ -172,7 +173,6 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
         es = final.stopping
         params, other = es.best_params if restore_best else (final.train.params, final.train.state)
         out = {
-            "variables": jax.vmap(tm.variables)(params, other),
             "params": params,
             "state": other,
             "loss": es.best_loss,
@@ -288,6 +288,8 @@ def fit(
     train_kw: str | None = "train",
     mutable: tuple[str, ...] | None = None,
     rngs: tuple[str, ...] = ("dropout",),
+    init_fn: Callable[[jax.Array], Any] | None = None,
+    same_init: bool = False,
 ) -> FitResult:
     """Trains one run per key, all in one compiled program, each with Keras-style early stopping.
 
@@ -305,21 +307,26 @@ def fit(
     batch is padded to a multiple of the device count with copies of the first run, whose
     results are dropped.
 
-    Any model trains (see :func:`~jaxprune.training.make_core`): a linen module (each run draws
+    Any model trains (see :mod:`jaxprune.training._model`): a linen module (each run draws
     its variables with ``model.init``; BatchNorm ``batch_stats`` are updated in training and used
     in evaluation; dropout gets a fresh key per step and per run; ``train=`` is passed when
-    ``__call__`` takes it), an NNX or equinox module, an ``(init_fn, apply_fn)`` pair, or
-    ``f(params, x)`` with ``variables=params``. Every step is the library's one train step.
+    ``__call__`` takes it), an NNX or equinox module (each run draws its weights with
+    ``init_fn``), an ``(init_fn, apply_fn)`` pair, ``f(params, x)`` with ``variables=params`` or
+    ``init_fn``, or a haiku ``hk.transform``/``hk.transform_with_state`` (state such as
+    BatchNorm's updated every step). Several keys with one fixed set of weights need
+    ``same_init=True``. Every step is the library's one train step.
 
     Args:
-      model: a linen, NNX or equinox module, an ``(init_fn, apply_fn)`` pair or ``f(params, x)``.
+      model: a linen, NNX or equinox module, an ``(init_fn, apply_fn)`` pair, ``f(params, x)``
+        or a haiku transform.
       keys: ``jax.random.key(s)`` for one run, or a 1-D batch from ``jax.random.split``.
       data: ``(x, y)`` arrays with the same leading length.
       loss: loss name or per-example loss callable (see :func:`~jaxprune.training.get_loss`);
         required.
       optimizer: any optax transformation (its state is per run).
-      variables: the model's variables (linen: used by every run instead of ``model.init``;
-        NNX/equinox: default the module's own; a function's params: required).
+      variables: the model's variables (linen, haiku: used by every run instead of their init,
+        see ``same_init``; NNX/equinox: default the module's own; a function's params: required
+        without ``init_fn``).
       batch_size: minibatch size (paper 000: 128).
       partial: the last ``n % batch_size`` examples of an epoch: ``"keep"`` (default, one
         smaller step, as Keras), ``"drop"`` or ``"pad"`` (rows of weight 0: one step shape).
@@ -351,6 +358,16 @@ def fit(
       train_kw: name of the model's train/eval keyword (passed when its call accepts it).
       mutable: linen collections updated while training (default: every non-``params`` one).
       rngs: linen RNG streams given a fresh key every step (default ``("dropout",)``).
+      init_fn: NNX/equinox: ``init_fn(key) -> module`` (e.g.
+        ``lambda k: Net(rngs=nnx.Rngs(k))``, ``lambda k: Net(key=k)``); ``f(params, x)``:
+        ``init_fn(key) -> params``. Each run draws its initial weights with it from its key
+        (``jax.random.split(key)[0]``, the key a linen run gives ``model.init``), under ``vmap``;
+        ``model`` (or ``variables``) then only fixes their structure. Linen modules, pairs and
+        haiku transforms draw their own and take none.
+      same_init: with several keys and one fixed set of weights (an NNX/equinox module or a
+        function's params without ``init_fn``, or ``variables=``), every run starts from those
+        weights and only the data order and dropout differ. Without it that is an error: a
+        many-seed run whose seeds share their initialization is rarely what was meant.
 
     Returns:
       A :class:`FitResult`.
@@ -360,9 +377,12 @@ def fit(
         ``opt_state``), given ``params`` whose entries or shapes differ from ``model.init``'s,
         a bad key batch, non-positive sizes or a negative or non-finite ``min_delta``; the
         message names the argument.
-        Also a ``mutable`` collection absent from ``variables``.
+        Also a ``mutable`` collection absent from ``variables``; several ``keys`` with one
+        fixed set of weights without ``same_init=True`` (or ``same_init`` where every run draws
+        its own); an ``init_fn`` whose draws differ from the model in structure.
       TypeError: a model whose call does not fit the trainer's; the message names the call
-        made (e.g. ``Net.apply(variables, x, train=bool, rngs=..., mutable=[...])``).
+        made (e.g. ``Net.apply(variables, x, train=bool, rngs=..., mutable=[...])``) and the fix
+        where it is known (``train_kw=None``, ``jax.vmap`` for a model of one example).
 
     >>> import jax, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=16)
@@ -392,12 +412,15 @@ def fit(
     n_runs, n = keys.shape[0], x.shape[0]
     batch_size = min(int(batch_size), n)
     chunk_epochs = int(chunk_epochs or min(patience, max_epochs))
-    tm = training_model(model, variables, train_kw=train_kw, mutable=mutable, rngs=rngs)
+    tm = training_model(
+        model, variables, train_kw=train_kw, mutable=mutable, rngs=rngs, init_fn=init_fn
+    )
+    check_starts(tm, x[:1], n_runs, params, bool(same_init))
     loss_fn = get_loss(loss)
     params, opt_state = check_initial_state(tm, params, opt_state, (x, y), n_runs, single)
     given_params, given_opt_state = params, opt_state  # for the checkpoint's fingerprint
     check_call(tm, loss_fn, optimizer, x, y)
-    init_fn, run_chunk, finish = _programs(
+    init_runs, run_chunk, finish = _programs(
         tm, optimizer, loss_fn, batch_size, int(unroll), chunk_epochs, partial
     )
     limits = _Limits(
@@ -407,7 +430,7 @@ def fit(
     )
     params, other = given_variables(tm, params, n_runs)
     n_rows = _width(n_runs)  # a multiple of the devices (seed sharding), padded with copies
-    state, final = init_fn(keys, params, opt_state, other, x, n_rows)
+    state, final = init_runs(keys, params, opt_state, other, x, n_rows)
     rows = np.where(np.arange(n_rows) < n_runs, np.arange(n_rows), -1)  # seed of each row
     usage = np.zeros(2, np.int64)  # idle and all row-epochs at this width (see _next_width)
     history = [[] for _ in range(n_runs)]  # per seed: epoch losses of this process's chunks
@@ -489,8 +512,12 @@ def fit(
     curve = np.full((n_runs, width), np.nan, np.float32)
     for i, h in enumerate(history):
         curve[i, : len(h)] = h
+    out = finish(final, limits.patience, bool(restore_best), single, n_runs)
     return FitResult(
-        **finish(final, limits.patience, bool(restore_best), single, n_runs),
+        # the user's form of the variables, built outside the program: an equinox module holds
+        # functions (an MLP's activation), which no jitted or vmapped function can return
+        variables=tm.variables(out["params"], out["state"]),
+        **out,
         history={"loss": jnp.asarray(curve[0] if single else curve)},
         seconds=time.perf_counter() - start,
     )

@@ -5,29 +5,47 @@ training needs and the graph does not: initialization from a key, the split of t
 into *params* (differentiated) and *state* (every other collection: BatchNorm statistics, RNG
 counters, LW slots...), a ``train`` flag and per-step RNGs.
 
+How each model kind is passed, and where a run's initial weights come from:
+
 * **flax.linen** module + variables (or None): ``init(key, x)`` is ``model.init``; in training
   the collections named by ``mutable`` (default: every non-``params`` collection) are updated
   (``model.apply(..., mutable=[...])``) and each name in ``rngs`` (default ``("dropout",)``)
   gets a key (the step key itself for one stream, else a split of it); the ``train`` keyword
-  (flax examples' convention, name set by ``train_kw``) is passed when ``__call__`` takes it.
+  (flax examples' convention, name set by ``train_kw``) is passed when ``__call__`` takes it
+  (an ``nn.Sequential`` passes its keywords to its first layer, so that layer decides).
 * **flax.nnx** module: ``nnx.split(model, nnx.Param, ...)``; training calls ``model.train()``,
   evaluation ``model.eval()``, and every RNG stream is reseeded from the step key
   (``nnx.reseed``), so dropout differs per step and per seed. BatchNorm statistics are state.
 * **equinox** module: params are its floating-point arrays (``eqx.partition``), state its
   other arrays; ``eqx.nn.inference_mode`` switches train/eval and ``key=`` is passed to a
-  ``__call__`` that accepts it.
+  ``__call__`` that accepts it. It is called on a batch: a module written for one example
+  (``eqx.nn.MLP``) is wrapped in one whose ``__call__`` is ``jax.vmap(self.net)(x)``.
 * **function** ``f(params, x)`` + params, or an **(init_fn, apply_fn) pair**
   (``init_fn(key, x) -> params``, ``apply_fn(params, x)``): every leaf is trainable; ``train``
   and ``key`` keywords are passed when the function accepts them.
+* **haiku** ``hk.transform(f)`` / ``hk.transform_with_state(f)`` (also under
+  ``hk.without_apply_rng``), passed as it is: ``init(key, x)`` draws ``params`` (and
+  ``state``); ``params`` are differentiated, ``state`` (any dtype: BatchNorm's integer EMA
+  counters too) is updated by every training step and read by evaluation; ``apply`` gets a key
+  per training step when it takes ``rng`` (None in evaluation); the train flag is passed as
+  ``train_kw`` when ``f`` takes it, else as ``is_training`` (haiku's convention) when ``f``
+  takes that and ``train_kw`` is left at ``"train"``. Its variables are ``params``, or
+  ``(params, state)`` as ``init`` returns them. Haiku is optional: it is recognised by type
+  only when the user's program imported it.
 
-NNX, equinox and plain-function models have no way to draw new initial weights from a key, so
-every seed starts from the variables given (pass ``params=`` with a seed axis to vary them).
+NNX, equinox and plain-function models draw new initial weights from a key only through an
+``init_fn(key)`` the user passes (``init_fn(key) -> module`` for NNX and equinox, e.g.
+``lambda k: Net(rngs=nnx.Rngs(k))``; ``init_fn(key) -> params`` for a function); the module or
+params given then only fix the structure. Several keys with one fixed set of weights (such a
+model without ``init_fn``, or any kind with ``variables=``) are refused unless ``same_init=True``
+(:func:`check_starts`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,7 +54,7 @@ import jax
 from jaxprune.graph._adapters import as_model
 from jaxprune.graph._rewritten import RewriteSpec
 
-__all__ = ["TrainModel", "training_model"]
+__all__ = ["TrainModel", "call_error", "check_starts", "training_model"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -51,6 +69,10 @@ class TrainModel:
       apply: ``apply(params, state, x, *, train, key) -> (output, new_state)``, pure.
       variables: ``variables(params, state)`` -> the user's own variables form.
       signature: the call this adapter makes, for error messages.
+      options: what, besides ``model``, shapes ``apply`` (part of the cache key of programs).
+      train_kw: the keyword that carries the train flag in the call, None when none is passed.
+      template: ``(params, state)`` of the module or params given beside a user's ``init_fn``
+        (what every draw must look like), else None.
     """
 
     kind: str
@@ -61,7 +83,9 @@ class TrainModel:
     apply: Callable
     variables: Callable
     signature: str
-    options: tuple = ()  # what, besides ``model``, shapes ``apply`` (cache key for programs)
+    options: tuple = ()
+    train_kw: str | None = None
+    template: Any = None
 
     def cache_key(self) -> tuple:
         """Equal for two adapters whose ``init``/``apply`` are the same functions.
@@ -87,6 +111,24 @@ def _call_of(model):
     return model if not callable(model) or inspect.isfunction(model) else model.__call__
 
 
+def _linen_takes(model, name: str | None) -> bool:
+    """Whether calling the linen ``model`` with keyword ``name`` reaches code that takes it.
+
+    ``nn.Sequential.__call__(*args, **kwargs)`` hands its keywords to its first layer only, so
+    that layer (a module or a function) decides; any other ``**kwargs`` counts as taking it.
+    """
+    import flax.linen as nn
+
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, RewriteSpec):
+        return _linen_takes(spec.model, name)
+    if isinstance(model, nn.Sequential):
+        return bool(model.layers) and _linen_takes(model.layers[0], name)
+    if isinstance(model, nn.Module):
+        return _accepts(model.__call__, name)
+    return _accepts(model, name)
+
+
 def _accepts(fn, name: str | None) -> bool:
     if name is None:
         return False
@@ -100,7 +142,7 @@ def _accepts(fn, name: str | None) -> bool:
 def _linen(model, variables, train_kw, mutable, rngs) -> TrainModel:
     from flax.core import unfreeze
 
-    pass_train = _accepts(_call_of(model), train_kw)
+    pass_train = _linen_takes(model, train_kw)
     rng_names = tuple(rngs)
 
     def split(v):
@@ -152,10 +194,26 @@ def _linen(model, variables, train_kw, mutable, rngs) -> TrainModel:
         lambda p, s: {"params": p, **s},
         sig + ", rngs=..., mutable=[...])",
         (train_kw, names, rng_names),
+        train_kw if pass_train else None,
     )
 
 
-def _nnx(model, variables) -> TrainModel:
+def _checked_init(init_fn, kind: str, model):
+    """``init_fn(key)``, refused unless it returns a model of ``model``'s type."""
+
+    def call(key):
+        fresh = init_fn(key)
+        if not isinstance(fresh, type(model)):
+            raise TypeError(
+                f"init_fn: expected init_fn(key) -> a {kind} module like model "
+                f"({type(model).__name__}), got {type(fresh).__name__}"
+            )
+        return fresh
+
+    return call
+
+
+def _nnx(model, variables, init_fn) -> TrainModel:
     from flax import nnx
 
     if variables is not None:
@@ -184,17 +242,37 @@ def _nnx(model, variables) -> TrainModel:
     def to_vars(p, s):
         return {"params": p, "state": s}
 
+    init = None
+    if init_fn is not None:
+        draw = _checked_init(init_fn, "flax.nnx", model)
+
+        def init(key, x1):
+            _, p, s = nnx.split(draw(key), nnx.Param, ...)
+            return nnx.to_pure_dict(p), nnx.to_pure_dict(s)
+
+        params = state = None  # the module only gives the structure: every run draws its own
+
     return TrainModel(
-        "nnx", model, params, state, None, apply, to_vars, f"{type(model).__name__}(x)"
+        "nnx",
+        model,
+        params,
+        state,
+        init,
+        apply,
+        to_vars,
+        f"{type(model).__name__}(x)",
+        (init_fn,),
+        template=(nnx.to_pure_dict(p_state), nnx.to_pure_dict(s_state)),
     )
 
 
-def _equinox(model, variables, train_kw) -> TrainModel:
+def _equinox(model, variables, train_kw, init_fn) -> TrainModel:
     import equinox as eqx
 
     adapter = as_model(model, variables)
     arrays, static = eqx.partition(adapter.rebuild(adapter.variables)[0], eqx.is_array)
     params, state = eqx.partition(arrays, eqx.is_inexact_array)
+    template = (params, state)
     pass_key = _accepts(_call_of(model), "key")
     pass_train = _accepts(_call_of(model), train_kw)
 
@@ -205,20 +283,32 @@ def _equinox(model, variables, train_kw) -> TrainModel:
             kw["key"] = key if train else None
         return m(x, **kw), s
 
+    init = None
+    if init_fn is not None:
+        draw = _checked_init(init_fn, "equinox", model)
+
+        def init(key, x1):
+            return eqx.partition(eqx.filter(draw(key), eqx.is_array), eqx.is_inexact_array)
+
+        params = state = None
+
     return TrainModel(
         "equinox",
         model,
         params,
         state,
-        None,
+        init,
         apply,
         lambda p, s: eqx.combine(p, s, static),
         f"{type(model).__name__}(x" + (", key=key" if pass_key else "") + ")",
-        (train_kw,),
+        (train_kw, init_fn),
+        train_kw if pass_train else None,
+        template=template,
     )
 
 
-def _function(fn, params, init_fn, train_kw) -> TrainModel:
+def _function(fn, params, init_fn, train_kw, draw_fn=None) -> TrainModel:
+    """``init_fn(key, x1)``: the pair's initializer; ``draw_fn(key)``: the user's ``init_fn``."""
     pass_key = _accepts(_call_of(fn), "key")
     pass_train = _accepts(_call_of(fn), train_kw)
 
@@ -229,8 +319,13 @@ def _function(fn, params, init_fn, train_kw) -> TrainModel:
         return fn(p, x, **kw), s
 
     init = None if init_fn is None else (lambda key, x1: (init_fn(key, x1), {}))
+    if draw_fn is not None:
+        init = lambda key, x1: (draw_fn(key), {})  # noqa: E731
     if params is not None:
         params = as_model(fn, params).variables
+    template = None if params is None else (params, {})
+    if draw_fn is not None:
+        params = None  # the given params only give the structure
     return TrainModel(
         "function" if init_fn is None else "pair",
         fn,
@@ -239,8 +334,88 @@ def _function(fn, params, init_fn, train_kw) -> TrainModel:
         init,
         apply,
         lambda p, s: p,
-        f"{getattr(fn, '__name__', 'apply_fn')}(params, x)",
-        (train_kw, init_fn),
+        f"{getattr(fn, '__name__', 'apply_fn')}(params, x"
+        + (f", {train_kw}=bool" if pass_train else "")
+        + ")",
+        (train_kw, init_fn, draw_fn),
+        train_kw if pass_train else None,
+        template=template,
+    )
+
+
+def _haiku_kind(model) -> str | None:
+    """``"haiku"`` for a ``hk.Transformed``/``hk.TransformedWithState``; haiku is only looked
+    up when the program has imported it (it is an optional dependency)."""
+    hk = sys.modules.get("haiku")
+    if hk is not None and isinstance(model, (hk.Transformed, hk.TransformedWithState)):
+        return "haiku"
+    return None
+
+
+def _haiku(model, variables, train_kw) -> TrainModel:
+    import haiku as hk
+
+    stateful = isinstance(model, hk.TransformedWithState)
+    try:
+        names = list(inspect.signature(model.apply).parameters)
+    except (TypeError, ValueError) as e:  # pragma: no cover
+        raise TypeError(f"model: cannot read the haiku apply function's signature: {e}") from e
+    lead = 2 if stateful else 1  # params[, state]
+    pass_rng = len(names) > lead and names[lead] == "rng"
+    flag = None
+    if _accepts(model.apply, train_kw):
+        flag = train_kw
+    elif train_kw == "train" and _accepts(model.apply, "is_training"):
+        flag = "is_training"  # haiku's own convention (hk.BatchNorm, hk.nets)
+    fn = getattr(model.apply, "_original_fn", None)
+    name = getattr(fn, "__name__", "f")
+
+    def init(key, x1):
+        kw = {flag: True} if flag else {}
+        out = model.init(key, x1, **kw)
+        return out if stateful else (out, {})
+
+    def apply(p, s, x, *, train, key=None):
+        kw = {flag: train} if flag else {}
+        args = (p, s) if stateful else (p,)
+        if pass_rng:
+            args = (*args, key if train else None)
+        if not stateful:
+            return model.apply(*args, x, **kw), s
+        out, new_state = model.apply(*args, x, **kw)
+        return out, (new_state if train else s)
+
+    params = state = None
+    if variables is not None:
+        if stateful:
+            if not (isinstance(variables, (tuple, list)) and len(variables) == 2):
+                raise ValueError(
+                    "variables: a haiku transform_with_state model takes (params, state) as its "
+                    f"init returns them, got {type(variables).__name__}"
+                )
+            params, state = variables
+        else:
+            params, state = variables, {}
+    transform = "transform_with_state" if stateful else "transform"
+    sig = (
+        f"hk.{transform}({name}).apply(params"
+        + (", state" if stateful else "")
+        + (", rng" if pass_rng else "")
+        + ", x"
+        + (f", {flag}=bool" if flag else "")
+        + ")"
+    )
+    return TrainModel(
+        "haiku",
+        model,
+        params,
+        state,
+        init,
+        apply,
+        (lambda p, s: (p, s)) if stateful else (lambda p, s: p),
+        sig,
+        (train_kw,),
+        flag,
     )
 
 
@@ -251,53 +426,233 @@ def training_model(
     train_kw: str | None = "train",
     mutable: Sequence[str] | None = None,
     rngs: Sequence[str] = ("dropout",),
+    init_fn: Callable | None = None,
 ) -> TrainModel:
     """Wraps any supported model for training (see the module docstring).
 
     Args:
-      model: a linen/NNX/equinox module, ``f(params, x)``, an ``(init_fn, apply_fn)`` pair or a
-        :class:`TrainModel` (returned as is).
+      model: a linen/NNX/equinox module, ``f(params, x)``, an ``(init_fn, apply_fn)`` pair, a
+        haiku ``hk.transform``/``hk.transform_with_state`` or a :class:`TrainModel` (returned
+        as is).
       variables: linen variables (None: drawn by ``init``), NNX state / equinox arrays (None:
-        the module's own), or the function's params.
+        the module's own), the function's params, or haiku ``params`` / ``(params, state)``
+        (None: drawn by its ``init``).
       train_kw: the keyword carrying the train/eval flag (passed only when the call accepts it;
         None never passes it).
       mutable: linen collections updated in training (default: every non-``params`` one).
       rngs: linen RNG stream names fed a fresh key every training step.
+      init_fn: NNX/equinox ``init_fn(key) -> module``, function ``init_fn(key) -> params``: how
+        a run draws its initial weights from its key (the model or params given then fix the
+        structure only).
 
     Raises:
-      ValueError: a ``mutable`` collection absent from ``variables``; a function without params.
+      ValueError: a ``mutable`` collection absent from ``variables``; a function without params
+        or ``init_fn``; ``init_fn`` for a kind that draws its weights itself.
       TypeError: an object that is no supported model.
+
+    >>> import jax, jax.numpy as jnp
+    >>> tm = training_model(lambda p, x: x @ p["w"], init_fn=lambda k: {"w": jnp.ones((2, 1))})
+    >>> tm.kind, tm.params, jax.tree.map(jnp.shape, tm.init(jax.random.key(0), None))
+    ('function', None, ({'w': (2, 1)}, {}))
     """
     if isinstance(model, TrainModel):
+        if init_fn is not None:
+            raise ValueError("init_fn: give it to training_model with the model, not after")
         return model
+    if _haiku_kind(model):
+        _no_init_fn(init_fn, "a haiku model draws its weights with its own init(key, x)")
+        return _haiku(model, variables, train_kw)
     if isinstance(model, tuple) and len(model) == 2 and all(callable(f) for f in model):
+        _no_init_fn(init_fn, "the (init_fn, apply_fn) pair draws them with its own init_fn")
         return _function(model[1], variables, model[0], train_kw)
     if not callable(model):
         raise TypeError(
             "model: expected a flax.linen or flax.nnx Module, an equinox Module, a function "
-            f"f(params, x) or an (init_fn, apply_fn) pair, got {type(model).__name__}"
+            f"f(params, x), an (init_fn, apply_fn) pair or a haiku transform, got "
+            f"{type(model).__name__}"
         )
     import flax.linen as nn
 
     if isinstance(model, nn.Module):
+        _no_init_fn(init_fn, "a linen module draws its variables with model.init")
         return _linen(model, variables, train_kw, mutable, rngs)
     try:
         from flax import nnx
 
         if isinstance(model, nnx.Module):
-            return _nnx(model, variables)
+            return _nnx(model, variables, init_fn)
     except ImportError:  # pragma: no cover
         pass
     try:
         import equinox as eqx
 
         if isinstance(model, eqx.Module):
-            return _equinox(model, variables, train_kw)
+            return _equinox(model, variables, train_kw, init_fn)
     except ImportError:  # pragma: no cover
         pass
-    if variables is None:
+    if init_fn is not None and not callable(init_fn):
+        raise TypeError(f"init_fn: expected init_fn(key) -> params, got {type(init_fn).__name__}")
+    if variables is None and init_fn is None:
         raise ValueError(
             "variables: a function model f(params, x) needs its params; for per-seed "
-            "initialization pass an (init_fn, apply_fn) pair"
+            "initialization pass init_fn(key) -> params (or an (init_fn, apply_fn) pair)"
         )
-    return _function(model, variables, None, train_kw)
+    return _function(model, variables, None, train_kw, init_fn)
+
+
+def _no_init_fn(init_fn, why: str) -> None:
+    if init_fn is not None:
+        raise ValueError(f"init_fn: not for this model: {why} (leave out init_fn)")
+
+
+_HOW = {
+    "nnx": "init_fn=lambda key: Net(..., rngs=nnx.Rngs(key))",
+    "equinox": "init_fn=lambda key: Net(..., key=key)",
+    "function": "init_fn=lambda key: <params drawn from key>",
+}
+
+
+def check_starts(tm: TrainModel, x1, n_runs: int, params, same_init: bool) -> None:
+    """Refuses a many-seed run that is not one, and an ``init_fn`` unlike the model.
+
+    Several runs whose weights all come from one fixed set (an NNX/equinox module or a
+    function's params without ``init_fn``, or ``variables=`` of any kind) would differ only in
+    data order and dropout: that needs ``same_init=True``. ``same_init=True`` where every run
+    draws its own weights is refused too. ``params`` is the user's ``params=`` argument.
+
+    Raises:
+      ValueError: naming ``keys``, ``same_init`` or ``init_fn``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> tm = training_model(lambda p, x: x @ p, jnp.ones((2, 1)))
+    >>> check_starts(tm, jnp.ones((1, 2)), 3, None, same_init=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: keys: 3 seeds would all start from the same weights (the function's params), ...
+    >>> check_starts(tm, jnp.ones((1, 2)), 3, None, same_init=True)  # every seed from these
+    """
+    fixed = params is None and tm.params is not None
+    if same_init:
+        if not fixed:
+            source = {
+                "linen": "drawn with model.init",
+                "pair": "drawn with the pair's init_fn",
+                "haiku": "drawn with the haiku init",
+            }.get(tm.kind, "drawn with init_fn")
+            if params is not None:
+                source = "given per seed with params="
+            raise ValueError(
+                f"same_init: every run already starts from its own weights ({source}); "
+                "same_init=True is for several keys and one fixed set of weights"
+            )
+        return
+    if tm.template is not None and tm.init is not None:
+        _check_draw(tm, x1)
+    if not fixed or n_runs == 1:
+        return
+    what = {
+        "nnx": "the NNX module's own",
+        "equinox": "the equinox module's own",
+        "function": "the function's params",
+    }.get(tm.kind, "the given variables=")
+    if tm.kind in _HOW:
+        way = f"pass {_HOW[tm.kind]} to draw each seed's weights from its key"
+    else:
+        way = "leave out variables= so that each seed draws its own with the model's init"
+    raise ValueError(
+        f"keys: {n_runs} seeds would all start from the same weights ({what}), so they would "
+        f"differ only in data order and dropout; {way}, or pass params= with a leading seed "
+        "axis, or same_init=True if every seed should start from these weights"
+    )
+
+
+def _check_draw(tm: TrainModel, x1) -> None:
+    """``tm.init``'s draw has the paths, shapes and dtypes of the template (shapes only)."""
+    got = jax.eval_shape(tm.init, jax.random.key(0), x1)
+    flat = lambda t: {  # noqa: E731
+        jax.tree_util.keystr(p): (tuple(a.shape), str(a.dtype))
+        for p, a in jax.tree_util.tree_leaves_with_path(t)
+    }
+    for part, drawn, want in zip(("params", "state"), got, tm.template, strict=True):
+        g, w = flat(drawn), flat(jax.eval_shape(lambda want=want: want))
+        missing, extra = sorted(set(w) - set(g)), sorted(set(g) - set(w))
+        if missing or extra:
+            raise ValueError(
+                f"init_fn: its {part} differ from the model's: missing {missing}, unexpected "
+                f"{extra}"
+            )
+        for path, spec in w.items():
+            if g[path] != spec:
+                raise ValueError(
+                    f"init_fn: {part}{path} has shape/dtype {g[path]}, the model's {spec}"
+                )
+
+
+_ONE_EXAMPLE = {
+    "equinox": (
+        "wrap it in a module that maps it over the batch: class Batched(eqx.Module): net: "
+        "Net; def __call__(self, x): return jax.vmap(self.net)(x) -- then pass Batched(net)"
+    ),
+    "function": "pass jax.vmap(f, in_axes=(None, 0)) instead of f",
+    "pair": "pass (init_fn, jax.vmap(apply_fn, in_axes=(None, 0)))",
+}
+
+
+def call_error(tm: TrainModel, error: Exception, x1) -> Exception:
+    """The error to raise for a first call of ``tm`` on ``x1`` (a batch of one) that failed.
+
+    Names the fix where the failure is understood: a linen collection missing from the
+    variables, a train keyword the model does not take (``train_kw=None``), a model that takes
+    one example (``jax.vmap``); otherwise a ``TypeError`` naming the call the trainer makes, or
+    ``error`` itself.
+    """
+    where = f"calling it on x[:1] of shape {tuple(x1.shape)} failed: {error}"
+    kind = ("an " if tm.kind[0] in "aeiou" else "a ") + tm.kind
+    made = f"model: the trainer calls {tm.signature} ({kind} model); {where}"
+    if tm.kind == "linen" and type(error).__name__ == "ScopeCollectionNotFound":
+        held = sorted(["params", *(tm.state or {})])
+        try:
+            drawn = sorted(jax.eval_shape(tm.init, jax.random.key(0), x1)[1])
+        except Exception:  # only for the message
+            drawn = []
+        missing = [c for c in drawn if c not in held] or "a collection"
+        return ValueError(
+            f"variables: {type(tm.model).__name__} reads {missing} but the variables hold only "
+            f"{held} (a dict without a 'params' entry is taken for the params alone); pass "
+            "everything model.init returns, variables=model.init(key, x)"
+        )
+    if (
+        isinstance(error, TypeError)
+        and tm.train_kw is not None
+        and f"unexpected keyword argument '{tm.train_kw}'" in str(error)
+    ):
+        return TypeError(
+            f"{made}; the model does not take {tm.train_kw}=: pass train_kw=None to call it "
+            f"without the flag (or train_kw='<name>' for its own)"
+        )
+    if len(x1.shape) >= 2 and _takes_one_example(tm, x1):
+        how = _ONE_EXAMPLE.get(tm.kind, "map it over the batch axis with jax.vmap in its call")
+        return TypeError(
+            f"model: {tm.signature} ({kind} model) seems to take one example: {where}, "
+            f"but on one example x[0] of shape {tuple(x1.shape[1:])} it works. Training calls "
+            f"it on batches; {how}"
+        )
+    return TypeError(made) if isinstance(error, TypeError) else error
+
+
+def _takes_one_example(tm: TrainModel, x1) -> bool:
+    """Whether ``tm`` evaluates on one example without its batch axis (shapes only)."""
+    x0 = jax.ShapeDtypeStruct(tuple(x1.shape[1:]), x1.dtype)
+
+    def one(x):
+        if tm.params is not None:
+            p, s = tm.params, tm.state
+        else:
+            p, s = tm.init(jax.random.key(0), x[None])
+        return tm.apply(p, s, x, train=False)[0]
+
+    try:
+        jax.eval_shape(one, x0)
+    except Exception:  # any failure: not a per-example model
+        return False
+    return True
