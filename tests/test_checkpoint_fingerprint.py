@@ -151,6 +151,20 @@ def test_an_edited_model_class_is_another_model():
     assert describe(model("relu")).startswith("user_train_script.MLP#")
 
 
+class WeightedMSE:  # a loss written as a callable object
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __call__(self, pred, target):
+        return self.weight * ((pred - target) ** 2).sum(-1)
+
+
+def test_a_callable_object_is_described_by_its_attributes():
+    assert describe(WeightedMSE(1.0)) == describe(WeightedMSE(1.0))
+    assert describe(WeightedMSE(1.0)) != describe(WeightedMSE(2.0))
+    assert "0x" not in describe(WeightedMSE(1.0))
+
+
 CHILD = textwrap.dedent(
     """
     import sys, jax, jax.numpy as jnp, optax, flax.linen as nn, jaxprune as jp

@@ -257,6 +257,11 @@ def _describe(obj, depth: int, seen: set) -> str:  # noqa: C901 -- one case per 
         return "{" + ", ".join(f"{sub(k)}: {sub(v)}" for k, v in items) + "}"
     if isinstance(obj, (set, frozenset)):
         return "{" + ", ".join(sorted(sub(v) for v in obj)) + "}"
+    if _user_code(type(obj)) and isinstance(getattr(obj, "__dict__", None), dict):
+        # a user's object (a callable loss with a weight): its attributes, whatever its repr
+        items = sorted(vars(obj).items())
+        body = ", ".join(f"{k}={sub(v)}" for k, v in items)
+        return f"{_class_name(type(obj))}({body})"
     return f"{_qualified(type(obj))}:{_ADDRESS.sub('', repr(obj))}"
 
 
