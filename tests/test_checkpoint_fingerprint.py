@@ -6,6 +6,7 @@ address, so a user's ``nn.Sequential([..., nn.relu, ...])`` resumes in another p
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -79,15 +80,11 @@ def test_a_changed_setting_is_refused_naming_the_field(tmp_path, field):
     assert len(message) < 900, message  # names the fields, no model repr
     assert "0x" not in message
     assert "another checkpoint directory" in message and f"delete {tmp_path / 'run'}" in message
+    if field == "optimizer":  # the learning rate is quoted: adam(1e-3) scales by -0.001
+        assert re.search(r"optimizer \(saved '.*-0\.001\].*', now '.*-1\.0\]", message)
     # the unchanged call still resumes (the finished run is read back, nothing retrained)
     again = _fit(first)
     assert int(again.epochs) == 4
-
-
-def test_the_learning_rate_is_shown_in_the_refusal(tmp_path):
-    _fit(_kw(tmp_path / "run"))
-    with pytest.raises(CheckpointError, match=r"optimizer \(saved .*0\.001.*, now .*1\.0"):
-        _fit(_kw(tmp_path / "run", optimizer=optax.adam(1.0)))
 
 
 def test_the_optimizer_description_tells_hyperparameters_apart():
