@@ -275,3 +275,13 @@ def test_linen_params_without_their_collections_name_the_fix():
             **FIT,
         )
     assert "ScopeCollectionNotFound" not in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["nnx", "equinox"])
+def test_rounds_and_reinit_name_that_they_take_linen_modules(kind):
+    model = KINDS[kind][0]
+    kw = dict(keys=jax.random.key(0), loss="mse", optimizer=optax.sgd(0.1))
+    with pytest.raises(TypeError, match=r"model: train_rounds redraws weights with model\.init"):
+        jp.training.train_rounds(model, (X, Y), method="bl", steps_per_round=1, rounds=1, **kw)
+    with pytest.raises(TypeError, match=r"model: train_with_reinit .*flax\.linen.*init_fn"):
+        jp.training.train_with_reinit(model, (X, Y), **kw)

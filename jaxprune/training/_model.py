@@ -54,7 +54,7 @@ import jax
 from jaxprune.graph._adapters import as_model
 from jaxprune.graph._rewritten import RewriteSpec
 
-__all__ = ["TrainModel", "call_error", "check_starts", "training_model"]
+__all__ = ["TrainModel", "call_error", "check_starts", "require_linen", "training_model"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -498,6 +498,26 @@ def training_model(
             "initialization pass init_fn(key) -> params (or an (init_fn, apply_fn) pair)"
         )
     return _function(model, variables, None, train_kw, init_fn)
+
+
+def require_linen(model, who: str) -> None:
+    """Raises ``TypeError`` unless ``model`` is a flax.linen module (``who`` redraws weights
+    with ``model.init``, which only linen modules have in that form).
+
+    >>> import jax.numpy as jnp
+    >>> require_linen(lambda p, x: x @ p, "train_rounds")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: model: train_rounds redraws weights with model.init, so it takes a flax.linen ...
+    """
+    import flax.linen as nn
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model: {who} redraws weights with model.init, so it takes a flax.linen Module, "
+            f"got {type(model).__name__}; train an NNX, equinox or function model with fit or "
+            "train_epochs and init_fn=, or rewrite it as a linen module"
+        )
 
 
 def _no_init_fn(init_fn, why: str) -> None:

@@ -23,7 +23,7 @@ from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
 from jaxprune.training._checks import check_finite, device_data
 from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._fit import fit
-from jaxprune.training._model import training_model
+from jaxprune.training._model import require_linen, training_model
 from jaxprune.transforms._freeze import freeze_units, set_frozen_units
 
 __all__ = ["REVERT_THRESHOLD", "ReinitResult", "pruned_model", "train_with_reinit"]
@@ -200,6 +200,7 @@ def train_with_reinit(
     Raises:
       ValueError: for thresholds outside ``(0, inf)``, ``reinits < 0``, non-positive sizes or
         patiences, empty or inconsistent data, NaN/inf in the data, or bad keys.
+      TypeError: a model that is not a flax.linen module (rounds redraw with ``model.init``).
 
     >>> import jax, optax, jaxprune as jp
     >>> x, y = jp.data.paint("square", size=12)
@@ -214,6 +215,7 @@ def train_with_reinit(
       Paper 000, sec. 4.1 steps 1-14 (Fig. 5) and sec. 5 (kernels).
     """
     start = time.perf_counter()
+    require_linen(model, "train_with_reinit")
     x, y = device_data(data)
     check_finite("data", (x, y))
     if int(reinits) != reinits or reinits < 0:

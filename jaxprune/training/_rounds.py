@@ -39,7 +39,7 @@ from jaxprune.rewrites._reinit_round import reinit_round
 from jaxprune.training._checks import device_data
 from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._early_stopping import early_stopping_init, early_stopping_update
-from jaxprune.training._model import training_model
+from jaxprune.training._model import require_linen, training_model
 from jaxprune.training._shuffle import feistel_permutation
 
 __all__ = ["METHODS", "RoundsResult", "lw_schedule", "train_rounds"]
@@ -384,6 +384,7 @@ def train_rounds(
     Raises:
       ValueError: unknown method, bad sizes or fraction, blocks/layers not in the params, a
         schedule entry outside ``1..K``.
+      TypeError: a model that is not a flax.linen module (every draw is ``model.init``).
 
     >>> import jax, optax, jaxprune as jp
     >>> (x, y), _ = jp.data.signal_task(jax.random.key(0), n_train=64, n_test=8)
@@ -399,6 +400,7 @@ def train_rounds(
       K x N rounds of 200), Algorithm 1 (LW), sec. 3 (early stopping on a 10% validation split).
     """
     start = time.perf_counter()
+    require_linen(model, "train_rounds")
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if l2_form not in L2_FORMS:
