@@ -10,8 +10,10 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
+import equinox as eqx
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -128,6 +130,7 @@ def test_model_descriptions_hold_no_address_and_tell_settings_apart():
 
 
 USER_MODEL = """
+import equinox as eqx
 import flax.linen as nn
 
 class MLP(nn.Module):
@@ -162,39 +165,67 @@ def test_a_callable_object_is_described_by_its_attributes():
     assert "0x" not in describe(WeightedMSE(1.0))
 
 
+class StaticActNet(eqx.Module):
+    """An equinox model whose activation is a static field (in its treedef, not a leaf)."""
+
+    layers: list
+    act: Callable = eqx.field(static=True)
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.layers = [eqx.nn.Linear(3, 8, key=k1), eqx.nn.Linear(8, 2, key=k2)]
+        self.act = jax.nn.relu
+
+    def __call__(self, x):
+        return jax.vmap(lambda v: self.layers[1](self.act(self.layers[0](v))))(x)
+
+
+ELSEWHERE = {"sequential": _net, "equinox": lambda: StaticActNet(jax.random.key(2))}
 CHILD = textwrap.dedent(
     """
-    import sys, jax, jax.numpy as jnp, optax, flax.linen as nn, jaxprune as jp
+    import sys
+    sys.path.insert(0, sys.argv[2])
     from jaxprune.training._checkpoint import Checkpoints
+    from test_checkpoint_fingerprint import ELSEWHERE, _fit, _kw
+
+    class Stop(Exception):
+        pass
 
     def stop_after_first_save(self, tree, real=Checkpoints.save):
         real(self, tree)
-        raise SystemExit(3)  # ends after the first chunk's checkpoint (fit's finally commits it)
+        raise Stop  # after the first chunk's checkpoint (fit's finally commits it)
 
     Checkpoints.save = stop_after_first_save
-    X = jax.random.normal(jax.random.key(1), (24, 3))
-    Y = jnp.stack([X[:, 0] * X[:, 1], jnp.sin(X[:, 2])], axis=1)
-    net = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
-    jp.training.fit(net, (X, Y), keys=jax.random.key(0), loss="mse", optimizer=optax.adam(1e-3),
-                    batch_size=8, patience=100, max_epochs=6, chunk_epochs=2,
-                    checkpoint=sys.argv[1], checkpoint_every=1, progress=False, train_kw=None)
+    for name, make in ELSEWHERE.items():
+        try:
+            _fit(_kw(f"{sys.argv[1]}/{name}", model=make(), max_epochs=6))
+        except Stop:
+            print("stopped", name)
     """
 )
 
 
-def test_a_sequential_with_relu_resumes_in_another_process(tmp_path, monkeypatch):
-    ckpt = tmp_path / "run"
+def test_models_with_functions_resume_in_another_process(tmp_path, monkeypatch):
+    """nn.Sequential holds nn.relu as a field, the equinox model jax.nn.relu in its treedef:
+    neither may make the checkpoint unreadable to another process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.run([sys.executable, "-c", CHILD, str(ckpt)], env=env, timeout=300)
-    assert child.returncode == 3
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path), str(ROOT / "tests")],
+        env=env,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert child.stdout.split() == ["stopped", "sequential", "stopped", "equinox"], child.stderr
     restored, real = [], Checkpoints.restore
     monkeypatch.setattr(
         Checkpoints, "restore", lambda self, t: restored.append(real(self, t)) or restored[-1]
     )
-    resumed = _fit(_kw(ckpt, max_epochs=6))
-    assert np.asarray(restored[0]["state"].epoch).tolist() == [2]  # resumed after epoch 2
-    fresh = _fit(_kw(None, max_epochs=6))
-    np.testing.assert_array_equal(resumed.history["loss"], fresh.history["loss"])
-    assert not np.isnan(np.asarray(resumed.history["loss"])).any()
-    jax.tree.map(np.testing.assert_array_equal, resumed.params, fresh.params)
-    jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, fresh.opt_state)
+    for i, (name, make) in enumerate(ELSEWHERE.items()):
+        resumed = _fit(_kw(tmp_path / name, model=make(), max_epochs=6))
+        assert np.asarray(restored[i]["state"].epoch).tolist() == [2]  # resumed after epoch 2
+        fresh = _fit(_kw(None, model=make(), max_epochs=6))
+        np.testing.assert_array_equal(resumed.history["loss"], fresh.history["loss"])
+        assert not np.isnan(np.asarray(resumed.history["loss"])).any()
+        jax.tree.map(np.testing.assert_array_equal, resumed.params, fresh.params)
+        jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, fresh.opt_state)

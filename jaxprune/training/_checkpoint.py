@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -144,6 +145,12 @@ def _collect_failed_read():
         sys.unraisablehook = hook
 
 
+def _structure(treedef: str) -> str:
+    """A tree structure as text without memory addresses: a static field of an equinox module
+    (``jax.nn.relu``) is printed with its address, which differs in every process."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", treedef)
+
+
 def _names(n: int) -> list[str]:
     return [f"{i:06d}" for i in range(n)]  # sorted order == leaf order
 
@@ -230,7 +237,7 @@ class Checkpoints:
         if saved_fields != self.fingerprint:
             raise _mismatch(where, self.directory, saved_fields, self.fingerprint)
         leaves, treedef = jax.tree.flatten(target)
-        if meta.get("structure") != str(treedef):
+        if _structure(meta.get("structure", "")) != _structure(str(treedef)):
             raise CheckpointError(f"{where}: structure does not match the target{self._hint(step)}")
         names, empty = _names(len(leaves)), meta.get("empty", {})
         stored = [n for n in names if n not in empty] or ["empty"]
@@ -300,7 +307,7 @@ class Checkpoints:
         ]
         meta = {
             "fingerprint": self.fingerprint,
-            "structure": str(treedef),
+            "structure": _structure(str(treedef)),
             "sha256": _digest(leaves),
         }
         self._step += 1

@@ -60,7 +60,7 @@ def digest(*trees: Any) -> str:
     h = hashlib.sha256()
     for tree in trees:
         leaves, treedef = jax.tree.flatten(tree)
-        h.update(str(treedef).encode())
+        h.update(_ADDRESS.sub("", str(treedef)).encode())  # static fields (eqx) may be functions
         for a in leaves:
             if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
                 a = jax.random.key_data(a)
