@@ -285,3 +285,11 @@ def test_rounds_and_reinit_name_that_they_take_linen_modules(kind):
         jp.training.train_rounds(model, (X, Y), method="bl", steps_per_round=1, rounds=1, **kw)
     with pytest.raises(TypeError, match=r"model: train_with_reinit .*flax\.linen.*init_fn"):
         jp.training.train_with_reinit(model, (X, Y), **kw)
+
+
+def test_linen_variables_with_a_seed_axis_point_to_params():
+    model = BNNet()
+    stacked = jax.vmap(lambda k: model.init(k, X[:1]))(KEYS)
+    kw = dict(optimizer=optax.sgd(0.0), max_epochs=1, **FIT)
+    with pytest.raises(ValueError, match=r"variables: .*leading axis of 3.*params="):
+        jp.training.fit(model, (X, Y), keys=KEYS, variables=stacked, **kw)

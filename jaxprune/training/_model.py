@@ -568,6 +568,8 @@ def check_starts(tm: TrainModel, x1, n_runs: int, params, same_init: bool) -> No
         return
     if tm.template is not None and tm.init is not None:
         _check_draw(tm, x1)
+    if fixed and tm.init is not None:
+        _check_given(tm, x1, n_runs)
     if not fixed or n_runs == 1:
         return
     what = {
@@ -584,6 +586,25 @@ def check_starts(tm: TrainModel, x1, n_runs: int, params, same_init: bool) -> No
         f"differ only in data order and dropout; {way}, or pass params= with a leading seed "
         "axis, or same_init=True if every seed should start from these weights"
     )
+
+
+def _check_given(tm: TrainModel, x1, n_runs: int) -> None:
+    """``variables=`` of a kind that has an ``init`` hold one set of weights of its shapes;
+    a leading seed axis is named (it belongs in ``params=``). Shapes only."""
+    want = jax.eval_shape(tm.init, jax.random.key(0), x1)[0]
+    got = {
+        jax.tree_util.keystr(p): a.shape
+        for p, a in jax.tree_util.tree_leaves_with_path(jax.eval_shape(lambda: tm.params))
+    }
+    want = {jax.tree_util.keystr(p): a.shape for p, a in jax.tree_util.tree_leaves_with_path(want)}
+    if set(got) != set(want):
+        return  # other entries: the call check names them
+    if got and all(got[k] == (n_runs, *want[k]) for k in want):
+        raise ValueError(
+            f"variables: every entry has a leading axis of {n_runs}, one per seed, but "
+            "variables= is the one set of weights every run starts from; pass per-seed params "
+            "as params= (with that axis), or leave out variables= to draw them per seed"
+        )
 
 
 def _check_draw(tm: TrainModel, x1) -> None:
