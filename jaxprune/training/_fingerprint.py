@@ -47,7 +47,7 @@ _LIBRARIES = {
     "operator",
     "math",
 }
-_DEPTH = 12
+_DEPTH = 32  # nesting of a model's fields and closures; cycles are cut apart
 
 
 def digest(*trees: Any) -> str:
