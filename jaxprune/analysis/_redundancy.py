@@ -207,11 +207,11 @@ def _unit_similarity(graph, leaves, name: str, circular: bool, runs) -> jax.Arra
     uncovered = sorted({leaf for leaf, _, _ in slices} - covered)
     if uncovered:
         raise GraphError(
-            f"redundant_units: unit group {name!r}: the parameters {uncovered} act on its "
-            "channels other than as a per-channel scale or shift of a layer's output (a "
-            "BatchNorm using batch statistics, a LayerNorm), so its units have no fixed incoming "
-            "weights to compare; for BatchNorm, trace the model in evaluation mode (train=False, "
-            "or model.eval() for an NNX module)"
+            f"redundant_units: unit group {name!r}: the parameters {uncovered} "
+            "act on its channels other than as a per-channel scale or shift "
+            "of a layer's output (a BatchNorm using batch statistics, a LayerNorm), so its units "
+            "have no fixed incoming weights to compare; for BatchNorm, trace the model in "
+            "evaluation mode (train=False, or model.eval() for an NNX module)"
         )
 
     def stream(shift_):

@@ -27,6 +27,7 @@ Leaf paths are ``/``-joined keys (``"params/Dense_0/kernel"``, ``"layers/0/weigh
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -66,6 +67,8 @@ class ModelAdapter:
       rebuild: ``rebuild(variables) -> (model, variables)`` in the user's own kind.
       param_prefix: the path prefix of the trainable collection (``"params"`` for linen, else
         ``""``); unit and layer names drop it.
+      training: NNX: the submodules in training mode (``"drop: nnx.Dropout"``, active dropout
+        or BatchNorm using batch statistics); empty for the other kinds.
     """
 
     kind: str
@@ -75,6 +78,20 @@ class ModelAdapter:
     trainable: Callable[[str], bool]
     rebuild: Callable[[Any], tuple[Any, Any]]
     param_prefix: str = ""
+    training: tuple[str, ...] = ()
+
+    def check_eval_mode(self) -> None:
+        """Raises ``ValueError`` naming the NNX submodules left in training mode.
+
+        The layer graph, its analyses and rewrites read a model as it predicts: dropout
+        masks drawn from an RNG stream and batch statistics are not fixed weights.
+        """
+        if self.training:
+            raise ValueError(
+                f"model: the NNX module {type(self.model).__name__} is in training mode "
+                f"({', '.join(self.training)}); call model.eval() before tracing, analysing or "
+                "rewriting it (model.train() switches it back for training)"
+            )
 
     def leaves(self, variables=None) -> dict[str, jax.Array]:
         """``{leaf path: array}`` in flattening order."""
@@ -117,6 +134,15 @@ def _check_arrays(variables, arg: str) -> None:
             raise TypeError(f"{arg}[{path_str(p)!r}]: expected an array, got {type(v).__name__}")
 
 
+def _collection(e) -> str:
+    m = re.search(r'collection "([^"]+)"', str(e))
+    return m.group(1) if m else "?"
+
+
+def _first_line(e) -> str:
+    return str(e).split(" (https://", 1)[0].splitlines()[0]
+
+
 def _linen(model, variables) -> ModelAdapter:
     from flax.core import FrozenDict, unfreeze
 
@@ -139,7 +165,26 @@ def _linen(model, variables) -> ModelAdapter:
     _check_arrays(variables, "variables")
 
     def apply(v, *args, **kwargs):
-        return model.apply(v, *args, **kwargs)
+        import flax.errors
+
+        try:
+            return model.apply(v, *args, **kwargs)
+        except flax.errors.ModifyScopeVariableError as e:
+            raise ValueError(
+                f"kwargs: this call of {type(model).__name__} updates the collection "
+                f"{_collection(e)!r}, which is not mutable ({_first_line(e)}); "
+                "a BatchNorm in training mode (train=True) updates its batch_stats: "
+                "trace, analyse and rewrite the model in evaluation mode "
+                "(train=False), or pass mutable=['batch_stats'] to trace a training call"
+            ) from e
+        except flax.errors.ScopeCollectionNotFound as e:
+            raise ValueError(
+                f"variables: {type(model).__name__} reads the collection {_collection(e)!r}, "
+                f"which the variables lack ({_first_line(e)}); "
+                "pass every collection model.init(key, x) returns, "
+                "e.g. {'params': ..., 'batch_stats': ...} (a bare params dict is taken as "
+                "{'params': params} only for a model with no other collections)"
+            ) from e
 
     return ModelAdapter(
         kind="linen",
@@ -187,7 +232,23 @@ def _nnx(model, variables) -> ModelAdapter:
         apply=apply,
         trainable=lambda path: path in trainable_paths,
         rebuild=rebuild,
+        training=_nnx_training(model),
     )
+
+
+def _nnx_training(model) -> tuple[str, ...]:
+    """``"path: nnx.Kind"`` of each submodule in training mode (active dropout, BatchNorm
+    using batch statistics)."""
+    from flax import nnx
+
+    out = []
+    for path, m in nnx.iter_graph(model):
+        name = "/".join(str(p) for p in path) or "<root>"
+        if isinstance(m, nnx.Dropout) and not m.deterministic and m.rate > 0:
+            out.append(f"{name!r}: nnx.Dropout active")
+        elif isinstance(m, nnx.BatchNorm) and not m.use_running_average:
+            out.append(f"{name!r}: nnx.BatchNorm using batch statistics")
+    return tuple(out)
 
 
 def _equinox(model, variables) -> ModelAdapter:
@@ -203,7 +264,18 @@ def _equinox(model, variables) -> ModelAdapter:
         arrays = variables
 
     def apply(v, *args, **kwargs):
-        return eqx.combine(v, static)(*args, **kwargs)
+        try:
+            return eqx.combine(v, static)(*args, **kwargs)
+        except TypeError as e:
+            shapes = [tuple(jnp.shape(a)) for a in jax.tree.leaves(args)]
+            if not _looks_per_example(model) or not shapes:
+                raise
+            raise ValueError(
+                f"x: {type(model).__name__} takes one example (equinox's nn layers are "
+                f"per-example), got inputs of shapes {shapes} ({e}); trace it at one example "
+                "(x[0]), or map it over the batch inside a module: class Batched(eqx.Module): "
+                "net: eqx.Module; def __call__(self, x): return jax.vmap(self.net)(x)"
+            ) from e
 
     def rebuild(v):
         return eqx.combine(v, static), v
@@ -220,6 +292,15 @@ def _equinox(model, variables) -> ModelAdapter:
         trainable=lambda path: path in trainable_paths,
         rebuild=rebuild,
     )
+
+
+def _looks_per_example(model) -> bool:
+    """Whether an equinox module is built from equinox's per-example ``nn`` layers."""
+    import equinox as eqx
+
+    leaves = jax.tree.leaves(model, is_leaf=lambda m: isinstance(m, eqx.Module) and m is not model)
+    mods = [model, *(m for m in leaves if isinstance(m, eqx.Module))]
+    return any(type(m).__module__.startswith("equinox.nn") for m in mods)
 
 
 def _function(fn, params) -> ModelAdapter:

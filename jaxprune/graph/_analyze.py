@@ -231,6 +231,8 @@ class _State:
             what = (
                 "a constant" if not pval.leaves else f"a value computed from {sorted(pval.leaves)}"
             )
+            if any("/rngs/" in leaf for leaf in pval.leaves):
+                what += " (an NNX RNG stream: dropout in training mode; call model.eval() first)"
             for s in act.spaces():
                 self.spaces[s].consts.append(f"{what} aligned with the channels at {self.where()}")
 

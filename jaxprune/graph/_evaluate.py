@@ -48,6 +48,28 @@ def _apply_mask(x, act: Act, masks, locate):
     return x * vec.reshape(shape)
 
 
+def _check_inputs(analysis, flat_inputs) -> None:
+    """The inputs are the traced variables' leaves then the arguments' (counts checked)."""
+    program = analysis.program
+    n_args = len(analysis.arg_vars)
+    n_vars = len(program.invars) - n_args
+    got = len(flat_inputs)
+    if got == n_vars + n_args:
+        return
+    shapes = [tuple(program.avals[v].shape) for v in program.invars[:n_vars]]
+    leading = [tuple(jnp.shape(a)) for a in flat_inputs[:n_vars]]
+    if got < n_vars or leading != shapes:
+        raise ValueError(
+            f"variables: expected the {n_vars} arrays of the variables the graph was traced "
+            f"with, got {max(got - n_args, 0)} (or other shapes); pass them "
+            "(graph.model.variables for an NNX or equinox model traced with variables=None)"
+        )
+    raise ValueError(
+        f"args: expected {n_args} argument array(s) of the traced call's shapes after the "
+        f"{n_vars} variable arrays, got {got - n_vars}; pass the same arguments as to jp.trace"
+    )
+
+
 def run_program(analysis, flat_inputs, masks: dict | None = None, capture=None):
     """Evaluates the analysed program on ``flat_inputs`` (leaves then arguments).
 
@@ -63,6 +85,7 @@ def run_program(analysis, flat_inputs, masks: dict | None = None, capture=None):
     """
     program = analysis.program
     masks = masks or {}
+    _check_inputs(analysis, flat_inputs)
     env = dict(zip(program.invars, flat_inputs, strict=True))
     points: dict[int, list] = {}
     if masks:
