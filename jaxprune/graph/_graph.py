@@ -352,6 +352,9 @@ def trace(model, variables=None, *args, **kwargs) -> Graph:
     Raises:
       GraphError: for an operation on a channel path the graph does not understand (naming the
         primitive and the user's source line) or data-dependent control flow.
+      ValueError: for an NNX module left in training mode (call ``model.eval()``), linen
+        variables lacking a collection the model reads, a linen call updating an immutable
+        collection (``train=True``), or a batch given to a per-example equinox module.
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn
     >>> class Net(nn.Module):
@@ -370,6 +373,8 @@ def trace(model, variables=None, *args, **kwargs) -> Graph:
     Dense_1  dense  (4, 3) -> (4, 2)  -            -
     """
     adapter = as_model(model, variables)
+    if not isinstance(model, ModelAdapter):  # a user's model (rewrites re-trace their own)
+        adapter.check_eval_mode()
     flat, treedef = jax.tree_util.tree_flatten_with_path(adapter.variables)
     paths = [path_str(p) for p, _ in flat]
     leaves = [v for _, v in flat]
