@@ -62,12 +62,13 @@ class TrainModel:
     """A model split into ``params`` (trained) and ``state`` (every other variable).
 
     Attributes:
-      kind: ``"linen"``, ``"nnx"``, ``"equinox"``, ``"function"`` or ``"pair"``.
+      kind: ``"linen"``, ``"nnx"``, ``"equinox"``, ``"function"``, ``"pair"`` or ``"haiku"``.
       model: what the user passed.
       params, state: the initial split (pytrees of arrays; ``state`` may be ``{}``).
       init: ``init(key, x1) -> (params, state)``, or None when the kind cannot draw weights.
       apply: ``apply(params, state, x, *, train, key) -> (output, new_state)``, pure.
-      variables: ``variables(params, state)`` -> the user's own variables form.
+      variables: ``variables(params, state)`` -> the user's own variables form; a pure
+        restructuring, so it also takes trees with a leading seed axis (results of many runs).
       signature: the call this adapter makes, for error messages.
       options: what, besides ``model``, shapes ``apply`` (part of the cache key of programs).
       train_kw: the keyword that carries the train flag in the call, None when none is passed.
@@ -221,6 +222,7 @@ def _nnx(model, variables, init_fn) -> TrainModel:
         model = adapter.rebuild(adapter.variables)[0]
     graphdef, p_state, s_state = nnx.split(model, nnx.Param, ...)
     params, state = nnx.to_pure_dict(p_state), nnx.to_pure_dict(s_state)
+    template = (params, state)
     rng_keys = nnx.split(model, nnx.RngKey, ...)[1]
     streams = sorted({str(v.tag) for _, v in nnx.to_flat_state(rng_keys)})
 
@@ -262,7 +264,7 @@ def _nnx(model, variables, init_fn) -> TrainModel:
         to_vars,
         f"{type(model).__name__}(x)",
         (init_fn,),
-        template=(nnx.to_pure_dict(p_state), nnx.to_pure_dict(s_state)),
+        template=None if init_fn is None else template,
     )
 
 
@@ -303,7 +305,7 @@ def _equinox(model, variables, train_kw, init_fn) -> TrainModel:
         f"{type(model).__name__}(x" + (", key=key" if pass_key else "") + ")",
         (train_kw, init_fn),
         train_kw if pass_train else None,
-        template=template,
+        template=None if init_fn is None else template,
     )
 
 
@@ -323,7 +325,7 @@ def _function(fn, params, init_fn, train_kw, draw_fn=None) -> TrainModel:
         init = lambda key, x1: (draw_fn(key), {})  # noqa: E731
     if params is not None:
         params = as_model(fn, params).variables
-    template = None if params is None else (params, {})
+    template = None if params is None or draw_fn is None else (params, {})
     if draw_fn is not None:
         params = None  # the given params only give the structure
     return TrainModel(
