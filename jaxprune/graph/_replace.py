@@ -16,7 +16,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxprune.graph._errors import GraphError
 from jaxprune.graph._inline import Literal
@@ -126,9 +125,10 @@ def emit(program, rep: Replacement, x, kernel, bias):
     return y
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class ReplacedRunner:
-    """Runs a model whose values ``reps`` are replaced (the ``runner`` of a RewriteSpec).
+    """Runs a model whose values ``reps`` are replaced (the ``runner`` of a RewriteSpec;
+    compared by value, so equal rewrites compare equal).
 
     Attributes:
       reps: the replacements, by node index of the original program at the traced shapes.
@@ -144,22 +144,15 @@ class ReplacedRunner:
     what: str
     signature: tuple[str, ...] = ()
 
-    def plan(self, spec, args, kwargs):
-        from jaxprune.graph._rewritten import trace_original
+    def plan(self, spec, call):
+        from jaxprune.graph._rewritten_call import trace_call
 
-        arg_leaves, arg_tree = jax.tree.flatten(args)
-        abstract = [jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in arg_leaves]
+        key = None if call.key is None else ("replaced", call.key)
+        plan = spec.cache.get(key)
+        if plan is not None:
+            return plan
         try:
-            key = ("replaced", arg_tree, tuple((s.shape, s.dtype) for s in abstract))
-            key = (*key, tuple(kwargs.items()))
-            hash(key)
-        except TypeError:
-            key = None
-        if key is not None and key in spec.cache:
-            return spec.cache[key]
-        try:
-            args = jax.tree.unflatten(arg_tree, abstract)
-            graph = trace_original(spec.model, spec.kind, spec.treedef, spec.avals, args, kwargs)
+            graph = trace_call(spec.model, spec.kind, spec.treedef, spec.avals, call)
         except Exception as e:  # e.g. BatchNorm updating statistics the rewrite removed
             raise GraphError(
                 f"the {self.what}d model traces differently at these arguments than when it was "
@@ -178,12 +171,14 @@ class ReplacedRunner:
                 )
         order, live = live_nodes(program, self.reps)
         plan = (graph, order, live)
-        if key is not None:
-            spec.cache[key] = plan
+        spec.cache.put(key, plan)
         return plan
 
     def __call__(self, spec, leaves, args, kwargs):
-        graph, order, live = self.plan(spec, args, kwargs)
+        from jaxprune.graph._rewritten_call import prepare_call
+
+        call = prepare_call(args, kwargs)
+        graph, order, live = self.plan(spec, call)
         program = graph.analysis.program
         new = dict(zip(self.new_paths, leaves, strict=True))
         n = len(spec.paths)
@@ -193,7 +188,7 @@ class ReplacedRunner:
                 if path not in new:
                     raise GraphError(f"{self.what}: the rewritten model still reads {path!r}")
                 env[v] = new[path]
-        env.update(zip(program.invars[n:], jax.tree.leaves(args), strict=True))
+        env.update(zip(program.invars[n:], call.leaves, strict=True))
         by_end = {r.end[0]: r for r in self.reps}
 
         def read(v):

@@ -16,6 +16,7 @@ primitive whose result disagrees with the narrowed layout raises :class:`GraphEr
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import jax
@@ -25,23 +26,38 @@ from jaxprune.graph._adapters import path_str
 from jaxprune.graph._errors import GraphError, user_line
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
+from jaxprune.graph._rewritten_call import (
+    PLAN_CACHE_SIZE,
+    Call,
+    PlanCache,
+    Skeleton,
+    content_key,
+    hashable,
+    prepare_call,
+    trace_call,
+)
 
 __all__ = [
+    "PLAN_CACHE_SIZE",
     "RewriteSpec",
+    "RewrittenFunction",
     "abstract_model",
     "build_model",
     "held_leaves",
+    "initial_leaves",
     "leaf_keep",
     "model_variables",
     "narrowed_shapes",
     "run_rewritten",
+    "signed_call",
     "trace_original",
 ]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RewriteSpec:
-    """A static rewrite of a model (hashed by identity, so it can be a jit-static field).
+    """A static rewrite of a model: compared and hashed by content, so two equal rewrites of
+    the same model definition are equal (one ``jax.jit`` compilation with the model static).
 
     Attributes:
       model: the user's original model (linen module or function); for NNX its abstract copy
@@ -53,11 +69,18 @@ class RewriteSpec:
       new_avals: ``ShapeDtypeStruct`` of each rewritten leaf.
       keep: ``((unit, (bool, ...)), ...)``: the units kept per pruned group.
       runner: ``runner(spec, leaves, args, kwargs)`` evaluating the rewritten model (default:
-        :func:`run_rewritten`, the narrowed evaluation of pruning).
+        :func:`run_rewritten`, the narrowed evaluation of pruning); a module-level class with
+        value equality (it is part of the content).
       new_treedef: the structure of the rewritten variables when it differs from the
         original's (a rewrite that removes or adds leaves).
       new_paths: the rewritten variables' leaf paths in the order ``runner`` takes them, when
         they differ from ``paths``.
+      initializer: ``initializer.initial_leaves(spec, draw, args, kwargs)``: the rewritten
+        model's initial leaves from ``draw(i)``, the ``i``-th fresh initialization of the
+        original (``{path: array}``); None: the kept slices of ``draw(0)`` (pruning).
+      cache: the traced plans, per argument shapes and static keywords
+        (:class:`~jaxprune.graph._rewritten_call.PlanCache`, at most ``PLAN_CACHE_SIZE``);
+        not part of the content and not pickled.
     """
 
     model: Any
@@ -70,21 +93,79 @@ class RewriteSpec:
     runner: Any = None
     new_treedef: Any = None
     new_paths: tuple[str, ...] | None = None
-    cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    initializer: Any = None
+    cache: PlanCache = dataclasses.field(default_factory=PlanCache, repr=False)
+
+    def _content(self) -> tuple:
+        key = self.__dict__.get("_key")
+        if key is None:
+            key = (
+                content_key(self.model, self.kind),
+                self.kind,
+                hashable(self.treedef),
+                self.paths,
+                self.avals,
+                self.new_avals,
+                self.keep,
+                hashable(self.runner),
+                hashable(self.new_treedef),
+                self.new_paths,
+                hashable(self.initializer),
+            )
+            object.__setattr__(self, "_key", key)
+        return key
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        if not isinstance(other, RewriteSpec):
+            return NotImplemented
+        return self._content() == other._content()
+
+    def __hash__(self):
+        return hash(self._content())
+
+    def __getstate__(self):
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del state["cache"]
+        state["treedef"] = Skeleton.of(self.treedef, self.avals)
+        state["new_treedef"] = Skeleton.of(self.new_treedef, self.new_avals)
+        return state
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            if isinstance(value, Skeleton):
+                value = value.treedef()
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "cache", PlanCache())
+
+    def signature(self) -> inspect.Signature | None:
+        """The original model's call signature (None if it has none)."""
+        sig = self.__dict__.get("_signature", False)
+        if sig is False:
+            call = self.model if self.kind == "function" else self.model.__call__
+            try:
+                sig = inspect.signature(call)
+            except (TypeError, ValueError):
+                sig = None
+            object.__setattr__(self, "_signature", sig)
+        return sig
 
 
-def leaf_keep(graph, keep: dict[str, np.ndarray]) -> dict[tuple[str, int], np.ndarray]:
+def leaf_keep(
+    graph, keep: dict[str, np.ndarray], check: bool = True
+) -> dict[tuple[str, int], np.ndarray]:
     """``{(leaf, axis): kept indices}`` for the slices of every pruned unit group.
 
     Raises:
-      GraphError: if a pruned group has coupled channels (``Unit.coupled``).
+      GraphError: if ``check`` and a pruned group has coupled channels (``Unit.coupled``).
     """
     out: dict[tuple[str, int], np.ndarray] = {}
     for name, m in keep.items():
         if m.all():
             continue
         unit = graph.units[name]
-        if unit.coupled:
+        if check and unit.coupled:
             raise GraphError(
                 f"unit group {name!r} cannot be pruned exactly: " + "; ".join(unit.coupled)
             )
@@ -131,9 +212,10 @@ def _act_keep(act: Act, roots, locate) -> np.ndarray | None:
 
 def narrowed_shapes(graph, keep) -> tuple[dict, dict]:
     """``({var: new shape}, {var: (axis, bool kept)})`` of every program value."""
-    an = graph.analysis
-    roots = _root_keep(graph, keep)
-    lk = leaf_keep(graph, keep)
+    return _narrowed(graph.analysis, _root_keep(graph, keep), leaf_keep(graph, keep))
+
+
+def _narrowed(an, roots, lk) -> tuple[dict, dict]:
     shapes, cuts = {}, {}
     for v, ann in an.annotations.items():
         shape = list(an.program.avals[v].shape)
@@ -158,43 +240,98 @@ class _Plan:
     shapes: dict
     cuts: dict
     leaf_shapes: tuple
+    squeeze: dict  # {(node, operand): (axis, kept bool)}: operands taken at the kept channels
 
 
 def trace_original(model, kind: str, treedef, avals, args, kwargs):
     """The layer graph of a rewrite's original model (as kept by :func:`abstract_model`) at
     ``args`` (arrays or ``ShapeDtypeStruct``), with variables of structure ``treedef`` and
-    shapes ``avals``."""
-    from jaxprune.graph._graph import trace
-
-    variables = jax.tree.unflatten(treedef, list(avals))
-    if kind == "nnx":
-        variables = None  # the abstract model carries its own (abstract) state
-    elif kind == "equinox":
-        model = _equinox_apply(model)
-    return trace(model, variables, *args, **kwargs)
+    shapes ``avals``; keyword arrays (``rngs=``) are program inputs after the arguments."""
+    return trace_call(model, kind, treedef, avals, prepare_call(args, kwargs))
 
 
-def plan_for(spec: RewriteSpec, args, kwargs) -> _Plan:
-    """Traces ``spec.model`` at ``args``' shapes (cached) and plans the narrowed evaluation."""
-    arg_leaves, arg_tree = jax.tree.flatten(args)
-    abstract_args = [jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in arg_leaves]
-    try:
-        kw = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items())
-        key = (arg_tree, tuple((s.shape, s.dtype) for s in abstract_args), kw)
-        hash(key)
-    except TypeError:
-        key = None
-    if key is not None and key in spec.cache:
-        return spec.cache[key]
-    args = jax.tree.unflatten(arg_tree, abstract_args)
-    graph = trace_original(spec.model, spec.kind, spec.treedef, spec.avals, args, kwargs)
+_RANDOM = frozenset(
+    {
+        "random_bits",
+        "random_wrap",
+        "random_unwrap",
+        "random_seed",
+        "random_split",
+        "random_fold_in",
+        "threefry2x32",
+    }
+)
+
+
+def _squeezed_operands(graph, cuts) -> dict:
+    """Operands to take at the kept channels where they meet a narrowed activation.
+
+    Two kinds of constants (no parameter in them) span the full channel width next to an
+    activation and are exact when sliced: random draws (dropout's mask: the narrow model's mask
+    is the full model's mask at the kept channels) and broadcasts that are constant along the
+    channel axis (``zeros_like``).
+    """
+    an = graph.analysis
+    program = an.program
+    random, uniform = set(), {}
+    for node in program.nodes:
+        ins = [v for v in node.ins if not isinstance(v, Literal)]
+        if node.name in _RANDOM or any(v in random for v in ins):
+            random.update(o for o in node.outs if not isinstance(an.annotations.get(o), Act))
+        if node.name == "broadcast_in_dim":
+            x = node.ins[0]
+            shape = np.shape(x.value) if isinstance(x, Literal) else program.avals[x].shape
+            dims = node.params["broadcast_dimensions"]
+            fed = {d for i, d in enumerate(dims) if shape[i] > 1}
+            uniform[node.outs[0]] = set(range(len(node.params["shape"]))) - fed
+    out = {}
+    for i, node in enumerate(program.nodes):
+        cut = cuts.get(node.outs[0]) if len(node.outs) == 1 else None
+        if cut is None:
+            continue
+        axis, vec = cut
+        for j, v in enumerate(node.ins):
+            if isinstance(v, Literal):
+                continue
+            ann = an.annotations.get(v)
+            if not isinstance(ann, PVal) or ann.leaves:
+                continue
+            shape = program.avals[v].shape
+            if len(shape) <= axis or shape[axis] != len(vec):
+                continue
+            if v in random or axis in uniform.get(v, ()):
+                out[(i, j)] = (axis, vec)
+    return out
+
+
+def _check_mixing(graph, keep) -> None:
+    """Raises for a pruned group whose channels a reduction mixes in this call's program."""
+    an = graph.analysis
+    for name, m in keep.items():
+        if m.all():
+            continue
+        root = graph.units[name].root
+        why = [r for s, info in an.spaces.items() if an.find(s)[0] == root for r in info.mixing]
+        if why:
+            raise GraphError(f"unit group {name!r} cannot be pruned exactly: " + "; ".join(why))
+
+
+def plan_for(spec: RewriteSpec, call: Call) -> _Plan:
+    """Traces ``spec.model`` for ``call`` (cached) and plans the narrowed evaluation."""
+    plan = spec.cache.get(call.key)
+    if plan is not None:
+        return plan
+    graph = trace_call(spec.model, spec.kind, spec.treedef, spec.avals, call)
     keep = {name: np.asarray(m, bool) for name, m in spec.keep}
-    shapes, cuts = narrowed_shapes(graph, keep)
+    roots = _root_keep(graph, keep)
+    _check_mixing(graph, keep)  # constants aligned with the channels: sliced or refused below
+    an = graph.analysis
+    lk = leaf_keep(graph, keep, check=False)
+    shapes, cuts = _narrowed(an, roots, lk)
     n = len(spec.paths)
-    leaf_shapes = tuple(shapes[v] for v in graph.analysis.program.invars[:n])
-    plan = _Plan(graph, shapes, cuts, leaf_shapes)
-    if key is not None:
-        spec.cache[key] = plan
+    leaf_shapes = tuple(shapes[v] for v in an.program.invars[:n])
+    plan = _Plan(graph, shapes, cuts, leaf_shapes, _squeezed_operands(graph, cuts))
+    spec.cache.put(call.key, plan)
     return plan
 
 
@@ -247,25 +384,37 @@ def node_in_aval(plan, node, i):
 
 def run_rewritten(spec: RewriteSpec, leaves, args, kwargs):
     """Evaluates the rewritten model: ``leaves`` are the new variables' leaves in order."""
-    plan = plan_for(spec, args, kwargs)
+    call = prepare_call(args, kwargs)
+    plan = plan_for(spec, call)
     program = plan.graph.analysis.program
-    n = len(spec.paths)
     for path, leaf, shape in zip(spec.paths, leaves, plan.leaf_shapes, strict=True):
         if tuple(np.shape(leaf)) != shape:
             raise ValueError(
                 f"variables[{path!r}]: expected shape {shape} (the rewritten model's), got "
                 f"{tuple(np.shape(leaf))}"
             )
-    env = dict(zip(program.invars, list(leaves) + jax.tree.leaves(args), strict=True))
-    del n
+    env = dict(zip(program.invars, list(leaves) + call.leaves, strict=True))
 
     def read(v):
         return v.value if isinstance(v, Literal) else env[v]
 
-    for node in program.nodes:
+    for i, node in enumerate(program.nodes):
         vals = [read(v) for v in node.ins]
+        for j in range(len(vals)):
+            sq = plan.squeeze.get((i, j))
+            if sq is not None:
+                vals[j] = jax.numpy.take(vals[j], np.flatnonzero(sq[1]), axis=sq[0])
         params = _fix_params(node, plan, [np.shape(x) for x in vals])
-        outs = node.primitive.bind(*vals, **params)
+        try:
+            outs = node.primitive.bind(*vals, **params)
+        except (TypeError, ValueError) as e:
+            raise GraphError(
+                f"after pruning, this operation's operands no longer fit ({e}); a value of the "
+                "full channel width (a constant aligned with the channels) meets a narrowed "
+                "one, which jaxprune does not know how to narrow",
+                node.name,
+                user_line(node.source_info, node.call_sites),
+            ) from e
         if not node.primitive.multiple_results:
             outs = (outs,)
         for o, val in zip(node.outs, outs, strict=True):
@@ -282,136 +431,79 @@ def run_rewritten(spec: RewriteSpec, leaves, args, kwargs):
     return jax.tree.unflatten(plan.graph._out_tree, outs)
 
 
-def _linen_module_class():
-    import flax.linen as nn
+class RewrittenFunction:
+    """A rewritten function model ``apply_fn(params, *args, **kwargs)``.
 
-    class Rewritten(nn.Module):
-        """A rewritten linen model: the original's program run on the new (smaller) variables.
+    A module-level callable (it pickles and compares by its :class:`RewriteSpec`), with the
+    original function's signature (``inspect.signature(apply_fn)``).
+    """
 
-        Its variables have the original's nested structure (``{"params": {"Dense_0": ...}}``),
-        minus what the rewrite removed. ``init`` gives zeros of the new shapes; use the
-        variables returned by the rewrite.
-        """
+    def __init__(self, spec: RewriteSpec):
+        self.spec = spec
 
-        spec: RewriteSpec
+    def __call__(self, params, *args, **kwargs):
+        spec = self.spec
+        return (spec.runner or run_rewritten)(spec, jax.tree.leaves(params), args, kwargs)
 
-        @nn.compact
-        def __call__(self, *args, **kwargs):
-            spec = self.spec
-            tree = jax.tree.unflatten(spec.new_treedef or spec.treedef, list(spec.new_avals))
-            got = {}
-            for col, tops in tree.items():
-                got[col] = {}
-                for top, sub in tops.items():
+    @property
+    def __signature__(self):
+        return self.spec.signature()
 
-                    def zeros(*_, sub=sub):
-                        return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), sub)
+    def __eq__(self, other):
+        return isinstance(other, RewrittenFunction) and self.spec == other.spec
 
-                    if col == "params":
-                        got[col][top] = self.param(top, zeros)
-                    else:
-                        got[col][top] = self.variable(col, top, zeros).value
-            mutable = [c for c in tree if c != "params" and self.is_mutable_collection(c)]
-            call_kwargs = dict(kwargs)
-            if mutable:
-                call_kwargs["mutable"] = mutable
-            leaves = jax.tree.leaves(got)
-            out = (spec.runner or run_rewritten)(spec, leaves, args, call_kwargs)
-            if mutable:
-                out, updates = out
-                for col, tops in updates.items():
-                    for top, val in tops.items():
-                        self.put_variable(col, top, val)
-            return out
+    def __hash__(self):
+        return hash(("RewrittenFunction", self.spec))
 
-    return Rewritten
+    def __repr__(self):
+        name = getattr(self.spec.model, "__name__", type(self.spec.model).__name__)
+        return f"RewrittenFunction({name})"
 
 
-def _nnx_module_class():
-    from flax import nnx
+def signed_call(spec: RewriteSpec, call):
+    """A function calling ``call(self, ...)`` whose signature is ``self`` + the original's."""
+    sig = spec.signature()
 
-    class Node(nnx.Module):
-        """A node of the rewritten NNX model's state tree (an attribute per key)."""
+    def method(self, *args, **kwargs):
+        return call(self, *args, **kwargs)
 
-    class Rewritten(nnx.Module):
-        """A rewritten NNX model: the original's program run on its (smaller) variables.
-
-        Its state has the original's structure (``nnx.state(m)`` has the same paths and
-        variable types, ``nnx.Param``, ``nnx.BatchStat``, ...) with the new shapes. It runs
-        the original as it was rewritten (its train/eval mode at that time).
-        """
-
-        def __init__(self, spec: RewriteSpec, leaves):
-            self.spec = spec
-            types = {
-                "/".join(str(k) for k in path): (path, type(var))
-                for path, var in nnx.to_flat_state(nnx.state(spec.model))
-            }
-            for name, value in zip(_leaf_paths(spec), leaves, strict=True):
-                path, kind = types.get(name, (None, nnx.Param))  # new leaves are parameters
-                if path is None:
-                    path = tuple(int(k) if k.isdigit() else k for k in name.split("/"))
-                node = self
-                for k, nxt in zip(path[:-1], path[1:], strict=True):
-                    child = _nnx_get(node, k)
-                    if child is None:
-                        child = nnx.List([]) if isinstance(nxt, int) else Node()
-                        _nnx_set(node, k, child)
-                    node = child
-                _nnx_set(node, path[-1], kind(value))
-
-        def __call__(self, *args, **kwargs):
-            leaves = held_leaves(self)
-            return (self.spec.runner or run_rewritten)(self.spec, leaves, args, kwargs)
-
-    return Rewritten
+    if sig is not None:
+        first = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+        method.__signature__ = sig.replace(parameters=[first, *sig.parameters.values()])
+    return method
 
 
-def _nnx_get(node, k):
-    if isinstance(k, int):
-        return node[k] if k < len(node) else None
-    return getattr(node, k, None)
+def initial_leaves(spec: RewriteSpec, rngs, args, kwargs) -> list:
+    """A rewritten linen model's initial leaves (in ``new_paths`` order): the rewrite applied
+    to the original's ``init`` with ``rngs`` (``spec.initializer``; pruning: the kept slices)."""
+    if spec.kind != "linen":
+        raise NotImplementedError(f"a rewritten {spec.kind} model has no init")
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("mutable", "rngs")}
+    draws: dict[int, dict] = {}
 
+    def draw(i: int) -> dict:
+        if i not in draws:
+            keys = rngs if i == 0 else {n: jax.random.fold_in(k, i) for n, k in rngs.items()}
+            fresh = spec.model.init(keys, *args, **kwargs)
+            flat, _ = jax.tree_util.tree_flatten_with_path(fresh)
+            draws[i] = {path_str(p): v for p, v in flat}
+        return draws[i]
 
-def _nnx_set(node, k, value):
-    if isinstance(k, int):
-        if k != len(node):
-            raise NotImplementedError(
-                f"rewriting an NNX model whose state has a sparse list index ({k}) is not supported"
+    if spec.initializer is not None:
+        leaves = list(spec.initializer.initial_leaves(spec, draw, args, kwargs))
+    else:  # a rewrite that keeps every leaf's path and shape
+        fresh = draw(0)
+        missing = [p for p in _leaf_paths(spec) if p not in fresh]
+        if missing:
+            raise GraphError(f"init: the original model's init has no leaves {missing}")
+        leaves = [fresh[p] for p in _leaf_paths(spec)]
+    for path, leaf, aval in zip(_leaf_paths(spec), leaves, spec.new_avals, strict=True):
+        if tuple(np.shape(leaf)) != tuple(aval.shape):
+            raise GraphError(
+                f"init: the initial value of {path!r} has shape {tuple(np.shape(leaf))} where "
+                f"the rewritten model has {tuple(aval.shape)}"
             )
-        node.append(value)
-    else:
-        setattr(node, k, value)
-
-
-def _equinox_module_class():
-    import equinox as eqx
-
-    class Rewritten(eqx.Module):
-        """A rewritten equinox model: the original's program run on its (smaller) arrays.
-
-        ``variables`` has the structure of the original's arrays
-        (``eqx.partition(model, eqx.is_array)[0]``) with the new shapes; ``eqx.partition``,
-        ``eqx.combine`` and ``eqx.filter_jit`` work as on any module.
-        """
-
-        variables: Any
-        spec: RewriteSpec = eqx.field(static=True)
-
-        def __call__(self, *args, **kwargs):
-            leaves = jax.tree.leaves(self.variables)
-            return (self.spec.runner or run_rewritten)(self.spec, leaves, args, kwargs)
-
-    return Rewritten
-
-
-def _equinox_apply(static):
-    import equinox as eqx
-
-    def apply(arrays, *args, **kwargs):
-        return eqx.combine(arrays, static)(*args, **kwargs)
-
-    return apply
+    return [jax.numpy.asarray(v, a.dtype) for v, a in zip(leaves, spec.new_avals, strict=True)]
 
 
 def abstract_model(adapter):
@@ -435,38 +527,32 @@ def abstract_model(adapter):
     return adapter.model
 
 
-_CLASSES: dict[str, Any] = {}
-
-
 def build_model(spec: RewriteSpec, leaves=None):
     """The rewritten model in the user's kind.
 
     A linen Module (its variables are passed to ``apply``), a function
     ``apply_fn(params, *args)`` for a function, or, holding ``leaves`` (the new variables'
     leaves in ``spec.paths`` order), an ``nnx.Module`` for NNX and an ``eqx.Module`` for
-    equinox.
+    equinox. Each is an instance of a module-level class (it pickles) that compares by its
+    ``spec``.
     """
     if spec.kind == "linen":
-        if "linen" not in _CLASSES:
-            _CLASSES["linen"] = _linen_module_class()
-        return _CLASSES["linen"](spec)
+        from jaxprune.graph._rewritten_linen import Rewritten
+
+        return Rewritten(spec)
     if spec.kind == "function":
-
-        def apply_fn(params, *args, **kwargs):
-            return (spec.runner or run_rewritten)(spec, jax.tree.leaves(params), args, kwargs)
-
-        apply_fn.spec = spec
-        return apply_fn
+        return RewrittenFunction(spec)
     if spec.kind in ("nnx", "equinox"):
         if leaves is None:
             raise ValueError(f"build_model: a {spec.kind} model holds its variables; pass leaves")
-        if spec.kind not in _CLASSES:
-            factory = _nnx_module_class if spec.kind == "nnx" else _equinox_module_class
-            _CLASSES[spec.kind] = factory()
         if spec.kind == "nnx":
-            return _CLASSES["nnx"](spec, list(leaves))
+            from jaxprune.graph._rewritten_nnx import Rewritten
+
+            return Rewritten(spec, list(leaves))
+        from jaxprune.graph._rewritten_equinox import Rewritten
+
         treedef = spec.new_treedef or spec.treedef
-        return _CLASSES["equinox"](jax.tree.unflatten(treedef, list(leaves)), spec)
+        return Rewritten(jax.tree.unflatten(treedef, list(leaves)), spec)
     raise NotImplementedError(f"rewriting a {spec.kind} model is not supported yet")
 
 

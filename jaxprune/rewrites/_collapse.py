@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
@@ -12,11 +14,31 @@ from jaxprune.graph._replace import ReplacedRunner, live_nodes, nest
 from jaxprune.graph._rewritten import RewriteSpec, abstract_model, build_model, model_variables
 from jaxprune.rewrites import _chains
 
-__all__ = ["collapse"]
+__all__ = ["CollapsedInit", "collapse"]
 
 
-def replaced_model(adapter, graph, folds, what: str):
-    """``(model, variables)`` with each fold's value replaced (shared by collapse and fuse)."""
+@dataclasses.dataclass(frozen=True)
+class CollapsedInit:
+    """A collapsed model's initializer: :func:`collapse` of the original's fresh
+    initialization (every folded kernel is the product of freshly drawn layers)."""
+
+    def initial_leaves(self, spec, draw, args, kwargs):
+        fresh = draw(0)
+        variables = jax.tree.unflatten(spec.treedef, [fresh[p] for p in spec.paths])
+        _, new = collapse(spec.model, variables, *args, **kwargs)
+        flat, _ = jax.tree_util.tree_flatten_with_path(new)
+        by_path = {path_str(p): v for p, v in flat}
+        if tuple(by_path) != tuple(spec.new_paths):
+            raise GraphError(
+                f"init: collapsing the fresh original gives leaves {list(by_path)}, not the "
+                f"collapsed model's {list(spec.new_paths)}"
+            )
+        return list(by_path.values())
+
+
+def replaced_model(adapter, graph, folds, what: str, initializer=None):
+    """``(model, variables)`` with each fold's value replaced (shared by collapse and fuse);
+    ``initializer``: the rewritten linen model's (see ``RewriteSpec.initializer``)."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(adapter.variables)
     paths = tuple(path_str(p) for p, _ in flat)
     leaves = [v for _, v in flat]
@@ -50,6 +72,7 @@ def replaced_model(adapter, graph, folds, what: str):
         runner=ReplacedRunner(reps, new_paths, what, tuple(n.name for n in program.nodes)),
         new_treedef=ntreedef,
         new_paths=new_paths,
+        initializer=initializer,
     )
     small = build_model(spec, new_leaves)
     return small, model_variables(spec, small, new_leaves)
@@ -83,7 +106,8 @@ def collapse(model, variables, *args, **kwargs):
     The collapsed model re-traces the original at each call's shapes, so it runs at any batch
     size, under ``jit``/``vmap``/``grad`` and through ``jax.export``; call it as the original
     was collapsed (same keyword arguments, e.g. ``train=False``). ``collapse`` itself may run
-    under ``jax.vmap`` over ``variables`` (the folding is traceable).
+    under ``jax.vmap`` over ``variables`` (the folding is traceable). A linen collapsed model's
+    ``init(key, *args)`` is the collapse of the original's ``init(key, *args)``.
 
     Args:
       model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
@@ -131,4 +155,4 @@ def collapse(model, variables, *args, **kwargs):
     folds = []
     for path in _chains.paths(an.program, an, layer_at, env):
         folds.extend(_chains.fold(an.program, an, layer_at, env, path))
-    return replaced_model(adapter, graph, folds, "collapse")
+    return replaced_model(adapter, graph, folds, "collapse", CollapsedInit())

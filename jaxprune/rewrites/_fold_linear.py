@@ -19,6 +19,7 @@ from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
 from jaxprune.graph._replace import nest
 from jaxprune.graph._rewritten import held_leaves, model_variables
+from jaxprune.graph._rewritten_call import PlanCache
 from jaxprune.rewrites._prelu_program import PReLUProgram, flat_paths, slope_path
 from jaxprune.rewrites._prelu_swap import rewritten
 
@@ -27,7 +28,7 @@ __all__ = ["fold_linear"]
 
 def _program_of(model) -> PReLUProgram:
     spec = getattr(model, "spec", None)
-    run = getattr(getattr(spec, "runner", None), "__self__", None)  # PReLUProgram.runner
+    run = getattr(spec, "runner", None)
     if not isinstance(run, PReLUProgram):
         raise TypeError(
             "model: expected a model returned by jp.rewrites.swap_relu_for_prelu (or by "
@@ -159,7 +160,10 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
       **kwargs: keyword arguments of the call.
 
     Returns:
-      ``(model, variables)`` of the same kind, equal in outputs up to float rounding.
+      ``(model, variables)`` of the same kind, equal in outputs up to float rounding. A linen
+      folded model's ``init(key, *args)`` is the original's ``init(key, *args)`` with the same
+      pairs folded (``W1 @ W2`` of the fresh layers) and the remaining slopes at their initial
+      value.
 
     Raises:
       TypeError: ``prelu_model`` does not come from :func:`swap_relu_for_prelu`.
@@ -198,6 +202,7 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
     prefix = run.prefix
 
     units, folds, removed = list(run.units), list(run.folds), set()
+    fold_leaves = list(run.fold_leaves)
     for unit in run.units:
         s = np.asarray(values[slope_path(prefix, unit)])
         if not np.all(s == 1.0):
@@ -221,6 +226,7 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
         removed |= {k1, slope_path(prefix, unit)}
         units.remove(unit)
         folds.append((first, second))
+        fold_leaves.append((k1, b1, k2, b2))
     if not folds or folds == list(run.folds):
         if run.kind in ("nnx", "equinox"):  # the variables it holds, as a rewrite returns them
             return prelu_model, model_variables(prelu_model.spec, prelu_model, leaves)
@@ -234,6 +240,11 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
         new_vars = nest({p: values[p] for p in kept})
     new_paths, new_leaves, new_treedef = flat_paths(new_vars)
     new_run = dataclasses.replace(
-        run, new_paths=tuple(new_paths), units=tuple(units), folds=tuple(folds), cache={}
+        run,
+        new_paths=tuple(new_paths),
+        units=tuple(units),
+        folds=tuple(folds),
+        fold_leaves=tuple(fold_leaves),
+        cache=PlanCache(),
     )
     return rewritten(new_run, new_treedef, new_leaves)

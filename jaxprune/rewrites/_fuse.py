@@ -10,6 +10,7 @@ batch by batch from taps on the traced program, so memory is ``O(L0^2 + L0 L2)``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -22,7 +23,49 @@ from jaxprune.graph._replace import Replacement
 from jaxprune.rewrites._chains import Fold
 from jaxprune.rewrites._collapse import replaced_model
 
-__all__ = ["fuse"]
+__all__ = ["FusedDraw", "fuse"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedDraw:
+    """A fused model's initializer (fusion needs data, so ``init`` draws instead): every leaf
+    the original has is its fresh initialization; the fused kernel's entries are fresh
+    entries of the original's first fused kernel (``draw(0)``, then further draws while
+    more are needed), so each has the first layer's initializer distribution (at that
+    layer's own shape and fan-in); the fused bias likewise from the first layer's bias (zeros
+    if it has none).
+
+    Attributes:
+      kernel, bias: the fused layer's leaf paths (the first layer's; ``bias`` may be None).
+    """
+
+    kernel: str
+    bias: str | None
+
+    def initial_leaves(self, spec, draw, args, kwargs):
+        del args, kwargs
+        fresh = draw(0)
+        shapes = {p: a.shape for p, a in zip(spec.new_paths, spec.new_avals, strict=True)}
+        out = []
+        for path in spec.new_paths:
+            if path == self.kernel or (path == self.bias and path in fresh):
+                out.append(_entries(draw, path, shapes[path]))
+            elif path == self.bias:
+                out.append(np.zeros(shapes[path], np.float32))
+            else:
+                out.append(fresh[path])
+        return out
+
+
+def _entries(draw, path, shape):
+    import jax.numpy as jnp
+
+    need, got, i = int(np.prod(shape)), [], 0
+    while sum(int(g.size) for g in got) < need:
+        got.append(jnp.ravel(draw(i)[path]))
+        i += 1
+    return jnp.concatenate(got)[:need].reshape(shape)
+
 
 ESTIMATORS = ("joint", "uncorrelated")
 
@@ -89,7 +132,10 @@ def fuse(
 
     The fused layer's kernel and bias are stored under the first layer's name
     (``params/Dense_0/kernel``); the second layer's leaves are dropped. The fused model
-    re-traces the original per call shape (any batch size, ``jit``, ``jax.export``).
+    re-traces the original per call shape (any batch size, ``jit``, ``jax.export``). A linen
+    fused model's ``init(key, *args)`` is the original's ``init(key, *args)`` with the fused
+    kernel's entries drawn from the first layer's initializer (fresh entries of its kernel,
+    see :class:`FusedDraw`), never the fit.
 
     Args:
       model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
@@ -181,5 +227,6 @@ def fuse(
             **common,
         )
     fold = Fold(rep, kernel.astype(kdtype), bias.astype(kdtype), (pair.first, pair.second))
-    small, new_vars = replaced_model(adapter, graph, [fold], "fuse")
+    init = FusedDraw(kpath, bpath)
+    small, new_vars = replaced_model(adapter, graph, [fold], "fuse", init)
     return small, new_vars, mse * per_example

@@ -23,7 +23,13 @@ from jaxprune.graph._adapters import path_str
 from jaxprune.graph._evaluate import channel_vector
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
-from jaxprune.graph._rewritten import trace_original
+from jaxprune.graph._rewritten_call import (
+    PlanCache,
+    content_key,
+    hashable,
+    prepare_call,
+    trace_call,
+)
 
 __all__ = ["SLOPES", "PReLUProgram", "relu_sites", "slope_path"]
 
@@ -97,7 +103,8 @@ def dot_act_operand(graph, layer: str) -> tuple[int, int]:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PReLUProgram:
-    """Static description of a swapped/folded model (hashed by identity).
+    """Static description of a swapped/folded model: its runner and initializer (compared and
+    hashed by content; pickled without its plan cache).
 
     Attributes:
       model: the user's original model (as kept by ``abstract_model``: no arrays).
@@ -108,6 +115,9 @@ class PReLUProgram:
       prefix: the trainable collection's path prefix (``"params"`` for linen, else ``""``).
       units: the unit groups that carry slopes (their slope leaf is in ``new_paths``).
       folds: ``((first layer, second layer), ...)`` in forward order.
+      slope: the slopes' initial value (``init`` of a linen model).
+      fold_leaves: ``((first kernel, first bias or None, second kernel, second bias or
+        None), ...)`` per fold, the leaves ``init`` folds as ``fold_linear`` did.
     """
 
     model: Any
@@ -119,23 +129,44 @@ class PReLUProgram:
     prefix: str
     units: tuple[str, ...]
     folds: tuple[tuple[str, str], ...] = ()
-    cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    slope: float = 0.0
+    fold_leaves: tuple = ()
+    cache: PlanCache = dataclasses.field(default_factory=PlanCache, repr=False)
+
+    def _content(self) -> tuple:
+        return (
+            content_key(self.model, self.kind),
+            hashable(self.orig_treedef),
+            *(getattr(self, f.name) for f in dataclasses.fields(self)[3:] if f.name != "cache"),
+        )
+
+    def __eq__(self, other):
+        if not isinstance(other, PReLUProgram):
+            return NotImplemented
+        return self is other or self._content() == other._content()
+
+    def __hash__(self):
+        return hash(self._content())
+
+    def __getstate__(self):
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "cache"
+        }
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "cache", PlanCache())
 
     def graph_for(self, args, kwargs):
-        """The original model's graph at ``args``' shapes (cached)."""
-        leaves, tree = jax.tree.flatten(args)
-        abstract = [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in leaves]
-        try:
-            key = (tree, tuple((s.shape, s.dtype) for s in abstract), tuple(kwargs.items()))
-            hash(key)
-        except TypeError:
-            key = None
-        if key is not None and key in self.cache:
-            return self.cache[key]
-        args = jax.tree.unflatten(tree, abstract)
-        graph = trace_original(
-            self.model, self.kind, self.orig_treedef, self.orig_avals, args, kwargs
-        )
+        """The original model's graph at ``args``' shapes (cached), with its sites."""
+        return self._plan(prepare_call(args, kwargs))
+
+    def _plan(self, call):
+        plan = self.cache.get(call.key)
+        if plan is not None:
+            return plan
+        graph = trace_call(self.model, self.kind, self.orig_treedef, self.orig_avals, call)
         missing = [u for u in self.units if u not in graph.units]
         if missing:
             raise ValueError(
@@ -150,17 +181,37 @@ class PReLUProgram:
             redirect[dot_act_operand(graph, second)] = var
         live = _live_nodes(graph.analysis.program, redirect)
         out = (graph, sites, redirect, live)
-        if key is not None:
-            self.cache[key] = out
+        self.cache.put(call.key, out)
         return out
 
-    def runner(self, spec, leaves, args, kwargs):
+    def initial_leaves(self, spec, draw, args, kwargs):
+        """A linen model's initial leaves: the original's fresh ones, slopes at ``slope``,
+        every fold applied to the fresh pair (``RewriteSpec.initializer``)."""
+        del args, kwargs
+        values = dict(draw(0))
+        for k1, b1, k2, b2 in self.fold_leaves:
+            w1, w2 = jnp.asarray(values[k1]), jnp.asarray(values[k2])
+            values[k2] = jnp.matmul(w1, w2, precision=jax.lax.Precision.HIGHEST)
+            if b1 is not None:
+                b = jnp.matmul(values[b1], w2, precision=jax.lax.Precision.HIGHEST)
+                values[b2] = b + values[b2]
+        slopes = {slope_path(self.prefix, u) for u in self.units}
+        out = []
+        for path, aval in zip(self.new_paths, spec.new_avals, strict=True):
+            if path in slopes:
+                out.append(jnp.full(aval.shape, self.slope, aval.dtype))
+            else:
+                out.append(values[path])
+        return out
+
+    def __call__(self, spec, leaves, args, kwargs):
         """The rewritten model's runner (``RewriteSpec.runner``)."""
         del spec
-        return self(leaves, args, kwargs)
+        call = prepare_call(args, kwargs)
+        graph, sites, redirect, live = self._plan(call)
+        return self._evaluate(graph, sites, redirect, live, leaves, call)
 
-    def __call__(self, leaves, args, kwargs):
-        graph, sites, redirect, live = self.graph_for(args, kwargs)
+    def _evaluate(self, graph, sites, redirect, live, leaves, call):
         an = graph.analysis
         program = an.program
         by_path = dict(zip(self.new_paths, leaves, strict=True))
@@ -170,7 +221,7 @@ class PReLUProgram:
             if p in by_path:
                 env[v] = by_path[p]
         n = len(self.orig_paths)
-        env.update(zip(program.invars[n:], jax.tree.leaves(args), strict=True))
+        env.update(zip(program.invars[n:], call.leaves, strict=True))
 
         def read(v):
             return v.value if isinstance(v, Literal) else env[v]

@@ -66,7 +66,8 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
 
     At ``slope=0`` the outputs equal the original bit for bit. The returned model re-traces
     the original at each call's shapes; it is jittable and differentiable in every leaf, the
-    original params and the slopes alike.
+    original params and the slopes alike. A linen swapped model's ``init(key, *args)`` is the
+    original's ``init(key, *args)`` plus every slope at ``slope``.
 
     Args:
       model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
@@ -128,6 +129,7 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
         new_paths=tuple(new_paths),
         prefix=adapter.param_prefix,
         units=tuple(units),
+        slope=float(slope),
     )
     assert all(slope_path(run.prefix, u) in new_paths for u in units)
     return rewritten(run, new_treedef, new_leaves)
@@ -150,5 +152,6 @@ def _spec(run: PReLUProgram, treedef, leaves) -> RewriteSpec:
         avals=avals,
         new_avals=avals,
         keep=(),
-        runner=run.runner,
+        runner=run,
+        initializer=run,
     )

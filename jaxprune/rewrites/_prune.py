@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import jax
@@ -17,7 +18,25 @@ from jaxprune.graph._rewritten import (
     model_variables,
 )
 
-__all__ = ["prune_units"]
+__all__ = ["KeptSlices", "prune_units"]
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptSlices:
+    """A pruned model's initializer: the kept slices of the original's fresh initialization.
+
+    Attributes:
+      slices: ``((leaf path, axis, kept indices), ...)``.
+    """
+
+    slices: tuple[tuple[str, int, tuple[int, ...]], ...]
+
+    def initial_leaves(self, spec, draw, args, kwargs):
+        del args, kwargs
+        fresh = dict(draw(0))
+        for path, axis, idx in self.slices:
+            fresh[path] = jax.numpy.take(jax.numpy.asarray(fresh[path]), np.asarray(idx), axis)
+        return [fresh[p] for p in spec.paths]
 
 
 def _concrete_keep(keep) -> dict:
@@ -95,7 +114,11 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
       an ``nnx.Module`` holding the narrowed variables (same state paths and variable types;
       called as ``narrow_model(x)``, in the mode the original was pruned in) and its state's
       pure dict; for equinox an ``eqx.Module`` holding the narrowed arrays (called as
-      ``narrow_model(x)``) and ``eqx.filter(narrow_model, eqx.is_array)``.
+      ``narrow_model(x)``) and ``eqx.filter(narrow_model, eqx.is_array)``. A linen narrow
+      model's ``init(key, *args)`` is the original's ``init(key, *args)`` pruned the same way
+      (every kept entry from the original layer's initializer; train it on with
+      ``jp.training.fit`` without ``variables=``). See
+      :class:`~jaxprune.graph._rewritten_linen.Rewritten` for saving and loading.
 
     Raises:
       ValueError: for an unknown unit, a mask of the wrong length or dtype, a traced mask
@@ -152,6 +175,9 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
         avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in leaves),
         new_avals=tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in new_leaves),
         keep=tuple((k, tuple(bool(b) for b in m)) for k, m in keep.items() if not m.all()),
+        initializer=KeptSlices(
+            tuple((p, a, tuple(int(i) for i in idx)) for (p, a), idx in sorted(kept.items()))
+        ),
     )
     narrow = build_model(spec, new_leaves)
     return narrow, model_variables(spec, narrow, new_leaves)
