@@ -22,7 +22,8 @@ class ToyNet(nn.Module):
     stride 2, the skip added after the ReLU, the average pooling before the head (set
     ``stride=1`` for no striding at all, ``residual=False`` for the plain stack).
 
-    Parameter paths are Flax's defaults: ``Conv_{i}``, ``BatchNorm_{i}`` (``i = 0..depth-1``),
+    BatchNorm as PyTorch's (``momentum=0.9`` in Flax's convention, ``epsilon=1e-5``), like the
+    paper's other networks. Parameter paths are Flax's defaults: ``Conv_{i}``, ``BatchNorm_{i}`` (``i = 0..depth-1``),
     ``Dense_0``.
 
     Attributes:
@@ -71,7 +72,10 @@ class ToyNet(nn.Module):
                 use_bias=False,
                 dtype=self.dtype,
             )(x)
-            y = nn.relu(nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(y))
+            bn = nn.BatchNorm(
+                use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+            )
+            y = nn.relu(bn(y))
             x = x + y if self.residual and i > 0 else y
         out = nn.Dense(self.num_classes, dtype=self.dtype)(jnp.mean(x, axis=(1, 2)))
         return out if self.dtype is None else out.astype(jnp.float32)
