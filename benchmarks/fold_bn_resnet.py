@@ -1,10 +1,10 @@
 """BatchNorm folding on a ResNet-50 at inference: jitted forward time before and after collapse.
 
 Run: ``python benchmarks/fold_bn_resnet.py [--batch 8] [--size 112] [--out DIR]``. Builds the
-user-style linen ResNet-50 of ``benchmarks/_resnets.py`` with random running statistics, calls
+``jp.models.ResNet50`` (torchvision's layout) with random running statistics, calls
 ``jp.collapse(model, variables, x, train=False)`` (every BatchNorm follows a conv, so all 53
 fold into their convs), checks the outputs agree and times the jitted forward before, after
-and of the same folded network written by hand (``ResNet50(norm=False)``: no BatchNorm,
+and of the same folded network written by hand (``ResNet50(norm=None)``: no BatchNorm,
 biased convs, loaded with the collapsed variables), in three interleaved rounds of medians of
 5. Writes ``benchmarks/results/fold_bn_resnet.json``: parameters, BatchNorm count, collapse
 seconds, max |difference|, seconds per forward, the speed-up and the collapsed/hand-written
@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxprune as jp
-from benchmarks._resnets import ResNet50
 from benchmarks._util import write
+from jaxprune.models import ResNet50
 
 
 def _median_seconds(fn, *args, repeats=10):
@@ -62,10 +62,10 @@ def main(argv=None):
     n_bn = sum(
         1
         for p in jax.tree_util.tree_leaves_with_path(v["params"])
-        if "BatchNorm" in str(p[0]) and str(p[0][-1].key) == "scale"
+        if "bn" in str(p[0][-2].key) and str(p[0][-1].key) == "scale"
     )
     res = {
-        "model": "ResNet50 (benchmarks/_resnets.py)",
+        "model": "jp.models.ResNet50",
         "batch": args.batch,
         "image": args.size,
         "params_before": sum(int(a.size) for a in jax.tree.leaves(v)),
@@ -77,7 +77,7 @@ def main(argv=None):
         "max_abs_output": float(jnp.abs(y0).max()),
     }
     # the same folded network written by hand (no BatchNorm, biased convs), the folded weights
-    hand_model = ResNet50(norm=False)
+    hand_model = ResNet50(norm=None)
     hand = jax.jit(lambda v, x: hand_model.apply(v, x))
     res["max_abs_difference_vs_hand_written"] = float(jnp.abs(hand(sv, x) - y1).max())
     times = {"before": [], "after": [], "hand": []}

@@ -11,11 +11,12 @@ anywhere and is what the test suite runs.
 Writes ``benchmarks/results/resnet_train[_quick].json`` with, measured in this run:
 
 * ``images_per_s``: training images per second in steady state of
-  ``jp.training.train_epochs`` on the user-style linen ResNet-56 of ``benchmarks/_resnets.py``
-  (option-A shortcuts, BatchNorm carried as ``batch_stats``), SGD with momentum 0.9,
-  cross-entropy, ``--batch`` images per step, ``--steps`` steps per epoch of synthetic
-  CIFAR-shaped data held on the device; and of a plain PyTorch loop over the same network
-  (``torch.backends.cudnn.benchmark`` on, the data on the device, one ``randperm`` per epoch).
+  ``jp.training.train_epochs`` on ``jp.models.CifarResNet(depth=56, version=1)`` (He et al.'s
+  post-activation ResNet-56, option-A shortcuts, BatchNorm carried as ``batch_stats``), SGD
+  with momentum 0.9, cross-entropy, ``--batch`` images per step, ``--steps`` steps per epoch
+  of synthetic CIFAR-shaped data held on the device; and of a plain PyTorch loop over the
+  same network (``torch.backends.cudnn.benchmark`` on, the data on the device, one
+  ``randperm`` per epoch).
   ``fp32``: everything in float32. ``bf16``: layers computed in bfloat16 with float32
   parameters and logits (flax ``dtype=jnp.bfloat16``; PyTorch ``torch.autocast``). JAX times
   come from the difference of two run lengths (compilation, start-up and data checks cancel),
@@ -47,8 +48,13 @@ import numpy as np
 import optax
 
 import jaxprune as jp
-from benchmarks._resnets import ResNet56
 from benchmarks._util import write
+from jaxprune.models import CifarResNet
+
+
+def _resnet(blocks: int, dtype=None) -> CifarResNet:
+    """He et al.'s post-activation CIFAR ResNet with ``blocks`` blocks per stage (9: ResNet-56)."""
+    return CifarResNet(depth=6 * blocks + 2, version=1, shortcut="A", dtype=dtype)
 
 
 def _data(n: int, seed: int = 0):
@@ -123,9 +129,9 @@ def _torch_resnet56(blocks: int):
         def forward(self, x):
             y = torch.relu(self.b1(self.c1(x)))
             y = self.b2(self.c2(y))
-            if self.stride > 1 or self.pad:
+            if self.stride > 1 or self.pad:  # option A: new channels half before, half after
                 x = x[:, :, :: self.stride, :: self.stride]
-                x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.pad))
+                x = nn.functional.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
             return torch.relu(y + x)
 
     layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
@@ -187,9 +193,9 @@ def measure(blocks: int, batch: int, steps: int, epochs: tuple[int, int], repeat
     data = _data(batch * steps)
     short, long = epochs
     variants = {
-        "jax_fp32": _jax_run(ResNet56(blocks_per_stage=blocks), data, batch),
-        "jax_bf16": _jax_run(ResNet56(blocks_per_stage=blocks, dtype=jnp.bfloat16), data, batch),
-        "jax_plain_jit_fp32": _plain_jit_run(ResNet56(blocks_per_stage=blocks), data, batch),
+        "jax_fp32": _jax_run(_resnet(blocks), data, batch),
+        "jax_bf16": _jax_run(_resnet(blocks, jnp.bfloat16), data, batch),
+        "jax_plain_jit_fp32": _plain_jit_run(_resnet(blocks), data, batch),
     }
     first = {}
     for name, run in variants.items():
@@ -202,7 +208,8 @@ def measure(blocks: int, batch: int, steps: int, epochs: tuple[int, int], repeat
     per_epoch = {name: float(np.median(d)) for name, d in diffs.items()}
     images = {name: batch * steps / s for name, s in per_epoch.items()}
     out = {
-        "model": f"linen ResNet (3 stages x {blocks} basic blocks, option A, BatchNorm), "
+        "model": f"jp.models.CifarResNet(depth={6 * blocks + 2}, version=1) (3 stages x {blocks} "
+        "basic blocks, option A, BatchNorm), "
         "SGD(0.1, momentum 0.9), cross-entropy, synthetic 32x32x3 images",
         "batch": batch,
         "steps_per_epoch": steps,

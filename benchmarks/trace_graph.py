@@ -1,4 +1,4 @@
-"""Time ``jp.trace`` (jaxpr + layer graph) on linen ResNet-50 (224x224) and ResNet-56 (32x32).
+"""Time ``jp.trace`` (jaxpr + layer graph) on ResNet-50 (224x224) and ResNet-56 (32x32).
 
     PYTHONPATH=. python -m benchmarks.trace_graph [--repeats 3] [--out DIR]
 
@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxprune as jp
-from benchmarks._resnets import ResNet50, ResNet56
 from benchmarks._util import write
+from jaxprune.models import CifarResNet, ResNet50
 
 
 def _time(model, shape, repeats):
@@ -45,7 +45,10 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     results = {
-        "resnet56_32x32_batch1": {**_time(ResNet56(), (1, 32, 32, 3), args.repeats), "target_s": 1},
+        "resnet56_32x32_batch1": {
+            **_time(CifarResNet(depth=56), (1, 32, 32, 3), args.repeats),
+            "target_s": 1,
+        },
         "resnet50_224x224_batch1": {
             **_time(ResNet50(), (1, 224, 224, 3), args.repeats),
             "target_s": 3,

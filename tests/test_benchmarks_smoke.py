@@ -70,10 +70,10 @@ def test_resnet_bf16_variant_computes_in_bf16_with_float32_params():
     """``dtype=bfloat16`` changes the computation, not the parameters, and returns f32 logits."""
     import jax.numpy as jnp
 
-    from benchmarks._resnets import ResNet56
+    from jaxprune.models import CifarResNet
 
     x = jnp.ones((2, 8, 8, 3))
-    f32, bf16 = ResNet56(blocks_per_stage=1), ResNet56(blocks_per_stage=1, dtype=jnp.bfloat16)
+    f32, bf16 = CifarResNet(depth=8, version=1), CifarResNet(depth=8, version=1, dtype=jnp.bfloat16)
     v = f32.init(jax.random.key(0), x)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(v))
     a, b = f32.apply(v, x), bf16.apply(v, x)
