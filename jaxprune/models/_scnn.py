@@ -20,7 +20,8 @@ class SCNN(nn.Module):
     ``GroupNormalization(groups=1)``, i.e. one mean and variance per example over ``(H, W, C)``:
     here ``nn.GroupNorm(num_groups=1)``. The dense layer's layer norm is ``nn.LayerNorm``. The
     four conv blocks are the LW blocks (K = 4); an LW normalization slot follows each block
-    (after its pooling).
+    (after its pooling). The input size is free: the dense kernel is sized at ``init``, e.g.
+    ``(56 * 56 * 64, 512)`` at the paper's 224x224 (App. B.1: "We resize images to 224x224").
 
     Parameter paths: ``conv_{i}`` (``kernel (k, k, in, features[i])``, ``bias``), ``norm_{i}``
     (``scale``, ``bias``), ``dense`` (``kernel (flat, dense)``, ``bias``), ``dense_norm``

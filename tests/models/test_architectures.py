@@ -12,6 +12,7 @@ import pytest
 import jaxprune as jp
 from jaxprune.analysis import average_path_length
 from jaxprune.models import (
+    SCNN,
     VGG16,
     CifarResNet,
     FusionNet,
@@ -391,3 +392,10 @@ def test_fusion_net_initializer_is_the_papers_normal():
 def test_bad_arguments_name_themselves(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_scnn_takes_any_input_size():
+    """002's scnn at its paper's 224x224 (two 2x2 pools: a 56x56x64 flatten) and at 32x32."""
+    for size, flat in [(224, 56 * 56 * 64), (32, 8 * 8 * 64), (28, 7 * 7 * 64)]:
+        v = jax.eval_shape(SCNN().init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+        assert v["params"]["dense"]["kernel"].shape == (flat, 512)
