@@ -229,3 +229,25 @@ def test_models_with_functions_resume_in_another_process(tmp_path, monkeypatch):
         assert not np.isnan(np.asarray(resumed.history["loss"])).any()
         jax.tree.map(np.testing.assert_array_equal, resumed.params, fresh.params)
         jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, fresh.opt_state)
+
+
+def test_an_nnx_model_with_dropout_rngs_checkpoints_and_resumes(tmp_path):
+    # NNX state holds the dropout stream's PRNG key: its dtype is a key type, not a numpy one
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.fc1 = nnx.Linear(3, 8, rngs=rngs)
+            self.drop = nnx.Dropout(0.2, rngs=rngs)
+            self.fc2 = nnx.Linear(8, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc2(self.drop(nnx.relu(self.fc1(x))))
+
+    kw = _kw(tmp_path / "ck", model=Net(nnx.Rngs(0)), train_kw="train")
+    first = _fit(kw)
+    again = _fit({**kw, "model": Net(nnx.Rngs(0))})  # restored from the last checkpoint
+    np.testing.assert_array_equal(first.history["loss"], again.history["loss"])
+    assert np.isfinite(np.asarray(first.history["loss"])).all()
+    with pytest.raises(CheckpointError, match="optimizer"):
+        _fit({**kw, "model": Net(nnx.Rngs(0)), "optimizer": optax.adam(1e-2)})

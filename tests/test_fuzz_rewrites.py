@@ -107,7 +107,9 @@ def test_reinit_rejects_bad_masks(model, seed, data):
     with pytest.raises(ValueError, match=rf"units\['{name}'\]: expected shape \({w},\)"):
         reinit_units(graph, params, {name: np.ones(w + 1, bool)}, key)
     with pytest.raises(
-        ValueError, match=r"units\['{name}'\]: expected a bool".replace("{name}", name)
+        ValueError,
+        match=rf"units\['{name}'\]: expected shape \({w},\) and dtype bool, got shape "
+        rf"\({w},\) and dtype float32",
     ):
         reinit_units(graph, params, {name: np.ones(w, np.float32)}, key)
     with pytest.raises(ValueError, match=r"units: unknown unit\(s\) \['dense_0'\]"):

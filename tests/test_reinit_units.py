@@ -110,6 +110,8 @@ def test_every_kind_copies_the_fresh_draw_and_resets_moments(name):
         fresh = case.model.init(key, case.x, **case.kwargs)["params"]
     else:
         fresh = init_fn(key)
+        if graph.model.kind == "nnx":
+            fresh.eval()  # a new NNX module starts in training mode; trace reads it predicting
         if graph.model.kind != "function":
             fresh = trainable(
                 type(case)(fresh, None, case.x, case.units), jp.trace(fresh, None, case.x)

@@ -81,12 +81,12 @@ def shapes(tree: Any, drop: int = 0) -> str:
     for path, a in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
         dims = ",".join(str(d) for d in np.shape(a)[drop:])
-        out.append(f"{name} {np.dtype(a.dtype) if hasattr(a, 'dtype') else type(a)}[{dims}]")
+        out.append(f"{name} {a.dtype if hasattr(a, 'dtype') else type(a)}[{dims}]")
     return "; ".join(out)
 
 
 def _array(a) -> str:
-    return f"{np.dtype(a.dtype)}[{','.join(str(d) for d in np.shape(a))}]"
+    return f"{a.dtype}[{','.join(str(d) for d in np.shape(a))}]"
 
 
 def _qualified(obj) -> str:
