@@ -1,4 +1,4 @@
-"""The README's troubleshooting table quotes messages the code really raises."""
+"""The troubleshooting page (docs/troubleshooting.md) quotes messages the code really raises."""
 
 import re
 from pathlib import Path
@@ -7,10 +7,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _section() -> str:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("## Troubleshooting")
-    end = text.find("\n## ", start + 3)
-    return text[start : end if end > 0 else None]
+    text = (ROOT / "docs" / "troubleshooting.md").read_text()
+    assert text.startswith("# Troubleshooting")
+    return text
 
 
 def _quoted_messages() -> list[str]:

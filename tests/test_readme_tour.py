@@ -39,4 +39,14 @@ def test_tour_runs_and_its_claims_hold():
     )
     size = second["size"]
     assert size(second["narrow_vars"]) < size(small_vars) < size(variables)
-    assert float(second["mse"]) >= 0.0
+
+
+def test_readme_fits_a_page():
+    assert len((ROOT / "README.md").read_bytes()) <= 12 * 1024
+
+
+def test_readme_links_resolve():
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    assert len(links) >= 10
+    missing = [link for link in links if "://" not in link and not (ROOT / link).exists()]
+    assert not missing, missing
