@@ -23,8 +23,8 @@ class ToyNet(nn.Module):
     ``stride=1`` for no striding at all, ``residual=False`` for the plain stack).
 
     BatchNorm as PyTorch's (``momentum=0.9`` in Flax's convention, ``epsilon=1e-5``), like the
-    paper's other networks. Parameter paths are Flax's defaults: ``Conv_{i}``, ``BatchNorm_{i}`` (``i = 0..depth-1``),
-    ``Dense_0``.
+    paper's other networks. Parameter paths are Flax's defaults: ``Conv_{i}``,
+    ``BatchNorm_{i}`` (``i = 0..depth-1``), ``Dense_0``.
 
     Attributes:
       depth: number of conv layers (Fig. 24 varies it).
