@@ -25,7 +25,7 @@ RESULTS = ROOT / "results"
 BENCH = ROOT / "benchmarks" / "results"
 
 _RESULTS_MARK = re.compile(r"<!-- results: ([\w/]+) -->")
-_BENCH_NUMBER = re.compile(r"\{\{bench (\S+) (\S+) (\S+)\}\}")
+_BENCH_NUMBER = re.compile(r"\{\{bench (\S+) (.+?) (\S+)\}\}")
 
 
 @event_priority(100)  # before mkdocs-jupyter looks for notebooks
