@@ -434,7 +434,8 @@ def run_rewritten(spec: RewriteSpec, leaves, args, kwargs):
 class RewrittenFunction:
     """A rewritten function model ``apply_fn(params, *args, **kwargs)``.
 
-    A module-level callable (it pickles and compares by its :class:`RewriteSpec`), with the
+    A module-level callable (it pickles when the original function does, or saves with
+    :func:`jaxprune.graph.save_rewritten`, and compares by its :class:`RewriteSpec`), with the
     original function's signature (``inspect.signature(apply_fn)``).
     """
 

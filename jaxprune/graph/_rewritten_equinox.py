@@ -29,7 +29,10 @@ class Rewritten(eqx.Module):
     (``eqx.partition(model, eqx.is_array)[0]``) with the new shapes; ``eqx.partition``,
     ``eqx.combine`` and ``eqx.filter_jit`` work as on any module. It is called with the
     original's signature and pickles when the original's static part does (a module-level
-    class whose fields pickle); its static ``spec`` compares by value.
+    class whose fields pickle; ``eqx.nn.MLP``'s activation does not) or, for any original,
+    saves with :func:`jaxprune.graph.save_rewritten` and loads with
+    :func:`jaxprune.graph.load_rewritten` on the original constructed again; its static
+    ``spec`` compares by value.
 
     >>> import jax, jax.numpy as jnp, numpy as np, equinox as eqx, jaxprune as jp
     >>> net = eqx.nn.MLP(5, 2, 4, 1, key=jax.random.key(0))

@@ -47,7 +47,10 @@ class Rewritten(nn.Module):
     no arrays, so ``(model, variables)`` saved in one process load in another. The original
     module must pickle itself: a module-level class whose fields pickle (a module that holds
     flax layers as fields, such as ``nn.Sequential([nn.Dense(4), ...])``, holds their
-    initializer closures and does not; the usual ``@nn.compact`` style does).
+    initializer closures and does not; the usual ``@nn.compact`` style does). For any
+    original, :func:`jaxprune.graph.save_rewritten` writes ``(model, variables)`` to a file
+    without pickle and :func:`jaxprune.graph.load_rewritten` rebuilds them on the original
+    module constructed again (its structure is checked).
 
     >>> import pickle, jax, jax.numpy as jnp, numpy as np, jaxprune as jp
     >>> net = jp.models.MLP(hidden=(4,), out=2)

@@ -37,7 +37,10 @@ class Rewritten(nnx.Module):
     variable types, ``nnx.Param``, ``nnx.BatchStat``, ...) with the new shapes. It runs
     the original as it was rewritten (its train/eval mode at that time), with the original's
     call signature. It pickles when the original's class is importable by name (a module-level
-    class); two rewrites of equal definitions have equal graph definitions.
+    class) and its attributes pickle; otherwise :func:`jaxprune.graph.save_rewritten` and
+    :func:`jaxprune.graph.load_rewritten` save it without pickle and rebuild it on the original
+    constructed again (in eval mode). Two rewrites of equal definitions have equal graph
+    definitions.
 
     >>> import jax, jax.numpy as jnp, numpy as np, jaxprune as jp
     >>> from flax import nnx
@@ -94,10 +97,10 @@ def _get(node, k):
 
 def _set(node, k, value):
     if isinstance(k, int):
+        while len(node) < k:  # stateless entries (nnx.Sequential's activations): empty nodes
+            node.append(Node())
         if k != len(node):
-            raise NotImplementedError(
-                f"rewriting an NNX model whose state has a sparse list index ({k}) is not supported"
-            )
+            raise NotImplementedError(f"NNX state: list index {k} set twice")
         node.append(value)
     else:
         setattr(node, k, value)
