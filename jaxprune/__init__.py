@@ -6,7 +6,7 @@ transformations and analyses are read-only functions.
 
 from jaxprune import analysis, data, graph, models, rewrites, training, transforms
 from jaxprune._types import Batch, Mask, Params, PyTree, UnitMask
-from jaxprune.graph import GraphError, trace
+from jaxprune.graph import GraphError, load_rewritten, save_rewritten, trace
 from jaxprune.rewrites._collapse import collapse
 from jaxprune.rewrites._fuse import fuse
 from jaxprune.rewrites._prune import prune_units
@@ -25,9 +25,11 @@ __all__ = [
     "fuse",
     "graph",
     "GraphError",
+    "load_rewritten",
     "models",
     "prune_units",
     "rewrites",
+    "save_rewritten",
     "trace",
     "training",
     "transforms",
