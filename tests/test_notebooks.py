@@ -1,4 +1,4 @@
-"""Notebooks are stored without outputs (CI executes them with nbmake)."""
+"""Notebooks are stored without outputs (the documentation build executes them: test_docs.py)."""
 
 import json
 from pathlib import Path
