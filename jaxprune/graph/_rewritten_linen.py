@@ -108,6 +108,10 @@ class Rewritten(nn.Module):
                 else:
                     got[col][top] = self.variable(col, top, value).value
         mutable = [c for c in tree if c != "params" and self.is_mutable_collection(c)]
+        asked = self.scope.mutable  # collections the rewrite removed may still be asked for
+        if isinstance(asked, (str, list, tuple)):  # (a folded BatchNorm's batch_stats)
+            asked = [asked] if isinstance(asked, str) else asked
+            mutable += [c for c in asked if c != "params" and c not in mutable]
         call_kwargs = dict(kwargs)
         if mutable:
             call_kwargs["mutable"] = mutable

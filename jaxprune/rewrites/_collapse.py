@@ -10,7 +10,7 @@ import numpy as np
 from jaxprune.graph import GraphError, as_model, trace
 from jaxprune.graph._adapters import path_str
 from jaxprune.graph._evaluate import run_program
-from jaxprune.graph._replace import ReplacedRunner, live_nodes, nest
+from jaxprune.graph._replace import ReplacedRunner, live_nodes, nest, region_of
 from jaxprune.graph._rewritten import RewriteSpec, abstract_model, build_model, model_variables
 from jaxprune.rewrites import _chains
 
@@ -20,12 +20,20 @@ __all__ = ["CollapsedInit", "collapse"]
 @dataclasses.dataclass(frozen=True)
 class CollapsedInit:
     """A collapsed model's initializer: :func:`collapse` of the original's fresh
-    initialization (every folded kernel is the product of freshly drawn layers)."""
+    initialization (every folded kernel is the product of freshly drawn layers).
+
+    Attributes:
+      fold_batchnorm: as given to :func:`collapse`.
+    """
+
+    fold_batchnorm: bool = True
 
     def initial_leaves(self, spec, draw, args, kwargs):
         fresh = draw(0)
         variables = jax.tree.unflatten(spec.treedef, [fresh[p] for p in spec.paths])
-        _, new = collapse(spec.model, variables, *args, **kwargs)
+        _, new = collapse(
+            spec.model, variables, *args, fold_batchnorm=self.fold_batchnorm, **kwargs
+        )
         flat, _ = jax.tree_util.tree_flatten_with_path(new)
         by_path = {path_str(p): v for p, v in flat}
         if tuple(by_path) != tuple(spec.new_paths):
@@ -43,7 +51,11 @@ def replaced_model(adapter, graph, folds, what: str, initializer=None):
     paths = tuple(path_str(p) for p, _ in flat)
     leaves = [v for _, v in flat]
     program = graph.analysis.program
-    reps = tuple(f.rep for f in folds)
+    ann = graph.analysis.annotations
+    reps = tuple(
+        dataclasses.replace(f.rep, region=region_of(program, ann, f.rep, adapter.trainable))
+        for f in folds
+    )
     _, live = live_nodes(program, reps)
     invars = program.invars[: len(paths)]
     new = {p: leaf for p, v, leaf in zip(paths, invars, leaves, strict=True) if v in live}
@@ -78,7 +90,18 @@ def replaced_model(adapter, graph, folds, what: str, initializer=None):
     return small, model_variables(spec, small, new_leaves)
 
 
-def collapse(model, variables, *args, **kwargs):
+def _without_statistics(program, an, path, trainable) -> list[list]:
+    """``path`` cut at every step that reads a non-trainable leaf (running statistics)."""
+    pieces: list[list] = [[]]
+    for step in path:
+        if any(not trainable(p) for p in _chains._leaves(program, an.annotations, [step])):
+            pieces.append([])
+        else:
+            pieces[-1].append(step)
+    return [p for p in pieces if p]
+
+
+def collapse(model, variables, *args, fold_batchnorm: bool = True, **kwargs):
     """Folds every linear chain and every foldable BatchNorm; returns ``(model, variables)``.
 
     Every maximal run of affine operations whose intermediate values are read by nothing else
@@ -104,10 +127,16 @@ def collapse(model, variables, *args, **kwargs):
     convolutions; runs whose only layer has nothing to absorb (a dense layer and its bias).
 
     The collapsed model re-traces the original at each call's shapes, so it runs at any batch
-    size, under ``jit``/``vmap``/``grad`` and through ``jax.export``; call it as the original
-    was collapsed (same keyword arguments, e.g. ``train=False``). ``collapse`` itself may run
-    under ``jax.vmap`` over ``variables`` (the folding is traceable). A linen collapsed model's
-    ``init(key, *args)`` is the collapse of the original's ``init(key, *args)``.
+    size, under ``jit``/``vmap``/``grad`` and through ``jax.export``. It also runs in training
+    mode (``train=True, rngs={"dropout": key}, mutable=["batch_stats"]``) where that leaves the
+    folded parts as they were (dropout elsewhere, BatchNorm layers that were not folded keep
+    updating their statistics), and then computes what the original computes with the same
+    keys. A BatchNorm folded into a layer would use batch statistics in training mode: that
+    call raises :class:`GraphError` naming it; collapse with ``fold_batchnorm=False`` to keep
+    every BatchNorm (its shift may still fold into the next layer) and train on.
+    ``collapse`` itself may run under ``jax.vmap`` over ``variables`` (the folding is
+    traceable). A linen collapsed model's ``init(key, *args)`` is the collapse of the
+    original's ``init(key, *args)``.
 
     Args:
       model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
@@ -115,6 +144,9 @@ def collapse(model, variables, *args, **kwargs):
       variables: linen: every collection, BatchNorm statistics included; NNX/equinox:
         ``None`` (the module's own state) or its state; a function: its params.
       *args: example arguments of the call (only their shapes matter).
+      fold_batchnorm: fold BatchNorm's running statistics into neighbouring layers (default);
+        False keeps the steps that read them, so the collapsed model trains with
+        ``train=True`` (batch statistics) as the original does.
       **kwargs: keyword arguments of the call (``train=False``).
 
     Returns:
@@ -154,5 +186,9 @@ def collapse(model, variables, *args, **kwargs):
     layer_at = {info.node: info for info in an.layers}
     folds = []
     for path in _chains.paths(an.program, an, layer_at, env):
-        folds.extend(_chains.fold(an.program, an, layer_at, env, path))
-    return replaced_model(adapter, graph, folds, "collapse", CollapsedInit())
+        pieces = [path]
+        if not fold_batchnorm:
+            pieces = _without_statistics(an.program, an, path, adapter.trainable)
+        for piece in pieces:
+            folds.extend(_chains.fold(an.program, an, layer_at, env, piece))
+    return replaced_model(adapter, graph, folds, "collapse", CollapsedInit(fold_batchnorm))
