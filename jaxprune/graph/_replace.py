@@ -415,10 +415,11 @@ class ReplacedRunner:
                 else ""
             )
             return GraphError(
-                f"the {self.what}d model traces differently in this call ({mode}): the "
-                f"BatchNorm layer(s) {norms} that {self.what} folded into {layers[0]!r} use "
-                f"batch statistics here, which a folded layer cannot; {keep}call the "
-                f"{self.what}d model in evaluation mode as it was {self.what}d (e.g. train=False)"
+                f"the {self.what}d model traces differently in this call ({mode}): "
+                f"the BatchNorm layer(s) {norms} that {self.what} folded into {layers[0]!r} "
+                "use batch statistics here, which a folded layer cannot; "
+                f"{keep}call the {self.what}d model in evaluation mode as it was "
+                f"{self.what}d (e.g. train=False)"
             )
         detail = (
             "matches more than one part of this call's program"

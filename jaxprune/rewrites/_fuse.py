@@ -132,7 +132,10 @@ def fuse(
 
     The fused layer's kernel and bias are stored under the first layer's name
     (``params/Dense_0/kernel``); the second layer's leaves are dropped. The fused model
-    re-traces the original per call shape (any batch size, ``jit``, ``jax.export``). A linen
+    re-traces the original per call shape (any batch size, ``jit``, ``jax.export``) and call
+    mode: with ``train=True, rngs=...`` dropout before the first layer or after the pair acts
+    as in the original (the fused layer reads the dropped-out input); dropout or a BatchNorm on
+    batch statistics between the fused layers raises :class:`~jaxprune.GraphError`. A linen
     fused model's ``init(key, *args)`` is the original's ``init(key, *args)`` with the fused
     kernel's entries drawn from the first layer's initializer (fresh entries of its kernel,
     see :class:`FusedDraw`), never the fit.
