@@ -65,7 +65,7 @@ def _abstract(original, kind: str):
 
 
 # -- the description as JSON ----------------------------------------------------------------------
-def _structure(tree, where: str):
+def _structure(tree):
     """A tree of plain containers (dict, list, tuple, None) with leaves ``0`` as JSON, or None
     when it holds other node types (equinox modules)."""
     if tree is None:
@@ -77,13 +77,13 @@ def _structure(tree, where: str):
         for k, v in tree.items():
             if not isinstance(k, (str, int)) or isinstance(k, bool):
                 return None
-            sub = _structure(v, where)
+            sub = _structure(v)
             if sub is None:
                 return None
             items.append([k, sub])
         return {"$": "dict", "items": items}
     if type(tree) in (list, tuple):
-        subs = [_structure(v, where) for v in tree]
+        subs = [_structure(v) for v in tree]
         if any(s is None for s in subs):
             return None
         return {"$": type(tree).__name__, "items": subs}
@@ -127,7 +127,7 @@ class _Encoder:
             return {"$": "aval", "shape": list(x.shape), **_dtype_name(x.dtype)}
         if isinstance(x, jax.tree_util.PyTreeDef):
             tree = jax.tree.unflatten(x, [0] * x.num_leaves)
-            out = _structure(tree, where)
+            out = _structure(tree)
             if out is None:  # a structure of the user's classes: the original's variables'
                 return {"$": "treedef", "original": True, "leaves": x.num_leaves}
             return {"$": "treedef", "tree": out}

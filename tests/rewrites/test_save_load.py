@@ -55,9 +55,7 @@ def eqx_mlp(seed):
 
 def originals(seed):
     return {
-        "linen_prune": linen_seq(),
         "linen_collapse": linen_seq(),
-        "nnx_prune": nnx_net(seed),
         "nnx_collapse": nnx_net(seed),
         "nnx_seq_prune": nnx_seq(seed),
         "equinox_prune": eqx_mlp(seed),
@@ -101,11 +99,9 @@ def _namespace(tmp_path):
 def _rewrite(ns, x):
     orig = ns["originals"](0)
     out = {}
-    seq = orig["linen_prune"]
+    seq = orig["linen_collapse"]
     v = seq.init(jax.random.key(1), x)
-    out["linen_prune"] = jp.prune_units(seq, v, {"layers_1": np.arange(6) < 4}, x)
     out["linen_collapse"] = jp.collapse(seq, v, x)  # Dense 8 -> Dense 6 folds
-    out["nnx_prune"] = jp.prune_units(orig["nnx_prune"], None, {"fc1": np.arange(8) < 5}, x)
     out["nnx_collapse"] = jp.collapse(orig["nnx_collapse"], None, x)  # BatchNorm folds
     keep = {"layers/0": np.arange(8) < 5}
     out["nnx_seq_prune"] = jp.prune_units(orig["nnx_seq_prune"], None, keep, x)
@@ -128,7 +124,7 @@ def test_rewritten_models_save_and_load_in_a_new_process(tmp_path):
     x = np.asarray(jax.random.normal(jax.random.key(0), (6, 5)))
     np.save(tmp_path / "x.npy", x)
     rewrites = _rewrite(ns, x)
-    for name in ("linen_prune", "nnx_seq_prune", "equinox_prune"):  # pickle cannot save them
+    for name in ("linen_collapse", "nnx_seq_prune", "equinox_prune"):  # they do not pickle
         with pytest.raises(Exception, match="[Pp]ickl"):
             pickle.dumps(rewrites[name])
     want = {}
@@ -212,7 +208,7 @@ def test_a_different_original_is_an_error_naming_the_difference(tmp_path):
     ns, _ = _namespace(tmp_path)
     x = np.asarray(jax.random.normal(jax.random.key(0), (6, 5)))
     rewrites = _rewrite(ns, x)
-    model, variables = rewrites["linen_prune"]
+    model, variables = rewrites["linen_collapse"]
     wider = nn.Sequential([nn.Dense(8), nn.Dense(16), nn.relu, nn.Dense(3)])
     with pytest.raises(
         ValueError, match=r"not the model that was rewritten \(at layers\[1\].features\)"
@@ -223,7 +219,7 @@ def test_a_different_original_is_an_error_naming_the_difference(tmp_path):
         _roundtrip(model, variables, other)
     with pytest.raises(TypeError, match=r"original: expected a flax.linen Module .* got an eqx"):
         _roundtrip(model, variables, ns["eqx_mlp"](0))
-    model, variables = rewrites["nnx_prune"]
+    model, variables = rewrites["nnx_collapse"]
     with pytest.raises(
         ValueError, match=r"\(at bn.use_running_average\).*call model.eval\(\) first"
     ):
