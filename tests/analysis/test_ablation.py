@@ -212,7 +212,9 @@ def test_ablation_bad_input():
         jp.analysis.unit_ablation(model, v, (x, x), units=["relu_0"])
     with pytest.raises(ValueError, match=r"units: unknown unit"):
         jp.analysis.active_units(model, v, (x, x), units={"nope": jnp.ones(3, bool)})
-    with pytest.raises(ValueError, match=r"units\['Dense_0'\]: expected a bool"):
+    with pytest.raises(
+        ValueError, match=r"units\['Dense_0'\]: expected shape \(3,\) and dtype bool"
+    ):
         jp.analysis.unit_ablation(model, v, (x, x), units={"Dense_0": jnp.ones(3)})
     with pytest.raises(ValueError, match="chunk_size: expected a positive int"):
         jp.analysis.unit_ablation(model, v, (x, x), chunk_size=0)
