@@ -72,22 +72,6 @@ def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial, trainab
     return jit(jax.vmap(init, in_axes=(0, 0, 0, 0, None))), jit(vmapped)
 
 
-def _fingerprint(tm, initial, optimizer, loss, x, y, keys, params, opt_state, **settings):
-    """Names the call's configuration field by field (see :func:`run_fields`)."""
-    return run_fields(
-        "train_epochs",
-        tm,
-        initial,
-        optimizer=optimizer,
-        loss=loss,
-        data=(x, y),
-        keys=keys,
-        params=params,
-        opt_state=opt_state,
-        **settings,
-    )
-
-
 def train_epochs(
     model,
     data: tuple[Any, Any],
@@ -212,16 +196,16 @@ def train_epochs(
     history = jax.tree.map(lambda a: np.zeros((n_runs, epochs, *a.shape[2:]), a.dtype), record)
     done, ckpt = 0, None
     if checkpoint is not None:
-        fingerprint = _fingerprint(
+        fingerprint = run_fields(
+            "train_epochs",
             tm,
             ts,
-            optimizer,
-            loss,
-            x,
-            y,
-            keys,
-            given_params,
-            given_opt_state,
+            optimizer=optimizer,
+            loss=loss,
+            data=(x, y),
+            keys=keys,
+            params=given_params,
+            opt_state=given_opt_state,
             batch_size=batch_size,
             epochs=epochs,
             chunk_epochs=chunk_epochs,

@@ -190,23 +190,6 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
     )
 
 
-def _fingerprint(tm, initial, optimizer, loss, x, y, keys, params, opt_state, **settings):
-    """Names a fit's configuration field by field, so a checkpoint is never resumed into another
-    one (see :func:`~jaxprune.training._fingerprint.run_fields`)."""
-    return run_fields(
-        "fit",
-        tm,
-        initial,
-        optimizer=optimizer,
-        loss=loss,
-        data=(x, y),
-        keys=keys,
-        params=params,
-        opt_state=opt_state,
-        **settings,
-    )
-
-
 def _history_tree(history: list[list[float]]) -> dict[str, np.ndarray]:
     """Per-seed epoch losses as arrays a checkpoint holds: NaN-padded curves and lengths."""
     lengths = np.array([len(h) for h in history], np.int64)
@@ -436,16 +419,16 @@ def fit(
     history = [[] for _ in range(n_runs)]  # per seed: epoch losses of this process's chunks
     ckpt = None
     if checkpoint is not None:
-        fingerprint = _fingerprint(
+        fingerprint = run_fields(
+            "fit",
             tm,
             state.train,
-            optimizer,
-            loss,
-            x,
-            y,
-            keys,
-            given_params,
-            given_opt_state,
+            optimizer=optimizer,
+            loss=loss,
+            data=(x, y),
+            keys=keys,
+            params=given_params,
+            opt_state=given_opt_state,
             batch_size=batch_size,
             partial=partial,
             patience=int(patience),
