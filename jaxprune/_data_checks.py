@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_data", "check_finite", "check_lengths", "check_xy"]
+__all__ = ["check_data", "check_finite", "check_fraction", "check_lengths", "check_xy"]
 
 _count_nonfinite = jax.jit(lambda a: jnp.sum(~jnp.isfinite(a)))
 
@@ -101,3 +101,21 @@ def check_data(data, name: str = "data") -> tuple[Any, Any]:
     x, y = data[0], data[1]
     check_xy(x, y, name)
     return x, y
+
+
+def check_fraction(fraction: float) -> float:
+    """``fraction`` as a Python float after checking that it is one in ``[0, 1]``; raises
+    ``ValueError`` naming the argument ``fraction`` otherwise (also for a traced value).
+
+    >>> check_fraction(1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: fraction: expected a value in [0, 1], got 1.5
+    """
+    try:
+        f = float(fraction)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        raise ValueError(f"fraction: expected a Python float in [0, 1], got {fraction!r}") from None
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"fraction: expected a value in [0, 1], got {fraction}")
+    return f

@@ -11,9 +11,7 @@ import jax.numpy as jnp
 
 from jaxprune._data_checks import check_finite
 from jaxprune._fusion_solve import FusionWarning, fusion_weights
-from jaxprune.graph._pair_moments import pair_moments, pair_rows
-from jaxprune.graph._pairs import fusable_pairs
-from jaxprune.graph._taps import peek
+from jaxprune.graph.extend import fusable_pairs, pair_moments, pair_rows, peek
 
 __all__ = ["FusionCandidate", "fusion_candidates", "pair_moments", "pair_rows"]
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxprune._types import Params, UnitMask
 from jaxprune.graph import Graph
-from jaxprune.graph._masks import check_mask
+from jaxprune.graph.extend import check_mask
 
 __all__ = [
     "average_path_length",

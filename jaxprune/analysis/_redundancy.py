@@ -12,8 +12,7 @@ import numpy as np
 from jaxprune._data_checks import check_finite
 from jaxprune.analysis._resolve import resolve
 from jaxprune.graph import GraphError
-from jaxprune.graph._affine import affine_runs, run_scale_shift
-from jaxprune.graph._analyze import SliceInfo
+from jaxprune.graph.extend import SliceInfo, affine_runs, run_scale_shift
 
 __all__ = [
     "REDUNDANCY_THRESHOLD",

@@ -17,6 +17,7 @@ from jaxprune.models._masked import (
 )
 from jaxprune.models._mlp import MLP
 from jaxprune.models._mobilenet import MobileNet
+from jaxprune.models._norm_slot import NORM_COLLECTION, OUTPUT_COLLECTION, norm_slot, slot_name
 from jaxprune.models._prelu import ChannelPReLU, PReLUMLP, PReLUResMLP, prelu
 from jaxprune.models._pyramidnet import PyramidNet
 from jaxprune.models._resnet import CifarResNet, ResNet50
@@ -41,6 +42,8 @@ __all__ = [
     "MaskedDense",
     "MaskedMLP",
     "MobileNet",
+    "NORM_COLLECTION",
+    "OUTPUT_COLLECTION",
     "PReLUMLP",
     "PReLUResMLP",
     "PyramidNet",
@@ -56,6 +59,8 @@ __all__ = [
     "fusion_net",
     "get_initializer",
     "lenet_300_100",
+    "norm_slot",
     "prelu",
     "signed_he_constant",
+    "slot_name",
 ]

@@ -28,15 +28,44 @@ OUTPUT_COLLECTION = "lw_block_out"
 
 
 def slot_name(k: int) -> str:
-    """Name of the slot after block ``k`` (1-based, as the paper's k): ``"block_{k}"``."""
+    """Name of the slot after block ``k`` (1-based, as the paper's k): ``"block_{k}"``.
+
+    >>> slot_name(2)
+    'block_2'
+    """
     return f"block_{k}"
 
 
 def norm_slot(module: nn.Module, h: jax.Array, i: int) -> jax.Array:
     """Applies the normalization slot after block ``i`` (1-based) inside a compact module.
 
-    When the model is applied with ``{"params": ...}`` only (as ``jaxprune.training.fit`` does),
-    the collection is absent and the slot is the identity.
+    This is how a model of one's own gets the slots that
+    :func:`jaxprune.rewrites.update_normalization` sets and
+    :func:`jaxprune.training.train_rounds` (``method="lw"``) trains with. When the model is
+    applied with ``{"params": ...}`` only (as ``jaxprune.training.fit`` does), the collection is
+    absent and the slot is the identity.
+
+    Args:
+      module: the compact module being called (``self``).
+      h: the block's output.
+      i: 1-based index of the block.
+
+    Returns:
+      ``(h - mean) / std`` with the slot's values; ``h`` itself without the collection.
+
+    >>> import flax.linen as nn, jax, jax.numpy as jnp
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         return norm_slot(self, nn.Dense(4)(x), 1)
+    >>> x = jnp.ones((8, 3)); variables = Net().init(jax.random.key(0), x)
+    >>> jax.tree.map(float, variables[NORM_COLLECTION])
+    {'block_1': {'mean': 0.0, 'std': 1.0}}
+    >>> slot = {"block_1": {"mean": jnp.array(1.0), "std": jnp.array(2.0)}}
+    >>> h = Net().apply({"params": variables["params"]}, x)  # no slot: the identity
+    >>> out = Net().apply({**variables, NORM_COLLECTION: slot}, x)
+    >>> bool(jnp.allclose(out, (h - 1.0) / 2.0))
+    True
     """
     name = slot_name(i)
     if not (

@@ -247,7 +247,7 @@ class ResNet50(nn.Module):
     (``momentum=0.9`` in Flax's convention, ``epsilon=1e-5``).
 
     Paper 002's LW treats the 16 blocks as its K = 16 blocks (the stem joins the first):
-    :meth:`lw_blocks`, with a normalization slot (:mod:`jaxprune.models._norm_slot`) after each.
+    :meth:`lw_blocks`, with a normalization slot (:func:`~jaxprune.models.norm_slot`) after each.
 
     Attributes:
       num_classes: outputs of the head.

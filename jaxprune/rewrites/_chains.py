@@ -32,9 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.graph._inline import Literal
-from jaxprune.graph._layout import Act, PVal
-from jaxprune.graph._replace import Replacement
+from jaxprune.graph.extend import Act, Literal, PVal, Replacement
 
 _HI = jax.lax.Precision.HIGHEST
 _EW = {"add", "sub", "mul", "div", "neg", "convert_element_type", "copy"}

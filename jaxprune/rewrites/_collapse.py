@@ -7,11 +7,18 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxprune.graph import GraphError, as_model, trace
-from jaxprune.graph._adapters import path_str
-from jaxprune.graph._evaluate import run_program
-from jaxprune.graph._replace import ReplacedRunner, live_nodes, nest, region_of
-from jaxprune.graph._rewritten import RewriteSpec, abstract_model, build_model, model_variables
+from jaxprune.graph import GraphError, as_model, path_str, trace
+from jaxprune.graph.extend import (
+    ReplacedRunner,
+    RewriteSpec,
+    abstract_model,
+    build_model,
+    live_nodes,
+    model_variables,
+    nest,
+    region_of,
+    run_program,
+)
 from jaxprune.rewrites import _chains
 
 __all__ = ["CollapsedInit", "collapse"]

@@ -15,11 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.graph._inline import Literal
-from jaxprune.graph._layout import Act, PVal
-from jaxprune.graph._replace import nest
-from jaxprune.graph._rewritten import held_leaves, model_variables
-from jaxprune.graph._rewritten_call import PlanCache
+from jaxprune.graph.extend import Act, Literal, PlanCache, PVal, held_leaves, model_variables, nest
 from jaxprune.rewrites._prelu_program import PReLUProgram, flat_paths, slope_path
 from jaxprune.rewrites._prelu_swap import rewritten
 

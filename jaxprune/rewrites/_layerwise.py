@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune._types import Mask, Params, PyTree
-from jaxprune.models._norm_slot import NORM_COLLECTION, OUTPUT_COLLECTION, slot_name
+from jaxprune.models import NORM_COLLECTION, OUTPUT_COLLECTION, slot_name
 
 __all__ = [
     "above_block_mask",
@@ -286,7 +286,7 @@ def update_normalization(model, variables: PyTree, x: jax.Array, k, **apply_kwar
     unchanged; ``variables`` must hold the ``"lw_norm"`` collection.
 
     Args:
-      model: a module with LW normalization slots.
+      model: a module with LW normalization slots (:func:`jaxprune.models.norm_slot`).
       variables: ``{"params": ..., "lw_norm": ...}``.
       x: the sample batch ``X``.
       k: 1-based block index (int or traced integer).

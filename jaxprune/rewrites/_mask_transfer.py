@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune._types import Params, UnitMask
-from jaxprune.graph._masks import check_mask
+from jaxprune.graph.extend import check_mask
 
 __all__ = ["MASK_TRANSFER_MODES", "set_linear_slopes", "transfer_mask"]
 

@@ -19,12 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.graph._adapters import path_str
-from jaxprune.graph._evaluate import channel_vector
-from jaxprune.graph._inline import Literal
-from jaxprune.graph._layout import Act, PVal
-from jaxprune.graph._rewritten_call import (
+from jaxprune.graph import path_str
+from jaxprune.graph.extend import (
+    Act,
+    Literal,
     PlanCache,
+    PVal,
+    channel_vector,
     content_key,
     hashable,
     prepare_call,

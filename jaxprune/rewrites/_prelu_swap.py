@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.graph import as_model, trace
-from jaxprune.graph._replace import nest
-from jaxprune.graph._rewritten import RewriteSpec, abstract_model, build_model, model_variables
+from jaxprune.graph.extend import RewriteSpec, abstract_model, build_model, model_variables, nest
 from jaxprune.rewrites._prelu_program import (
     SLOPES,
     PReLUProgram,

@@ -8,9 +8,8 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from jaxprune.graph import GraphError, as_model, trace
-from jaxprune.graph._adapters import path_str
-from jaxprune.graph._rewritten import (
+from jaxprune.graph import GraphError, as_model, path_str, trace
+from jaxprune.graph.extend import (
     RewriteSpec,
     abstract_model,
     build_model,

@@ -20,19 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._data_checks import check_fraction
 from jaxprune._types import Mask, Params
 
 __all__ = ["layer_mask", "magnitude_mask", "random_mask"]
-
-
-def _check_fraction(fraction: float) -> float:
-    try:
-        f = float(fraction)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        raise ValueError(f"fraction: expected a Python float in [0, 1], got {fraction!r}") from None
-    if not 0.0 <= f <= 1.0:
-        raise ValueError(f"fraction: expected a value in [0, 1], got {fraction}")
-    return f
 
 
 def _top_names(params: Params) -> list[str]:
@@ -108,7 +99,7 @@ def random_mask(
       Paper 002, sec. 1 ("Random subset" = WELSR, "Fixed subset" = WELS) and Table 2 caption
       (20% of the parameters).
     """
-    f = _check_fraction(fraction)
+    f = check_fraction(fraction)
     sizes = [int(jnp.size(p)) for p in jax.tree.leaves(params)]
     u = jax.random.uniform(key, (max(sum(sizes), 1),))
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -148,7 +139,7 @@ def magnitude_mask(
     References:
       Paper 002, sec. 1 ("Weight magnitudes", a multi-round DSD of Han et al. 2017).
     """
-    f = _check_fraction(fraction)
+    f = check_fraction(fraction)
     return _per_leaf(params, layers, lambda i, p: _lowest(jnp.abs(p), _count(f, jnp.size(p))))
 
 

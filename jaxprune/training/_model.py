@@ -51,8 +51,8 @@ from typing import Any
 
 import jax
 
-from jaxprune.graph._adapters import as_model
-from jaxprune.graph._rewritten import RewriteSpec
+from jaxprune.graph import as_model
+from jaxprune.graph.extend import RewriteSpec
 
 __all__ = ["TrainModel", "call_error", "check_starts", "require_linen", "training_model"]
 

@@ -14,17 +14,14 @@ import optax
 
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params, UnitMask
-from jaxprune.analysis._ablation import ACTIVE_THRESHOLD, unit_ablation
-from jaxprune.analysis._redundancy import REDUNDANCY_THRESHOLD, redundant_units
+from jaxprune.analysis import ACTIVE_THRESHOLD, REDUNDANCY_THRESHOLD, redundant_units, unit_ablation
 from jaxprune.graph import trace
-from jaxprune.rewrites._optimizer_state import reset_optimizer_state
-from jaxprune.rewrites._prune import prune_units
-from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
+from jaxprune.rewrites import OUTGOING_CHOICES, prune_units, reinit_units, reset_optimizer_state
 from jaxprune.training._checks import check_finite, device_data
 from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._fit import fit
 from jaxprune.training._model import require_linen, training_model
-from jaxprune.transforms._freeze import freeze_units, set_frozen_units
+from jaxprune.transforms import freeze_units, set_frozen_units
 
 __all__ = ["REVERT_THRESHOLD", "ReinitResult", "pruned_model", "train_with_reinit"]
 

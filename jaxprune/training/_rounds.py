@@ -18,24 +18,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxprune._data_checks import check_fraction
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import PyTree
 from jaxprune.graph import trace
-from jaxprune.rewrites._layerwise import (
+from jaxprune.rewrites import (
     above_block_mask,
     check_blocks,
     default_blocks,
+    layer_mask,
     layer_norms,
+    magnitude_mask,
+    random_mask,
+    reinit_round,
     rescale_blocks,
     update_normalization,
 )
-from jaxprune.rewrites._reinit_masks import (
-    _check_fraction,
-    layer_mask,
-    magnitude_mask,
-    random_mask,
-)
-from jaxprune.rewrites._reinit_round import reinit_round
 from jaxprune.training._checks import device_data
 from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._early_stopping import early_stopping_init, early_stopping_update
@@ -417,7 +415,7 @@ def train_rounds(
     batch_size = n if batch_size is None else int(batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1 or None, got {batch_size}")
-    fraction = _check_fraction(fraction)
+    fraction = check_fraction(fraction)
     params0 = jax.eval_shape(lambda k: model.init(k, x[:1]), jax.random.key(0))["params"]
     if method == "lw":
         blocks = check_blocks(params0, blocks if blocks is not None else _lw_blocks(model, x))

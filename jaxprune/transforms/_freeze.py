@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxprune._types import UnitMask
-from jaxprune.graph._masks import check_mask, check_mask_names
+from jaxprune.graph.extend import check_mask, check_mask_names
 
 __all__ = ["FreezeUnitsState", "freeze_units", "set_frozen_units"]
 

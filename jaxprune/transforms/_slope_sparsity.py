@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from jaxprune._types import Params
-from jaxprune.graph._masks import check_mask
+from jaxprune.graph.extend import check_mask
 
 _LOG_MAX_BOOST = np.float32(math.log(1e6))  # the controller's penalty stays finite
 
