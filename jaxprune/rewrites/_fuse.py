@@ -17,9 +17,7 @@ import numpy as np
 
 from jaxprune._fusion_solve import fusion_weights
 from jaxprune.graph import as_model
-from jaxprune.graph._pair_moments import pair_moments
-from jaxprune.graph._pairs import pair_of
-from jaxprune.graph._replace import Replacement
+from jaxprune.graph.extend import Replacement, pair_moments, pair_of
 from jaxprune.rewrites._chains import Fold
 from jaxprune.rewrites._collapse import replaced_model
 
