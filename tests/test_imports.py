@@ -19,6 +19,7 @@ notebooks use the public API only.
 """
 
 import ast
+import json
 import pathlib
 
 import pytest
@@ -181,15 +182,30 @@ def test_the_graph_extension_surface_is_explicit():
     assert not set(extend.__all__) & set(jaxprune.graph.__all__), "import those from jaxprune.graph"
 
 
-@pytest.mark.parametrize("folder", ["experiments", "benchmarks"])
-def test_scripts_use_the_public_api_only(folder):
-    bad = []
-    for path in sorted((ROOT.parent / folder).rglob("*.py")):
-        for module, _, names, line in _imports(path):
+def _notebook_source(path: pathlib.Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    lines = "\n".join(code).splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith(("%", "!")))
+
+
+@pytest.mark.parametrize("folder", ["experiments", "benchmarks", "notebooks"])
+def test_scripts_use_the_public_api_only(folder, tmp_path):
+    bad, seen = [], 0
+    for path in sorted((ROOT.parent / folder).rglob("*")):
+        if path.suffix == ".ipynb":
+            source = tmp_path / f"{path.stem}.py"
+            source.write_text(_notebook_source(path))
+        elif path.suffix == ".py":
+            source = path
+        else:
+            continue
+        for module, _, names, line in _imports(source):
             parts = module.split(".")
+            seen += parts[0] == "jaxprune"
             if parts[0] == "jaxprune" and any(p.startswith("_") for p in parts[1:] + names):
                 bad.append(f"{path.name}:{line} imports {module} {names}")
-    assert bad == []
+    assert seen > 0 and bad == []
 
 
 def test_importing_jaxprune_starts_no_backend():
