@@ -29,9 +29,9 @@ def pair_rows(pair: Pair, a0, y, kernel_size=None, padding=None):
         ks,
         pair.strides,
         padding or pair.padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        dimension_numbers=pair.dimension_numbers,
         precision=jax.lax.Precision.HIGHEST,
-    )  # features ordered (C, kh, kw)
+    )  # features ordered (C, k_1, ..., k_nd)
     if patches.shape[1:-1] != y.shape[1:-1]:
         raise ValueError(
             f"the fused convolution (k~={ks}, s~={pair.strides}, {padding or pair.padding}) maps "

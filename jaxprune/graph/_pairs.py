@@ -63,6 +63,15 @@ class Pair:
     padding: str | None = None
     kernel_t: bool = False
 
+    @property
+    def dimension_numbers(self) -> tuple[str, str, str]:
+        """Conv-conv: the fused convolution's channels-last dimension numbers, one letter per
+        spatial axis: ``("NWC", "WIO", "NWC")`` for 1-D, ``("NHWC", "HWIO", "NHWC")`` for 2-D,
+        ``("NDHWC", "DHWIO", "NDHWC")`` for 3-D."""
+        nd = len(self.kernel_size)
+        sp = "DHW"[-nd:] if nd <= 3 else "".join(chr(ord("a") + i) for i in range(nd))
+        return f"N{sp}C", f"{sp}IO", f"N{sp}C"
+
 
 def _readers(program):
     out: dict = {}
@@ -149,7 +158,11 @@ def pair_of(an, first: int, readers=None) -> tuple[Pair | None, str]:
     region = {node1.outs[0]}
     labels = {node1.outs[0]: _layer_labels(an, l1, a0_labels)}
     layer_at = {info.node: info for info in an.layers}
-    rf_extra, jump = 0, 1
+    # pooling between the layers, per a0 axis label: extra receptive field and stride, both in
+    # units of the first layer's output positions
+    rf_extra: dict = {}
+    jump: dict = {}
+    unknown_pool = None
     exit_ = None
     for i in range(l1.node + 1, len(program.nodes)):
         node = program.nodes[i]
@@ -169,15 +182,22 @@ def pair_of(an, first: int, readers=None) -> tuple[Pair | None, str]:
         if len(hit) != len(ins_act):
             return None, f"its output is joined with another activation ({node.name})"
         name = node.name
-        if name in _POOL:
-            win = [w for w in node.params["window_dimensions"] if w != 1]
-            st = [s for s in node.params["window_strides"] if s != 1] or [1]
-            rf_extra += (max(win, default=1) - 1) * jump
-            jump *= st[0]
-        elif name not in _ELEMENTWISE and name not in ("reshape", "transpose"):
-            return None, f"its output goes through {name!r}, which is not elementwise"
         got = {labels[v] for _, v in hit}
         lab = got.pop() if len(got) == 1 else None
+        if name in _POOL:
+            dims = zip(node.params["window_dimensions"], node.params["window_strides"], strict=True)
+            for d, (w, st) in enumerate(dims):
+                if w == 1 and st == 1:
+                    continue
+                label = None if lab is None else lab[d]
+                if not isinstance(label, int) or label == a0_labels[0]:
+                    unknown_pool = f"{name} over an axis that is not a spatial axis of the input"
+                    continue
+                j = jump.get(label, 1)
+                rf_extra[label] = rf_extra.get(label, 0) + (w - 1) * j
+                jump[label] = j * st
+        elif name not in _ELEMENTWISE and name not in ("reshape", "transpose"):
+            return None, f"its output goes through {name!r}, which is not elementwise"
         in_shape = tuple(program.avals[hit[0][1]].shape)
         for o in node.outs:
             labels[o] = _moved_labels(node, lab, in_shape, tuple(program.avals[o].shape))
@@ -234,20 +254,30 @@ def pair_of(an, first: int, readers=None) -> tuple[Pair | None, str]:
         return Pair(kind="dense", flatten=flatten, kernel_t=kernel_t, **common), ""
     if l1.op != "conv":
         return None, "a dense layer followed by a convolution"
+    # channels-last convolutions of any number of spatial axes: (N, L, C), (N, H, W, C), ...
     dn1, dn2 = node1.params["dimension_numbers"], node2.params["dimension_numbers"]
-    if tuple(dn1.lhs_spec) != (0, 3, 1, 2) or tuple(dn2.lhs_spec) != (0, 3, 1, 2):
-        return None, "conv-conv fusion needs channels-last (NHWC) convolutions"
-    for nd in (node1, node2):
-        if any(d != 1 for d in (*nd.params["lhs_dilation"], *nd.params["rhs_dilation"])):
+    nd = len(program.avals[a0].shape) - 2
+    last = (0, nd + 1, *range(1, nd + 1))
+    if any(tuple(spec) != last for spec in (dn1.lhs_spec, dn2.lhs_spec, dn1.out_spec)):
+        return (
+            None,
+            "conv-conv fusion needs channels-last convolutions ((N, L, C), (N, H, W, C), ...)",
+        )
+    if labels[node2.ins[exit_[1]]] != a0_labels:
+        return None, "the second convolution reads its input with the axes moved (a transpose)"
+    if unknown_pool is not None:
+        return None, unknown_pool
+    for n in (node1, node2):
+        if any(d != 1 for d in (*n.params["lhs_dilation"], *n.params["rhs_dilation"])):
             return None, "a dilated convolution"
     k1 = [program.avals[node1.ins[1]].shape[a] for a in dn1.rhs_spec[2:]]
     k2 = [program.avals[node2.ins[1]].shape[a] for a in dn2.rhs_spec[2:]]
     s1, s2 = node1.params["window_strides"], node2.params["window_strides"]
     ks, strides = [], []
-    for a in range(len(k1)):
-        rf = k1[a] + rf_extra * s1[a] + (k2[a] - 1) * s1[a] * jump
-        ks.append(int(rf))
-        strides.append(int(s1[a] * jump * s2[a]))
+    for a in range(nd):  # spatial axis a is a0's axis a + 1
+        extra, j = rf_extra.get(a + 1, 0), jump.get(a + 1, 1)
+        ks.append(int(k1[a] + extra * s1[a] + (k2[a] - 1) * s1[a] * j))
+        strides.append(int(s1[a] * j * s2[a]))
     in1 = program.avals[a0].shape[1:-1]
     in2 = program.avals[node2.ins[0]].shape[1:-1]
     p1 = _padding_type(node1, in1, k1)

@@ -198,7 +198,8 @@ def fuse(
     groups = None
     a0 = an.program.avals[pair.a0]
     if pair.kind == "conv":
-        ks = pair.kernel_size if kernel_size is None else (int(kernel_size),) * 2
+        nd = len(pair.kernel_size)  # spatial axes: 1 for (N, L, C), 2 for (N, H, W, C), ...
+        ks = pair.kernel_size if kernel_size is None else (int(kernel_size),) * nd
         if estimator == "uncorrelated":
             groups = np.repeat(np.arange(a0.shape[-1]), int(np.prod(ks)))
     kernel, bias, mse = fusion_weights(
@@ -221,10 +222,11 @@ def fuse(
         kernel = kernel.T if pair.kernel_t else kernel  # the first layer's own orientation
     else:
         c = a0.shape[-1]
-        kernel = kernel.reshape(c, *ks, -1).transpose(1, 2, 0, 3)
+        # patch features are ordered (C, k_1, ..., k_nd): to the kernel layout (k_1, ..., I, O)
+        kernel = kernel.reshape(c, *ks, -1).transpose(*range(1, nd + 1), 0, nd + 1)
         rep = Replacement(
             op="conv",
-            conv=(pair.strides, padding or pair.padding, ("NHWC", "HWIO", "NHWC")),
+            conv=(pair.strides, padding or pair.padding, pair.dimension_numbers),
             **common,
         )
     fold = Fold(rep, kernel.astype(kdtype), bias.astype(kdtype), (pair.first, pair.second))

@@ -91,6 +91,77 @@ def test_linear_conv_pair_fuses_exactly_and_uncorrelated_estimator_runs():
     assert float(mse_u) >= float(mse) - 1e-5  # the joint estimator is the optimum
 
 
+class SeqNet(nn.Module):
+    """A 1-D convolutional sequence model ``(batch, length, channels)``; with ``height`` the
+    same model on ``(batch, 1, length, channels)`` images (kernels ``(1, k)``)."""
+
+    act: bool = True
+    pool: bool = False
+    padding: str = "SAME"
+    stride: int = 1
+    height: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        win = (lambda n: (1, n)) if self.height else (lambda n: (n,))
+        h = nn.Conv(4, win(3), padding=self.padding)(x)
+        h = nn.relu(h) if self.act else h
+        if self.pool:
+            h = nn.max_pool(h, win(2), strides=win(2))
+        return nn.Conv(3, win(3), strides=win(self.stride), padding=self.padding)(h)  # y
+
+
+def test_linear_1d_conv_pair_fuses_exactly_to_the_composed_kernel():
+    """Without an activation between them, two VALID 1-D convs (the second with stride 2) are
+    one conv: kernel ``K[t] = sum_{i + j = t} W1[i] W2[j]`` of size ``3 + 3 - 1 = 5``, stride
+    2, bias ``b1 sum_j W2[j] + b2``. The fit recovers it and the outputs."""
+    x = jax.random.normal(jax.random.key(0), (40, 17, 2))
+    net = SeqNet(act=False, padding="VALID", stride=2)
+    v = net.init(jax.random.key(1), x)
+    fused, fv, mse = jp.fuse(net, v, ("Conv_0", "Conv_1"), data=[x[:20], x[20:]])
+    assert _shapes(fv) == {"params": {"Conv_0": {"kernel": (5, 2, 3), "bias": (3,)}}}
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), v["params"])
+    w1, b1, w2, b2 = (p[n][k] for n in ("Conv_0", "Conv_1") for k in ("kernel", "bias"))
+    k = np.zeros((5, 2, 3))
+    for i in range(3):
+        for j in range(3):
+            k[i + j] += w1[i] @ w2[j]
+    np.testing.assert_allclose(fv["params"]["Conv_0"]["kernel"], k, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        fv["params"]["Conv_0"]["bias"], b1 @ w2.sum(0) + b2, rtol=1e-4, atol=1e-5
+    )
+    assert float(mse) < 1e-5
+    y = net.apply(v, x)
+    assert y.shape == (40, 7, 3)
+    np.testing.assert_allclose(fused.apply(fv, x), y, rtol=1e-4, atol=1e-5)
+
+
+def test_1d_conv_fusion_is_the_2d_fusion_with_a_height_one_axis():
+    """Conv-ReLU-maxpool-conv on sequences equals the same model on height-1 images: the
+    fused kernel (receptive field ``3 + 1 + 2 * 2 = 8`` along the length, 1 along the height;
+    stride 2 along the length only), bias, MSE and outputs agree up to the reshape."""
+    x = jax.random.normal(jax.random.key(0), (48, 12, 2))
+    net1, net2 = SeqNet(pool=True), SeqNet(pool=True, height=True)
+    v1 = net1.init(jax.random.key(1), x)
+    v2 = jax.tree.map(lambda a: a[None] if a.ndim == 3 else a, v1)  # (k, i, o) -> (1, k, i, o)
+    np.testing.assert_array_equal(net2.apply(v2, x[:, None]), net1.apply(v1, x)[:, None])
+    f1, fv1, mse1 = jp.fuse(net1, v1, ("Conv_0", "Conv_1"), data=[x[:24], x[24:]])
+    f2, fv2, mse2 = jp.fuse(net2, v2, ("Conv_0", "Conv_1"), data=[x[:24, None], x[24:, None]])
+    k1, k2 = fv1["params"]["Conv_0"]["kernel"], fv2["params"]["Conv_0"]["kernel"]
+    assert k1.shape == (8, 2, 3) and k2.shape == (1, 8, 2, 3)
+    np.testing.assert_allclose(k2[0], k1, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        fv2["params"]["Conv_0"]["bias"], fv1["params"]["Conv_0"]["bias"], rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(float(mse2), float(mse1), rtol=1e-4)
+    y, got = net1.apply(v1, x), f1.apply(fv1, x)
+    assert got.shape == y.shape == (48, 6, 3)
+    np.testing.assert_allclose(f2.apply(fv2, x[:, None])[:, 0], got, rtol=1e-4, atol=1e-5)
+    emp = float(jnp.mean(jnp.sum((got - y) ** 2, axis=(1, 2))))  # per example
+    np.testing.assert_allclose(float(mse1), emp, rtol=2e-3)
+    assert 0 < float(mse1) < float(jnp.mean(jnp.sum((y - y.mean((0, 1))) ** 2, axis=(1, 2))))
+
+
 def test_conv_act_dense_of_zoo_cnn_and_any_batch_size():
     case = ZOO["cnn"]()
     x = jax.random.normal(jax.random.key(3), (300, 8, 8, 2))
