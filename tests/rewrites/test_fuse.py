@@ -160,6 +160,18 @@ def test_1d_conv_fusion_is_the_2d_fusion_with_a_height_one_axis():
     emp = float(jnp.mean(jnp.sum((got - y) ** 2, axis=(1, 2))))  # per example
     np.testing.assert_allclose(float(mse1), emp, rtol=2e-3)
     assert 0 < float(mse1) < float(jnp.mean(jnp.sum((y - y.mean((0, 1))) ** 2, axis=(1, 2))))
+    # Theorem 2's uncorrelated-channel estimator: the same on both, and no better than joint
+    u = dict(estimator="uncorrelated")
+    _, uv1, mse_u1 = jp.fuse(net1, v1, ("Conv_0", "Conv_1"), data=[x], **u)
+    _, uv2, mse_u2 = jp.fuse(net2, v2, ("Conv_0", "Conv_1"), data=[x[:, None]], **u)
+    np.testing.assert_allclose(
+        uv2["params"]["Conv_0"]["kernel"][0],
+        uv1["params"]["Conv_0"]["kernel"],
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(float(mse_u2), float(mse_u1), rtol=1e-4)
+    assert float(mse_u1) >= float(mse1) * (1 - 1e-5)
 
 
 def test_conv_act_dense_of_zoo_cnn_and_any_batch_size():
