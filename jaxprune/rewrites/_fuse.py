@@ -122,8 +122,10 @@ def fuse(
 
     * Second layer dense (dense-dense, conv-dense): a dense layer on ``a0`` (flattened per
       example after a conv), ``K~ = C_a0^{-1} C_{a0 y}`` (Theorem 1).
-    * Conv-conv: a convolution with kernel ``k~`` (default: the pair's receptive field, pooling
-      included), stride ``s~ = s1 r1 s2``, the layers' common padding. Every output position of
+    * Conv-conv (channels-last convolutions with any number of spatial axes: ``(N, L, C)``
+      sequences, ``(N, H, W, C)`` images, ...): a convolution with kernel ``k~`` (default: the
+      pair's receptive field per spatial axis, pooling included), stride ``s~ = s1 r1 s2``, the
+      layers' common padding. Every output position of
       every image is one sample; ``estimator="joint"`` fits all input channels together,
       ``"uncorrelated"`` is Theorem 2 (zero covariance between input channels, Eq. 15). The
       bias is one number per output channel (moments pooled over positions).
