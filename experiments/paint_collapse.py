@@ -236,6 +236,28 @@ def _table1(records: dict, n_seeds: int, wall_total: float) -> str:
     return text
 
 
+THRESHOLDS = (1.3, 1.4, 1.45, 1.5, 1.55, 1.6, 1.7)
+
+
+def _threshold_table(records: dict) -> str:
+    """Mean ± std active units per model at thresholds around the paper's 1.5, read from each
+    run's stored ablation ratios: how much the "# active nodes" column rests on the threshold."""
+    rows = []
+    for i, rec in records.items():
+        ratios = np.array([r["ablation_ratios"] for r in rec["runs"]])
+        near = int(((ratios >= 1.49) & (ratios < 1.51)).sum())
+        counts = [(ratios >= t).sum(axis=1).tolist() for t in THRESHOLDS]
+        rows.append([i, *(C.fmt_pm(c) for c in counts), f"{near} of {ratios.size}"])
+    header = ["model", *(f">= {t}" for t in THRESHOLDS), "ratios in [1.49, 1.51)"]
+    return (
+        "## Active units against the ablation threshold\n\n"
+        + C.markdown_table(header, rows)
+        + "\nThe paper's threshold is 1.5 (the Table 1 column); the others re-read the same "
+        "runs' ablation ratios. A model whose count moves between neighbouring thresholds has "
+        "units whose loss ratio sits on the threshold.\n"
+    )
+
+
 def _table2(rec: dict) -> str:
     by = {}
     for r in rec["runs"]:
@@ -352,6 +374,7 @@ def main(argv=None):
     wall = time.perf_counter() - t0
     records = {k: store[k] for k in sorted(store.runs)}
     text = f"# {NAME}: paper 000, Tables 1-2\n\n" + _table1(records, n_seeds, wall)
+    text += "\n" + _threshold_table(records)
     if "4" in records:
         text += "\n" + _table2(records["4"])
     C.write_text(out / "table.md", text)

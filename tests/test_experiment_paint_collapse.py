@@ -75,3 +75,33 @@ def test_models_trained_side_by_side_equal_models_trained_in_turn(out, tmp_path,
     with pytest.raises(SystemExit):
         paint_collapse.main([*ARGS, "--jobs", "0", "--out", str(tmp_path)])
     assert "--jobs: expected a positive number of cells, got '0'" in capsys.readouterr().err
+
+
+def test_threshold_table_counts_the_stored_ratios_at_each_threshold():
+    # two runs of a 3-unit model: run a has ratios 1.6, 1.2, 1.5 (1.5 counts: ">= 1.5"), run b
+    # none above 1.0; counts per run at 1.5 are (2, 0): mean 1, std 1 (population)
+    records = {
+        "1": {"runs": [{"ablation_ratios": [1.6, 1.2, 1.5]}, {"ablation_ratios": [1.0] * 3}]}
+    }
+    table = paint_collapse._threshold_table(records)
+    row = next(line for line in table.splitlines() if line.startswith("| 1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    by_threshold = dict(zip(paint_collapse.THRESHOLDS, cells[1:-1], strict=True))
+    assert by_threshold[1.5] == "1.00 ± 1.00"  # 1.6 and 1.5 in run a
+    assert by_threshold[1.55] == "0.50 ± 0.50"  # only 1.6
+    assert by_threshold[1.7] == "0.00 ± 0.00"
+    assert cells[-1] == "1 of 6"  # 1.5 lies in [1.49, 1.51)
+
+
+def test_quick_run_shows_the_threshold_sensitivity(out):
+    table = (out / "table.md").read_text()
+    saved = json.loads((out / "results.json").read_text())
+    assert "## Active units against the ablation threshold" in table
+    row = next(
+        line
+        for line in table.split("against the ablation threshold")[1].splitlines()
+        if line.startswith("| 1 |")
+    )
+    at_15 = row.strip("|").split("|")[1 + paint_collapse.THRESHOLDS.index(1.5)].strip()
+    counts = [r["active_nodes"] for r in saved["models"]["1"]["runs"]]
+    assert at_15.startswith(f"{sum(counts) / len(counts):.2f}")  # the Table 1 column's count
