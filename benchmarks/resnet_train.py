@@ -4,8 +4,8 @@
     python -m benchmarks.resnet_train --quick         # a tiny ResNet on a few images (CPU check)
     pip install -e .[bench]                           # the PyTorch peer (skipped when absent)
 
-Meant for an accelerator (the issue asks for these numbers "when a GPU is lent"), so it is not
-one of ``python -m benchmarks``' modules: at batch 512 a CPU takes hours. ``--quick`` runs
+Meant for an accelerator, so it is not one of ``python -m benchmarks``' modules: at batch 512 a
+CPU takes hours. ``--quick`` runs
 anywhere and is what the test suite runs.
 
 Writes ``benchmarks/results/resnet_train[_quick].json`` with, measured in this run:
