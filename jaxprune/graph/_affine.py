@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxprune.graph._evaluate import evaluate_from
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
+from jaxprune.graph._pairs import _readers
 
 __all__ = ["AffineRun", "affine_runs", "run_scale_shift"]
 
@@ -46,15 +47,6 @@ class AffineRun:
     leaves: frozenset[str]
     layer: int | None
     activation: bool = False
-
-
-def _readers(program) -> dict:
-    out: dict = {}
-    for i, node in enumerate(program.nodes):
-        for k, v in enumerate(node.ins):
-            if not isinstance(v, Literal):
-                out.setdefault(v, []).append((i, k))
-    return out
 
 
 def _step(an, node, k) -> frozenset[str] | None:
