@@ -17,6 +17,7 @@ from jaxprune.analysis._connectivity import (
 )
 from jaxprune.analysis._count import count_params
 from jaxprune.analysis._fusion import FusionCandidate, fusion_candidates
+from jaxprune.analysis._importance import IMPORTANCE_METHODS, importance, keep_top
 from jaxprune.analysis._margins import head_weight_product, sharpness, softmax_margins
 from jaxprune.analysis._path_length import (
     average_path_length,
@@ -42,6 +43,7 @@ from jaxprune.analysis._redundancy import (
 __all__ = [
     "ACTIVE_THRESHOLD",
     "FusionCandidate",
+    "IMPORTANCE_METHODS",
     "Moments",
     "POLYGON_MIN_SIZE",
     "REDUNDANCY_THRESHOLD",
@@ -54,6 +56,8 @@ __all__ = [
     "effective_width",
     "fusion_candidates",
     "head_weight_product",
+    "importance",
+    "keep_top",
     "layer_fractions",
     "linear_units",
     "moments_init",
