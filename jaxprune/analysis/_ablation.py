@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import numpy as np
 
 from jaxprune._data_checks import check_data, check_finite
 from jaxprune._losses import LossFn, get_loss
+from jaxprune._types import Batch, Model, Variables
 from jaxprune.analysis._resolve import resolve
 
 __all__ = ["ACTIVE_THRESHOLD", "DEFAULT_CHUNK", "active_units", "unit_ablation"]
@@ -41,14 +43,14 @@ def _selection(graph, units) -> dict[str, jax.Array | None]:
 
 
 def unit_ablation(
-    model,
-    variables,
-    data,
+    model: Model,
+    variables: Variables,
+    data: Batch,
     loss: str | LossFn = "mse",
     *,
-    units=None,
+    units: Sequence[str] | Mapping[str, jax.Array] | None = None,
     chunk_size: int = DEFAULT_CHUNK,
-    **kwargs,
+    **kwargs: Any,
 ) -> dict[str, jax.Array]:
     """Loss with each unit removed, divided by the loss of the intact network.
 
@@ -133,19 +135,20 @@ def unit_ablation(
     out = {}
     for k, n in enumerate(names):
         r = ratios[offsets[k] : offsets[k + 1]]
-        if selected[n] is not None:
-            r = jnp.where(selected[n], r, jnp.nan)
+        sel = selected[n]
+        if sel is not None:
+            r = jnp.where(sel, r, jnp.nan)
         out[n] = r
     return out
 
 
 def active_units(
-    model,
-    variables,
-    data,
+    model: Model,
+    variables: Variables,
+    data: Batch,
     loss: str | LossFn = "mse",
     threshold: float = ACTIVE_THRESHOLD,
-    **kwargs,
+    **kwargs: Any,
 ) -> dict[str, jax.Array]:
     """Boolean mask of contributing units: ablation ratio ``>= threshold`` (default 1.5).
 

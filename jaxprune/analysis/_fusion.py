@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxprune._data_checks import check_finite
 from jaxprune._fusion_solve import FusionWarning, fusion_weights
+from jaxprune._types import Model, Variables
 from jaxprune.graph.extend import fusable_pairs, pair_moments, pair_rows, peek
 
 __all__ = ["FusionCandidate", "fusion_candidates", "pair_moments", "pair_rows"]
@@ -48,7 +49,13 @@ def _checked(data: Iterable):
 
 
 def fusion_candidates(
-    model, variables, data: Iterable, *, by: str = "mse", method: str = "auto", **kwargs
+    model: Model,
+    variables: Variables,
+    data: Iterable,
+    *,
+    by: str = "mse",
+    method: str = "auto",
+    **kwargs: Any,
 ) -> list[FusionCandidate]:
     """Fusion MSE of every fusable pair of the model, cheapest first, from one pass over ``data``.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ import numpy as np
 
 from jaxprune._data_checks import check_data, check_finite
 from jaxprune._losses import LossFn, get_loss
+from jaxprune._types import Batch, Model, Variables
 from jaxprune.analysis._resolve import resolve
 from jaxprune.graph import Graph
 from jaxprune.graph.extend import run_program
@@ -93,12 +95,12 @@ def _activation_scores(graph: Graph, variables, x) -> dict[str, jax.Array]:
 
 
 def importance(
-    model,
-    variables,
-    data=None,
+    model: Model,
+    variables: Variables,
+    data: jax.Array | Batch | None = None,
     method: str = "magnitude",
     loss: str | LossFn = "mse",
-    **kwargs,
+    **kwargs: Any,
 ) -> dict[str, jax.Array]:
     """Importance of every unit of every coupled group, from one trace.
 

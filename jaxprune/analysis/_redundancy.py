@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprune._data_checks import check_finite
+from jaxprune._types import Model, Variables
 from jaxprune.analysis._resolve import resolve
 from jaxprune.graph import GraphError
 from jaxprune.graph.extend import SliceInfo, affine_runs, run_scale_shift
@@ -243,14 +245,14 @@ def _unit_similarity(graph, leaves, name: str, circular: bool, runs) -> jax.Arra
 
 
 def redundant_units(
-    model,
-    variables,
-    x=None,
+    model: Model,
+    variables: Variables,
+    x: jax.Array | None = None,
     threshold: float = REDUNDANCY_THRESHOLD,
     *,
     scores: Mapping[str, jax.Array] | None = None,
     circular: bool = False,
-    **kwargs,
+    **kwargs: Any,
 ) -> dict[str, jax.Array]:
     """Trivially redundant units of every unit group: all but one member of each group.
 

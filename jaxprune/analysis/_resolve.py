@@ -25,7 +25,7 @@ def resolve(model, variables, args, kwargs) -> tuple[Graph, object]:
         graph = model
         if variables is None:
             variables = graph.model.variables
-        elif jax.tree.structure(variables) != jax.tree.structure(graph.model.variables):
+        elif jax.tree.structure(variables) != jax.tree.structure(graph.model.variables):  # type: ignore[operator]
             variables = as_model(graph.model.model, variables).variables
         if args is not None:
             want = jax.tree.map(jnp.shape, graph.args)

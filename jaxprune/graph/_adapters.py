@@ -256,7 +256,7 @@ def _equinox(model, variables) -> ModelAdapter:
 
     arrays, static = eqx.partition(model, eqx.is_array)
     if variables is not None:
-        if jax.tree.structure(variables) != jax.tree.structure(arrays):
+        if jax.tree.structure(variables) != jax.tree.structure(arrays):  # type: ignore[operator]
             raise ValueError(
                 "variables: expected None or the arrays of the equinox module "
                 "(eqx.partition(model, eqx.is_array)[0]) with the same structure"

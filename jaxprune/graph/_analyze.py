@@ -121,15 +121,17 @@ class Analysis:
 
     def groups(self) -> dict[int, tuple[int, int]]:
         """``{root: (lowest offset, width)}`` of every coupling group."""
-        if getattr(self, "_groups", None) is not None:
-            return self._groups
-        out: dict[int, list[int]] = {}
+        cached: dict[int, tuple[int, int]] | None = getattr(self, "_groups", None)
+        if cached is not None:
+            return cached
+        out: dict[int, tuple[int, int]] = {}
         for sid, sp in self.spaces.items():
             r, o = self.find(sid)
             lo, hi = out.get(r, (o, o + sp.width))
             out[r] = (min(lo, o), max(hi, o + sp.width))
-        self._groups = {r: (lo, hi - lo) for r, (lo, hi) in out.items()}
-        return self._groups
+        groups = {r: (lo, hi - lo) for r, (lo, hi) in out.items()}
+        self._groups = groups
+        return groups
 
     def locate(self, s: int) -> tuple[int, int]:
         """``(root, start)``: channel ``j`` of space ``s`` is unit ``start + j`` of its group."""
@@ -209,10 +211,13 @@ class _State:
         return self.ann[v]
 
     def label(self) -> str:
-        for name in reversed(self.node.context):
+        node = self.node
+        if node is None:
+            return "<input>"
+        for name in reversed(node.context):
             if name not in ("jit", "pjit", "checkpoint", "remat", "closed_call", "core_call"):
                 return name
-        return _NONLINEAR_LABEL.get(self.node.name, self.node.name)
+        return _NONLINEAR_LABEL.get(node.name, node.name)
 
     def mark_sites(self, acts) -> None:
         self.sited = True
@@ -298,7 +303,7 @@ def _pval_elementwise(vals: list[PVal], shape) -> PVal:
     rank = len(shape)
     axes = []
     for i in range(rank):
-        acc = frozenset()
+        acc: frozenset = frozenset()
         for v in vals:
             if len(v.shape) == rank and v.shape[i] == shape[i]:
                 acc |= v.axes[i]
@@ -312,10 +317,10 @@ def _rule_elementwise(st: _State, node: Node, ins, shape):
     acts = [a for a in ins if isinstance(a, Act)]
     pvals = [a for a in ins if isinstance(a, PVal)]
     if not acts:
-        out = _pval_elementwise(pvals, shape)
+        pv = _pval_elementwise(pvals, shape)
         if name in ("convert_element_type", "copy") and pvals[0].value is not None:
-            out = dataclasses.replace(out, value=pvals[0].value)
-        return out
+            pv = dataclasses.replace(pv, value=pvals[0].value)
+        return pv
     out = st.unify(acts)
     out = out.moved(shape, out.axis)
     for p in pvals:
@@ -421,6 +426,7 @@ def _rule_dot(st: _State, node: Node, ins, shape):
     )
     st.add_slices(act, ker, k_in, "read", li)
     if sid is not None:
+        assert k_out is not None  # an output space comes from a kernel output axis
         st.add_slices(out, ker, k_out, "write", li)
     st.mask_points.append((st.node_index, 0 if act_is_lhs else 1, act))
     return out
@@ -563,7 +569,7 @@ def _rule_reshape(st: _State, node: Node, ins, shape):
         big_old = [i for i, n in enumerate(x.shape) if n != 1]
         big_new = [i for i, n in enumerate(shape) if n != 1]
         if [x.shape[i] for i in big_old] == [shape[i] for i in big_new]:
-            axes = [frozenset() for _ in shape]
+            axes: list[frozenset] = [frozenset() for _ in shape]
             for i, j in zip(big_old, big_new, strict=True):
                 axes[j] = x.axes[i]
             return PVal(tuple(shape), tuple(axes), x.leaves)

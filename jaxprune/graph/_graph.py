@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._types import Model, Variables
 from jaxprune.graph._adapters import ModelAdapter, as_model, path_str
 from jaxprune.graph._analyze import Analysis, SliceInfo, analyze
 from jaxprune.graph._errors import GraphError
@@ -117,6 +119,7 @@ class Graph:
         self.args = args
         self.kwargs = dict(kwargs)
         self.leaf_paths = tuple(leaf_paths)
+        self._out_tree: Any = None  # the output's treedef, set by trace
         self._build()
 
     # -- construction ------------------------------------------------------------------------
@@ -233,14 +236,14 @@ class Graph:
 
     def _index(self, sl: SliceInfo, root: int) -> np.ndarray:
         an = self.analysis
-        chan = []
+        seq: list[int] = []
         for s, a, b in sl.segs:
             r, start = an.locate(s)
             if r == root:
-                chan.extend(range(start + a, start + b))
+                seq.extend(range(start + a, start + b))
             else:
-                chan.extend([-1] * (b - a))
-        chan = np.asarray(chan, np.int32)
+                seq.extend([-1] * (b - a))
+        chan = np.asarray(seq, np.int32)
         if sl.inner > 1:
             chan = np.repeat(chan, sl.inner)
         if sl.outer > 1:
@@ -359,7 +362,7 @@ def _state_outputs(adapter, kwargs, out_tree, leaf_paths) -> dict[int, str]:
     return out
 
 
-def trace(model, variables=None, *args, **kwargs) -> Graph:
+def trace(model: Model, variables: Variables = None, *args: Any, **kwargs: Any) -> Graph:
     """Traces a model into its layer graph.
 
     Args:

@@ -28,7 +28,7 @@ def pair_rows(pair: Pair, a0, y, kernel_size=None, padding=None):
         a0,
         ks,
         pair.strides,
-        padding or pair.padding,
+        padding or pair.padding,  # type: ignore[arg-type]  # a string or explicit pads
         dimension_numbers=pair.dimension_numbers,
         precision=jax.lax.Precision.HIGHEST,
     )  # features ordered (C, k_1, ..., k_nd)

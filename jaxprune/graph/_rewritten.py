@@ -233,7 +233,7 @@ def _narrowed(an, roots, lk) -> tuple[dict, dict]:
         if isinstance(ann, Act):
             vec = _act_keep(ann, roots, an.locate)
             if vec is not None:
-                shape[ann.axis] = int(vec.sum())
+                shape[ann.axis] = int(vec.sum())  # type: ignore[index]  # kept: has an axis
                 cuts[v] = (ann.axis, vec)
         elif isinstance(ann, PVal):
             for i, pairs in enumerate(ann.axes):
@@ -284,7 +284,8 @@ def _squeezed_operands(graph, cuts) -> dict:
     """
     an = graph.analysis
     program = an.program
-    random, uniform = set(), {}
+    random: set = set()
+    uniform: dict = {}
     for node in program.nodes:
         ins = [v for v in node.ins if not isinstance(v, Literal)]
         if node.name in _RANDOM or any(v in random for v in ins):
@@ -481,7 +482,9 @@ def signed_call(spec: RewriteSpec, call):
 
     if sig is not None:
         first = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
-        method.__signature__ = sig.replace(parameters=[first, *sig.parameters.values()])
+        method.__signature__ = sig.replace(  # type: ignore[attr-defined]  # inspect reads it
+            parameters=[first, *sig.parameters.values()]
+        )
     return method
 
 
@@ -558,13 +561,13 @@ def build_model(spec: RewriteSpec, leaves=None):
         if leaves is None:
             raise ValueError(f"build_model: a {spec.kind} model holds its variables; pass leaves")
         if spec.kind == "nnx":
-            from jaxprune.graph._rewritten_nnx import Rewritten
+            from jaxprune.graph._rewritten_nnx import Rewritten as RewrittenNNX
 
-            return Rewritten(spec, list(leaves))
-        from jaxprune.graph._rewritten_equinox import Rewritten
+            return RewrittenNNX(spec, list(leaves))
+        from jaxprune.graph._rewritten_equinox import Rewritten as RewrittenEquinox
 
         treedef = spec.new_treedef or spec.treedef
-        return Rewritten(jax.tree.unflatten(treedef, list(leaves)), spec)
+        return RewrittenEquinox(jax.tree.unflatten(treedef, list(leaves)), spec)
     raise NotImplementedError(f"rewriting a {spec.kind} model is not supported yet")
 
 

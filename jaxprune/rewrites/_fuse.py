@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -188,7 +189,7 @@ def fuse(
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}")
     adapter = as_model(model, variables)
-    options = {}
+    options: dict[str, Any] = {}
     if kernel_size is not None:
         options["kernel_size"] = kernel_size
     if padding is not None:

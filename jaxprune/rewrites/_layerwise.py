@@ -116,10 +116,10 @@ def check_blocks(params: Params, blocks: Blocks, k=None) -> tuple[tuple[str, ...
     """
     if isinstance(blocks, str) or not blocks:
         raise ValueError(f"blocks: expected a non-empty sequence of name tuples, got {blocks!r}")
-    blocks = tuple(tuple(b) if not isinstance(b, str) else (b,) for b in blocks)
+    out = tuple(tuple(b) if not isinstance(b, str) else (b,) for b in blocks)
     names = set(params.keys())
     seen: set[str] = set()
-    for i, block in enumerate(blocks, 1):
+    for i, block in enumerate(out, 1):
         if not block:
             raise ValueError(f"blocks[{i - 1}]: block {i} is empty")
         for name in block:
@@ -133,11 +133,9 @@ def check_blocks(params: Params, blocks: Blocks, k=None) -> tuple[tuple[str, ...
             seen.add(name)
     kk = None if k is None else _static_int(k)
     if kk is not None:
-        if not 1 <= kk <= len(blocks):
-            raise ValueError(
-                f"k: expected 1 <= k <= {len(blocks)} (the number of blocks), got {kk}"
-            )
-    return blocks
+        if not 1 <= kk <= len(out):
+            raise ValueError(f"k: expected 1 <= k <= {len(out)} (the number of blocks), got {kk}")
+    return out
 
 
 def _static_int(k) -> int | None:

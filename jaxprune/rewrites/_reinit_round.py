@@ -15,7 +15,7 @@ __all__ = ["model_initializer", "reinit_round", "reinitialize"]
 
 
 def _check_mask(params: Params, mask: Mask, name: str = "mask") -> None:
-    if jax.tree.structure(mask) != jax.tree.structure(params):
+    if jax.tree.structure(mask) != jax.tree.structure(params):  # type: ignore[operator]
         raise ValueError(
             f"{name}: expected the structure of params {jax.tree.structure(params)}, "
             f"got {jax.tree.structure(mask)}"

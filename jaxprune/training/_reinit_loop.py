@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from jaxprune._losses import LossFn, get_loss
-from jaxprune._types import Params, UnitMask
+from jaxprune._types import Model, Params, UnitMask
 from jaxprune.analysis import ACTIVE_THRESHOLD, REDUNDANCY_THRESHOLD, redundant_units, unit_ablation
 from jaxprune.graph import trace
 from jaxprune.rewrites import (
@@ -131,7 +131,7 @@ def _positive(name: str, value) -> float:
 
 
 def train_with_reinit(
-    model,
+    model: Model,
     data: tuple[Any, Any],
     *,
     keys: jax.Array,
@@ -318,7 +318,7 @@ def train_with_reinit(
     return result
 
 
-def pruned_model(model, result: ReinitResult, seed: int, x) -> RewriteResult:
+def pruned_model(model: Model, result: ReinitResult, seed: int, x: jax.Array) -> RewriteResult:
     """The physically narrower model of run ``seed`` of a batched result.
 
     Removes the pruned units with :func:`jaxprune.prune_units` (any model kind; the

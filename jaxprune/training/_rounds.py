@@ -20,7 +20,7 @@ import optax
 
 from jaxprune._data_checks import check_fraction
 from jaxprune._losses import LossFn, get_loss
-from jaxprune._types import PyTree
+from jaxprune._types import Model, Params, PyTree
 from jaxprune.graph import trace
 from jaxprune.models import NORM_COLLECTION
 from jaxprune.rewrites import (
@@ -80,7 +80,7 @@ def _accepts_train(model) -> bool:
 L2_FORMS = ("sum", "half_sum", "mean")
 
 
-def l2_penalty(params, *, form: str = "sum", biases: bool = False) -> jax.Array:
+def l2_penalty(params: Params, *, form: str = "sum", biases: bool = False) -> jax.Array:
     """The App. A weight-decay penalty without its factor: ``sum(w**2)`` in one of three forms.
 
     Args:
@@ -310,7 +310,7 @@ def _lw_blocks(model, x):
 
 
 def train_rounds(
-    model,
+    model: Model,
     data: tuple[jax.Array, jax.Array],
     *,
     keys: jax.Array,
@@ -535,7 +535,7 @@ def train_rounds(
     if single:
         pick = lambda t: None if t is None else jax.tree.map(lambda a: a[0], t)
         result = result._replace(
-            **{
+            **{  # type: ignore[arg-type]
                 f: pick(getattr(result, f))
                 for f in RoundsResult._fields
                 if f not in ("seconds", "model")
