@@ -50,7 +50,7 @@ def unit_ablation(
     *,
     units: Sequence[str] | Mapping[str, jax.Array] | None = None,
     chunk_size: int = DEFAULT_CHUNK,
-    **kwargs: Any,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, jax.Array]:
     """Loss with each unit removed, divided by the loss of the intact network.
 
@@ -72,7 +72,7 @@ def unit_ablation(
       units: which units to ablate: ``None`` (all), unit names, or ``{unit: bool[width]}``
         (unmarked entries get ``nan``).
       chunk_size: units evaluated per vectorized batch (lower it if memory runs out).
-      **kwargs: keyword arguments of the model call (``train=False``), passed to the trace.
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       ``{unit: ratios}`` with ``ratios[i] = loss(without unit i) / loss(intact)``, keyed by
@@ -107,7 +107,7 @@ def unit_ablation(
     if not (isinstance(chunk_size, int) and chunk_size > 0):
         raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
     x, y = check_data(data)
-    graph, variables = resolve(model, variables, (x,), kwargs)
+    graph, variables = resolve(model, variables, (x,), model_kwargs)
     check_finite("variables", variables)
     selected = _selection(graph, units)
     loss_fn = get_loss(loss)
@@ -123,7 +123,9 @@ def unit_ablation(
     if total == 0:
         return {}
 
-    def ablated(i):  # removes global unit i: one-hot over the concatenation of all units
+    def ablated(
+        i,
+    ):  # removes global unit i: one-hot over the concatenation of all units
         masks = {
             n: (jnp.arange(w) + offsets[k] != i).astype(jnp.float32)
             for k, (n, w) in enumerate(zip(names, widths, strict=True))
@@ -148,7 +150,10 @@ def active_units(
     data: Batch,
     loss: str | LossFn = "mse",
     threshold: float = ACTIVE_THRESHOLD,
-    **kwargs: Any,
+    *,
+    units=None,
+    chunk_size: int = DEFAULT_CHUNK,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, jax.Array]:
     """Boolean mask of contributing units: ablation ratio ``>= threshold`` (default 1.5).
 
@@ -159,8 +164,7 @@ def active_units(
     Args:
       model, variables, data, loss: as for :func:`unit_ablation`.
       threshold: the loss ratio, > 0.
-      **kwargs: passed to :func:`unit_ablation` (``units``, ``chunk_size``, the model call's
-        keyword arguments).
+      units, chunk_size, model_kwargs: as for :func:`unit_ablation`.
 
     Returns:
       ``{unit: bool[width]}``.
@@ -181,5 +185,13 @@ def active_units(
         pass  # traced (a jit argument): checked by the caller
     elif not float(threshold) > 0:
         raise ValueError(f"threshold: expected a positive loss ratio, got {threshold}")
-    ratios = unit_ablation(model, variables, data, loss, **kwargs)
+    ratios = unit_ablation(
+        model,
+        variables,
+        data,
+        loss,
+        units=units,
+        chunk_size=chunk_size,
+        model_kwargs=model_kwargs,
+    )
     return {k: r >= threshold for k, r in ratios.items()}

@@ -62,6 +62,13 @@ def _reduce_to_units(graph: Graph, values: Mapping[str, jax.Array]) -> dict[str,
                 continue
             per_entry = jnp.sum(a, axis=tuple(i for i in range(a.ndim) if i != axis))
             acc = acc + _to_units(per_entry.astype(jnp.float32), idx, unit.width)
+        for leaf, (ia, oa), idx in graph.grouped_slices(name):  # grouped convs reading it
+            a = values.get(leaf)
+            if a is None:
+                continue
+            per_entry = jnp.sum(a, axis=tuple(i for i in range(a.ndim) if i not in (ia, oa)))
+            per_entry = per_entry.T if ia > oa else per_entry
+            acc = acc + _to_units(per_entry.astype(jnp.float32).ravel(), idx.ravel(), unit.width)
         out[name] = acc
     return out
 
@@ -100,7 +107,8 @@ def importance(
     data: jax.Array | Batch | None = None,
     method: str = "magnitude",
     loss: str | LossFn = "mse",
-    **kwargs: Any,
+    *,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, jax.Array]:
     """Importance of every unit of every coupled group, from one trace.
 
@@ -122,9 +130,8 @@ def importance(
       read (the input of each layer or channel reduction reading it), averaged over those
       reads; one forward pass.
 
-    Entries of a kernel read by a grouped convolution are not the unit's own slices (its
-    kernel holds in-group positions): such a group (``Unit.coupled`` names it) is scored on the
-    rest of its slices.
+    A grouped convolution reading the unit contributes the entries of its kernel that read
+    the unit's channel (:meth:`Graph.grouped_slices <jaxprune.graph.Graph.grouped_slices>`).
 
     Args:
       model: a ``flax.linen``/``flax.nnx``/equinox module, a function ``f(params, x)``, or a
@@ -136,7 +143,7 @@ def importance(
         for ``"magnitude"``).
       method: one of :data:`IMPORTANCE_METHODS`.
       loss: ``"taylor"``'s loss, by name or per-example callable (as :func:`unit_ablation`).
-      **kwargs: keyword arguments of the model call (``train=False``), passed to the trace.
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       ``{unit: float32[width]}``, keyed by the graph's unit names; higher is more important.
@@ -175,11 +182,11 @@ def importance(
                 f"data: method {method!r} needs "
                 + ("(x, y)" if method == "taylor" else "the model's input x (or a Graph)")
             )
-        graph, variables = resolve(model, variables, None, kwargs)
+        graph, variables = resolve(model, variables, None, model_kwargs)
         x = y = None
     else:
         x, y = _inputs(data, method)
-        graph, variables = resolve(model, variables, (x,), kwargs)
+        graph, variables = resolve(model, variables, (x,), model_kwargs)
     check_finite("variables", variables)
     loss_fn = get_loss(loss) if method == "taylor" else None
     # one compiled program (the trace is static): an eager gradient through the traced

@@ -252,7 +252,7 @@ def redundant_units(
     *,
     scores: Mapping[str, jax.Array] | None = None,
     circular: bool = False,
-    **kwargs: Any,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, jax.Array]:
     """Trivially redundant units of every unit group: all but one member of each group.
 
@@ -286,7 +286,7 @@ def redundant_units(
         ``(0, inf)``.
       scores: optional ``{unit: float[width]}`` preference for the member to keep.
       circular: for conv units, also match circular permutations of kernels (sec. 5).
-      **kwargs: keyword arguments of the model call (``train=False``), passed to the trace.
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       ``{unit: bool[width]}``, True for a redundant unit.
@@ -317,7 +317,7 @@ def redundant_units(
       weights (including bias)"; with a BatchNorm these are the folded weights) and sec. 5.
     """
     _check_threshold(threshold)
-    graph, variables = resolve(model, variables, None if x is None else (x,), kwargs)
+    graph, variables = resolve(model, variables, None if x is None else (x,), model_kwargs)
     check_finite("variables", variables)
     scores = dict(scores or {})
     check_finite("scores", scores)

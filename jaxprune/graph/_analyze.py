@@ -16,7 +16,7 @@ from jaxprune.graph._inline import Literal, Node, Program
 from jaxprune.graph._layout import Act, PVal, Seg, reshape_axis_map
 from jaxprune.graph._paths import PathNode, record_paths
 
-__all__ = ["Analysis", "LayerInfo", "SliceInfo", "SpaceInfo", "analyze"]
+__all__ = ["Analysis", "GroupedRead", "LayerInfo", "SliceInfo", "SpaceInfo", "analyze"]
 
 # Elementwise primitives, by how they treat an activation operand.
 _LINEAR_UNARY = {"neg", "convert_element_type", "copy", "copy_p", "reduce_precision", "real"}
@@ -62,6 +62,22 @@ class SliceInfo:
     inner: int
     role: str
     layer: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupedRead:
+    """A grouped convolution's kernel reading channels: entry ``[r, o]`` (along ``in_axis``,
+    ``out_axis`` of ``leaf``) reads input position ``(o // (n_out / groups)) * n_in + r`` of
+    ``segs`` (the convolution's input channels), for ``n_in``, ``n_out`` the two axes' sizes."""
+
+    leaf: str
+    in_axis: int
+    out_axis: int
+    groups: int
+    n_in: int
+    n_out: int
+    segs: tuple[Seg, ...]
+    layer: int
 
 
 @dataclasses.dataclass
@@ -113,6 +129,7 @@ class Analysis:
     output_layouts: list
     paths: list[PathNode] = dataclasses.field(default_factory=list)  # channel data-flow DAG
     output_paths: tuple[int | None, ...] = ()  # the outputs' nodes in ``paths``
+    grouped_reads: list[GroupedRead] = dataclasses.field(default_factory=list)
 
     def find(self, s: int) -> tuple[int, int]:
         """``(root, offset)``: channel ``j`` of space ``s`` is channel ``j + offset`` of the
@@ -167,6 +184,7 @@ class _State:
         self.node_index = 0
         self.node: Node | None = None
         self.paths: list[PathNode] = []
+        self.grouped_reads: list[GroupedRead] = []
         self.path_of: dict = {}  # variable -> index in paths
         self.sited = False
 
@@ -494,6 +512,10 @@ def _rule_conv(st: _State, node: Node, ins, shape):
         st.spaces[sid].groups = groups
         out = Act(tuple(shape), out_spec[1], ((sid, 0, cout),), affine=frozenset({li}))
         st.add_slices(out, k, k_out, "write", li)
+        in_axis, out_axis = _leaf_axis(k, k_in, leaf), _leaf_axis(k, k_out, leaf)
+        if in_axis is not None:
+            read = GroupedRead(leaf, in_axis, out_axis, groups, cin // groups, cout, x.segs, li)
+            st.grouped_reads.append(read)
         for s in x.spaces():
             st.spaces[s].mixing.append(
                 f"read by a grouped convolution (feature_group_count={groups}, {cin} -> {cout} "
@@ -821,4 +843,5 @@ def analyze(
         output_paths=tuple(
             None if isinstance(v, Literal) else st.path_of.get(v) for v in program.outvars
         ),
+        grouped_reads=st.grouped_reads,
     )

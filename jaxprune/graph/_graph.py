@@ -234,6 +234,28 @@ class Graph:
             merged[k] = idx if k not in merged else np.where(idx >= 0, idx, merged[k])
         return [(leaf, axis, idx) for (leaf, axis), idx in merged.items()]
 
+    def grouped_slices(self, unit: str):
+        """The kernel entries of grouped convolutions that read a unit group:
+        ``[(leaf path, (in_axis, out_axis), channel index)]``.
+
+        A grouped convolution's kernel holds, along its input axis, positions within one
+        convolution group, so which channel an entry reads depends on its output column too:
+        ``channel index`` is an int array of shape ``(n_in, n_out)`` over the leaf's two axes,
+        the unit each entry reads or -1. These entries are outgoing (reading) entries of the
+        unit, beside :meth:`slices`, whose indices run along one axis.
+        """
+        u = self.units[unit]
+        out = []
+        for gr in self.analysis.grouped_reads:
+            chan = self._index(SliceInfo(gr.leaf, gr.in_axis, gr.segs, 1, 1, "read"), u.root)
+            if (chan < 0).all():
+                continue
+            r = np.arange(gr.n_in)[:, None]
+            o = np.arange(gr.n_out)[None, :]
+            idx = chan[(o // (gr.n_out // gr.groups)) * gr.n_in + r]
+            out.append((gr.leaf, (gr.in_axis, gr.out_axis), idx))
+        return out
+
     def _index(self, sl: SliceInfo, root: int) -> np.ndarray:
         an = self.analysis
         seq: list[int] = []
@@ -260,13 +282,16 @@ class Graph:
           tree: a pytree with (a subset of) the model's leaf paths.
           units: ``{unit: bool[width]}`` (unlisted units are all False).
           incoming: mark the writing entries (kernel columns, biases, norm entries).
-          outgoing: mark the reading entries (kernel rows in every consumer).
+          outgoing: mark the reading entries (kernel rows in every consumer, and the entries
+            of grouped convolutions' kernels reading the units: :meth:`grouped_slices`).
         """
         units = self.check_units(units, "units", fill=False)
         per_leaf: dict[str, list] = {}
         for name, m in units.items():
             for leaf, axis, idx in self.slices(name, incoming=incoming, outgoing=outgoing):
                 per_leaf.setdefault(leaf, []).append((axis, idx, m))
+            for leaf, axes, idx in self.grouped_slices(name) if outgoing else ():
+                per_leaf.setdefault(leaf, []).append((axes, idx, m))
         prefix = self.model.param_prefix
 
         def mark(path, x):
@@ -276,7 +301,12 @@ class Graph:
             for axis, idx, m in entries:
                 hit = jnp.where(idx >= 0, m[np.maximum(idx, 0)], False)
                 shape = [1] * out.ndim
-                shape[axis] = idx.shape[0]
+                if isinstance(axis, tuple):  # a grouped convolution's (in, out) entries
+                    if axis[0] > axis[1]:
+                        hit, axis = hit.T, axis[::-1]
+                    shape[axis[0]], shape[axis[1]] = hit.shape
+                else:
+                    shape[axis] = idx.shape[0]
                 out = out | jnp.broadcast_to(hit.reshape(shape), out.shape)
             return out
 

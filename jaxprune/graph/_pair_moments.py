@@ -50,7 +50,7 @@ def pair_moments(
     """
     x, data = peek(data)
     adapter = as_model(model, variables)
-    graph = trace(model, variables, x, **kwargs)
+    graph = trace(model, variables, x, model_kwargs=kwargs)
     pairs = list(pick(graph))
     options = options or [{} for _ in pairs]
     if not pairs:
@@ -58,7 +58,7 @@ def pair_moments(
     leaves = jax.tree.leaves(adapter.variables)
 
     def trace_at(xb):
-        an = trace(model, variables, xb, **kwargs).analysis
+        an = trace(model, variables, xb, model_kwargs=kwargs).analysis
         taps = []
         for p in pairs:
             q, _ = pair_of(an, p.first)

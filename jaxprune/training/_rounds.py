@@ -236,7 +236,9 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
                     )
                 if normalize:
                     kw = {"train": False} if train_kw else {}
-                    new = update_normalization(model, {"params": params, **extra}, sample, k, **kw)
+                    new = update_normalization(
+                        model, {"params": params, **extra}, sample, k, model_kwargs=kw
+                    )
                     extra = {c: v for c, v in new.items() if c != "params"}
                 if reinit:
                     params, opt_state = reinit_round(

@@ -156,3 +156,37 @@ def test_path_counts_sum_within_groups():
         assert log_n == pytest.approx(np.log(out.sum()), rel=1e-12)
         apl = np.arange(n) @ out.sum(0) / out.sum()
         assert jp.analysis.average_path_length(graph, masks) == pytest.approx(apl, rel=1e-12)
+
+
+def test_reading_entries_of_the_grouped_kernel_belong_to_the_input_units():
+    """Input channel c = 2 j + r is read by kernel[..., r, 3 j : 3 j + 3] only: those entries
+    are its outgoing entries (freeze and reinit mark them), and its magnitude counts them."""
+    model, v, x = _case()
+    graph = jp.trace(model, v, x)
+    ((leaf, axes, idx),) = graph.grouped_slices("Conv_0")
+    assert (leaf, axes) == ("params/Conv_1/kernel", (2, 3))
+    want = np.array([[2 * (o // 3) + r for o in range(9)] for r in range(2)])
+    np.testing.assert_array_equal(idx, want)
+    assert graph.grouped_slices("Conv_1") == []
+    unit = np.zeros(6, bool)
+    unit[3] = True  # group 1, in-group position 1
+    mask = graph.unit_param_mask(v["params"], {"Conv_0": unit}, incoming=False)
+    hand = np.zeros((3, 3, 2, 9), bool)
+    hand[:, :, 1, 3:6] = True
+    np.testing.assert_array_equal(mask["Conv_1"]["kernel"], hand)
+    assert not mask["Conv_1"]["bias"].any()
+    np.testing.assert_array_equal(mask["Conv_0"]["kernel"], np.zeros((1, 1, 4, 6), bool))
+    # magnitude: the 1x1 conv's column and bias, BatchNorm's entries, the grouped kernel's part
+    p = v["params"]
+    scores = jp.analysis.importance(graph, v, x, "magnitude")["Conv_0"]
+    for c in range(6):
+        j, r = divmod(c, 2)
+        entries = [
+            p["Conv_0"]["kernel"][..., c],
+            p["Conv_0"]["bias"][c],
+            p["BatchNorm_0"]["scale"][c],
+            p["BatchNorm_0"]["bias"][c],
+            p["Conv_1"]["kernel"][:, :, r, 3 * j : 3 * j + 3],
+        ]
+        want = np.sqrt(sum(float(jnp.sum(jnp.square(e))) for e in entries))
+        assert scores[c] == pytest.approx(want, rel=1e-6)
