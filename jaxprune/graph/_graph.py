@@ -12,7 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune._types import Model, Variables
-from jaxprune.graph._adapters import ModelAdapter, as_model, path_str
+from jaxprune.graph._adapters import (
+    ModelAdapter,
+    as_model,
+    check_model_kwargs,
+    path_str,
+)
 from jaxprune.graph._analyze import Analysis, SliceInfo, analyze
 from jaxprune.graph._errors import GraphError
 from jaxprune.graph._evaluate import run_program
@@ -392,7 +397,12 @@ def _state_outputs(adapter, kwargs, out_tree, leaf_paths) -> dict[int, str]:
     return out
 
 
-def trace(model: Model, variables: Variables = None, *args: Any, **kwargs: Any) -> Graph:
+def trace(
+    model: Model,
+    variables: Variables = None,
+    *args: Any,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> Graph:
     """Traces a model into its layer graph.
 
     Args:
@@ -402,7 +412,7 @@ def trace(model: Model, variables: Variables = None, *args: Any, **kwargs: Any) 
       variables: the linen variables (every collection), NNX state or None, equinox arrays or
         None, or the function's params.
       *args: example arguments (shapes matter; the graph is for these shapes).
-      **kwargs: keyword arguments of the model's call (``train=False``).
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       A :class:`Graph`.
@@ -430,6 +440,7 @@ def trace(model: Model, variables: Variables = None, *args: Any, **kwargs: Any) 
     Dense_0  dense  (4, 5) -> (4, 3)  Dense_0 [3]  relu
     Dense_1  dense  (4, 3) -> (4, 2)  -            -
     """
+    kwargs = check_model_kwargs(model_kwargs)
     adapter = as_model(model, variables)
     if not isinstance(model, ModelAdapter):  # a user's model (rewrites re-trace their own)
         adapter.check_eval_mode()
