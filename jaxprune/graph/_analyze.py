@@ -513,7 +513,7 @@ def _rule_conv(st: _State, node: Node, ins, shape):
         out = Act(tuple(shape), out_spec[1], ((sid, 0, cout),), affine=frozenset({li}))
         st.add_slices(out, k, k_out, "write", li)
         in_axis, out_axis = _leaf_axis(k, k_in, leaf), _leaf_axis(k, k_out, leaf)
-        if in_axis is not None:
+        if in_axis is not None and out_axis is not None:
             read = GroupedRead(leaf, in_axis, out_axis, groups, cin // groups, cout, x.segs, li)
             st.grouped_reads.append(read)
         for s in x.spaces():
