@@ -112,11 +112,11 @@ def importance(
 ) -> dict[str, jax.Array]:
     """Importance of every unit of every coupled group, from one trace.
 
-    A unit's parameter entries are all its group's slices (:meth:`Graph.slices
-    <jaxprune.graph.Graph.slices>`): the kernel columns, biases and norm entries writing its
-    channel in every layer of the group, and the kernel rows of every layer reading it (through
-    skips, concatenations and flattening). Only trainable leaves count (not BatchNorm's running
-    statistics). The criteria:
+    A unit's parameter entries are all its group's slices
+    (:meth:`~jaxprune.graph.Graph.slices`): the kernel columns, biases and norm entries writing
+    its channel in every layer of the group, and the kernel rows of every layer reading it
+    (through skips, concatenations and flattening). Only trainable leaves count (not
+    BatchNorm's running statistics). The criteria:
 
     * ``"magnitude"``: the L2 norm of all those entries (Li et al., 2017, who score a filter by
       its kernel; here the whole coupled group). No data needed beyond the example input that
@@ -131,7 +131,7 @@ def importance(
       reads; one forward pass.
 
     A grouped convolution reading the unit contributes the entries of its kernel that read
-    the unit's channel (:meth:`Graph.grouped_slices <jaxprune.graph.Graph.grouped_slices>`).
+    the unit's channel (:meth:`~jaxprune.graph.Graph.grouped_slices`).
 
     Args:
       model: a ``flax.linen``/``flax.nnx``/equinox module, a function ``f(params, x)``, or a
