@@ -242,7 +242,9 @@ def keep_top(
 
     With ``graph``, a grouped convolution's output (``Unit.groups = g``) keeps the same number
     in each of its ``g`` blocks (the best within each block, ``ceil(count / g)`` per block,
-    ``round_to`` applying to the total), as pruning requires.
+    ``round_to`` applying to the total), and a grouped convolution's input
+    (``Unit.period = p``) keeps the same positions in every block of ``p`` (the positions with
+    the highest summed scores), as pruning requires.
 
     Args:
       scores: ``{unit: float[width]}`` (:func:`importance`, :func:`unit_ablation` ratios, ...);
@@ -257,8 +259,9 @@ def keep_top(
 
     Raises:
       ValueError: for ``ratio`` outside ``(0, 1]``, ``round_to < 1``, scores that are not
-        finite 1-D vectors, or (with ``graph``) a unit the graph does not have or a width
-        that differs from the graph's.
+        finite 1-D vectors, or (with ``graph``) a unit the graph does not have, a width that
+        differs from the graph's, or a group that is both a grouped convolution's output and
+        another's input.
 
     >>> import numpy as np, jaxprune as jp
     >>> s = {"a": np.array([0.1, 0.9, 0.5, 0.3]), "b": np.array([2.0, 1.0])}
@@ -289,6 +292,7 @@ def keep_top(
             )
         vecs[name] = v
     groups = dict.fromkeys(vecs, 1)
+    periods: dict[str, int] = {}
     if graph is not None:
         for name, v in vecs.items():
             unit = graph.units.get(name)
@@ -302,6 +306,15 @@ def keep_top(
                     )
                 )
             groups[name] = unit.groups
+            if unit.period:
+                if unit.groups > 1:
+                    raise ValueError(
+                        f"scores[{name!r}]: unit group {name!r} is both a grouped convolution's "
+                        "output and another's input; choose its keep mask by hand (equal "
+                        f"numbers in each of its {unit.groups} blocks, the same positions in "
+                        f"each block of {unit.period})"
+                    )
+                periods[name] = unit.period
     if per_layer:
         counts = {k: math.ceil(ratio * v.size) for k, v in vecs.items()}
     else:
@@ -316,6 +329,17 @@ def keep_top(
             pos += v.size
     out = {}
     for name, v in vecs.items():
+        if name in periods:  # the same in-group positions in every convolution group
+            period = periods[name]
+            copies = v.size // period
+            per_pos = max(1, math.ceil(counts[name] / copies))
+            if round_to is not None:
+                per_pos = _ceil_to(per_pos, round_to // math.gcd(round_to, copies), period)
+            best = np.argsort(-v.reshape(copies, period).sum(axis=0), kind="stable")[:per_pos]
+            positions = np.zeros(period, bool)
+            positions[best] = True
+            out[name] = np.tile(positions, copies)
+            continue
         g = groups[name]
         block = v.size // g
         per_block = max(1, math.ceil(counts[name] / g))

@@ -506,23 +506,21 @@ def _rule_conv(st: _State, node: Node, ins, shape):
         # Grouped: output channel o reads only the input channels of its group o // (cout/g).
         # The output channels are a new space pruned in equal numbers per group (the group
         # count stays); the kernel's input axis holds in-group positions, not channels, so the
-        # input channels cannot be narrowed one by one (that would be a per-group gather).
+        # input channels are narrowed at the same positions in every group (the Graph's
+        # ``Unit.period``, from the grouped reads).
         leaf = _kernel_leaf(st, k, k_out)
         sid = st.new_space(cout, li)
         st.spaces[sid].groups = groups
         out = Act(tuple(shape), out_spec[1], ((sid, 0, cout),), affine=frozenset({li}))
         st.add_slices(out, k, k_out, "write", li)
         in_axis, out_axis = _leaf_axis(k, k_in, leaf), _leaf_axis(k, k_out, leaf)
-        if in_axis is not None and out_axis is not None:
-            read = GroupedRead(leaf, in_axis, out_axis, groups, cin // groups, cout, x.segs, li)
-            st.grouped_reads.append(read)
-        for s in x.spaces():
-            st.spaces[s].mixing.append(
-                f"read by a grouped convolution (feature_group_count={groups}, {cin} -> {cout} "
-                f"channels) at {st.where()}, whose kernel holds in-group positions, not these "
-                "channels; keep them, or prune the grouped convolution's own output channels "
-                "(equal numbers per group)"
+        if in_axis is None or out_axis is None:
+            raise st.error(
+                f"a grouped convolution (feature_group_count={groups}) whose kernel's input and "
+                f"output axes are not axes of one parameter leaf ({leaf})"
             )
+        read = GroupedRead(leaf, in_axis, out_axis, groups, cin // groups, cout, x.segs, li)
+        st.grouped_reads.append(read)
         op = "grouped_conv"
     st.layers.append(
         LayerInfo(

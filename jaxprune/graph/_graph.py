@@ -70,11 +70,14 @@ class Unit:
       layers: every layer whose output channels are in the group.
       nonlinearity: the nonlinearities the channels enter.
       coupled: reasons the group cannot be pruned exactly (channel-mixing reductions such as
-        LayerNorm, constants aligned with the channels, being read by a grouped
-        convolution); empty for an ordinary group.
+        LayerNorm, constants aligned with the channels); empty for an ordinary group.
       groups: the output channels of a grouped convolution (``feature_group_count=g``) are
         ``g`` equal contiguous blocks, one per convolution group: pruning removes the same
         number from every block (the group count stays); 1 for an ordinary group.
+      period: the channels entering a grouped convolution are read at in-group positions
+        (kernel entries ``[r, :]`` read position ``r`` of every convolution group): channels
+        ``c`` and ``c + period`` are pruned together, at the same positions in every group;
+        0 if no grouped convolution reads the group.
     """
 
     name: str
@@ -84,6 +87,7 @@ class Unit:
     coupled: tuple[str, ...]
     root: int = dataclasses.field(repr=False, compare=False, default=-1)
     groups: int = 1
+    period: int = 0
 
 
 def _conv_groups(an: Analysis, sids, width: int) -> tuple[int, tuple[str, ...]]:
@@ -101,6 +105,41 @@ def _conv_groups(an: Analysis, sids, width: int) -> tuple[int, tuple[str, ...]]:
             )
         groups = math.lcm(groups, g)
     return groups, tuple(why)
+
+
+def _grouped_read_periods(an: Analysis, group_width) -> dict[int, tuple[int, tuple[str, ...]]]:
+    """``{root: (period, reasons)}`` of the groups read by grouped convolutions.
+
+    A grouped convolution reads in-group position ``r`` of every convolution group with the
+    same kernel entries ``[r, :]``: its input channels ``c`` and ``c + n_in`` are narrowed
+    together (period ``n_in``, the gcd over several such readers). That holds when its input
+    is exactly one group's channels in order; otherwise the group cannot be pruned (reasons).
+    """
+    out: dict[int, tuple[int, tuple[str, ...]]] = {}
+    for gr in an.grouped_reads:
+        roots: list[int] = []
+        chans: list[int] = []
+        for s, a, b in gr.segs:
+            root, start = an.locate(s)
+            roots += [root] * (b - a)
+            chans += range(start + a, start + b)
+        root = roots[0]
+        straight = set(roots) == {root} and chans == list(range(group_width[root]))
+        for r in dict.fromkeys(roots):
+            period, why = out.get(r, (0, ()))
+            if straight:
+                out[r] = (math.gcd(period, gr.n_in), why)
+            else:
+                out[r] = (
+                    period,
+                    (
+                        *why,
+                        f"read by a grouped convolution (feature_group_count={gr.groups}) whose "
+                        "input is not exactly this group's channels in order (a concatenation or "
+                        "a slice); keep these units",
+                    ),
+                )
+    return out
 
 
 def _layer_name(adapter: ModelAdapter, kernel: str) -> str:
@@ -141,6 +180,7 @@ class Graph:
         for sid in an.spaces:
             roots.setdefault(an.find(sid)[0], []).append(sid)
         group_width = {r: w for r, (_, w) in an.groups().items()}
+        periods = _grouped_read_periods(an, group_width)
         units: dict[str, Unit] = {}
         unit_of_root: dict[int, str] = {}
         for root, sids in sorted(roots.items(), key=lambda kv: self._first_layer(kv[1])):
@@ -154,14 +194,16 @@ class Graph:
             sites = tuple(dict.fromkeys(x for s in spaces for x in s.sites))
             coupled = tuple(dict.fromkeys(x for s in spaces for x in (*s.mixing, *s.consts)))
             groups, misaligned = _conv_groups(an, sids, group_width[root])
+            period, unaligned = periods.get(root, (0, ()))
             units[name] = Unit(
                 name,
                 group_width[root],
                 tuple(names[p] for p in producers),
                 sites,
-                coupled + misaligned,
+                coupled + misaligned + unaligned,
                 root,
                 groups,
+                period,
             )
             unit_of_root[root] = name
         self.units = units

@@ -158,8 +158,9 @@ def leaf_keep(
     """``{(leaf, axis): kept indices}`` for the slices of every pruned unit group.
 
     Raises:
-      GraphError: if ``check`` and a pruned group has coupled channels (``Unit.coupled``), or
-        a grouped convolution's output (``Unit.groups``) loses unequal numbers per group.
+      GraphError: if ``check`` and a pruned group has coupled channels (``Unit.coupled``), a
+        grouped convolution's output (``Unit.groups``) loses unequal numbers per group, or a
+        grouped convolution's input (``Unit.period``) loses different positions per group.
     """
     out: dict[tuple[str, int], np.ndarray] = {}
     for name, m in keep.items():
@@ -180,10 +181,22 @@ def leaf_keep(
                     f"removes {removed}; remove the same number from each group "
                     "(jp.analysis.keep_top(..., graph=graph) does)"
                 )
+        if check and unit.period and not (m.reshape(-1, unit.period) == m[: unit.period]).all():
+            raise GraphError(
+                f"unit group {name!r} is read by a grouped convolution, whose kernel reads "
+                f"in-group position r of every convolution group with the same entries (period "
+                f"{unit.period}): its units are pruned at the same positions in every group, but "
+                f"keep[{name!r}] differs between groups; keep the same positions in each group "
+                "(jp.analysis.keep_top(..., graph=graph) does)"
+            )
         for leaf, axis, idx in graph.slices(name):
             hit = np.where(idx >= 0, m[np.maximum(idx, 0)], True)
             prev = out.get((leaf, axis))
             out[(leaf, axis)] = hit if prev is None else prev & hit
+        for leaf, (in_axis, _), idx in graph.grouped_slices(name):  # in-group positions
+            hit = np.where(idx[:, 0] >= 0, m[np.maximum(idx[:, 0], 0)], True)
+            prev = out.get((leaf, in_axis))
+            out[(leaf, in_axis)] = hit if prev is None else prev & hit
     return {k: np.flatnonzero(v) for k, v in out.items()}
 
 

@@ -184,8 +184,9 @@ def test_keep_top_with_graph_prunes_grouped_conv_equally_per_group():
     assert jp.analysis.keep_top(scores, 0.5)["Conv_1"].tolist() == [True] * 4 + [False] * 4
     keep = jp.analysis.keep_top(scores, 0.5, graph=graph)
     assert keep["Conv_1"].tolist() == [True, True, False, False] * 2  # two best of each group
+    assert keep["Conv_0"].tolist() == [True, False] * 2  # read by it: same position per group
     with pytest.raises(GraphError, match=r"equal numbers per group"):
-        jp.prune_units(net, v, jp.analysis.keep_top(scores, 0.5), x)
+        jp.prune_units(net, v, {"Conv_1": jp.analysis.keep_top(scores, 0.5)["Conv_1"]}, x)
     res = jp.prune_units(net, v, {"Conv_1": keep["Conv_1"]}, x)
     np.testing.assert_allclose(
         res.model.apply(res.variables, x),
