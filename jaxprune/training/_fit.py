@@ -49,7 +49,11 @@ class RunState(NamedTuple):
 
 
 class FitResult(NamedTuple):
-    """Result of :func:`fit`; every field has a leading seed axis when ``keys`` is a batch."""
+    """Result of :func:`fit`; every field has a leading seed axis when ``keys`` is a batch.
+
+    The fields shared with :class:`RoundsResult` and :class:`ReinitResult` (``variables``,
+    ``params``, ``state``, ``history``, ``loss``, ``seconds``) mean the same things.
+    """
 
     variables: Any  # the model's variables in its own form (every collection), best or last
     params: Params  # the trainable part of ``variables``
