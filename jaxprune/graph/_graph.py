@@ -398,7 +398,9 @@ class Graph:
             shapes = f"{layer.in_shape} -> {layer.out_shape}"
             group = layer.unit or "-"
             if layer.unit is not None:
-                group += f" [{self.units[layer.unit].width}]"
+                u = self.units[layer.unit]
+                blocks = f" = {u.groups} x {u.width // u.groups}" if u.groups > 1 else ""
+                group += f" [{u.width}{blocks}]"
             chain = ("after " + ", ".join(layer.reads_linear)) if layer.reads_linear else ""
             rows.append((layer.name, layer.op, shapes, group, layer.nonlinearity or "-", chain))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -66,6 +66,8 @@ def test_graph_of_a_grouped_conv():
     assert graph.layers["Conv_1"].op == "grouped_conv"
     assert graph.units["Conv_1"].width == 9 and graph.units["Conv_1"].groups == G
     assert graph.units["Conv_2"].groups == 1
+    row = next(r for r in str(graph).splitlines() if r.startswith("Conv_1"))
+    assert row.split()[1] == "grouped_conv" and "Conv_1 [9 = 3 x 3]" in row
     assert graph.units["Conv_0"].coupled == ()  # read by the grouped conv: see period
     # the grouped conv's output channels own its kernel's output axis and bias
     slices = {
