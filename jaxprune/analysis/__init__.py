@@ -41,6 +41,7 @@ from jaxprune.analysis._redundancy import (
     redundant_units,
     unit_similarity,
 )
+from jaxprune.analysis._reinit_masks import layer_mask, magnitude_mask, random_mask
 from jaxprune.analysis._slopes import inactive_fraction
 
 __all__ = [
@@ -64,12 +65,15 @@ __all__ = [
     "keep_top",
     "inactive_fraction",
     "layer_fractions",
+    "layer_mask",
     "linear_units",
+    "magnitude_mask",
     "moments_init",
     "moments_merge",
     "moments_update",
     "normalized_average_path_length",
     "painted_image",
+    "random_mask",
     "path_histogram",
     "polygon_sides",
     "redundancy_groups",

@@ -21,17 +21,15 @@ import optax
 from jaxprune._data_checks import check_fraction
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Model, Params, PyTree
+from jaxprune.analysis import layer_mask, magnitude_mask, random_mask
 from jaxprune.graph import trace
 from jaxprune.models import NORM_COLLECTION
 from jaxprune.rewrites import (
     above_block_mask,
     check_blocks,
     default_blocks,
-    layer_mask,
     layer_norms,
     lw_slots,
-    magnitude_mask,
-    random_mask,
     reinit_round,
     rescale_blocks,
     update_normalization,
@@ -352,10 +350,10 @@ def train_rounds(
     Every method but BL runs ``rounds`` training phases of ``steps_per_round`` optimizer steps;
     before phase ``r``:
 
-    * ``"welsr"``: :func:`~jaxprune.rewrites.random_mask` with a fresh key (``fraction``);
+    * ``"welsr"``: :func:`~jaxprune.analysis.random_mask` with a fresh key (``fraction``);
     * ``"wels"``: the same with one key fixed before training;
-    * ``"dsd"``: :func:`~jaxprune.rewrites.magnitude_mask` (``fraction`` per tensor);
-    * ``"fc"``: :func:`~jaxprune.rewrites.layer_mask` of ``fc_layers`` (``model.fc_layers()``);
+    * ``"dsd"``: :func:`~jaxprune.analysis.magnitude_mask` (``fraction`` per tensor);
+    * ``"fc"``: :func:`~jaxprune.analysis.layer_mask` of ``fc_layers`` (``model.fc_layers()``);
 
     Choices where paper 002 is silent: WELSR, WELS and DSD redraw ``fraction`` of *every* tensor
     (per tensor, as Han et al.'s DSD prunes per layer), biases and normalization parameters
