@@ -86,3 +86,17 @@ def test_threaded_reads_give_the_same_batches_as_one_thread():
     for (x1, y1), (x4, y4) in zip(one, four, strict=True):
         np.testing.assert_array_equal(x1, x4)
         np.testing.assert_array_equal(y1, y4)
+
+
+def test_prefetch_to_device_places_each_batch_with_the_given_sharding():
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    n = jax.device_count()
+    mesh = jax.make_mesh((n,), ("data",))
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    items = [np.arange(4 * n, dtype=np.float32) + i for i in range(3)]
+    out = list(jp.data.prefetch_to_device(iter(items), sharding=sharding))
+    for got, want in zip(out, items, strict=True):
+        assert got.sharding == sharding and len(got.addressable_shards) == n
+        np.testing.assert_array_equal(got, want)
