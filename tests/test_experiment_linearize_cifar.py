@@ -51,14 +51,13 @@ def test_quick_linearizes_each_snapshot_to_the_target(quick_run):
     assert (out / "nonlinear_advantage.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("quick_run", ["resnet56_noshort"], indirect=True)
 def test_noshort_path_lengths_equal_the_active_share_summed_over_its_relu_layers(quick_run):
     """NoShort at depth 8 is a chain of 7 ReLU layers, one unit group each, every channel
     reading every channel of the layer before: every path crosses each layer once, through
     any of its channels alike, so APL = NAPL = sum over layers of (active / width), and 7 with
     every unit active (2 per block x 3 blocks + the head's)."""
-    arch, res, _ = quick_run
-    if arch != "resnet56_noshort":
-        pytest.skip("the closed form is NoShort's")
+    _, res, _ = quick_run
     run = res["seeds"]["0"]
     assert run["all_active"] == {"apl": pytest.approx(7.0), "napl": pytest.approx(7.0)}
     for row in run["advantage"]:
