@@ -5,15 +5,7 @@ from jaxprune._weight_factoring import factor_weights
 from jaxprune.rewrites._collapse import collapse
 from jaxprune.rewrites._fold_linear import fold_linear
 from jaxprune.rewrites._fuse import fuse
-from jaxprune.rewrites._layerwise import (
-    above_block_mask,
-    block_statistics,
-    check_blocks,
-    default_blocks,
-    layer_norms,
-    rescale_blocks,
-    update_normalization,
-)
+from jaxprune.rewrites._layerwise import rescale_blocks, update_normalization
 from jaxprune.rewrites._lw_slots import LWSlots, lw_slots
 from jaxprune.rewrites._mask_transfer import set_linear_slopes, transfer_mask
 from jaxprune.rewrites._optimizer_state import reset_optimizer_state
@@ -28,15 +20,10 @@ __all__ = [
     "LWSlots",
     "RewriteReport",
     "RewriteResult",
-    "above_block_mask",
-    "block_statistics",
-    "check_blocks",
     "collapse",
-    "default_blocks",
     "factor_weights",
     "fold_linear",
     "fuse",
-    "layer_norms",
     "lw_slots",
     "model_initializer",
     "prune_units",
