@@ -13,11 +13,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 from experiments._common import fmt_pm, markdown_table, mean_std, write_text  # noqa: E402
 
 LABELS = {"bl": "BL", "welsr": "WELSR", "dsd": "DSD", "wels": "WELS", "fc": "FC", "lw": "LW"}
-# Paper 002, Table 6 (no augmentation, no dropout), scnn rows, test accuracy [%]; different
-# data (224x224 TFDS images), shown only as a reference.
+# Paper 002, Table 6 (no augmentation, no dropout), test accuracy [%] of each architecture
+# on FMNIST and CIFAR-10 (224x224 images), beside this run's numbers as a reference.
 PAPER_TABLE6 = {
-    "FMNIST": {"bl": 91.8, "welsr": 91.7, "dsd": 91.7, "wels": 91.7, "fc": 91.8, "lw": 92.1},
-    "CIFAR10": {"bl": 72.2, "welsr": 75.1, "dsd": 74.5, "wels": 75.9, "fc": 74.8, "lw": 75.9},
+    "scnn": {
+        "FMNIST": {"bl": 91.8, "welsr": 91.7, "dsd": 91.7, "wels": 91.7, "fc": 91.8, "lw": 92.1},
+        "CIFAR10": {"bl": 72.2, "welsr": 75.1, "dsd": 74.5, "wels": 75.9, "fc": 74.8, "lw": 75.9},
+    },
+    "vgg16": {
+        "FMNIST": {"bl": 92.4, "welsr": 92.6, "dsd": 92.4, "wels": 92.6, "fc": 92.7, "lw": 92.5},
+        "CIFAR10": {"bl": 76.8, "welsr": 79.3, "dsd": 78.6, "wels": 80.8, "fc": 77.4, "lw": 81.4},
+    },
+    "mobilenet": {
+        "FMNIST": {"bl": 92.2, "welsr": 91.7, "dsd": 91.8, "wels": 91.9, "fc": 91.9, "lw": 92.6},
+        "CIFAR10": {"bl": 77.7, "welsr": 77.7, "dsd": 78.7, "wels": 79.8, "fc": 79.3, "lw": 83.6},
+    },
+    "resnet50": {
+        "FMNIST": {"bl": 89.9, "welsr": 89.7, "dsd": 89.9, "wels": 90.0, "fc": 90.1, "lw": 90.2},
+        "CIFAR10": {"bl": 68.8, "welsr": 70.4, "dsd": 71.2, "wels": 71.0, "fc": 69.2, "lw": 70.2},
+    },
 }
 
 
@@ -29,7 +43,9 @@ def _head_ratio(records: dict, method: str) -> str:
 
 
 def table(records: dict, config: dict) -> str:
-    """``table.md``: this run's numbers per method, the paper's Table 6 scnn rows beside."""
+    """``table.md``: this run's numbers per method, the paper's Table 6 rows of the arch beside."""
+    arch = config.get("arch", "scnn")
+    paper = PAPER_TABLE6[arch]
     sigmas = list(config["sigmas"])
     j = sigmas.index(0.01) if 0.01 in sigmas else len(sigmas) - 1
     rows = []
@@ -44,7 +60,7 @@ def table(records: dict, config: dict) -> str:
                 fmt_pm([mg[0] for mg in r["margins"]], 3),
                 fmt_pm([li[j] for li in r["loss_increase"]], 3),  # "—" without sharpness
                 _head_ratio(records, m),
-                *(f"{PAPER_TABLE6[d][m]:.1f}" for d in PAPER_TABLE6),
+                *(f"{paper[d][m]:.1f}" for d in paper),
             ]
         )
     header = [
@@ -55,20 +71,20 @@ def table(records: dict, config: dict) -> str:
         "smallest margin",
         f"loss increase, sigma={sigmas[j]}",
         "head product / BL",
-        "paper Table 6: scnn FMNIST",
-        "paper Table 6: scnn CIFAR10",
+        *(f"paper Table 6: {arch} {d}" for d in paper),
     ]
     return (
-        f"# Paper 002, scnn with reinitialization methods ({config['dataset']})\n\n"
+        f"# Paper 002, {arch} with reinitialization methods ({config['dataset']})\n\n"
         f"This run: {config['dataset']}, {config['seeds']} seeds, {config['rounds']} rounds of "
         f"at most {config['steps_per_round']} steps with early stopping (patience "
         f"{config['patience']} epochs), mean ± std over seeds; model `{config['model']}`. "
-        "The last two columns are copied from the paper's Table 6 (scnn, no augmentation, no "
-        "dropout) on *different datasets* at 224x224: a reference for the ordering of the "
-        "methods, not comparable numbers. Margins: smallest softmax margin on the training "
-        "set (Fig. 6); loss increase: training loss under N(0, sigma^2) parameter noise minus "
-        "the trained loss (Fig. 5); head product: ||input to head|| x ||head||_F over BL's "
-        "mean (App. D).\n\n" + markdown_table(header, rows)
+        f"The last two columns are copied from the paper's Table 6 ({arch}, no augmentation, "
+        "no dropout, FMNIST and CIFAR-10 at 224x224; *different datasets* unless this run's "
+        "is one of them, and then a different budget): a reference, not this run's numbers. "
+        "Margins: smallest softmax margin on the training set (Fig. 6); loss increase: "
+        "training loss under N(0, sigma^2) parameter noise minus the trained loss (Fig. 5); "
+        "head product: ||input to head|| x ||head||_F over BL's mean (App. D).\n\n"
+        + markdown_table(header, rows)
     )
 
 

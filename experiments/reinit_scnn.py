@@ -1,36 +1,74 @@
-"""Paper 002, sec. 3-4: the simple CNN (App. B.1) with BL and the reinitialization methods.
+"""Paper 002, Table 6 and sec. 3-4: scnn, VGG16, MobileNet, ResNet-50 and the reinit methods.
 
 Command::
 
-    python -m experiments reinit_scnn                      # digits, 6 methods x 3 seeds
-    python -m experiments reinit_scnn --dataset cifar10    # TFDS (when installed)
+    python -m experiments reinit_scnn                      # digits, scnn, 6 methods x 3 seeds
     python -m experiments reinit_scnn --quick              # CI: small scnn, 2 seeds, 4 x 20 steps
+    python -m experiments reinit_scnn --quick --arch vgg16 # CI: a narrow VGG16 stand-in
 
-Setup (sec. 3 and App. B.1): scnn = four conv blocks (32-32-64-64 filters, 3x3, layer norm,
-ReLU, 2x2 max-pool after blocks 2 and 4), dense 512 with layer norm and ReLU, the head; no
-dropout and no augmentation (the setting of the paper's Table 6). SGD with learning rate 0.003
-and momentum 0.9, batch 256, L2 penalty 1e-5 on the kernels; 10% of the training split is held
-out for per-round early stopping (one evaluation per epoch, ``--patience`` evaluations). K = 4
-blocks and N = 1, so every method runs 4 rounds of at most ``--steps`` steps and BL one run of
-at most 4 x ``--steps``. WELSR, DSD and WELS redraw 20% of each tensor per round; FC redraws
-dense, its layer norm and the head. All seeds of one method run as one vmapped program.
+Table 6's rows at the paper's scale (CIFAR-10 resized to 224x224 on the device, TFDS)::
 
-Differences from the paper, by necessity of a 2-core CPU: the default dataset is scikit-learn's
-offline digits (8x8 grey images, 1,438 train / 359 test; the paper resizes its 12 TFDS datasets
-to 224x224), at most ``--steps`` (default 300) steps per round instead of 100k, and no
-learning-rate halving on plateaus. Kernels are He normal, as the paper says (sec. 3).
-``--dataset mnist|cifar10`` loads TFDS at the native resolution. The paper reports no digits or
-MNIST numbers; its scnn rows of Table 6 (FMNIST, CIFAR-10, no augmentation, no dropout) are
-shown beside ours, labelled, as a reference on different data.
+    python -m experiments reinit_scnn --dataset cifar10 --arch scnn
+    python -m experiments reinit_scnn --dataset cifar10 --arch vgg16 --seeds 1
+    python -m experiments reinit_scnn --dataset cifar10 --arch mobilenet
+    python -m experiments reinit_scnn --dataset cifar10 --arch resnet50
+
+Architectures (``--arch``, App. B.1, each with a layer norm where the paper puts one and He
+normal kernels, sec. 3): ``scnn`` (four conv blocks 32-32-64-64, dense 512; K = 4),
+``vgg16`` (``jp.models.VGG16(norm="layer", dropout=0)``; K = 13), ``mobilenet`` (the shallow
+MobileNet v1, ``norm="layer"``, no dropout; its 9 standard blocks, the paper's K = 7 grouping
+is not given), ``resnet50`` (``norm="layer"``; K = 16). LW uses each model's standard blocks
+(``lw_blocks``), N = 1, so every method runs K rounds and BL one run of K x the round budget.
+
+Recipe (sec. 3 and App. B, the same for every architecture; Table 6: no augmentation, no
+dropout): SGD, learning rate 0.003, momentum 0.9, batch 256, L2 penalty 1e-5 on the kernels;
+10% of the training split held out for early stopping (one evaluation per epoch); the learning
+rate halved when the validation loss has not improved for 20 epochs (``--lr-patience``; each
+round starts again at 0.003); at most 100,000 steps per round (``--steps``). The paper gives no
+early-stopping patience: ours is 40 epochs (``--patience``), so a round stops once a halving has
+not helped for 20 more epochs. Images are resized to 224x224 (``--image-size``) inside the
+jitted step, so the dataset stays on the device at its native size (CIFAR-10: 150 MB as
+uint8). WELSR, DSD and WELS redraw 20% of each tensor per round; FC redraws the dense layers
+(and their norms) and the head.
+
+The default, offline run (digits, scnn at 8x8, ``--steps 300``, patience 20, no halving and
+no resizing: the settings of the committed ``results/reinit_scnn``) keeps a 2-core CPU
+busy about 20 minutes. The paper reports no digits numbers; table.md shows its Table 6 rows
+of the architecture (FMNIST, CIFAR-10) beside ours, labelled, as a reference.
+
+Cost at the paper's scale (CIFAR-10 at 224x224, one seed, all six methods): XLA's FLOP count
+of one SGD step at batch 256 (forward, backward, update; ``jit(...).lower().compile()
+.cost_analysis()``) times the steps, at an assumed sustained 100 TFLOP/s on one accelerator
+(about 40% of an H100's dense bf16/TF32 tensor-core rate: an estimate, no accelerator was
+available to measure). Steps: 6 methods x K rounds x 60 epochs (a round's length in the
+paper's Fig. 8; early stopping ends most rounds sooner, the 100k-step cap later) x 176 steps
+(45,000 training images / 256). The CPU column is a measured step at batch 2 (2-core shared
+machine under a load of ~10, 2026-12-06), scaled linearly to batch 256, for comparison only.
+
+============  ===  ==================  ==============  ======================  =================
+arch          K    TFLOP / step (256)  steps (6 x K)   accelerator hours/seed  CPU s / step(256)
+============  ===  ==================  ==============  ======================  =================
+scnn          4    2.0                 253,440         ~1.4                    ~560
+mobilenet     9    1.4                 570,240         ~2.3                    ~1,600
+resnet50      16   6.1                 1,013,760       ~17                     ~1,900
+vgg16         13   23.1                823,680         ~53                     ~4,700
+============  ===  ==================  ==============  ======================  =================
+
+Memory: ``train_rounds`` draws every round's re-initialization up front, seeds x K copies of
+the variables (VGG16: 138 M parameters x 13 rounds x 4 bytes = 7.2 GB per seed), so run
+VGG16 with one or two seeds on one 80 GB accelerator.
 
 Analyses (sec. 4, App. D) on the training set, per method and seed: the smallest ``--margins``
 softmax margins (Fig. 6), the increase of the training loss and drop of training accuracy under
 Gaussian parameter noise N(0, sigma^2) for several sigma (Fig. 5; on a fixed sample of
 ``--analysis-size`` training images, 8 draws per sigma), and ||input to head|| x ||head||_F
-relative to BL (App. D). Run time (digits, full, 2-core CPU): about 200 s of training per
-method, compilation included (BL: 3 vmapped seeds x up to 1,200 steps); --quick about a minute.
-Before the library's loops put convolutions into XLA:CPU's fast layout
-(:func:`jaxprune.training.cpu_rewrite`), BL alone at ``--steps 30`` took 491 s.
+relative to BL (App. D).
+
+``--quick`` shrinks each architecture to a narrow stand-in of the same family at the native
+image size (scnn 4-4-8-8 with dense 16; VGG16 at width 1/16 with dense 16 and a 1x1 adaptive
+pool; MobileNet at alpha 1/8; ResNet-50 with one block per stage and width 4), 2 seeds, 20
+steps per round, patience 5 and no halving; it reads at most 256 training and 128 test images
+of a TFDS dataset.
 
 Writes ``results.json`` (one entry per method, saved as each finishes; ``--resume`` keeps them),
 ``table.md``, ``margins.png`` and ``sharpness.png``.
@@ -38,8 +76,10 @@ Writes ``results.json`` (one entry per method, saved as each finishes; ``--resum
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,7 +87,15 @@ import optax
 
 import jaxprune as jp
 from experiments import _scnn_plots as plots
-from experiments._common import RunStore, base_parser, fmt_pm, output_dir
+from experiments._common import (
+    RunStore,
+    add_arch_dataset,
+    base_parser,
+    fmt_pm,
+    load_images,
+    output_dir,
+)
+from experiments._recipes import Arch, Recipe
 
 NAME = "reinit_scnn"
 METHODS = ("bl", "welsr", "dsd", "wels", "fc", "lw")
@@ -62,18 +110,121 @@ def _parse_methods(parser, text):
     return methods
 
 
-def load(dataset: str, seed: int):
-    """``(train, validation, test)`` as jnp arrays; 10% of the train split is validation."""
-    x, y = jp.data.image_dataset(dataset, "train", seed=seed)
-    xt, yt = jp.data.image_dataset(dataset, "test", seed=seed)
+# Paper 002, sec. 3 and App. B: one recipe for every architecture and dataset.
+RECIPE = Recipe(
+    lr=0.003, momentum=0.9, batch=256, epochs=400, augment="none",
+    source="paper 002, sec. 3 and App. B (at most 100k steps per round, lr halved after 20 "
+    "epochs without improvement, L2 1e-5 on the kernels)",
+)  # fmt: skip
+MAX_STEPS = 100_000  # per round (App. B)
+LR_PATIENCE = 20  # epochs without improvement before the rate is halved (App. B)
+PATIENCE = 40  # epochs without improvement before a round stops (not in the paper: ours)
+IMAGE_SIZE = 224
+
+
+def _scnn(n: int, quick: bool):
+    if quick:
+        return jp.models.SCNN(features=(4, 4, 8, 8), dense=16, out=n)
+    return jp.models.SCNN(out=n)
+
+
+def _vgg16(n: int, quick: bool):
+    if quick:
+        return jp.models.VGG16(
+            num_classes=n, norm="layer", width=1 / 16, dense=16, dropout=0.0, pool_size=(1, 1)
+        )
+    return jp.models.VGG16(num_classes=n, norm="layer", dropout=0.0)
+
+
+def _mobilenet(n: int, quick: bool):
+    alpha = 0.125 if quick else 1.0
+    return jp.models.MobileNet(num_classes=n, alpha=alpha, norm="layer", shallow=True, dropout=0.0)
+
+
+def _resnet50(n: int, quick: bool):
+    if quick:
+        return jp.models.ResNet50(num_classes=n, norm="layer", width=4, stage_sizes=(1, 1, 1, 1))
+    return jp.models.ResNet50(num_classes=n, norm="layer")
+
+
+ARCHS = {
+    "scnn": Arch(_scnn, RECIPE, paper="scnn (App. B.1)", quick_note="--quick: 4-4-8-8, dense 16"),
+    "vgg16": Arch(_vgg16, RECIPE, paper="vgg16", quick_note="--quick: width 1/16, dense 16"),
+    "mobilenet": Arch(
+        _mobilenet, RECIPE, paper="mobilenet (shallow v1)", quick_note="--quick: alpha 1/8"
+    ),
+    "resnet50": Arch(
+        _resnet50, RECIPE, paper="resnet50", quick_note="--quick: one block a stage, width 4"
+    ),
+}
+"""``--arch`` name -> the architecture with paper 002's recipe (the same for all four)."""
+
+HEADS = {"scnn": "out", "vgg16": "fc3", "mobilenet": "conv_preds", "resnet50": "fc"}
+"""The classifier head of each architecture (App. D's head-weight product)."""
+
+
+class OnDevice(nn.Module):
+    """``model`` on uint8 images scaled to [0, 1] and resized to ``size`` inside the step.
+
+    It shares ``model``'s scope: the variables, LW blocks and FC layers are the model's own.
+    """
+
+    model: nn.Module
+    size: int | None = None
+
+    def setup(self):
+        nn.share_scope(self, self.model)
+
+    def __call__(self, x, train: bool = False):
+        if x.dtype == jnp.uint8:
+            x = x.astype(jnp.float32) / 255.0
+        if self.size and x.shape[-3:-1] != (self.size, self.size):
+            x = jax.image.resize(x, (*x.shape[:-3], self.size, self.size, x.shape[-1]), "bilinear")
+        return self.model(x, train=train)
+
+    def lw_blocks(self):
+        return self.model.lw_blocks()
+
+    def fc_layers(self):
+        return self.model.fc_layers()
+
+
+def split_validation(train, seed: int):
+    """``(train, validation)``: 10% of the training split held out (sec. 3)."""
+    x, y = train
     order = np.random.default_rng(seed + 1).permutation(len(y))
     n_val = max(len(y) // 10, 1)
-    val, train = order[:n_val], order[n_val:]
-    arr = lambda a: jnp.asarray(a)
-    return (arr(x[train]), arr(y[train])), (arr(x[val]), arr(y[val])), (arr(xt), arr(yt))
+    val, rest = order[:n_val], order[n_val:]
+    return (x[rest], y[rest]), (x[val], y[val])
 
 
-def analysers(model, train, test, sample: int, k_margins: int, draws: int):
+def load(args):
+    """``(train, validation, test, classes)`` as device arrays: digits as float32 in [0, 1]
+    (all of it, also under ``--quick``), TFDS datasets as uint8 images (scaled in the step)."""
+    if args.dataset == "digits":
+        train = jp.data.image_dataset("digits", "train", seed=args.seed)
+        test, classes = jp.data.image_dataset("digits", "test", seed=args.seed), 10
+    else:
+        images = load_images(args)
+        train, test, classes = images.train, images.test, images.num_classes
+    train, val = split_validation(train, args.seed)
+    arr = lambda t: (jnp.asarray(t[0]), jnp.asarray(t[1]))
+    return arr(train), arr(val), arr(test), classes
+
+
+def describe(arch: str, net) -> str:
+    """The model in one line (the fields that differ from their defaults)."""
+    if arch == "scnn":
+        return f"SCNN(features={net.features}, dense={net.dense}, out={net.out})"
+    fields = [
+        f"{f.name}={getattr(net, f.name)!r}"
+        for f in dataclasses.fields(net)
+        if f.name not in ("parent", "name") and getattr(net, f.name) != f.default
+    ]
+    return f"{type(net).__name__}({', '.join(fields)})"
+
+
+def analysers(model, train, test, sample: int, k_margins: int, draws: int, head_name="out"):
     """Jitted per-seed analyses, compiled once per model and shared by all methods."""
     x, y = train
     xs, ys = x[:sample], y[:sample]
@@ -84,7 +235,7 @@ def analysers(model, train, test, sample: int, k_margins: int, draws: int):
     sharp = jax.jit(
         lambda v, k: jp.analysis.sharpness(model, v, (xs, ys), SIGMAS, k, draws=max(draws, 1))
     )
-    head = jax.jit(lambda v: jp.analysis.head_weight_product(model, v, xs[:256]))
+    head = jax.jit(lambda v: jp.analysis.head_weight_product(model, v, xs[:256], head_name))
 
     def analyse(variables, key) -> dict:
         """Accuracies, smallest margins, sharpness and head-weight product of every seed."""
@@ -109,12 +260,32 @@ def analysers(model, train, test, sample: int, k_margins: int, draws: int):
 
 def main(argv=None):
     parser = base_parser(NAME, __doc__)
-    parser.add_argument("--dataset", default="digits", choices=jp.data.IMAGE_DATASETS)
+    add_arch_dataset(
+        parser,
+        archs=list(ARCHS),
+        datasets=jp.data.IMAGE_DATASETS,
+        default_arch="scnn",
+        default_dataset="digits",
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
-    parser.add_argument("--steps", type=int, default=None, help="max steps per round (300)")
-    parser.add_argument("--patience", type=int, default=None, help="epochs without improvement")
-    parser.add_argument("--lr", type=float, default=0.003, help="SGD learning rate (paper: 0.003)")
-    parser.add_argument("--batch-size", type=int, default=256, help="minibatch size (paper: 256)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="max steps per round (paper: 100,000; digits 300)"
+    )
+    parser.add_argument(
+        "--patience", type=int, default=None, help="epochs without improvement (40; digits 20)"
+    )
+    parser.add_argument(
+        "--lr-patience",
+        type=int,
+        default=None,
+        help="epochs without improvement before the rate is halved (paper: 20; 0: never; "
+        "digits: never)",
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="side the images are resized to (224)"
+    )
+    parser.add_argument("--lr", type=float, default=RECIPE.lr, help="SGD learning rate (0.003)")
+    parser.add_argument("--batch-size", type=int, default=RECIPE.batch, help="minibatch (256)")
     parser.add_argument("--margins", type=int, default=400, help="smallest margins kept (400)")
     parser.add_argument("--analysis-size", type=int, default=512, help="sharpness sample size")
     parser.add_argument(
@@ -123,25 +294,28 @@ def main(argv=None):
     args = parser.parse_args(argv)
     methods = _parse_methods(parser, args.methods)
     quick = args.quick
+    offline = args.dataset == "digits" or quick  # the small CPU settings
     seeds = args.seeds or (2 if quick else 3)
-    steps = args.steps or (20 if quick else 300)
-    patience = args.patience or (5 if quick else 20)
+    steps = args.steps or (20 if quick else 300 if offline else MAX_STEPS)
+    patience = args.patience or (5 if quick else 20 if offline else PATIENCE)
+    lr_patience = args.lr_patience if args.lr_patience is not None else (
+        0 if offline else LR_PATIENCE
+    )  # fmt: skip
+    size = args.image_size if args.image_size is not None else (None if offline else IMAGE_SIZE)
     if min(seeds, steps, patience, args.batch_size, args.margins, args.analysis_size) < 1:
         parser.error("--seeds, --steps, --patience, --batch-size, --margins, --analysis-size: >= 1")
-    if args.draws < 0:
-        parser.error(f"--draws: expected >= 0, got {args.draws}")
-    if quick:
-        model = jp.models.SCNN(features=(4, 4, 8, 8), dense=16, out=10)
-    else:
-        model = jp.models.SCNN(out=10)
-    train, val, test = load(args.dataset, args.seed)
+    if args.draws < 0 or lr_patience < 0:
+        parser.error(f"--draws, --lr-patience: expected >= 0, got {args.draws}, {lr_patience}")
+    train, val, test, classes = load(args)
+    net = ARCHS[args.arch].build(classes, quick)
+    model = OnDevice(net, size or None)
     out = output_dir(args, NAME)
     config = {
         "dataset": args.dataset,
-        "model": f"SCNN(features={model.features}, dense={model.dense}, out={model.out})",
+        "model": describe(args.arch, net),
         "seeds": seeds,
         "steps_per_round": steps,
-        "rounds": len(model.lw_blocks()),
+        "rounds": len(net.lw_blocks()),
         "patience": patience,
         "lr": args.lr,
         "momentum": 0.9,
@@ -153,9 +327,13 @@ def main(argv=None):
         "quick": quick,
         "seed": args.seed,
     }
+    if args.arch != "scnn" or lr_patience or size:  # the committed scnn runs predate these
+        config |= {"arch": args.arch, "lr_patience": lr_patience, "image_size": size}
     store = RunStore(out / "results.json", config, resume=args.resume)
     keys = jax.random.split(jax.random.key(args.seed + 2), seeds)
-    analyse = analysers(model, train, test, args.analysis_size, args.margins, args.draws)
+    analyse = analysers(
+        model, train, test, args.analysis_size, args.margins, args.draws, HEADS[args.arch]
+    )
     for method in methods:
         if method in store:
             continue
@@ -172,6 +350,7 @@ def main(argv=None):
             l2=1e-5,
             validation=val,
             patience=patience,
+            lr_patience=lr_patience or None,
             loss="cross_entropy",
         )
         jax.block_until_ready(res.variables)
