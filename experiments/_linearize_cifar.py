@@ -33,6 +33,12 @@ measures the real images/s on the device it runs on, and the estimate is that co
 divided by it). Three architectures x CIFAR-10 and CIFAR-100 x 1 seed: about 8 GPU-hours at
 that rate.
 
+Outputs in ``OUT/linearize/``: ``results.json`` (each part saved as it ends: ``runs`` holds
+``"<seed>/relu"`` and ``"<seed>/t=<t>"``, ``seeds`` the finished seeds assembled), the ReLU
+network's snapshots at each t (``snapshots/*.npz``), ``table.md`` and
+``nonlinear_advantage.png``. ``--resume`` (same configuration) redoes only the parts not saved:
+a run killed during a post-training loses that post-training only.
+
 ``--quick`` (what CI runs, on ``tfds.testing.mock_data``): depth-8 networks (one block a stage),
 the first 256 / 128 records of each split, 2 + 2 epochs, t in (0, 2), batch 32, slope
 penalty 5 (so that the few steps reach the target). It takes 45-90 s per architecture on the
@@ -161,9 +167,23 @@ def path_measures(graph, inactive=None) -> dict:
     }
 
 
-def run_seed(seed: int, cfg: dict, images, quick: bool) -> dict:
-    """Every part of the experiment for one seed."""
-    start = time.perf_counter()
+def _save(path: Path, variables) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, *[np.asarray(a) for a in jax.tree.leaves(variables)])
+    tmp.replace(path)
+
+
+def _load(path: Path, like):
+    with np.load(path) as z:
+        leaves = [jnp.asarray(z[f"arr_{i}"]) for i in range(len(z.files))]
+    return jax.tree.unflatten(jax.tree.structure(like), leaves)
+
+
+def run_seed(seed: int, cfg: dict, images, quick: bool, store: RunStore, snaps: Path) -> dict:
+    """Every part of the experiment for one seed; each part is saved in ``store`` as it ends
+    (``"<seed>/relu"``, then ``"<seed>/t=<t>"``), the ReLU network's snapshots in ``snaps``,
+    so a resumed run redoes only the parts not saved. Returns the seed's assembled record."""
     arch = get_arch(cfg["arch"])
     recipe, post = arch.recipe, arch.post
     if quick:
@@ -181,58 +201,78 @@ def run_seed(seed: int, cfg: dict, images, quick: bool) -> dict:
 
     model = arch.build(images.num_classes, quick)
     key = jax.random.key(seed)
-    variables = jax.jit(model.init)(jax.random.fold_in(key, 0), x_te[:1])
-    graph = jp.trace(model, variables, x_te[:1])
-    run = {"seed": seed, "all_active": path_measures(graph)}
-    snapshots, curve = {}, []
-    if 0 in cfg["t_values"]:
-        snapshots[0] = variables
+    init = jax.jit(model.init)(jax.random.fold_in(key, 0), x_te[:1])
+    graph = jp.trace(model, init, x_te[:1])
+    snap = lambda t: snaps / f"seed{seed}_t{t}.npz"  # noqa: E731
+    relu_id = f"{seed}/relu"
+    if relu_id not in store or not all(snap(t).exists() for t in cfg["t_values"]):
+        start, curve = time.perf_counter(), []
+        if 0 in cfg["t_values"]:
+            _save(snap(0), init)
 
-    def on_epoch(e, v):
-        curve.append(accuracy(model, v, x_te, y_te))
-        if e in cfg["t_values"]:
-            snapshots[e] = v
+        def on_epoch(e, v):
+            curve.append(accuracy(model, v, x_te, y_te))
+            if e in cfg["t_values"]:
+                _save(snap(e), v)
 
-    variables, _ = train(
-        model, variables, _optimizer(recipe, steps), (x_tr, y_tr), recipe.epochs,
-        jax.random.fold_in(key, 1), recipe, prepare, on_epoch=on_epoch,
-    )  # fmt: skip
-    run["relu_test_acc_curve"] = curve
-    run["relu_test_acc"] = curve[-1]
-    run["advantage"] = []
+        train(
+            model, init, _optimizer(recipe, steps), (x_tr, y_tr), recipe.epochs,
+            jax.random.fold_in(key, 1), recipe, prepare, on_epoch=on_epoch,
+        )  # fmt: skip
+        store.put(
+            relu_id,
+            {
+                "all_active": path_measures(graph),
+                "relu_test_acc_curve": curve,
+                "relu_test_acc": curve[-1],
+                "seconds": time.perf_counter() - start,
+            },
+        )
     post_prepare = _prepare_fn(post.augment, mean, std, True)
     for t in cfg["t_values"]:
-        swapped = jp.rewrites.swap_relu_for_prelu(model, snapshots[t], x_te[:1])
+        if f"{seed}/t={t}" in store:
+            continue
+        start = time.perf_counter()
+        swapped = jp.rewrites.swap_relu_for_prelu(model, _load(snap(t), init), x_te[:1])
         net, v = swapped.model, swapped.variables
         tx = _optimizer(post, steps, cfg["strength"], cfg["target"])
         v, st = train(
             net, v, tx, (x_tr, y_tr), post.epochs, jax.random.fold_in(key, 2 + t), post,
             post_prepare,
         )  # fmt: skip
-        run["advantage"].append(
-            {
-                "t": t,
-                "test_acc": accuracy(net, v, x_te, y_te),
-                "inactive_fraction": float(jp.analysis.inactive_fraction(st)),
-                "active_units": {
-                    k.removeprefix("prelu/"): [int(np.sum(~np.asarray(m))), int(np.size(m))]
-                    for k, m in st.inactive.items()
-                },
-                **path_measures(graph, st.inactive),
-            }
-        )
-    run["seconds"] = time.perf_counter() - start
-    return run
+        row = {
+            "t": t,
+            "test_acc": accuracy(net, v, x_te, y_te),
+            "inactive_fraction": float(jp.analysis.inactive_fraction(st)),
+            "active_units": {
+                k.removeprefix("prelu/"): [int(np.sum(~np.asarray(m))), int(np.size(m))]
+                for k, m in st.inactive.items()
+            },
+            **path_measures(graph, st.inactive),
+        }
+        store.put(f"{seed}/t={t}", {**row, "seconds": time.perf_counter() - start})
+    return assemble(store, seed, cfg["t_values"])
+
+
+def assemble(store: RunStore, seed: int, t_values) -> dict:
+    """One seed's record from its saved parts."""
+    relu = store[f"{seed}/relu"]
+    rows = [store[f"{seed}/t={t}"] for t in t_values]
+    seconds = relu["seconds"] + sum(r["seconds"] for r in rows)
+    advantage = [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    return {"seed": seed, **relu, "advantage": advantage, "seconds": seconds}
 
 
 def main(args, out: Path) -> Path:
+    """Runs (or resumes) every seed; ``results.json`` holds each part as it ends (``runs``)
+    and every finished seed assembled (``seeds``)."""
     cfg = config(args)
     images = load_images(args)
-    store = RunStore(out / "results.json", cfg, resume=args.resume, key="seeds")
-    for seed in range(args.seed, args.seed + cfg["seeds"]):
-        if seed not in store:
-            store.put(seed, run_seed(seed, cfg, images, args.quick))
-    runs = [store[seed] for seed in range(args.seed, args.seed + cfg["seeds"])]
+    store = RunStore(out / "results.json", cfg, resume=args.resume, key="runs")
+    seeds = range(args.seed, args.seed + cfg["seeds"])
+    runs = [run_seed(s, cfg, images, args.quick, store, out / "snapshots") for s in seeds]
+    last = f"{seeds[-1]}/t={cfg['t_values'][-1]}"
+    store.put(last, store[last], seeds={str(r["seed"]): r for r in runs})
     write_text(out / "table.md", table(store.config, runs))
     figure(store.config, runs, out)
     return out

@@ -107,3 +107,29 @@ def test_full_config_is_the_papers_recipe_for_figs_3_and_4():
         "30 epochs, augment flip"
     )
     assert (cfg["strength"], cfg["target"], cfg["quick_note"]) == (0.05, 0.9, "")
+
+
+@pytest.mark.parametrize("quick_run", ["resnet56_noshort"], indirect=True)
+def test_resume_redoes_only_the_parts_not_saved_and_gets_the_same_numbers(quick_run, monkeypatch):
+    from experiments import _linearize_cifar as lc
+
+    _, before, out = quick_run
+    path = out / "results.json"
+    calls = []
+    real = lc.train
+    monkeypatch.setattr(lc, "train", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    argv = ["--quick", "--no-progress", "--arch", "resnet56_noshort", "--dataset", "cifar10"]
+    argv += ["--out", str(out.parent), "--resume"]
+    with tfds.testing.mock_data(num_examples=64):
+        linearize.main(argv)
+        assert calls == [] and json.loads(path.read_text()) == before
+        # killed during the last post-training: its part is missing, the snapshots are there
+        runs = dict(before["runs"])
+        del runs["0/t=2"]
+        path.write_text(json.dumps({**before, "runs": runs}))
+        linearize.main(argv)
+    after = json.loads(path.read_text())
+    assert calls == [before["config"]["post_epochs"]]  # one post-training, nothing else
+    redone, orig = dict(after["runs"]["0/t=2"]), dict(before["runs"]["0/t=2"])
+    assert redone.pop("seconds") > 0 and orig.pop("seconds") > 0
+    assert redone == orig  # the same snapshot, seed and device: the same numbers
