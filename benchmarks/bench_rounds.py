@@ -41,7 +41,7 @@ def main(argv=None):
     steps, n = (20, 1) if args.quick else (200, 3)
     model = jp.models.BlockMLP(hidden=(32, 32), out=8)
     rounds = len(model.lw_blocks()) * n
-    data, _ = jp.data.signal_task(jax.random.key(0), alpha=1.0, n_test=8)
+    data, _ = jp.data.signal_task(key=jax.random.key(0), alpha=1.0, n_test=8)
     keys = jax.random.split(jax.random.key(1), seeds)
     kw = dict(method=args.method, optimizer=optax.sgd(0.05), steps_per_round=steps, rounds=rounds)
     run = lambda k: jp.training.train_rounds(model, data, keys=k, **kw, loss="cross_entropy")

@@ -114,7 +114,10 @@ def _hand_written(data, tx, sort_free: bool):
     n = x.shape[0] // 128 * 128
     key = jax.random.key(0)
     params = MODEL2.init(key, x[:1])
-    shuffle = jp.training.feistel_permutation if sort_free else jax.random.permutation
+    if sort_free:
+        shuffle = lambda k, n: jp.training.feistel_permutation(n, key=k)  # noqa: E731
+    else:
+        shuffle = jax.random.permutation
 
     def step(carry, idx):
         p, s = carry

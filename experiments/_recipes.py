@@ -111,11 +111,13 @@ def augmentation(name: str, *, image_size: int | None = None, train: bool = True
         if image_size is None:
             raise ValueError("image_size: the imagenet augmentation needs the crop side")
         if train:
-            return lambda key, x: jp.data.imagenet_augment(key, x, image_size)
+            return lambda key, x: jp.data.imagenet_augment(x, image_size, key=key)
         return lambda key, x: jp.data.center_crop(x, image_size)
     if not train or name == "none":
         return lambda key, x: x
-    return jp.data.random_flip if name == "flip" else jp.data.cifar_augment
+    if name == "flip":
+        return lambda key, x: jp.data.random_flip(x, key=key)
+    return lambda key, x: jp.data.cifar_augment(x, key=key)
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,7 @@ def main(argv=None):
     }
     store = RunStore(out / "results.json", config, resume=args.resume)
     (x, y), (xt, yt) = jp.data.signal_task(
-        jax.random.key(args.seed), alpha=0.5, n_test=512 if quick else 4096
+        key=jax.random.key(args.seed), alpha=0.5, n_test=512 if quick else 4096
     )
     keys = jax.random.split(jax.random.key(args.seed + 1), seeds)
     for l2 in penalties:

@@ -233,7 +233,7 @@ def analysers(model, train, test, sample: int, k_margins: int, draws: int, head_
     )
     margins = jax.jit(lambda v: jp.analysis.softmax_margins(model, v, x, y)[:k_margins])
     sharp = jax.jit(
-        lambda v, k: jp.analysis.sharpness(model, v, (xs, ys), SIGMAS, k, draws=max(draws, 1))
+        lambda v, k: jp.analysis.sharpness(model, v, (xs, ys), SIGMAS, key=k, draws=max(draws, 1))
     )
     head = jax.jit(lambda v: jp.analysis.head_weight_product(model, v, xs[:256], head_name))
 

@@ -165,7 +165,7 @@ def effective_params(weights: Params, scores: Params, kind: str) -> Params:
     return jax.tree.map(lambda w, t: w * gate(t, kind).astype(jnp.result_type(w)), weights, scores)
 
 
-def init_scores(key: jax.Array, weights: Params, high: float = SCORE_INIT_HIGH) -> Params:
+def init_scores(weights: Params, high: float = SCORE_INIT_HIGH, *, key: jax.Array) -> Params:
     """Scores drawn uniformly from ``(0, high]``, one per weight, so that every gate starts at 1.
 
     ``jax.random.uniform`` samples ``[0, high)``; returning ``high - u`` gives ``(0, high]``.
@@ -182,7 +182,7 @@ def init_scores(key: jax.Array, weights: Params, high: float = SCORE_INIT_HIGH) 
       ValueError: if ``high`` is not positive.
 
     >>> import jax, jax.numpy as jnp
-    >>> t = init_scores(jax.random.key(0), {"w": jnp.zeros((100,))})
+    >>> t = init_scores({"w": jnp.zeros((100,))}, key=jax.random.key(0))
     >>> bool((t["w"] > 0).all() and (t["w"] <= 0.1).all())
     True
 

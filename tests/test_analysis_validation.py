@@ -49,7 +49,7 @@ def _active(data, variables=VARIABLES):
 
 
 def _sharpness(data, variables=VARIABLES):
-    return jp.analysis.sharpness(NET, variables, data, [0.0, 0.1], jax.random.key(0), draws=1)
+    return jp.analysis.sharpness(NET, variables, data, [0.0, 0.1], key=jax.random.key(0), draws=1)
 
 
 def _margins(data, variables=VARIABLES):
@@ -179,11 +179,11 @@ def test_sharpness_of_a_sigmoid_classifier_thresholds_at_one_half():
         {"params": params},
         (x, y),
         [0.0, sigma],
-        key,
+        key=key,
         draws=1,
         loss="binary_cross_entropy",
     )
     assert float(got["accuracy_drop"][0]) == 0.0
     assert float(got["accuracy_drop"][1]) == pytest.approx(want_drop)
     with pytest.raises(ValueError, match=r"^loss 'mse': accuracy"):
-        jp.analysis.sharpness(Logistic(), {"params": params}, (x, y), [0.1], key, loss="mse")
+        jp.analysis.sharpness(Logistic(), {"params": params}, (x, y), [0.1], key=key, loss="mse")

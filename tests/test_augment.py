@@ -24,7 +24,7 @@ def _windows(padded, h, w):
 
 def test_cifar_augment_is_a_window_of_the_zero_padded_image_or_its_mirror():
     x = _arange_batch()
-    out = np.asarray(jp.data.cifar_augment(jax.random.key(0), x, padding=2))
+    out = np.asarray(jp.data.cifar_augment(x, key=jax.random.key(0), padding=2))
     assert out.shape == x.shape and out.dtype == np.float32
     shifted = flipped = 0
     for img, res in zip(np.asarray(x), out, strict=True):
@@ -39,9 +39,9 @@ def test_cifar_augment_is_a_window_of_the_zero_padded_image_or_its_mirror():
 def test_augmentations_are_deterministic_under_a_key_and_differ_across_keys():
     x = _arange_batch(n=32, h=8, w=8, c=1)
     for fn in (
-        jp.data.random_flip,
-        jp.data.cifar_augment,
-        lambda k, v: jp.data.imagenet_augment(k, v, 6),
+        lambda k, v: jp.data.random_flip(v, key=k),
+        lambda k, v: jp.data.cifar_augment(v, key=k),
+        lambda k, v: jp.data.imagenet_augment(v, 6, key=k),
     ):
         a, b = fn(jax.random.key(1), x), jax.jit(fn)(jax.random.key(1), x)
         np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -50,7 +50,7 @@ def test_augmentations_are_deterministic_under_a_key_and_differ_across_keys():
 
 def test_random_flip_mirrors_the_width_axis_of_about_half_the_images():
     x = _arange_batch(n=64)
-    out = np.asarray(jp.data.random_flip(jax.random.key(3), x))
+    out = np.asarray(jp.data.random_flip(x, key=jax.random.key(3)))
     same = [np.array_equal(o, i) for o, i in zip(out, np.asarray(x), strict=True)]
     mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, np.asarray(x), strict=True)]
     assert all(s != m for s, m in zip(same, mirrored, strict=True))
@@ -59,7 +59,7 @@ def test_random_flip_mirrors_the_width_axis_of_about_half_the_images():
 
 def test_imagenet_augment_with_the_full_window_is_a_resize_of_the_whole_image():
     x = jax.random.uniform(jax.random.key(0), (8, 12, 12, 3)) * 255
-    out = jp.data.imagenet_augment(jax.random.key(4), x, 5, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    out = jp.data.imagenet_augment(x, 5, key=jax.random.key(4), scale=(1.0, 1.0), ratio=(1.0, 1.0))
     resized = jax.image.resize(x, (8, 5, 5, 3), "linear", antialias=True)
     for o, r in zip(np.asarray(out), np.asarray(resized), strict=True):
         assert np.allclose(o, r, atol=1e-3) or np.allclose(o, r[:, ::-1], atol=1e-3)
@@ -68,7 +68,7 @@ def test_imagenet_augment_with_the_full_window_is_a_resize_of_the_whole_image():
 def test_imagenet_augment_crops_a_constant_region_to_that_constant():
     # left half 0, right half 200: a window that lies in one half resizes to a constant image
     x = jnp.concatenate([jnp.zeros((64, 20, 20, 1)), jnp.full((64, 20, 20, 1), 200.0)], 2)
-    out = np.asarray(jp.data.imagenet_augment(jax.random.key(5), x, 4, scale=(0.02, 0.05)))
+    out = np.asarray(jp.data.imagenet_augment(x, 4, key=jax.random.key(5), scale=(0.02, 0.05)))
     flat = out.reshape(64, -1)
     const = np.ptp(flat, axis=1) < 1e-3
     assert const.sum() > 10
@@ -81,6 +81,6 @@ def test_center_crop_and_bad_batches():
     with pytest.raises(ValueError, match="size: expected 1 <= size <= 7"):
         jp.data.center_crop(x, 8)
     with pytest.raises(ValueError, match=r"cifar_augment: images: expected a batch \(n, H, W, C\)"):
-        jp.data.cifar_augment(jax.random.key(0), x[0])
+        jp.data.cifar_augment(x[0], key=jax.random.key(0))
     with pytest.raises(ValueError, match="padding: expected an int >= 0"):
-        jp.data.cifar_augment(jax.random.key(0), x, padding=-1)
+        jp.data.cifar_augment(x, key=jax.random.key(0), padding=-1)

@@ -32,7 +32,7 @@ def test_rescaling_scheme_rescales_every_layer_to_its_initial_norm():
     # the baseline doubles 10 times: 2**10 * init. Powers of two are exact in float32.
     double = optax.GradientTransformation(lambda p: optax.EmptyState(), lambda u, s, p: (p, s))
     model = jp.models.BlockMLP(hidden=(4, 4), out=8)
-    (x, y), _ = jp.data.signal_task(jax.random.key(0), n_train=16, n_test=4)
+    (x, y), _ = jp.data.signal_task(key=jax.random.key(0), n_train=16, n_test=4)
     keys = jax.random.split(jax.random.key(1), 2)
     kw = dict(optimizer=double, steps_per_round=2)
     res = jp.training.train_rounds(

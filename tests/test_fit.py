@@ -50,7 +50,7 @@ def test_fit_matches_hand_written_loop():
     k_init, k_run = jax.random.split(key)
     params = MODEL.init(k_init, X[:1])["params"]
     _, k_perm = jax.random.split(k_run)
-    perm = np.asarray(jp.training.feistel_permutation(k_perm, len(X)))
+    perm = np.asarray(jp.training.feistel_permutation(len(X), key=k_perm))
     step = jp.training.make_train_step(MODEL, "mse", TX)
     opt_state = TX.init(params)
     losses = []
@@ -108,17 +108,17 @@ def test_fit_rejects_bad_input():
 
 def test_feistel_permutation_is_a_permutation():
     for n in (1, 2, 5, 128, 1000, 4096):
-        p = np.asarray(jp.training.feistel_permutation(jax.random.key(n), n))
+        p = np.asarray(jp.training.feistel_permutation(n, key=jax.random.key(n)))
         np.testing.assert_array_equal(np.sort(p), np.arange(n))
-    a = jp.training.feistel_permutation(jax.random.key(0), 1000)
-    b = jp.training.feistel_permutation(jax.random.key(1), 1000)
+    a = jp.training.feistel_permutation(1000, key=jax.random.key(0))
+    b = jp.training.feistel_permutation(1000, key=jax.random.key(1))
     assert (np.asarray(a) != np.asarray(b)).mean() > 0.9
 
 
 def test_feistel_permutation_positions_are_spread():
     """Where element 0 lands over 2000 keys: roughly uniform over 16 bins (chi-square)."""
     keys = jax.random.split(jax.random.key(0), 2000)
-    perms = jax.vmap(lambda k: jp.training.feistel_permutation(k, 256))(keys)
+    perms = jax.vmap(lambda k: jp.training.feistel_permutation(256, key=k))(keys)
     pos = np.argmax(np.asarray(perms) == 0, axis=1)
     counts = np.bincount(pos // 16, minlength=16)
     chi2 = ((counts - 125) ** 2 / 125).sum()

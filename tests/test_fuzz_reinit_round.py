@@ -43,7 +43,9 @@ def _masks(draw, params):
     kind = draw(st.sampled_from(["bits", "random", "magnitude"]))
     if kind == "random":
         fraction = draw(st.floats(0.0, 1.0))
-        return random_mask(params, jax.random.key(draw(st.integers(0, 99)), impl="rbg"), fraction)
+        return random_mask(
+            params, fraction, key=jax.random.key(draw(st.integers(0, 99)), impl="rbg")
+        )
     if kind == "magnitude":
         return magnitude_mask(params, draw(st.floats(0.0, 1.0)))
     return jax.tree.map(
@@ -64,7 +66,7 @@ def test_round_redraws_exactly_the_masked_entries_and_their_moments(setup, data)
     grads = jax.tree.map(jnp.ones_like, params)
     _, state = TX.update(grads, TX.init(params), params)  # nonzero Adam moments
     key = jax.random.key(seed + 1, impl="rbg")
-    new, new_state = reinit_round(params, mask, key, init, optimizer=TX, opt_state=state)
+    new, new_state = reinit_round(params, mask, init, key=key, optimizer=TX, opt_state=state)
     fresh = init(key)
     for p, m, q, f in zip(*map(jax.tree.leaves, (params, mask, new, fresh)), strict=True):
         p, m, q, f = map(np.asarray, (p, m, q, f))
@@ -93,26 +95,26 @@ def test_bad_masks_fractions_and_layers_raise(setup, data):
     layer = data.draw(st.sampled_from(sorted(params)))
     missing = {k: v for k, v in ok.items() if k != layer}
     with pytest.raises(ValueError, match="mask: expected the structure of params"):
-        reinit_round(params, missing, key, init)
+        reinit_round(params, missing, init, key=key)
     extra = {**ok, layer: {**ok[layer], "scale": jnp.zeros(1, bool)}}
     with pytest.raises(ValueError, match="mask: expected the structure of params"):
-        reinit_round(params, extra, key, init)
+        reinit_round(params, extra, init, key=key)
     leaf = data.draw(st.sampled_from(sorted(params[layer])))
     n = params[layer][leaf].shape[-1]
     wrong = {**ok, layer: {**ok[layer], leaf: jnp.zeros((n + 1,), bool)}}  # n = 1 too
     with pytest.raises(ValueError, match=rf"mask\['{layer}'\]\['{leaf}'\]: shape .* broadc"):
-        reinit_round(params, wrong, key, init)
+        reinit_round(params, wrong, init, key=key)
     with pytest.raises(ValueError, match="optimizer, opt_state: give both"):
-        reinit_round(params, ok, key, init, optimizer=TX)
+        reinit_round(params, ok, init, key=key, optimizer=TX)
     fraction = data.draw(
         st.one_of(st.floats(max_value=-1e-6), st.floats(min_value=1.000001), st.just(np.nan))
     )
     with pytest.raises(ValueError, match=r"fraction: expected a value in \[0, 1\]"):
-        random_mask(params, key, fraction)
+        random_mask(params, fraction, key=key)
     with pytest.raises(ValueError, match=r"fraction: expected a value in \[0, 1\]"):
         magnitude_mask(params, fraction)
     with pytest.raises(ValueError, match=r"layers: \['dense_9'\] not in params"):
-        random_mask(params, key, 0.5, layers=[layer, "dense_9"])
+        random_mask(params, 0.5, key=key, layers=[layer, "dense_9"])
 
 
 def test_a_mask_wider_than_a_size_one_parameter_raises():

@@ -72,7 +72,7 @@ def test_reinit_changes_exactly_the_selected_units_entries(model, seed, outgoing
     }
     # rbg keys: XLA:CPU compiles threefry slowly for every new shape, rbg in a fraction
     key = jax.random.key(seed, impl="rbg")
-    q, state = reinit_units(graph, params, units, key, outgoing=outgoing)
+    q, state = reinit_units(graph, params, units, key=key, outgoing=outgoing)
     assert state is None
     owned = graph.unit_param_mask(params, units, outgoing=outgoing != "keep")
     for path, old in jax.tree_util.tree_leaves_with_path(params):
@@ -106,16 +106,16 @@ def test_reinit_rejects_bad_masks(model, seed, data):
     w = graph.units[name].width
     key = jax.random.key(0)
     with pytest.raises(ValueError, match=rf"units\['{name}'\]: expected shape \({w},\)"):
-        reinit_units(graph, params, {name: np.ones(w + 1, bool)}, key)
+        reinit_units(graph, params, {name: np.ones(w + 1, bool)}, key=key)
     with pytest.raises(
         ValueError,
         match=rf"units\['{name}'\]: expected shape \({w},\) and dtype bool, got shape "
         rf"\({w},\) and dtype float32",
     ):
-        reinit_units(graph, params, {name: np.ones(w, np.float32)}, key)
+        reinit_units(graph, params, {name: np.ones(w, np.float32)}, key=key)
     with pytest.raises(ValueError, match=r"units: unknown unit\(s\) \['dense_0'\]"):
-        reinit_units(graph, params, {"dense_0": np.ones(w, bool)}, key)
+        reinit_units(graph, params, {"dense_0": np.ones(w, bool)}, key=key)
     with pytest.raises(ValueError, match="units: expected a mapping"):
-        reinit_units(graph, params, [np.ones(w, bool)], key)
+        reinit_units(graph, params, [np.ones(w, bool)], key=key)
     with pytest.raises(ValueError, match="outgoing: expected one of"):
-        reinit_units(graph, params, {}, key, outgoing="shuffle")
+        reinit_units(graph, params, {}, key=key, outgoing="shuffle")

@@ -20,7 +20,7 @@ def test_softmax_margins_match_brute_force():
 
 def test_sharpness_matches_explicit_noise_draws():
     key = jax.random.key(2)
-    s = jax.jit(lambda v: sharpness(MODEL, v, (X, Y), [0.0, 0.5], key, draws=3))(V)
+    s = jax.jit(lambda v: sharpness(MODEL, v, (X, Y), [0.0, 0.5], key=key, draws=3))(V)
     np.testing.assert_allclose(s["loss_increase"][0], 0.0, atol=1e-6)
     leaves, treedef = jax.tree.flatten(V["params"])
     base = jp.training.evaluate(MODEL, V["params"], (X, Y), "cross_entropy")
@@ -34,7 +34,7 @@ def test_sharpness_matches_explicit_noise_draws():
         total += jp.training.evaluate(MODEL, p, (X, Y), "cross_entropy") - base
     np.testing.assert_allclose(s["loss_increase"][1], total / 3, rtol=1e-4)
     with pytest.raises(ValueError, match="sigmas"):
-        sharpness(MODEL, V, (X, Y), [-1.0], key)
+        sharpness(MODEL, V, (X, Y), [-1.0], key=key)
 
 
 def test_head_weight_product_by_hand():

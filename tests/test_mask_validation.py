@@ -57,7 +57,7 @@ def _prune(keep):
 
 
 def _reinit(units):
-    return jp.rewrites.reinit_units(GRAPH, VARIABLES["params"], units, jax.random.key(0))
+    return jp.rewrites.reinit_units(GRAPH, VARIABLES["params"], units, key=jax.random.key(0))
 
 
 def _freeze(frozen):

@@ -35,13 +35,13 @@ def test_all_false_mask_is_a_noop_and_all_true_gives_the_fresh_draw():
     tx = optax.sgd(0.1, momentum=0.9)
     state = tx.update(jax.tree.map(jnp.ones_like, PARAMS), tx.init(PARAMS), PARAMS)[1]
     same, same_state = reinit_round(
-        PARAMS, _zeros(PARAMS), jax.random.key(2), INIT, optimizer=tx, opt_state=state
+        PARAMS, _zeros(PARAMS), INIT, key=jax.random.key(2), optimizer=tx, opt_state=state
     )
     jax.tree.map(np.testing.assert_array_equal, same, PARAMS)
     jax.tree.map(np.testing.assert_array_equal, same_state, state)
     full = jax.tree.map(lambda p: jnp.ones(p.shape, bool), PARAMS)
     new, new_state = reinit_round(
-        PARAMS, full, jax.random.key(2), INIT, optimizer=tx, opt_state=state
+        PARAMS, full, INIT, key=jax.random.key(2), optimizer=tx, opt_state=state
     )
     jax.tree.map(np.testing.assert_array_equal, new, INIT(jax.random.key(2)))
     assert all(float(jnp.abs(t).max()) == 0.0 for t in jax.tree.leaves(new_state))
@@ -51,8 +51,8 @@ def test_round_redraws_masked_entries_from_layer_initializer_and_resets_momentum
     tx = optax.sgd(0.1, momentum=0.9)
     grads = jax.tree.map(jnp.ones_like, PARAMS)
     state = tx.update(grads, tx.init(PARAMS), PARAMS)[1]
-    mask = random_mask(PARAMS, jax.random.key(3), 0.5)
-    fn = jax.jit(lambda p, m, k, s: reinit_round(p, m, k, INIT, optimizer=tx, opt_state=s))
+    mask = random_mask(PARAMS, 0.5, key=jax.random.key(3))
+    fn = jax.jit(lambda p, m, k, s: reinit_round(p, m, INIT, key=k, optimizer=tx, opt_state=s))
     new, new_state = fn(PARAMS, mask, jax.random.key(4), state)
     eta = INIT(jax.random.key(4))
     trace = new_state[0].trace
@@ -80,7 +80,7 @@ def test_bad_masks_raise():
     with pytest.raises(ValueError, match=r"mask\['out'\]\['kernel'\]: shape \(2, 2\)"):
         reinitialize(PARAMS, bad, PARAMS)
     with pytest.raises(ValueError, match="optimizer, opt_state"):
-        reinit_round(PARAMS, _zeros(PARAMS), jax.random.key(0), INIT, optimizer=optax.sgd(1.0))
+        reinit_round(PARAMS, _zeros(PARAMS), INIT, key=jax.random.key(0), optimizer=optax.sgd(1.0))
 
 
 @settings(max_examples=5)
@@ -88,7 +88,7 @@ def test_bad_masks_raise():
 def test_mask_sizes_are_exact_per_tensor(fraction, seed):
     params = INIT(jax.random.key(seed))
     for mask in (
-        random_mask(params, jax.random.key(seed), fraction),
+        random_mask(params, fraction, key=jax.random.key(seed)),
         magnitude_mask(params, fraction),
     ):
         for m, p in zip(jax.tree.leaves(mask), jax.tree.leaves(params), strict=True):
@@ -109,10 +109,10 @@ def test_magnitude_mask_holds_the_smallest_entries(fraction, seed):
 def test_random_mask_is_uniform_and_fixed_by_its_key():
     p = {"d": {"kernel": jnp.zeros((5, 8))}}
     keys = jax.random.split(jax.random.key(7), 400)
-    masks = jax.vmap(lambda k: random_mask(p, k, 0.25)["d"]["kernel"])(keys)
+    masks = jax.vmap(lambda k: random_mask(p, 0.25, key=k)["d"]["kernel"])(keys)
     freq = np.asarray(masks.mean(0))
     np.testing.assert_allclose(freq, 0.25, atol=0.09)  # 400 draws: sd = 0.022 per entry
-    np.testing.assert_array_equal(random_mask(p, keys[0], 0.25)["d"]["kernel"], masks[0])
+    np.testing.assert_array_equal(random_mask(p, 0.25, key=keys[0])["d"]["kernel"], masks[0])
     assert not np.array_equal(masks[0], masks[1])
 
 
@@ -123,8 +123,8 @@ def test_layer_mask_and_bad_arguments():
     with pytest.raises(ValueError, match=r"layers: \['head'\] not in params"):
         layer_mask(PARAMS, ["head"])
     with pytest.raises(ValueError, match=r"fraction: expected a value in \[0, 1\], got 1.5"):
-        random_mask(PARAMS, jax.random.key(0), 1.5)
+        random_mask(PARAMS, 1.5, key=jax.random.key(0))
     with pytest.raises(ValueError, match="fraction"):
         magnitude_mask(PARAMS, -0.1)
-    only = random_mask(PARAMS, jax.random.key(0), 1.0, layers=["relu_1"])
+    only = random_mask(PARAMS, 1.0, key=jax.random.key(0), layers=["relu_1"])
     assert int(sum(v.sum() for v in jax.tree.leaves(only))) == 6 * 5 + 5

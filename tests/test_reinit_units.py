@@ -15,7 +15,7 @@ from jaxprune.rewrites import reinit_units
 
 def _setup(name):
     case = ZOO[name]()
-    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=case.kwargs)
+    graph = jp.trace(case.model, *case.state, case.x, model_kwargs=case.kwargs)
     params, combine = trainable(case, graph)
     return case, graph, params, combine
 
@@ -27,7 +27,7 @@ def test_zeroed_outgoing_through_projection_equals_ablation(unit):
     case, graph, params, combine = _setup("resnet_v1_b")
     w = graph.units[unit].width
     m = jnp.arange(w) % 3 == 1
-    q, _ = reinit_units(graph, params, {unit: m}, jax.random.key(5), outgoing="zero")
+    q, _ = reinit_units(graph, params, {unit: m}, key=jax.random.key(5), outgoing="zero")
     got = case.model.apply(combine(q), case.x)
     want = graph.apply(case.variables, case.x, masks={unit: 1.0 - m})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -59,7 +59,9 @@ def test_redrawn_entries_follow_the_models_own_initializer():
     graph = jp.trace(model, {"params": p}, x)
     m = jnp.arange(256) < 128
     q, _ = jax.jit(
-        lambda p, m: reinit_units(graph, p, {"Dense_0": m}, jax.random.key(1), outgoing="redraw")
+        lambda p, m: reinit_units(
+            graph, p, {"Dense_0": m}, key=jax.random.key(1), outgoing="redraw"
+        )
     )(p, m)
     k = np.asarray(q["Dense_0"]["kernel"])
     bound = np.sqrt(6 / (64 + 256))
@@ -73,7 +75,7 @@ def test_redrawn_entries_follow_the_models_own_initializer():
     assert np.array_equal(k[:, 128:], np.asarray(p["Dense_0"]["kernel"])[:, 128:])
     assert np.array_equal(out[128:], np.asarray(p["Dense_1"]["kernel"])[128:])
     assert np.array_equal(q["Dense_1"]["bias"], p["Dense_1"]["bias"])
-    keep, _ = reinit_units(graph, p, {"Dense_0": m}, jax.random.key(1), outgoing="keep")
+    keep, _ = reinit_units(graph, p, {"Dense_0": m}, key=jax.random.key(1), outgoing="keep")
     assert np.array_equal(keep["Dense_1"]["kernel"], p["Dense_1"]["kernel"])
     np.testing.assert_array_equal(keep["Dense_0"]["kernel"], k)
 
@@ -101,7 +103,7 @@ def test_every_kind_copies_the_fresh_draw_and_resets_moments(name):
         state = tx.update(jax.grad(loss)(params), state, params)[1]
     key = jax.random.key(7)
     q, s = reinit_units(
-        graph, params, {unit: m}, key, optimizer=tx, opt_state=state, init_fn=init_fn
+        graph, params, {unit: m}, key=key, optimizer=tx, opt_state=state, init_fn=init_fn
     )
     inc = graph.unit_param_mask(params, {unit: m}, outgoing=False)
     out = graph.unit_param_mask(params, {unit: m}, incoming=False)
@@ -113,9 +115,9 @@ def test_every_kind_copies_the_fresh_draw_and_resets_moments(name):
         if graph.model.kind == "nnx":
             fresh.eval()  # a new NNX module starts in training mode; trace reads it predicting
         if graph.model.kind != "function":
-            fresh = trainable(
-                type(case)(fresh, None, case.x, case.units), jp.trace(fresh, None, case.x)
-            )[0]
+            fresh = trainable(type(case)(fresh, None, case.x, case.units), jp.trace(fresh, case.x))[
+                0
+            ]
     for a, b, f, i, c in zip(
         *(jax.tree.leaves(t) for t in (params, q, fresh, inc, changed)), strict=True
     ):
@@ -145,7 +147,7 @@ def test_adam_first_update_after_reset_is_3x_a_fresh_adams():
     m = jnp.zeros(8, bool).at[0].set(True)
     base, _ = tx.update(g, state, params)
     _, state = reinit_units(
-        graph, params, {"Dense_0": m}, jax.random.key(0), optimizer=tx, opt_state=state
+        graph, params, {"Dense_0": m}, key=jax.random.key(0), optimizer=tx, opt_state=state
     )
     u, _ = tx.update(g, state, params)
     t = 10_002
@@ -164,15 +166,15 @@ def test_bad_input_names_the_argument():
     case, graph, params, _ = _setup("mlp")
     key = jax.random.key(0)
     with pytest.raises(ValueError, match=r"units: unknown unit\(s\) \['relu_0'\].*Dense_0"):
-        reinit_units(graph, params, {"relu_0": jnp.ones(8, bool)}, key)
+        reinit_units(graph, params, {"relu_0": jnp.ones(8, bool)}, key=key)
     with pytest.raises(ValueError, match=r"units\['Dense_0'\]: expected shape \(8,\)"):
-        reinit_units(graph, params, {"Dense_0": jnp.ones(3, bool)}, key)
+        reinit_units(graph, params, {"Dense_0": jnp.ones(3, bool)}, key=key)
     with pytest.raises(ValueError, match=r"units\['Dense_0'\]: .* and dtype bool, got .* float32"):
-        reinit_units(graph, params, {"Dense_0": jnp.full(8, 0.5)}, key)
+        reinit_units(graph, params, {"Dense_0": jnp.full(8, 0.5)}, key=key)
     with pytest.raises(ValueError, match="outgoing: expected one of"):
-        reinit_units(graph, params, {}, key, outgoing="random")
+        reinit_units(graph, params, {}, key=key, outgoing="random")
     with pytest.raises(ValueError, match="optimizer, opt_state"):
-        reinit_units(graph, params, {}, key, optimizer=optax.adam(1.0))
+        reinit_units(graph, params, {}, key=key, optimizer=optax.adam(1.0))
     _, eqx_graph, eqx_params, _ = _setup("equinox_mlp")
     with pytest.raises(ValueError, match="init_fn: required for a equinox model"):
-        reinit_units(eqx_graph, eqx_params, {"layers/0": jnp.ones(8, bool)}, key)
+        reinit_units(eqx_graph, eqx_params, {"layers/0": jnp.ones(8, bool)}, key=key)

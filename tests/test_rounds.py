@@ -8,7 +8,7 @@ import jaxprune as jp
 from jaxprune.training import train_rounds
 
 MODEL = jp.models.BlockMLP(hidden=(6, 5), out=4)
-(X, Y), _ = jp.data.signal_task(jax.random.key(0), n_train=24, n_test=1, dim=9, bits=2)
+(X, Y), _ = jp.data.signal_task(key=jax.random.key(0), n_train=24, n_test=1, dim=9, bits=2)
 KEYS = jax.random.split(jax.random.key(5), 2)
 FROZEN = optax.sgd(0.0)  # params move only through the reinitialization rounds
 

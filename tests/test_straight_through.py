@@ -59,15 +59,15 @@ def test_effective_params_bad_input():
 
 def test_init_scores_in_half_open_interval(key):
     weights = {"a": jnp.zeros((200, 50)), "b": {"c": jnp.zeros((7,), jnp.bfloat16)}}
-    scores = init_scores(key, weights)
+    scores = init_scores(weights, key=key)
     a = np.asarray(scores["a"])
     assert a.min() > 0 and a.max() <= 0.1 and a.max() > 0.099  # uniform on (0, 0.1]
     assert abs(a.mean() - 0.05) < 0.002
     assert scores["b"]["c"].dtype == jnp.bfloat16
     assert all(bool(gate(t, "mask").all()) for t in jax.tree.leaves(scores))
-    np.testing.assert_array_equal(a, init_scores(key, weights)["a"])  # deterministic
+    np.testing.assert_array_equal(a, init_scores(weights, key=key)["a"])  # deterministic
     with pytest.raises(ValueError, match="high"):
-        init_scores(key, weights, high=0.0)
+        init_scores(weights, key=key, high=0.0)
 
 
 def test_minimal_penalty_value_and_gradient():

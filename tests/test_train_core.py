@@ -98,7 +98,7 @@ def test_core_equals_a_loop_written_by_hand():
     v = model.init({"params": k_init, "dropout": jax.random.fold_in(k_init, 1)}, X[:1])
     params, stats, opt = v["params"], v["batch_stats"], tx.init(v["params"])
     _, k_epoch = jax.random.split(k_run)
-    perm = np.asarray(jp.training.feistel_permutation(k_epoch, len(X)))
+    perm = np.asarray(jp.training.feistel_permutation(len(X), key=k_epoch))
     k_steps, total = jax.random.fold_in(k_epoch, 1), 0.0
     for step, b in enumerate((perm[:10], perm[10:20], perm[20:])):
         drop = jax.random.fold_in(k_steps, step)
@@ -173,7 +173,7 @@ def test_equinox_module_and_function_pair_train_like_the_hand_loop():
     params = eqx.filter(model, eqx.is_inexact_array)
     opt = tx.init(params)
     _, k_run = jax.random.split(jax.random.key(1))
-    perm = np.asarray(jp.training.feistel_permutation(jax.random.split(k_run)[1], len(XS)))
+    perm = np.asarray(jp.training.feistel_permutation(len(XS), key=jax.random.split(k_run)[1]))
     for start in range(0, len(XS), 12):
         b = perm[start : start + 12]
         f = lambda p, b=b: jnp.mean((eqx.combine(p, model)(XS[b]) - YS[b]) ** 2)

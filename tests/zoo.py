@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import equinox as eqx
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 
 @dataclasses.dataclass
@@ -22,6 +24,12 @@ class Case:
     x: jax.Array
     units: dict[str, int]
     kwargs: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def state(self) -> tuple:
+        """What follows the model in a jaxprune call: ``(variables,)``, or ``()`` for NNX and
+        equinox modules (they hold their state)."""
+        return () if isinstance(self.model, (nnx.Module, eqx.Module)) else (self.variables,)
 
 
 def _perturb_stats(variables, key):

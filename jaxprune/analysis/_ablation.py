@@ -13,6 +13,7 @@ from jaxprune._data_checks import check_data, check_finite
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Batch, Model, Variables
 from jaxprune.analysis._resolve import resolve
+from jaxprune.graph.extend import state_args, takes_model
 
 __all__ = ["ACTIVE_THRESHOLD", "DEFAULT_CHUNK", "active_units", "unit_ablation"]
 
@@ -42,6 +43,7 @@ def _selection(graph, units) -> dict[str, jax.Array | None]:
     return {k: None for k in graph.units if k in set(units)}
 
 
+@takes_model
 def unit_ablation(
     model: Model,
     variables: Variables,
@@ -65,8 +67,8 @@ def unit_ablation(
     Args:
       model: a ``flax.linen``/``flax.nnx``/equinox module, a function ``f(params, x)``, or a
         :class:`~jaxprune.graph.Graph` already traced at ``x``'s shapes.
-      variables: its variables (see :func:`jaxprune.trace`); ``None`` for NNX/equinox modules or
-        a Graph's own.
+      variables: its variables (see :func:`jaxprune.trace`), omitted for NNX and equinox modules,
+        which hold their state; for a Graph, ``None`` means the traced variables.
       data: ``(x, y)``; the loss is the mean over all rows.
       loss: loss name or per-example callable.
       units: which units to ablate: ``None`` (all), unit names, or ``{unit: bool[width]}``
@@ -144,6 +146,7 @@ def unit_ablation(
     return out
 
 
+@takes_model
 def active_units(
     model: Model,
     variables: Variables,
@@ -187,7 +190,7 @@ def active_units(
         raise ValueError(f"threshold: expected a positive loss ratio, got {threshold}")
     ratios = unit_ablation(
         model,
-        variables,
+        *state_args(model, variables),
         data,
         loss,
         units=units,

@@ -18,6 +18,7 @@ from jaxprune.graph.extend import (
     pair_moments,
     pair_rows,
     peek,
+    takes_model,
 )
 
 __all__ = ["FusionCandidate", "fusion_candidates", "pair_moments", "pair_rows"]
@@ -54,6 +55,7 @@ def _checked(data: Iterable):
         yield batch
 
 
+@takes_model
 def fusion_candidates(
     model: Model,
     variables: Variables,
@@ -77,7 +79,8 @@ def fusion_candidates(
     Args:
       model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
         ``f(params, x)``.
-      variables: its variables (``None`` for NNX/equinox: the module's own state).
+      variables: its variables or params; omitted for NNX and equinox modules, which hold their
+        state.
       data: iterable of batches (``x`` or ``(x, y, ...)``), read once.
       by: ``"mse"`` or ``"relative_mse"``.
       method: linear solver: ``"auto"``, ``"cholesky"``, ``"lstsq"`` or ``"cg"``.

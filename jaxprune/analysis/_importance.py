@@ -22,7 +22,7 @@ from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Batch, Model, Variables
 from jaxprune.analysis._resolve import resolve
 from jaxprune.graph import Graph
-from jaxprune.graph.extend import run_program
+from jaxprune.graph.extend import run_program, takes_model
 
 __all__ = ["IMPORTANCE_METHODS", "importance", "keep_top"]
 
@@ -101,6 +101,7 @@ def _activation_scores(graph: Graph, variables, x) -> dict[str, jax.Array]:
     }
 
 
+@takes_model
 def importance(
     model: Model,
     variables: Variables,
@@ -137,8 +138,8 @@ def importance(
       model: a ``flax.linen``/``flax.nnx``/equinox module, a function ``f(params, x)``, or a
         :class:`~jaxprune.graph.Graph` (traced at the data's shapes for ``"taylor"`` and
         ``"activation"``).
-      variables: its variables (see :func:`jaxprune.trace`); ``None`` for NNX/equinox modules or
-        a Graph's own.
+      variables: its variables (see :func:`jaxprune.trace`), omitted for NNX and equinox modules,
+        which hold their state; for a Graph, ``None`` means the traced variables.
       data: ``(x, y)`` for ``"taylor"``; ``x`` or ``(x, y)`` otherwise (``None`` with a Graph
         for ``"magnitude"``).
       method: one of :data:`IMPORTANCE_METHODS`.

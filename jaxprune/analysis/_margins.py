@@ -71,8 +71,8 @@ def sharpness(
     variables: PyTree,
     data: tuple[jax.Array, jax.Array],
     sigmas: Sequence[float],
-    key: jax.Array,
     *,
+    key: jax.Array,
     draws: int = 8,
     loss: str | LossFn = "cross_entropy",
 ) -> dict[str, jax.Array]:
@@ -110,7 +110,7 @@ def sharpness(
     >>> m = jp.models.BlockMLP(hidden=(4,), out=2)
     >>> v = m.init(jax.random.key(0), jnp.zeros((1, 3)))
     >>> x, y = jnp.ones((4, 3)), jnp.array([0, 1, 0, 1])
-    >>> s = sharpness(m, v, (x, y), [0.0, 0.1], jax.random.key(1), draws=2)
+    >>> s = sharpness(m, v, (x, y), [0.0, 0.1], key=jax.random.key(1), draws=2)
     >>> float(s["loss_increase"][0])
     0.0
 

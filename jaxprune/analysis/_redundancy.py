@@ -14,7 +14,7 @@ from jaxprune._data_checks import check_finite
 from jaxprune._types import Model, Variables
 from jaxprune.analysis._resolve import resolve
 from jaxprune.graph import GraphError
-from jaxprune.graph.extend import SliceInfo, affine_runs, run_scale_shift
+from jaxprune.graph.extend import SliceInfo, affine_runs, run_scale_shift, takes_model
 
 __all__ = [
     "REDUNDANCY_THRESHOLD",
@@ -244,6 +244,7 @@ def _unit_similarity(graph, leaves, name: str, circular: bool, runs) -> jax.Arra
     return sim
 
 
+@takes_model
 def redundant_units(
     model: Model,
     variables: Variables,
@@ -279,8 +280,8 @@ def redundant_units(
     Args:
       model: a ``flax.linen``/``flax.nnx``/equinox module, a function ``f(params, x)``, or a
         :class:`~jaxprune.graph.Graph` (then ``x`` may be omitted).
-      variables: its variables (see :func:`jaxprune.trace`); ``None`` for NNX/equinox modules or
-        a Graph's own.
+      variables: its variables (see :func:`jaxprune.trace`), omitted for NNX and equinox modules,
+        which hold their state; for a Graph, ``None`` means the traced variables.
       x: an example input (only its shapes matter).
       threshold: similarity at or above which a pair is redundant (paper: 0.99), in
         ``(0, inf)``.

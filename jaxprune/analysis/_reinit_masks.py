@@ -69,7 +69,7 @@ def _lowest(scores: jax.Array, k: int) -> jax.Array:
 
 
 def random_mask(
-    params: Params, key: jax.Array, fraction: float = 0.2, layers: Sequence[str] | None = None
+    params: Params, fraction: float = 0.2, layers: Sequence[str] | None = None, *, key: jax.Array
 ) -> Mask:
     """A uniformly random subset of exactly ``fraction`` of each tensor's entries (WELSR, WELS).
 
@@ -79,11 +79,11 @@ def random_mask(
 
     Args:
       params: parameter pytree (a mapping of top-level layer names).
+      fraction: share of each tensor to mask, in [0, 1].
+      layers: top-level layer names to draw from (default: all); the others get all-False.
       key: PRNG key; one uniform draw for all tensors together (in leaf order), each tensor's
         subset being the entries with the lowest draws (a single threefry call keeps compile
         time low inside jitted training loops).
-      fraction: share of each tensor to mask, in [0, 1].
-      layers: top-level layer names to draw from (default: all); the others get all-False.
 
     Returns:
       Boolean pytree with the structure and shapes of ``params``.
@@ -92,7 +92,7 @@ def random_mask(
       ValueError: on a fraction outside [0, 1] or an unknown layer name.
 
     >>> import jax, jax.numpy as jnp
-    >>> m = random_mask({"d": {"kernel": jnp.zeros((10, 10))}}, jax.random.key(0), 0.2)
+    >>> m = random_mask({"d": {"kernel": jnp.zeros((10, 10))}}, 0.2, key=jax.random.key(0))
     >>> int(m["d"]["kernel"].sum())
     20
 

@@ -19,7 +19,7 @@ def _check_batch(images, fn: str) -> None:
         raise ValueError(f"{fn}: images: expected a batch (n, H, W, C), got shape {shape}")
 
 
-def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
+def random_flip(images: jax.Array, *, key: jax.Array) -> jax.Array:
     """Flips each image left-right with probability 1/2 (paper 004's only augmentation).
 
     Args:
@@ -31,7 +31,7 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
 
     >>> import jax, jax.numpy as jnp
     >>> x = jnp.arange(6.0).reshape(1, 1, 6, 1)
-    >>> out = random_flip(jax.random.key(0), jnp.concatenate([x] * 8))
+    >>> out = random_flip(jnp.concatenate([x] * 8), key=jax.random.key(0))
     >>> sorted({tuple(r) for r in out[:, 0, :, 0].tolist()})
     [(0.0, 1.0, 2.0, 3.0, 4.0, 5.0), (5.0, 4.0, 3.0, 2.0, 1.0, 0.0)]
 
@@ -43,7 +43,7 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
     return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
-def cifar_augment(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax.Array:
+def cifar_augment(images: jax.Array, *, key: jax.Array, padding: int = 4) -> jax.Array:
     """CIFAR's standard augmentation: zero-pad by ``padding``, random crop back, random flip.
 
     Args:
@@ -56,7 +56,7 @@ def cifar_augment(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax
 
     >>> import jax, jax.numpy as jnp
     >>> x = jnp.ones((2, 32, 32, 3))
-    >>> cifar_augment(jax.random.key(0), x).shape
+    >>> cifar_augment(x, key=jax.random.key(0)).shape
     (2, 32, 32, 3)
 
     References:
@@ -71,7 +71,7 @@ def cifar_augment(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax
     padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     offsets = jax.random.randint(k_crop, (n, 2), 0, 2 * padding + 1)
     crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c))
-    return random_flip(k_flip, jax.vmap(crop)(padded, offsets))
+    return random_flip(jax.vmap(crop)(padded, offsets), key=k_flip)
 
 
 def center_crop(images: jax.Array, size: int) -> jax.Array:
@@ -112,10 +112,10 @@ def _resized_crop(image, box, size):
 
 
 def imagenet_augment(
-    key: jax.Array,
     images: jax.Array,
     size: int = 224,
     *,
+    key: jax.Array,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> jax.Array:
@@ -137,7 +137,7 @@ def imagenet_augment(
       float32 ``(n, size, size, C)`` in the input's value range.
 
     >>> import jax, jax.numpy as jnp
-    >>> imagenet_augment(jax.random.key(0), jnp.ones((2, 64, 48, 3), jnp.uint8), 32).shape
+    >>> imagenet_augment(jnp.ones((2, 64, 48, 3), jnp.uint8), 32, key=jax.random.key(0)).shape
     (2, 32, 32, 3)
 
     References:
@@ -163,4 +163,4 @@ def imagenet_augment(
     left = pos[:, 1] * (w - width)
     boxes = (top, left, height, width)
     crops = jax.vmap(_resized_crop, in_axes=(0, 0, None))(images, boxes, size)
-    return random_flip(k_flip, crops)
+    return random_flip(crops, key=k_flip)

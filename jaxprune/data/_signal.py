@@ -18,12 +18,13 @@ def _draw(key, n, alpha, dim, bits):
 
 
 def signal_task(
-    key: jax.Array,
     n_train: int = 256,
     n_test: int = 4096,
     alpha: float = 1.0,
     dim: int = 128,
     bits: int = 3,
+    *,
+    key: jax.Array,
 ) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
     """Labels ``y`` uniform in ``0..2**bits - 1`` coded in binary by the first ``bits`` inputs.
 
@@ -33,12 +34,12 @@ def signal_task(
     0.5, 1, 2). The paper does not give the test-set size; 4,096 is our choice.
 
     Args:
-      key: PRNG key (the train and test sets use independent halves of it).
       n_train: training examples (paper: 256).
       n_test: test examples.
       alpha: signal strength.
       dim: input dimension (paper: 128).
       bits: signal coordinates (paper: 3, so 8 classes).
+      key: PRNG key (the train and test sets use independent halves of it).
 
     Returns:
       ``((x_train, y_train), (x_test, y_test))``: float32 ``(n, dim)`` and int32 ``(n,)``.
@@ -47,7 +48,7 @@ def signal_task(
       ValueError: on non-positive sizes or ``bits`` not in ``1..dim``.
 
     >>> import jax
-    >>> (x, y), _ = signal_task(jax.random.key(0), n_train=4, n_test=1, alpha=2.0)
+    >>> (x, y), _ = signal_task(n_train=4, n_test=1, alpha=2.0, key=jax.random.key(0))
     >>> x.shape, bool(((x[:, 0] > 0) == (y >= 4)).all()), float(abs(x[0, 1]))
     ((4, 128), True, 2.0)
 

@@ -27,6 +27,7 @@ Leaf paths are ``/``-joined keys (``"params/Dense_0/kernel"``, ``"layers/0/weigh
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,7 +35,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ModelAdapter", "as_model", "check_model_kwargs", "path_str"]
+__all__ = [
+    "ModelAdapter",
+    "as_model",
+    "check_model_kwargs",
+    "holds_state",
+    "path_str",
+    "state_args",
+    "takes_model",
+]
 
 
 def _key_str(k) -> str:
@@ -339,6 +348,54 @@ def _function(fn, params) -> ModelAdapter:
         trainable=lambda path: True,
         rebuild=lambda v: (fn, v),
     )
+
+
+def holds_state(model) -> bool:
+    """Does ``model`` hold its own state (an ``nnx.Module`` or an ``eqx.Module``)?"""
+    return not isinstance(model, ModelAdapter) and (_is_nnx(model) or _is_equinox(model))
+
+
+def state_args(model, variables) -> tuple:
+    """The variables as they follow ``model`` in a public call: ``(variables,)`` for linen and
+    functions, ``()`` for NNX and equinox modules (they hold their state)."""
+    return () if holds_state(model) else (variables,)
+
+
+def takes_model(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Makes ``fn(model, variables, ...)`` take NNX and equinox modules without ``variables``.
+
+    Kinds whose state lives outside the model (linen, ``f(params, *args)``, haiku's apply)
+    are called ``fn(model, variables, ...)``; NNX and equinox modules hold their state and are
+    called ``fn(module, ...)``. Passing ``None`` (or, for NNX, an ``nnx.State``) after such a
+    module, or ``variables=``, is a ``TypeError`` saying so.
+    """
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def call(model, *args, **kwargs):
+        if not holds_state(model):
+            return fn(model, *args, **kwargs)
+        kind = "an nnx.Module" if _is_nnx(model) else "an equinox Module"
+        given = "variables" in kwargs or (args and _is_state(args[0]))
+        if given:
+            raise TypeError(
+                f"variables: {kind} holds its own state; call {name}(model, ...) without "
+                "variables (drop the None; to use another state, nnx.update the module first)"
+            )
+        return fn(model, None, *args, **kwargs)
+
+    return call
+
+
+def _is_state(value) -> bool:
+    if value is None:
+        return True
+    try:
+        from flax import nnx
+
+        return isinstance(value, nnx.State)
+    except ImportError:  # pragma: no cover
+        return False
 
 
 def as_model(model, variables) -> ModelAdapter:

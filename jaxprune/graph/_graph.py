@@ -17,6 +17,7 @@ from jaxprune.graph._adapters import (
     as_model,
     check_model_kwargs,
     path_str,
+    takes_model,
 )
 from jaxprune.graph._analyze import Analysis, SliceInfo, analyze
 from jaxprune.graph._errors import GraphError
@@ -441,6 +442,7 @@ def _state_outputs(adapter, kwargs, out_tree, leaf_paths) -> dict[int, str]:
     return out
 
 
+@takes_model
 def trace(
     model: Model,
     variables: Variables = None,
@@ -453,8 +455,8 @@ def trace(
       model: a ``flax.linen`` Module, a ``flax.nnx`` Module, an ``equinox`` Module, or a
         function ``f(params, *args)`` (see :func:`~jaxprune.graph.as_model` for how each kind is
         passed).
-      variables: the linen variables (every collection), NNX state or None, equinox arrays or
-        None, or the function's params.
+      variables: the linen variables (every collection) or the function's params;
+        omitted for NNX and equinox modules, which hold their state (``trace(module, x)``).
       *args: example arguments (shapes matter; the graph is for these shapes).
       model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 

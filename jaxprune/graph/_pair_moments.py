@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune._moments import moments_init, moments_update
-from jaxprune.graph._adapters import as_model
+from jaxprune.graph._adapters import as_model, state_args
 from jaxprune.graph._graph import trace
 from jaxprune.graph._pairs import Pair, pair_of
 from jaxprune.graph._taps import peek, stream_taps
@@ -50,7 +50,7 @@ def pair_moments(
     """
     x, data = peek(data)
     adapter = as_model(model, variables)
-    graph = trace(model, variables, x, model_kwargs=kwargs)
+    graph = trace(model, *state_args(model, variables), x, model_kwargs=kwargs)
     pairs = list(pick(graph))
     options = options or [{} for _ in pairs]
     if not pairs:
@@ -58,7 +58,7 @@ def pair_moments(
     leaves = jax.tree.leaves(adapter.variables)
 
     def trace_at(xb):
-        an = trace(model, variables, xb, model_kwargs=kwargs).analysis
+        an = trace(model, *state_args(model, variables), xb, model_kwargs=kwargs).analysis
         taps = []
         for p in pairs:
             q, _ = pair_of(an, p.first)

@@ -387,7 +387,7 @@ def load_rewritten(path, original):
     >>> import io, jax, jax.numpy as jnp, numpy as np, equinox as eqx, jaxprune as jp
     >>> mlp = eqx.nn.MLP(5, 2, 4, 1, key=jax.random.key(0))
     >>> keep = {"layers/0": np.array([1, 1, 0, 1], bool)}
-    >>> small = jp.prune_units(mlp, None, keep, jnp.ones(5)).model
+    >>> small = jp.prune_units(mlp, keep, jnp.ones(5)).model
     >>> f = io.BytesIO(); jp.graph.save_rewritten(f, small); _ = f.seek(0)
     >>> loaded, _ = jp.graph.load_rewritten(f, eqx.nn.MLP(5, 2, 4, 1, key=jax.random.key(7)))
     >>> bool(jnp.array_equal(loaded(jnp.ones(5)), small(jnp.ones(5))))

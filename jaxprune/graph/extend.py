@@ -26,7 +26,7 @@ Evaluating a traced program by hand, with every intermediate value captured:
 (True, True)
 """
 
-from jaxprune.graph._adapters import check_model_kwargs
+from jaxprune.graph._adapters import check_model_kwargs, state_args, takes_model
 from jaxprune.graph._affine import affine_runs, run_scale_shift
 from jaxprune.graph._analyze import SliceInfo
 from jaxprune.graph._blocks import (
@@ -100,6 +100,8 @@ __all__ = [
     "pair_of",
     "pair_rows",
     "peek",
+    "state_args",
+    "takes_model",
     "prepare_call",
     "region_of",
     "run_program",

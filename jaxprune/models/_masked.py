@@ -33,7 +33,7 @@ __all__ = [
 
 def score_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     """Flax initializer for scores: uniform in ``(0, 0.1]`` (paper 003, sec. 2)."""
-    return init_scores(key, jnp.zeros(shape, dtype))
+    return init_scores(jnp.zeros(shape, dtype), key=key)
 
 
 def _check_layer(kind, p) -> None:

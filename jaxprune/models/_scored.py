@@ -45,7 +45,7 @@ class Scored(nn.Module):
     def __call__(self, x: jax.Array, *args, **kwargs) -> jax.Array:
         inner = self.model.clone(parent=None)
         weights = self.param("weights", lambda k: inner.init(k, x, *args, **kwargs)["params"])
-        scores = self.param("scores", lambda k: init_scores(k, weights))
+        scores = self.param("scores", lambda k: init_scores(weights, key=k))
         out = inner.apply(
             {"params": effective_params(weights, scores, self.kind)}, x, *args, **kwargs
         )

@@ -20,6 +20,8 @@ from jaxprune.graph.extend import (
     nest,
     region_of,
     run_program,
+    state_args,
+    takes_model,
 )
 from jaxprune.rewrites import _chains
 from jaxprune.rewrites._result import RewriteResult, count_params, result
@@ -42,7 +44,11 @@ class CollapsedInit:
         fresh = draw(0)
         variables = jax.tree.unflatten(spec.treedef, [fresh[p] for p in spec.paths])
         new = collapse(
-            spec.model, variables, *args, fold_batchnorm=self.fold_batchnorm, model_kwargs=kwargs
+            spec.model,
+            *state_args(spec.model, variables),
+            *args,
+            fold_batchnorm=self.fold_batchnorm,
+            model_kwargs=kwargs,
         ).variables
         flat, _ = jax.tree_util.tree_flatten_with_path(new)
         by_path = {path_str(p): v for p, v in flat}
@@ -131,6 +137,7 @@ def _without_statistics(program, an, path, trainable) -> list[list]:
     return [p for p in pieces if p]
 
 
+@takes_model
 def collapse(
     model,
     variables,
@@ -177,8 +184,8 @@ def collapse(
     Args:
       model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
         ``f(params, *args)`` (see :func:`jaxprune.graph.as_model`).
-      variables: linen: every collection, BatchNorm statistics included; NNX/equinox:
-        ``None`` (the module's own state) or its state; a function: its params.
+      variables: linen: every collection, BatchNorm statistics included; a function: its
+        params; omitted for NNX and equinox modules, which hold their state.
       *args: example arguments of the call (only their shapes matter).
       fold_batchnorm: fold BatchNorm's running statistics into neighbouring layers (default);
         False keeps the steps that read them, so the collapsed model trains with
@@ -218,7 +225,7 @@ def collapse(
       Paper 000, sec. 3.1 (Eq. 6) and sec. 5 (linear layers, BatchNorm at inference).
     """
     adapter = as_model(model, variables)
-    graph = trace(model, variables, *args, model_kwargs=model_kwargs)
+    graph = trace(model, *state_args(model, variables), *args, model_kwargs=model_kwargs)
     an = graph.analysis
     flat = jax.tree.leaves(adapter.variables) + jax.tree.leaves(args)
     _, env = run_program(an, flat, capture=True)

@@ -27,6 +27,7 @@ from jaxprune.graph.extend import (
     held_leaves,
     model_variables,
     nest,
+    takes_model,
 )
 from jaxprune.rewrites._prelu_program import PReLUProgram, flat_paths, slope_path
 from jaxprune.rewrites._prelu_swap import rewritten
@@ -143,6 +144,7 @@ def _nest(keypaths, leaves):
     return out
 
 
+@takes_model
 def fold_linear(
     prelu_model, prelu_vars, *args, model_kwargs: Mapping[str, Any] | None = None
 ) -> RewriteResult:
@@ -165,8 +167,8 @@ def fold_linear(
 
     Args:
       prelu_model: a model returned by :func:`swap_relu_for_prelu` (or by this function).
-      prelu_vars: its variables (NNX/equinox: ``None`` for the variables the model holds,
-        or the second value :func:`swap_relu_for_prelu` returned).
+      prelu_vars: its variables (``.variables`` of :func:`swap_relu_for_prelu`'s result);
+        omitted for NNX and equinox modules, which hold their state.
       *args: example arguments of the call (only their shapes matter).
       model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 

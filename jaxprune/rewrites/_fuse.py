@@ -18,7 +18,13 @@ import numpy as np
 
 from jaxprune._fusion_solve import fusion_weights
 from jaxprune.graph import as_model
-from jaxprune.graph.extend import Replacement, check_model_kwargs, pair_moments, pair_of
+from jaxprune.graph.extend import (
+    Replacement,
+    check_model_kwargs,
+    pair_moments,
+    pair_of,
+    takes_model,
+)
 from jaxprune.rewrites._chains import Fold
 from jaxprune.rewrites._collapse import replaced_model
 from jaxprune.rewrites._result import RewriteResult
@@ -104,6 +110,7 @@ def _pick(layers, graph, estimator, kernel_size, padding):
     return pair
 
 
+@takes_model
 def fuse(
     model,
     variables,
@@ -145,7 +152,8 @@ def fuse(
     Args:
       model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
         ``f(params, x)``.
-      variables: its variables (``None`` for NNX/equinox: the module's own state).
+      variables: its variables or params; omitted for NNX and equinox modules, which hold their
+        state.
       layers: ``(first, second)`` layer names as in ``jp.trace(...).layers``.
       data: iterable of batches, each ``x`` or ``(x, y, ...)``; read once.
       estimator: ``"joint"`` or ``"uncorrelated"`` (conv-conv only).

@@ -10,7 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.graph import as_model, trace
-from jaxprune.graph.extend import RewriteSpec, abstract_model, build_model, model_variables, nest
+from jaxprune.graph.extend import (
+    RewriteSpec,
+    abstract_model,
+    build_model,
+    model_variables,
+    nest,
+    state_args,
+    takes_model,
+)
 from jaxprune.rewrites._prelu_program import (
     SLOPES,
     PReLUProgram,
@@ -45,6 +53,7 @@ def _with_slopes(adapter, tree: dict):
     return {**variables, SLOPES: tree}
 
 
+@takes_model
 def swap_relu_for_prelu(
     model, variables, *args, slope: float = 0.0, model_kwargs: Mapping[str, Any] | None = None
 ) -> RewriteResult:
@@ -75,7 +84,8 @@ def swap_relu_for_prelu(
     Args:
       model: a ``flax.linen`` Module, an ``nnx.Module``, an ``eqx.Module`` or a function
         ``f(params, *args)`` with dict params.
-      variables: its variables (linen: every collection), ``None`` for NNX/equinox, or params.
+      variables: its variables (linen: every collection) or params; omitted for NNX and equinox
+        modules, which hold their state.
       *args: example arguments of the call (only their shapes matter).
       slope: initial slope of every channel (0, paper 004's choice, keeps the outputs).
       model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
@@ -108,7 +118,7 @@ def swap_relu_for_prelu(
       negative slope 0).
     """
     adapter = as_model(model, variables)
-    graph = trace(model, variables, *args, model_kwargs=model_kwargs)
+    graph = trace(model, *state_args(model, variables), *args, model_kwargs=model_kwargs)
     units = slope_units(graph, relu_sites(graph))
     if not units:
         raise ValueError(

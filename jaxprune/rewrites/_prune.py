@@ -17,6 +17,8 @@ from jaxprune.graph.extend import (
     build_model,
     leaf_keep,
     model_variables,
+    state_args,
+    takes_model,
 )
 from jaxprune.rewrites._result import RewriteResult, count_params, result
 
@@ -110,6 +112,7 @@ def _round_up(graph, variables_flat, keep, round_to):
     return out
 
 
+@takes_model
 def prune_units(
     model,
     variables,
@@ -133,8 +136,8 @@ def prune_units(
     Args:
       model: a ``flax.linen`` Module, a ``flax.nnx`` Module, an ``equinox`` Module or a function
         ``f(params, *args)``.
-      variables: its variables (linen: every collection; NNX and equinox: None, see
-        :func:`jaxprune.graph.as_model`) or params.
+      variables: its variables (linen: every collection) or params; omitted for NNX and equinox
+        modules, which hold their state (``prune_units(module, keep, x)``).
       keep: ``{unit: bool[width]}`` (unit names as in ``jp.trace(...).units``); unlisted units
         are kept.
       *args: example arguments of the call (only their shapes matter).
@@ -183,7 +186,7 @@ def prune_units(
     """
     adapter = as_model(model, variables)
     keep = _concrete_keep(keep)
-    graph = trace(model, variables, *args, model_kwargs=model_kwargs)
+    graph = trace(model, *state_args(model, variables), *args, model_kwargs=model_kwargs)
     keep = {k: np.asarray(v) for k, v in graph.check_units(keep, "keep", fill=False).items()}
     for name, m in keep.items():
         if not m.any():

@@ -90,9 +90,9 @@ def model_initializer(
 def reinit_round(
     params: Params,
     mask: Mask,
-    key: jax.Array,
     init_fn: Callable[[jax.Array], Params],
     *,
+    key: jax.Array,
     optimizer=None,
     opt_state: Any = None,
 ) -> tuple[Params, Any]:
@@ -108,8 +108,8 @@ def reinit_round(
     Args:
       params: current parameters.
       mask: pytree of booleans (the binary ``s`` of Eq. 1), leaves broadcastable to the params.
-      key: PRNG key for ``eta``.
       init_fn: ``key -> params`` (see :func:`model_initializer`).
+      key: PRNG key for ``eta``.
       optimizer: the optax transformation that made ``opt_state`` (optional).
       opt_state: its state (required with ``optimizer``).
 
@@ -127,7 +127,7 @@ def reinit_round(
     >>> mask = jax.tree.map(lambda p: jnp.zeros(p.shape, bool), params)
     >>> mask["out"]["kernel"] = jnp.ones((4, 2), bool)
     >>> tx = optax.sgd(0.1, momentum=0.9)
-    >>> new, state = reinit_round(params, mask, jax.random.key(1), init,
+    >>> new, state = reinit_round(params, mask, init, key=jax.random.key(1),
     ...                           optimizer=tx, opt_state=tx.init(params))
     >>> bool((new["relu_0"]["kernel"] == params["relu_0"]["kernel"]).all())
     True

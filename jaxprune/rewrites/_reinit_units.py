@@ -47,8 +47,8 @@ def reinit_units(
     graph,
     params: Params,
     units: UnitMask,
-    key: jax.Array,
     *,
+    key: jax.Array,
     optimizer=None,
     opt_state=None,
     outgoing: Outgoing = "redraw",
@@ -115,7 +115,7 @@ def reinit_units(
     >>> variables = net.init(jax.random.key(0), x); p = variables["params"]
     >>> graph = jp.trace(net, variables, x)
     >>> q, _ = reinit_units(graph, p, {"layers_0": jnp.array([False, True, False])},
-    ...                     jax.random.key(1), outgoing="zero")
+    ...                     key=jax.random.key(1), outgoing="zero")
     >>> (q["layers_0"]["kernel"] != p["layers_0"]["kernel"]).any(axis=0).tolist()
     [False, True, False]
     >>> q["layers_2"]["kernel"][:, 0].tolist()[1]

@@ -193,7 +193,7 @@ def make_core(
         n = x.shape[0]
         bs = n if batch_size is None else min(int(batch_size), n)
         n_full, rem = divmod(n, bs)
-        perm = feistel_permutation(key, n)
+        perm = feistel_permutation(n, key=key)
         k_step = jax.random.fold_in(key, 1)
         # each step gathers its own rows: no shuffled copy of the data per epoch (under vmap
         # over runs that copy was also transposed into scan order, 14% of an epoch of model 2)

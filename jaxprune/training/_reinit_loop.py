@@ -95,7 +95,7 @@ def _programs(model, optimizer, loss_fn, x_shape, x_dtype, circular, outgoing) -
         nc, _ = noncontributing(p, x, y, thresholds)
         s = set_frozen_units(s, {k: ~m for k, m in nc.items()})
         key, k_re = jax.random.split(key)
-        p, s = reinit_units(graph, p, nc, k_re, optimizer=tx, opt_state=s, outgoing=outgoing)
+        p, s = reinit_units(graph, p, nc, key=k_re, optimizer=tx, opt_state=s, outgoing=outgoing)
         return p, s, key, baseline, sum(jnp.sum(m) for m in nc.values())
 
     def end_round(p, s, snap_p, snap_s, baseline, x, y, revert_threshold):  # steps 9, 10

@@ -161,7 +161,7 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
         if batch_size >= n:
             xb, yb = x, y
         else:  # step-indexed: epoch t // n_batches, the last partial batch dropped
-            perm = feistel_permutation(jax.random.fold_in(k_shuffle, t // n_batches), n)
+            perm = feistel_permutation(n, key=jax.random.fold_in(k_shuffle, t // n_batches))
             idx = jax.lax.dynamic_slice(perm, ((t % n_batches) * batch_size,), (batch_size,))
             xb, yb = x[idx], y[idx]
         ts, _ = core.train_step(TrainState(params, extra, opt_state, t), (xb, yb), k_drop)
@@ -219,16 +219,16 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
             init_fn = lambda _: fresh["params"]
             if method in ("welsr", "wels", "dsd", "fc"):
                 if method == "welsr":
-                    mask = random_mask(params, k_mask, fraction)
+                    mask = random_mask(params, fraction, key=k_mask)
                 elif method == "wels":
-                    mask = random_mask(params, k_fixed, fraction)
+                    mask = random_mask(params, fraction, key=k_fixed)
                 elif method == "dsd":
                     mask = magnitude_mask(params, fraction)
                 else:
                     mask = layer_mask(params, fc_layers)
                 mask = jax.tree.map(lambda m: m & (r > 0), mask)  # round 1 trains from init
                 params, opt_state = reinit_round(
-                    params, mask, None, init_fn, optimizer=optimizer, opt_state=opt_state
+                    params, mask, init_fn, key=None, optimizer=optimizer, opt_state=opt_state
                 )
             elif method == "lw":
                 k = sched[r]
@@ -246,8 +246,8 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
                     params, opt_state = reinit_round(
                         params,
                         above_block_mask(params, blocks, k),
-                        None,
                         init_fn,
+                        key=None,
                         optimizer=optimizer,
                         opt_state=opt_state,
                     )
@@ -427,7 +427,7 @@ def train_rounds(
       TypeError: a model that is not a flax.linen module (every draw is ``model.init``).
 
     >>> import jax, optax, jaxprune as jp
-    >>> (x, y), _ = jp.data.signal_task(jax.random.key(0), n_train=64, n_test=8)
+    >>> (x, y), _ = jp.data.signal_task(n_train=64, n_test=8, key=jax.random.key(0))
     >>> model = jp.models.BlockMLP(hidden=(4,), out=8)
     >>> res = jp.training.train_rounds(model, (x, y), keys=jax.random.split(jax.random.key(1), 2),
     ...     method="lw", loss="cross_entropy", optimizer=optax.sgd(0.05), steps_per_round=5,

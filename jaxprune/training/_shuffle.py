@@ -19,7 +19,7 @@ def _mix(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def feistel_permutation(key: jax.Array, n: int) -> jax.Array:
+def feistel_permutation(n: int, *, key: jax.Array) -> jax.Array:
     """A pseudorandom permutation of ``arange(n)`` built without sorting.
 
     ``jax.random.permutation`` sorts random keys; XLA's CPU sort runs a comparator per comparison
@@ -38,7 +38,7 @@ def feistel_permutation(key: jax.Array, n: int) -> jax.Array:
       int32 array of shape ``(n,)`` containing every value of ``range(n)`` once.
 
     >>> import jax, jax.numpy as jnp
-    >>> p = feistel_permutation(jax.random.key(0), 10)
+    >>> p = feistel_permutation(10, key=jax.random.key(0))
     >>> sorted(p.tolist()) == list(range(10))
     True
     """

@@ -78,7 +78,7 @@ def test_mlp_equals_hand_written_masked_forward():
         return h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]
 
     expected = _ratios_by_hand(forward, case.x, y, case.units)
-    got = jp.analysis.unit_ablation(case.model, case.variables, (case.x, y), chunk_size=5)
+    got = jp.analysis.unit_ablation(case.model, *case.state, (case.x, y), chunk_size=5)
     assert list(got) == ["Dense_0", "Dense_1"]
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5)
@@ -119,7 +119,7 @@ def test_every_zoo_model_equals_zeroing_outgoing_weights(name):
     out = adapter.apply(v, case.x, **case.kwargs)
     y = out + jax.random.normal(jax.random.key(9), out.shape)  # a nonzero baseline loss
     got = jp.analysis.unit_ablation(
-        case.model, case.variables, (case.x, y), chunk_size=3, model_kwargs=case.kwargs
+        case.model, *case.state, (case.x, y), chunk_size=3, model_kwargs=case.kwargs
     )
     assert {k: r.shape for k, r in got.items()} == {k: (w,) for k, w in case.units.items()}
     base = _mse(out, y)
@@ -159,7 +159,7 @@ def test_resnet_stem_unit_removed_through_the_identity_shortcut():
 
 def test_vmapped_equals_python_loop_over_units():
     case = ZOO["resnet_v1_b"]()
-    graph = jp.trace(case.model, case.variables, case.x, model_kwargs={"train": False})
+    graph = jp.trace(case.model, *case.state, case.x, model_kwargs={"train": False})
     y = jnp.ones((4, 3))
     got = jp.analysis.unit_ablation(graph, None, (case.x, y), chunk_size=7)
     base = _mse(graph.apply(case.variables, case.x), y)
@@ -177,19 +177,19 @@ def test_vmapped_equals_python_loop_over_units():
 def test_unit_selection_and_graph_input():
     case = ZOO["mlp"]()
     y = jnp.zeros((16, 3))
-    full = jp.analysis.unit_ablation(case.model, case.variables, (case.x, y))
-    only = jp.analysis.unit_ablation(case.model, case.variables, (case.x, y), units=["Dense_1"])
+    full = jp.analysis.unit_ablation(case.model, *case.state, (case.x, y))
+    only = jp.analysis.unit_ablation(case.model, *case.state, (case.x, y), units=["Dense_1"])
     assert list(only) == ["Dense_1"]
     np.testing.assert_allclose(only["Dense_1"], full["Dense_1"], rtol=1e-6)
     sel = jnp.zeros(8, bool).at[jnp.array([1, 4])].set(True)
-    part = jp.analysis.unit_ablation(
-        case.model, case.variables, (case.x, y), units={"Dense_0": sel}
-    )["Dense_0"]
+    part = jp.analysis.unit_ablation(case.model, *case.state, (case.x, y), units={"Dense_0": sel})[
+        "Dense_0"
+    ]
     np.testing.assert_allclose(
         np.asarray(part)[[1, 4]], np.asarray(full["Dense_0"])[[1, 4]], rtol=1e-6
     )
     assert np.isnan(np.asarray(part)[[0, 2, 3, 5, 6, 7]]).all()
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     from_graph = jp.analysis.unit_ablation(graph, case.variables, (case.x, y))
     np.testing.assert_allclose(from_graph["Dense_0"], full["Dense_0"], rtol=1e-6)
 

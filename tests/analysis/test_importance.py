@@ -250,7 +250,7 @@ def test_magnitude_of_an_nnx_model_counts_its_params_not_batch_stats():
     case = make_nnx_mlp()
     m = case.model
     m.bn.mean[...] = m.bn.mean[...] + 3.0  # running statistics: not parameters
-    scores = jp.analysis.importance(m, None, case.x, "magnitude")
+    scores = jp.analysis.importance(m, case.x, "magnitude")
     entries = [
         m.fc1.kernel[...],
         m.fc1.bias[...][None],

@@ -41,7 +41,7 @@ def test_fusion_candidates_equal_the_linen_twins():
     twin, tv = _twin(model)
     data = _data()
     np.testing.assert_allclose(model(data[0]), twin.apply(tv, data[0]), **TOL)
-    got = jp.analysis.fusion_candidates(model, None, data)
+    got = jp.analysis.fusion_candidates(model, data)
     want = jp.analysis.fusion_candidates(twin, tv, data)
     rename = {"layers/0": "Dense_0", "layers/1": "Dense_1", "layers/2": "Dense_2"}
     assert [tuple(rename[n] for n in c.layers) for c in got] == [c.layers for c in want]
@@ -59,7 +59,7 @@ def test_fuse_equals_the_linen_twins_fusion():
     model = make_equinox_mlp().model
     twin, tv = _twin(model)
     data = _data()
-    result = jp.fuse(model, None, ("layers/0", "layers/1"), data=data)
+    result = jp.fuse(model, ("layers/0", "layers/1"), data=data)
     fused = result.model
     mse = result.report.mse[("layers/0", "layers/1")]
     result = jp.fuse(twin, tv, ("Dense_0", "Dense_1"), data=data)
@@ -85,7 +85,7 @@ def test_fuse_the_last_pair_matches_too():
     model = make_equinox_mlp().model
     twin, tv = _twin(model)
     data = _data()
-    result = jp.fuse(model, None, ("layers/1", "layers/2"), data=data)
+    result = jp.fuse(model, ("layers/1", "layers/2"), data=data)
     fused = result.model
     mse = result.report.mse[("layers/1", "layers/2")]
     result = jp.fuse(twin, tv, ("Dense_1", "Dense_2"), data=data)

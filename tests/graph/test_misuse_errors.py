@@ -14,7 +14,7 @@ import jaxprune as jp
 
 def test_graph_apply_with_none_variables_names_them():
     case = make_nnx_mlp()
-    graph = jp.trace(case.model, None, case.x)
+    graph = jp.trace(case.model, case.x)
     n = len(jax.tree.leaves(graph.model.variables))
     with pytest.raises(
         ValueError, match=rf"variables: expected the {n} arrays .*graph\.model\.variables"
@@ -25,7 +25,7 @@ def test_graph_apply_with_none_variables_names_them():
 
 def test_graph_apply_with_missing_arguments_names_them():
     case = make_nnx_mlp()
-    graph = jp.trace(case.model, None, case.x)
+    graph = jp.trace(case.model, case.x)
     with pytest.raises(ValueError, match=r"args: expected 1 argument array"):
         graph.apply(graph.model.variables)
 
@@ -33,7 +33,7 @@ def test_graph_apply_with_missing_arguments_names_them():
 def test_collapse_in_train_mode_says_evaluation_mode():
     case = make_resnet_v1()
     with pytest.raises(ValueError, match=r"model_kwargs: .*batch_stats.*'train': False"):
-        jp.collapse(case.model, case.variables, case.x, model_kwargs={"train": True})
+        jp.collapse(case.model, *case.state, case.x, model_kwargs={"train": True})
 
 
 def test_linen_params_without_their_batch_stats_say_what_to_pass():
@@ -58,12 +58,12 @@ def test_nnx_module_in_train_mode_says_call_eval():
     x = jax.random.normal(jax.random.key(1), (16, 5))
     keep = {"fc1": jnp.arange(8) % 2 == 0}
     with pytest.raises(ValueError, match=r"model: .*training mode.*'bn'.*'drop'.*model\.eval\(\)"):
-        jp.prune_units(m, None, keep, x)
+        jp.prune_units(m, keep, x)
     with pytest.raises(ValueError, match=r"model\.eval\(\)"):
-        jp.trace(m, None, x)
+        jp.trace(m, x)
     m.eval()  # the way out works: pruning then equals masking
-    narrow = jp.prune_units(m, None, keep, x).model
-    masked = jp.trace(m, None, x).apply(jp.trace(m, None, x).model.variables, x, masks=keep)
+    narrow = jp.prune_units(m, keep, x).model
+    masked = jp.trace(m, x).apply(jp.trace(m, x).model.variables, x, masks=keep)
     np.testing.assert_allclose(narrow(x), masked, rtol=1e-5, atol=1e-6)
 
 
@@ -71,6 +71,6 @@ def test_per_example_equinox_module_given_a_batch_shows_vmap():
     mlp = eqx.nn.MLP(5, 3, 8, 2, key=jax.random.key(0))  # eqx.nn layers take one example
     x = jax.random.normal(jax.random.key(1), (16, 5))
     with pytest.raises(ValueError, match=r"x: .*one example.*\(16, 5\).*jax\.vmap"):
-        jp.trace(mlp, None, x)
-    graph = jp.trace(mlp, None, x[0])  # one example traces
+        jp.trace(mlp, x)
+    graph = jp.trace(mlp, x[0])  # one example traces
     assert {k: u.width for k, u in graph.units.items()} == {"layers/0": 8, "layers/1": 8}

@@ -194,7 +194,7 @@ def test_1d_conv_fusion_is_the_2d_fusion_with_a_height_one_axis():
 def test_conv_act_dense_of_zoo_cnn_and_any_batch_size():
     case = ZOO["cnn"]()
     x = jax.random.normal(jax.random.key(3), (300, 8, 8, 2))
-    result = jp.fuse(case.model, case.variables, ("Conv_2", "Dense_0"), data=[x])
+    result = jp.fuse(case.model, *case.state, ("Conv_2", "Dense_0"), data=[x])
     fused, fv = result.model, result.variables
     mse = result.report.mse[("Conv_2", "Dense_0")]
     assert fv["params"]["Conv_2"]["kernel"].shape == (8 * 8 * 4, 3)  # on Conv_1's output
@@ -209,11 +209,11 @@ def test_conv_act_dense_of_zoo_cnn_and_any_batch_size():
 def test_fusion_candidates_rank_every_pair_of_the_graph():
     case = make_mlp()
     x = jax.random.normal(jax.random.key(4), (256, 5))
-    ranking = jp.analysis.fusion_candidates(case.model, case.variables, [x[:100], x[100:]])
+    ranking = jp.analysis.fusion_candidates(case.model, *case.state, [x[:100], x[100:]])
     assert sorted(c.layers for c in ranking) == [("Dense_0", "Dense_1"), ("Dense_1", "Dense_2")]
     assert [c.mse for c in ranking] == sorted(c.mse for c in ranking)
     for c in ranking:
-        result = jp.fuse(case.model, case.variables, c.layers, data=[x[:100], x[100:]])
+        result = jp.fuse(case.model, *case.state, c.layers, data=[x[:100], x[100:]])
         mse = result.report.mse[c.layers]
         np.testing.assert_allclose(c.mse, float(mse), rtol=1e-5)
         assert c.kind == "dense"
@@ -235,26 +235,22 @@ def test_fusion_candidates_rank_every_pair_of_the_graph():
 )  # fmt: skip
 def test_fusion_candidates_on_the_zoo(name, pairs):
     case = ZOO[name]()
-    got = jp.analysis.fusion_candidates(
-        case.model, case.variables, [case.x], model_kwargs=case.kwargs
-    )
+    got = jp.analysis.fusion_candidates(case.model, *case.state, [case.x], model_kwargs=case.kwargs)
     assert {c.layers for c in got} == pairs
 
 
 def test_not_a_fusable_pair_names_both_layers_and_why():
     case = make_mlp()
     with pytest.raises(ValueError, match=r"\('Dense_0', 'Dense_2'\): not a fusable pair \(not con"):
-        jp.fuse(case.model, case.variables, ("Dense_0", "Dense_2"), data=[case.x])
+        jp.fuse(case.model, *case.state, ("Dense_0", "Dense_2"), data=[case.x])
     with pytest.raises(ValueError, match=r"not in this model"):
-        jp.fuse(case.model, case.variables, ("Dense_0", "nope"), data=[case.x])
+        jp.fuse(case.model, *case.state, ("Dense_0", "nope"), data=[case.x])
     with pytest.raises(ValueError, match="conv-conv fusion only"):
-        jp.fuse(
-            case.model, case.variables, ("Dense_0", "Dense_1"), [case.x], estimator="uncorrelated"
-        )
+        jp.fuse(case.model, *case.state, ("Dense_0", "Dense_1"), [case.x], estimator="uncorrelated")
     with pytest.raises(ValueError, match="expected at least two neighbouring layers"):
-        jp.fuse(case.model, case.variables, ("Dense_0",), data=[case.x])
+        jp.fuse(case.model, *case.state, ("Dense_0",), data=[case.x])
     with pytest.raises(ValueError, match="data: expected at least one batch"):
-        jp.fuse(case.model, case.variables, ("Dense_0", "Dense_1"), data=[])
+        jp.fuse(case.model, *case.state, ("Dense_0", "Dense_1"), data=[])
     res = ZOO["resnet_v1_b"]()  # the stem's output is also read by the residual add
     with pytest.raises(ValueError, match="not a fusable pair"):
         jp.fuse(

@@ -34,7 +34,7 @@ def _slopes(v):
 def test_swap_is_bit_identical_at_slope_zero(name, units):
     case = ZOO[name]()
     result = jp.rewrites.swap_relu_for_prelu(
-        case.model, case.variables, case.x, model_kwargs=case.kwargs
+        case.model, *case.state, case.x, model_kwargs=case.kwargs
     )
     net, v = result.model, result.variables
     assert {u: s["slope"].shape[0] for u, s in _slopes(v).items()} == units
@@ -57,7 +57,7 @@ def _hand_mlp(p, s, x):
 
 def test_mlp_with_random_slopes_is_the_hand_written_prelu_forward():
     case = ZOO["mlp"]()
-    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, *case.state, case.x)
     net, v = result.model, result.variables
     rng = np.random.default_rng(0)
     v["params"]["prelu"] = jax.tree.map(
@@ -69,7 +69,7 @@ def test_mlp_with_random_slopes_is_the_hand_written_prelu_forward():
 
 def test_gradient_in_slopes_and_weights_matches_the_hand_formula():
     case = ZOO["function"]()
-    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=0.3)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, *case.state, case.x, slope=0.3)
     f, p = result.model, result.variables
     x = case.x
     loss = lambda q: jnp.sum(f(q, x))
@@ -91,7 +91,7 @@ def test_gradient_in_slopes_and_weights_matches_the_hand_formula():
 
 def test_slope_sparsity_freezes_the_swapped_slopes_at_099():
     case = ZOO["mlp"]()
-    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, *case.state, case.x)
     net, v = result.model, result.variables
     params = v["params"]
     params["prelu"]["Dense_1"]["slope"] = jnp.array([0.995, 0.5, 0, 0, 0, 0.98])
@@ -114,7 +114,7 @@ def test_slope_sparsity_freezes_the_swapped_slopes_at_099():
 
 def test_fold_linear_joins_an_all_linear_dense_pair():
     case = ZOO["mlp"]()  # 5 -> 8 -> 6 -> 3
-    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, *case.state, case.x)
     net, v = result.model, result.variables
     v["params"]["prelu"]["Dense_0"]["slope"] = jnp.ones(8)
     v["params"]["prelu"]["Dense_1"]["slope"] = jnp.linspace(0, 1, 6)  # partly linear: kept
@@ -145,7 +145,7 @@ def test_fold_linear_joins_an_all_linear_dense_pair():
 
 def test_fold_linear_function_equals_the_affine_map():
     case = ZOO["function"]()
-    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=1.0)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, *case.state, case.x, slope=1.0)
     f, p = result.model, result.variables
     result = jp.rewrites.fold_linear(f, p, case.x)
     g, q = result.model, result.variables
@@ -157,7 +157,7 @@ def test_fold_linear_function_equals_the_affine_map():
 
 def test_fold_linear_keeps_what_it_cannot_fold():
     case = ZOO["cnn"]()  # conv groups: kept even when all-linear
-    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=1.0)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, *case.state, case.x, slope=1.0)
     net, v = result.model, result.variables
     result = jp.rewrites.fold_linear(net, v, case.x)
     same, sv = result.model, result.variables
@@ -167,10 +167,10 @@ def test_fold_linear_keeps_what_it_cannot_fold():
 def test_swap_and_fold_errors():
     case = ZOO["nested"]()  # tanh only
     with pytest.raises(ValueError, match="no ReLU"):
-        jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x)
+        jp.rewrites.swap_relu_for_prelu(case.model, *case.state, case.x)
     case = ZOO["mlp"]()
     with pytest.raises(TypeError, match="swap_relu_for_prelu"):
-        jp.rewrites.fold_linear(case.model, case.variables, case.x)
+        jp.rewrites.fold_linear(case.model, *case.state, case.x)
     bad = {**case.variables, "params": {**case.variables["params"], "prelu": {}}}
     with pytest.raises(ValueError, match="prelu"):
         jp.rewrites.swap_relu_for_prelu(case.model, bad, case.x)

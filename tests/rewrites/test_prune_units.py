@@ -44,16 +44,16 @@ def _size(tree):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_prune_equals_masked_network(name, seed):
     case = ZOO[name]()
-    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=case.kwargs)
+    graph = jp.trace(case.model, *case.state, case.x, model_kwargs=case.kwargs)
     keep = _random_keep(graph, seed)
-    result = jp.prune_units(case.model, case.variables, keep, case.x, model_kwargs=case.kwargs)
+    result = jp.prune_units(case.model, *case.state, keep, case.x, model_kwargs=case.kwargs)
     narrow, nv = result.model, result.variables
     assert jax.tree.structure(nv) == jax.tree.structure(case.variables)
     masked = graph.apply(case.variables, case.x, masks=keep)
     np.testing.assert_allclose(_call(narrow, nv, case.x, **case.kwargs), masked, **TOL)
     # another batch size: the narrow model re-traces the original at the new shape
     x2 = jnp.concatenate([case.x, case.x[:1]])
-    g2 = jp.trace(case.model, case.variables, x2, model_kwargs=case.kwargs)
+    g2 = jp.trace(case.model, *case.state, x2, model_kwargs=case.kwargs)
     np.testing.assert_allclose(
         _call(narrow, nv, x2, **case.kwargs), g2.apply(case.variables, x2, masks=keep), **TOL
     )
@@ -62,7 +62,7 @@ def test_prune_equals_masked_network(name, seed):
 def test_mlp_parameter_count_by_hand():
     case = make_mlp()  # Dense 5->8, relu, Dense 8->6, relu, Dense 6->3
     keep = {"Dense_0": np.arange(8) < 3, "Dense_1": np.arange(6) % 2 == 0}
-    result = jp.prune_units(case.model, case.variables, keep, case.x)
+    result = jp.prune_units(case.model, *case.state, keep, case.x)
     nv = result.variables
     assert _size(nv) == (5 * 3 + 3) + (3 * 3 + 3) + (3 * 3 + 3)
     assert nv["params"]["Dense_1"]["kernel"].shape == (3, 3)
@@ -75,11 +75,11 @@ def test_mlp_parameter_count_by_hand():
 def test_cnn_parameter_count_by_hand():
     case = make_cnn()  # conv3x3 2->6, relu, conv1x1 6->4, conv3x3 4->5, relu, pool, 4*4*5 -> 3
     keep = {"Conv_0": np.arange(6) < 2, "Conv_2": np.arange(5) < 3}
-    result = jp.prune_units(case.model, case.variables, keep, case.x)
+    result = jp.prune_units(case.model, *case.state, keep, case.x)
     narrow, nv = result.model, result.variables
     assert _size(nv) == (9 * 2 * 2 + 2) + (2 * 4 + 4) + (9 * 4 * 3 + 3) + (16 * 3 * 3 + 3)
     assert nv["params"]["Dense_0"]["kernel"].shape == (48, 3)
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     np.testing.assert_allclose(
         narrow.apply(nv, case.x), graph.apply(case.variables, case.x, masks=keep), **TOL
     )
@@ -116,13 +116,13 @@ def test_round_to_keeps_largest_incoming_units():
     kernel = case.variables["params"]["Dense_0"]["kernel"]
     bias = case.variables["params"]["Dense_0"]["bias"]
     norms = (kernel**2).sum(0) + bias**2
-    result = jp.prune_units(case.model, case.variables, keep, case.x, round_to=4)
+    result = jp.prune_units(case.model, *case.state, keep, case.x, round_to=4)
     nv = result.variables
     assert nv["params"]["Dense_0"]["kernel"].shape == (5, 4)
     extra = np.argsort(-np.asarray(norms[1:]), kind="stable")[:3] + 1
     expect = np.sort(np.concatenate([[0], extra]))
     np.testing.assert_array_equal(nv["params"]["Dense_0"]["kernel"], kernel[:, expect])
-    nv8 = jp.prune_units(case.model, case.variables, keep, case.x, round_to=128).variables
+    nv8 = jp.prune_units(case.model, *case.state, keep, case.x, round_to=128).variables
     assert nv8["params"]["Dense_0"]["kernel"].shape == (5, 8)  # capped at the full width
 
 
@@ -150,7 +150,7 @@ def test_under_jit_raises_clear_error():
 
     @jax.jit
     def f(m):
-        return jp.prune_units(case.model, case.variables, {"Dense_0": m}, case.x).variables
+        return jp.prune_units(case.model, *case.state, {"Dense_0": m}, case.x).variables
 
     with pytest.raises(ValueError, match="cannot run under jax.jit"):
         f(np.ones(8, bool))
@@ -173,9 +173,9 @@ def test_coupled_group_raises_graph_error():
 
 def test_jit_vmap_grad_and_export_round_trip_of_pruned_resnet():
     case = make_resnet_v1("B")
-    graph = jp.trace(case.model, case.variables, case.x, model_kwargs={"train": False})
+    graph = jp.trace(case.model, *case.state, case.x, model_kwargs={"train": False})
     keep = _random_keep(graph, 3)
-    result = jp.prune_units(case.model, case.variables, keep, case.x, model_kwargs={"train": False})
+    result = jp.prune_units(case.model, *case.state, keep, case.x, model_kwargs={"train": False})
     narrow, nv = result.model, result.variables
     ref = graph.apply(case.variables, case.x, masks=keep)
     fwd = jax.jit(lambda v, x: narrow.apply(v, x, train=False))
@@ -210,9 +210,9 @@ def test_pruned_resnet_trains_with_mutable_batch_stats():
         "ResBlockV1_1/Conv_1": ~np.isin(np.arange(8), gone1),
     }
     train = dict(train=True, mutable=["batch_stats"])
-    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=train)
+    graph = jp.trace(case.model, *case.state, case.x, model_kwargs=train)
     assert {n: u.width for n, u in graph.units.items()} == ZOO["resnet_v1_b"]().units
-    result = jp.prune_units(case.model, case.variables, keep, case.x, model_kwargs={"train": False})
+    result = jp.prune_units(case.model, *case.state, keep, case.x, model_kwargs={"train": False})
     narrow, nv = result.model, result.variables
     y, updates = narrow.apply(nv, case.x, **train)
 

@@ -37,9 +37,9 @@ def _random_keep(graph, seed):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_prune_equals_masked_network_and_keeps_kind(name, seed):
     case = ZOO[name]()
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     keep = _random_keep(graph, seed)
-    result = jp.prune_units(case.model, case.variables, keep, case.x)
+    result = jp.prune_units(case.model, *case.state, keep, case.x)
     narrow, nv = result.model, result.variables
     if name.startswith("nnx"):
         assert isinstance(narrow, nnx.Module)
@@ -58,7 +58,7 @@ def test_prune_equals_masked_network_and_keeps_kind(name, seed):
     np.testing.assert_allclose(narrow(case.x), masked, **TOL)
     # another batch size: the narrow model re-traces the original at the new shape
     x2 = jnp.concatenate([case.x, case.x[:1]])
-    g2 = jp.trace(case.model, case.variables, x2)
+    g2 = jp.trace(case.model, *case.state, x2)
     np.testing.assert_allclose(narrow(x2), g2.apply(g2.model.variables, x2, masks=keep), **TOL)
 
 
@@ -66,7 +66,7 @@ def test_nnx_mlp_parameter_count_by_hand():
     case = make_nnx_mlp()  # Linear 5->8, BatchNorm(8), relu, Linear 8->3
     kept = np.array([0, 3, 6])
     keep = {"fc1": np.isin(np.arange(8), kept)}
-    result = jp.prune_units(case.model, None, keep, case.x)
+    result = jp.prune_units(case.model, keep, case.x)
     narrow, nv = result.model, result.variables
     assert _size(nv) == (5 * 3 + 3) + 4 * 3 + (3 * 3 + 3)
     assert _size(nnx.state(narrow, nnx.Param)) == (5 * 3 + 3) + 2 * 3 + (3 * 3 + 3)
@@ -81,7 +81,7 @@ def test_nnx_mlp_parameter_count_by_hand():
 def test_nnx_cnn_parameter_count_by_hand():
     case = make_nnx_cnn()  # conv3x3 2->6, relu, conv3x3 6->4, relu, flatten 6*6*4 -> 3
     keep = {"conv1": np.arange(6) < 2, "conv2": np.arange(4) % 2 == 1}
-    result = jp.prune_units(case.model, None, keep, case.x)
+    result = jp.prune_units(case.model, keep, case.x)
     nv = result.variables
     assert _size(nv) == (9 * 2 * 2 + 2) + (9 * 2 * 2 + 2) + (36 * 2 * 3 + 3)
     assert nv["head"]["kernel"].shape == (72, 3)
@@ -93,7 +93,7 @@ def test_nnx_cnn_parameter_count_by_hand():
 def test_equinox_mlp_parameter_count_by_hand():
     case = make_equinox_mlp()  # Linear 5->8, relu, Linear 8->6, relu, Linear 6->3
     keep = {"layers/0": np.arange(8) < 3, "layers/1": np.arange(6) >= 4}
-    result = jp.prune_units(case.model, None, keep, case.x)
+    result = jp.prune_units(case.model, keep, case.x)
     nv = result.variables
     assert _size(nv) == (5 * 3 + 3) + (3 * 2 + 2) + (2 * 3 + 3)
     w1 = case.model.layers[1].weight  # equinox: (out, in)
@@ -102,9 +102,9 @@ def test_equinox_mlp_parameter_count_by_hand():
 
 def test_nnx_jit_vmap_grad_and_export_round_trip():
     case = make_nnx_cnn()
-    graph = jp.trace(case.model, None, case.x)
+    graph = jp.trace(case.model, case.x)
     keep = _random_keep(graph, 3)
-    result = jp.prune_units(case.model, None, keep, case.x)
+    result = jp.prune_units(case.model, keep, case.x)
     narrow, nv = result.model, result.variables
     ref = graph.apply(graph.model.variables, case.x, masks=keep)
     np.testing.assert_allclose(jax.jit(lambda m, x: m(x))(narrow, case.x), ref, **TOL)
@@ -129,7 +129,7 @@ def test_nnx_optimizer_step_trains_the_narrow_model():
     import optax
 
     case = make_nnx_mlp()
-    result = jp.prune_units(case.model, None, {"fc1": np.arange(8) < 5}, case.x)
+    result = jp.prune_units(case.model, {"fc1": np.arange(8) < 5}, case.x)
     narrow, nv = result.model, result.variables
     opt = nnx.Optimizer(narrow, optax.sgd(0.5), wrt=nnx.Param)
     loss = lambda m: (m(case.x) ** 2).mean()  # noqa: E731
@@ -142,9 +142,9 @@ def test_nnx_optimizer_step_trains_the_narrow_model():
 
 def test_equinox_filter_jit_partition_grad_and_export_round_trip():
     case = make_equinox_mlp()
-    graph = jp.trace(case.model, None, case.x)
+    graph = jp.trace(case.model, case.x)
     keep = _random_keep(graph, 4)
-    result = jp.prune_units(case.model, None, keep, case.x)
+    result = jp.prune_units(case.model, keep, case.x)
     narrow, arrays = result.model, result.variables
     ref = graph.apply(graph.model.variables, case.x, masks=keep)
     np.testing.assert_allclose(eqx.filter_jit(lambda m, x: m(x))(narrow, case.x), ref, **TOL)
@@ -167,15 +167,19 @@ def test_equinox_filter_jit_partition_grad_and_export_round_trip():
     np.testing.assert_allclose(restored.call(leaves, case.x), ref, **TOL)
 
 
-def test_nnx_with_a_state_passed_prunes_that_state():
+def test_nnx_and_equinox_take_no_variables_and_say_so():
     case = make_nnx_mlp()
     state = jax.tree.map(lambda a: a * 2 + 1, nnx.state(case.model))  # not the module's own
     keep = {"fc1": np.arange(8) % 3 != 1}
-    result = jp.prune_units(case.model, state, keep, case.x)
+    for extra in (state, None):
+        with pytest.raises(TypeError, match=r"variables: an nnx.Module holds its own state.*"):
+            jp.prune_units(case.model, extra, keep, case.x)
+    with pytest.raises(TypeError, match=r"an equinox Module holds its own state; call trace"):
+        jp.trace(make_equinox_mlp().model, None, make_equinox_mlp().x)
+    nnx.update(case.model, state)  # the way to use another state: the module holds it
+    result = jp.prune_units(case.model, keep, case.x)
     narrow, nv = result.model, result.variables
     np.testing.assert_array_equal(nv["bn"]["mean"], state["bn"]["mean"][...][keep["fc1"]])
-    graph = jp.trace(case.model, state, case.x)
+    graph = jp.trace(case.model, case.x)
     masked = graph.apply(graph.model.variables, case.x, masks=keep)
     np.testing.assert_allclose(narrow(case.x), masked, **TOL)
-    plain = jp.trace(case.model, None, case.x)
-    assert not np.allclose(masked, plain.apply(plain.model.variables, case.x, masks=keep))

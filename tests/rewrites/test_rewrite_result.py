@@ -97,12 +97,12 @@ class NNXNet(nnx.Module):
 
 def test_nnx_and_equinox_results_hold_the_module_and_its_arrays():
     x = jnp.ones((4, 5))
-    r = jp.prune_units(NNXNet(nnx.Rngs(0)), None, {"fc1": np.arange(8) < 5}, x)
+    r = jp.prune_units(NNXNet(nnx.Rngs(0)), {"fc1": np.arange(8) < 5}, x)
     assert isinstance(r.model, nnx.Module) and r.model(x).shape == (4, 3)
     assert r.report.params_before == 5 * 8 + 8 + 8 * 3 + 3
     assert r.report.params_after == 5 * 5 + 5 + 5 * 3 + 3
     mlp = eqx.nn.MLP(5, 3, 8, 1, key=jax.random.key(0))
-    e = jp.prune_units(mlp, None, {"layers/0": np.arange(8) < 2}, x[0])
+    e = jp.prune_units(mlp, {"layers/0": np.arange(8) < 2}, x[0])
     assert isinstance(e.model, eqx.Module)
     want = jax.tree.leaves(eqx.filter(e.model, eqx.is_array))
     assert [a.shape for a in jax.tree.leaves(e.variables)] == [a.shape for a in want]

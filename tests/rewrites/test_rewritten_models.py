@@ -38,9 +38,9 @@ def _half(graph):
 
 
 def _prune(case, key_seed=None):
-    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=case.kwargs)
+    graph = jp.trace(case.model, *case.state, case.x, model_kwargs=case.kwargs)
     keep = _half(graph)
-    result = jp.prune_units(case.model, case.variables, keep, case.x, model_kwargs=case.kwargs)
+    result = jp.prune_units(case.model, *case.state, keep, case.x, model_kwargs=case.kwargs)
     narrow, nv = result.model, result.variables
     return narrow, nv, keep, graph
 
@@ -89,7 +89,7 @@ def test_pruned_init_has_the_layer_initializers_scale():
 
 def test_collapsed_init_is_the_collapse_of_the_original_init():
     for case in (make_cnn(), make_resnet_v1("B")):
-        result = jp.collapse(case.model, case.variables, case.x, model_kwargs=case.kwargs)
+        result = jp.collapse(case.model, *case.state, case.x, model_kwargs=case.kwargs)
         small, sv = result.model, result.variables
         for seed in (0, 1):
             key = jax.random.key(seed)
@@ -106,7 +106,7 @@ def test_collapsed_init_is_the_collapse_of_the_original_init():
 def test_fused_init_draws_the_first_layers_initializer():
     case = make_mlp()  # fuse Dense_1 (8->6) and Dense_2 (6->3): fused kernel 8->3
     data = [case.x]
-    result = jp.fuse(case.model, case.variables, ("Dense_1", "Dense_2"), data)
+    result = jp.fuse(case.model, *case.state, ("Dense_1", "Dense_2"), data)
     small, sv = result.model, result.variables
     assert jax.tree.map(jnp.shape, sv)["params"]["Dense_1"]["kernel"] == (8, 3)
     draws = []
@@ -125,7 +125,7 @@ def test_fused_init_draws_the_first_layers_initializer():
 
 def test_prelu_init_is_the_original_init_plus_initial_slopes_and_folds():
     case = make_mlp()
-    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=0.25)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, *case.state, case.x, slope=0.25)
     pnet, pv = result.model, result.variables
     key = jax.random.key(5)
     got, fresh = _flat(pnet.init(key, case.x)), _flat(case.model.init(key, case.x))
@@ -192,7 +192,7 @@ def test_reinit_units_on_a_pruned_graph_draws_the_layer_initializer():
     cols = []
     for seed in range(40):
         q, _ = jp.rewrites.reinit_units(
-            graph, nv["params"], {"Dense_0": jnp.ones(4, bool)}, jax.random.key(seed)
+            graph, nv["params"], {"Dense_0": jnp.ones(4, bool)}, key=jax.random.key(seed)
         )
         cols.append(np.asarray(q["Dense_0"]["kernel"]).ravel())
     assert abs(np.std(np.concatenate(cols)) / math.sqrt(1 / 5) - 1) < 0.1
@@ -270,9 +270,9 @@ def _rewrites():
     out["linen_prelu"] = _parts(jp.rewrites.swap_relu_for_prelu(net, v, x, slope=0.1), x)
     nm = NNXNet(nnx.Rngs(0))
     nm.eval()
-    out["nnx"] = _parts(jp.prune_units(nm, None, {"fc1": np.arange(8) < 5}, x), x)
+    out["nnx"] = _parts(jp.prune_units(nm, {"fc1": np.arange(8) < 5}, x), x)
     em = EqxNet(jax.random.key(0))
-    out["equinox"] = _parts(jp.prune_units(em, None, {"layers/0": np.arange(8) < 5}, x), x)
+    out["equinox"] = _parts(jp.prune_units(em, {"layers/0": np.arange(8) < 5}, x), x)
     params = {
         "w1": jax.random.normal(jax.random.key(1), (5, 7)),
         "b1": jnp.zeros(7),
@@ -376,7 +376,7 @@ def test_rewritten_models_expose_the_original_signature():
     want = inspect.signature(case.model.__call__)
     assert inspect.signature(narrow.__call__) == want
     assert list(want.parameters) == ["x", "train"]
-    small = jp.collapse(case.model, case.variables, case.x, model_kwargs={"train": False}).model
+    small = jp.collapse(case.model, *case.state, case.x, model_kwargs={"train": False}).model
     assert inspect.signature(small.__call__) == want
     models = _rewrites()
     assert inspect.signature(models["function"][0]) == inspect.signature(mlp)

@@ -198,7 +198,7 @@ def test_dropout_inside_a_fused_pair_in_train_mode_is_an_error():
 def test_collapsed_equinox_model_takes_a_dropout_key():
     x, _ = _data(16)
     model = EqxDrop(jax.random.key(0))
-    result = jp.collapse(model, None, x)
+    result = jp.collapse(model, x)
     small, sv = result.model, result.variables
     assert sorted(sv.variables) == ["l1", "l3"]
     for seed in (5, 6):

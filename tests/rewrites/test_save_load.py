@@ -106,12 +106,12 @@ def _rewrite(ns, x):
     seq = orig["linen_collapse"]
     v = seq.init(jax.random.key(1), x)
     out["linen_collapse"] = _parts(jp.collapse(seq, v, x))  # Dense 8 -> Dense 6 folds
-    out["nnx_collapse"] = _parts(jp.collapse(orig["nnx_collapse"], None, x))  # BatchNorm folds
+    out["nnx_collapse"] = _parts(jp.collapse(orig["nnx_collapse"], x))  # BatchNorm folds
     keep = {"layers/0": np.arange(8) < 5}
-    out["nnx_seq_prune"] = _parts(jp.prune_units(orig["nnx_seq_prune"], None, keep, x))
-    out["equinox_prune"] = _parts(jp.prune_units(orig["equinox_prune"], None, keep, x[0]))
+    out["nnx_seq_prune"] = _parts(jp.prune_units(orig["nnx_seq_prune"], keep, x))
+    out["equinox_prune"] = _parts(jp.prune_units(orig["equinox_prune"], keep, x[0]))
     out["equinox_prelu"] = _parts(
-        jp.rewrites.swap_relu_for_prelu(orig["equinox_prelu"], None, x[0], slope=0.2)
+        jp.rewrites.swap_relu_for_prelu(orig["equinox_prelu"], x[0], slope=0.2)
     )
     params = {
         "w1": jax.random.normal(jax.random.key(1), (5, 7)),
@@ -199,7 +199,7 @@ def test_bfloat16_variables_and_nnx_rng_keys_round_trip():
     ns: dict = {}
     exec(ORIGINALS, ns)
     seq = ns["nnx_seq"](0)
-    result = jp.prune_units(seq, None, {"layers/0": np.arange(8) < 5}, jnp.ones((2, 5)))
+    result = jp.prune_units(seq, {"layers/0": np.arange(8) < 5}, jnp.ones((2, 5)))
     small, sv = result.model, result.variables
     loaded, lv = _roundtrip(small, sv, ns["nnx_seq"](3))
     key = lv["layers"][2]["rngs"]["key"]

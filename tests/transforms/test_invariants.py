@@ -20,7 +20,7 @@ from jaxprune.transforms import add_minimal_penalty, freeze_units, slope_sparsit
 
 def _mlp():
     case = ZOO["mlp"]()
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     return graph, case.variables["params"]
 
 
