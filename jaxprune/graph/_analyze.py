@@ -502,6 +502,54 @@ def _rule_conv(st: _State, node: Node, ins, shape):
     return out
 
 
+def _rule_gather(st: _State, node: Node, ins, shape):
+    """An embedding lookup (rows of a parameter table picked by indices that are not computed
+    from parameters) is a layer whose output channels are the table's columns; any other
+    gather from parameters or constants is a parameter value; a gather from an activation is
+    not understood."""
+    table, idx = ins
+    if isinstance(table, PVal) and isinstance(idx, PVal):
+        dn = node.params["dimension_numbers"]
+        lookup = (
+            len(table.shape) == 2
+            and table.leaves
+            and not idx.leaves
+            and tuple(dn.collapsed_slice_dims) == (0,)
+            and tuple(dn.start_index_map) == (0,)
+            and tuple(dn.offset_dims) == (len(shape) - 1,)
+            and not dn.operand_batching_dims
+            and tuple(node.params["slice_sizes"]) == (1, table.shape[1])
+            and len(table.axes[1]) == 1
+        )
+        if not lookup:
+            return PVal(tuple(shape), tuple(frozenset() for _ in shape), table.leaves | idx.leaves)
+        ((leaf, leaf_axis),) = table.axes[1]
+        li = len(st.layers)
+        width = shape[-1]
+        sid = st.new_space(width, li)
+        out = Act(tuple(shape), len(shape) - 1, ((sid, 0, width),))
+        st.layers.append(
+            LayerInfo(
+                li,
+                st.node_index,
+                "embed",
+                leaf,
+                tuple(idx.shape),
+                tuple(shape),
+                Act(tuple(idx.shape), None, affine=None),
+                sid,
+                None,
+                leaf_axis,
+                st.where(),
+            )
+        )
+        st.add_slices(out, table, 1, "write", li)
+        return out
+    if isinstance(table, Act) and table.axis is None:
+        return Act(tuple(shape), None, affine=None)
+    raise st.error("a gather from an activation (indexing with computed indices)")
+
+
 def _rule_reduce(st: _State, node: Node, ins, shape):
     (x,) = ins[:1]
     axes = tuple(node.params["axes"])
@@ -705,6 +753,7 @@ _RULES = {
     "concatenate": _rule_concatenate,
     "slice": _rule_slice,
     "pad": _rule_pad,
+    "gather": _rule_gather,
 }
 
 
@@ -770,6 +819,9 @@ def analyze(
             st.ann[o] = a
         if has_act:
             record_paths(st, node, ins, outs, n_layers, st.sited)
+        elif len(st.layers) > n_layers:  # an embedding lookup: its output starts paths
+            st.path_of[node.outs[0]] = len(st.paths)
+            st.paths.append(PathNode("input", st.layers[-1].out_shape[-1]))
     st.node = None
     out_layouts = []
     leaf_shapes = {path: tuple(program.avals[v].shape) for v, path in leaf_of_var.items()}

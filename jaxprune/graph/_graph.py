@@ -26,7 +26,8 @@ class Layer:
     Attributes:
       name: the param path of the layer (the kernel's path without its leaf name and without
         linen's ``params/`` collection: ``"Dense_0"``, ``"block1/Conv_1"``).
-      op: ``"dense"``, ``"conv"`` or ``"depthwise_conv"``.
+      op: ``"dense"``, ``"conv"``, ``"depthwise_conv"`` or ``"embed"`` (an embedding lookup:
+        its output channels are the table's columns; ``in_shape`` is the indices' shape).
       kernel: the kernel's full leaf path in the variables (``"params/Dense_0/kernel"``).
       in_shape, out_shape: shapes at the traced example arguments.
       unit: the unit group its output channels belong to (``None`` if they are not units).
@@ -114,8 +115,11 @@ class Graph:
         unit_of_root: dict[int, str] = {}
         for root, sids in sorted(roots.items(), key=lambda kv: self._first_layer(kv[1])):
             spaces = [an.spaces[s] for s in sids]
-            if not any(s.sites for s in spaces) or any(s.is_input or s.is_output for s in spaces):
-                continue
+            embedded = any(s.layer is not None and an.layers[s.layer].op == "embed" for s in spaces)
+            if not (embedded or any(s.sites for s in spaces)) or any(
+                s.is_input or s.is_output for s in spaces
+            ):
+                continue  # an embedding's channels are units without a nonlinearity
             producers = sorted({s.layer for s in spaces if s.layer is not None})
             if not producers:
                 continue
