@@ -46,8 +46,8 @@ class EncoderBlock(nn.Module):
         h = nn.LayerNorm()(x)
         x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads)(h, h)
         h = nn.LayerNorm()(x)
-        h = nn.Dense(x.shape[-1])(nn.gelu(nn.Dense(self.mlp)(h)))
-        return x + h
+        h = nn.gelu(nn.Dense(self.mlp)(h))
+        return x + nn.Dense(x.shape[-1])(h)
 
 
 def make_encoder_block():

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 
 from jaxprune.graph._errors import GraphError, user_line
+from jaxprune.graph._heads import rule_dot_acts, split_channel_axis
 from jaxprune.graph._inline import Literal, Node, Program
 from jaxprune.graph._layout import Act, PVal, Seg, reshape_axis_map
 from jaxprune.graph._paths import PathNode, record_paths
@@ -200,6 +201,12 @@ class _State:
         self.parent[ra] = rb
         self.offset[ra] = shift
 
+    def tie(self, x_segs, y_segs) -> None:
+        """Ties the channels of two equally long segment lists, position by position."""
+        if x_segs != y_segs:
+            for (sa, a0), (sb, b0), _ in _pieces(x_segs, y_segs):
+                self.union(sa, sb, b0 - a0)
+
     def get(self, v):
         if isinstance(v, Literal):
             shape = np.shape(v.value)
@@ -213,9 +220,9 @@ class _State:
                 return name
         return _NONLINEAR_LABEL.get(self.node.name, self.node.name)
 
-    def mark_sites(self, acts) -> None:
+    def mark_sites(self, acts, label: str | None = None) -> None:
         self.sited = True
-        lab = self.label()
+        lab = label or self.label()
         for a in acts:
             for s in a.spaces():
                 if lab not in self.spaces[s].sites:
@@ -227,7 +234,11 @@ class _State:
             sl = SliceInfo(leaf, leaf_axis, act.segs, act.outer, act.inner, role, layer)
             for s in act.spaces():
                 self.spaces[s].slices.append(sl)
-        if not pval.axes[axis_in_pval] and pval.shape[axis_in_pval] > 1:
+        if (
+            not pval.axes[axis_in_pval]
+            and pval.shape[axis_in_pval] > 1
+            and axis_in_pval not in pval.uniform
+        ):
             what = (
                 "a constant" if not pval.leaves else f"a value computed from {sorted(pval.leaves)}"
             )
@@ -254,9 +265,7 @@ class _State:
                     f"differently (axis {base.axis} vs {a.axis}, {base.channels} vs {a.channels}"
                     " channels)"
                 )
-            if a.segs != base.segs:
-                for (sa, a0), (sb, b0), _ in _pieces(a.segs, base.segs):
-                    self.union(sa, sb, b0 - a0)
+            self.tie(a.segs, base.segs)
         return dataclasses.replace(base, affine=_join_affine(acts))
 
 
@@ -295,15 +304,17 @@ def _operand_axis(act: Act, pval: PVal) -> int | None:
 
 def _pval_elementwise(vals: list[PVal], shape) -> PVal:
     rank = len(shape)
-    axes = []
+    axes, uniform = [], set()
     for i in range(rank):
         acc = frozenset()
         for v in vals:
             if len(v.shape) == rank and v.shape[i] == shape[i]:
                 acc |= v.axes[i]
         axes.append(acc)
+        if all(not v.shape or (len(v.shape) == rank and i in v.uniform) for v in vals):
+            uniform.add(i)
     leaves = frozenset().union(*(v.leaves for v in vals))
-    return PVal(tuple(shape), tuple(axes), leaves)
+    return PVal(tuple(shape), tuple(axes), leaves, uniform=frozenset(uniform))
 
 
 def _rule_elementwise(st: _State, node: Node, ins, shape):
@@ -350,10 +361,7 @@ def _rule_dot(st: _State, node: Node, ins, shape):
     if isinstance(a, PVal) and isinstance(b, PVal):
         return _dot_pval(node, a, b, shape)
     if isinstance(a, Act) and isinstance(b, Act):
-        raise st.error(
-            "dot_general between two activations (attention-style products) is not supported "
-            "by the layer graph"
-        )
+        return rule_dot_acts(st, node, a, b, shape)
     (lc, rc), (lb, rb) = node.params["dimension_numbers"]
     act_is_lhs = isinstance(a, Act)
     act, ker = (a, b) if act_is_lhs else (b, a)
@@ -384,12 +392,9 @@ def _rule_dot(st: _State, node: Node, ins, shape):
         pos = act_free_pos[afree.index(act.axis)]
         return act.moved(shape, pos)
     k_in = kc[list(ac).index(act.axis)]
+    # A kernel with several output axes (DenseGeneral to (heads, head_dim)): its channels are
+    # along the first, each one a block of the others' entries (a head).
     big = [k for k in kfree if ker.shape[k] != 1]
-    if len(big) > 1:
-        raise st.error(
-            f"a kernel with several output axes {[ker.shape[k] for k in big]} (DenseGeneral "
-            "over heads) is not supported"
-        )
     if not ker.leaves:
         raise st.error("dot_general with a constant kernel reads the channels")
     k_out = big[0] if big else (kfree[0] if kfree else None)
@@ -606,7 +611,7 @@ def _rule_reshape(st: _State, node: Node, ins, shape):
         return Act(tuple(shape), None, affine=None)
     m = reshape_axis_map(tuple(x.shape), tuple(shape), x.axis)
     if m is None:
-        raise st.error(f"reshape {tuple(x.shape)} -> {tuple(shape)} splits the channel axis")
+        return split_channel_axis(st, x, shape)
     new_axis, outer, inner = m
     return x.moved(shape, new_axis, outer=x.outer * outer, inner=x.inner * inner)
 
@@ -626,10 +631,13 @@ def _rule_broadcast(st, node, ins, shape):
     dims = tuple(node.params["broadcast_dimensions"])
     if isinstance(x, PVal):
         axes = [frozenset() for _ in shape]
+        uniform = set(range(len(shape)))
         for i, d in enumerate(dims):
             if x.shape[i] == shape[d]:
                 axes[d] = x.axes[i]
-        return PVal(tuple(shape), tuple(axes), x.leaves)
+                if i not in x.uniform:
+                    uniform.discard(d)
+        return PVal(tuple(shape), tuple(axes), x.leaves, uniform=frozenset(uniform))
     if x.axis is None:
         return Act(tuple(shape), None, affine=None)
     d = dims[x.axis]

@@ -13,7 +13,9 @@ Two kinds of annotation flow through the program:
   nonlinear value: linear chains.
 * :class:`PVal`, a value computed from parameters and constants only. ``axes[i]`` lists the
   ``(leaf path, leaf axis)`` pairs whose index runs along axis ``i`` of the value (a bias
-  reshaped to ``(1, C)`` and broadcast has ``axes[-1] = {(bias, 0)}``).
+  reshaped to ``(1, C)`` and broadcast has ``axes[-1] = {(bias, 0)}``). ``uniform`` holds the
+  axes along which it was broadcast (a causal mask ``(T, T)`` broadcast over heads is the same
+  for every head: not a constant aligned with them).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class PVal:
     axes: tuple[frozenset[tuple[str, int]], ...]
     leaves: frozenset[str] = frozenset()
     value: float | None = None  # a known scalar constant (a literal), else None
+    uniform: frozenset[int] = frozenset()  # axes along which the value is broadcast (constant)
 
     @staticmethod
     def const(shape, value=None) -> PVal:

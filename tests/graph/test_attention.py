@@ -50,3 +50,47 @@ def test_masking_a_residual_channel_equals_the_hand_written_forward():
     expected = h @ table.T
     got = graph.apply(case.variables, case.x, masks={"Embed_0": m})
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def _zero_heads(tree, leaves_axes, dead, head_dim=None):
+    """``tree`` with the entries of heads ``dead`` zeroed along the given (leaf path, axis)
+    pairs; ``head_dim`` set: the axis is flat, heads are blocks of ``head_dim`` entries."""
+    out = jax.tree.map(lambda a: a, tree)
+    for path, axis in leaves_axes:
+        node = out
+        *parents, leaf = path.split("/")
+        for k in parents:
+            node = node[k]
+        a = node[leaf]
+        n = a.shape[axis]
+        head = np.arange(n) // (head_dim or 1)
+        keep = ~np.isin(head, dead)
+        shape = [1] * a.ndim
+        shape[axis] = n
+        node[leaf] = a * keep.reshape(shape)
+    return out
+
+
+def test_masking_flax_heads_equals_zeroing_their_value_slices_by_hand():
+    case = TRANSFORMERS["encoder_block"]()
+    graph = jp.trace(case.model, case.variables, case.x)
+    att = "params/MultiHeadDotProductAttention_0"
+    # a head's output is its value slice mixed by its attention weights: zeroing the value
+    # kernel's and bias' head entries removes exactly that head's contribution
+    hand = _zero_heads(
+        case.variables, [(f"{att}/value/kernel", 1), (f"{att}/value/bias", 0)], [1, 3]
+    )
+    expected = case.model.apply(hand, case.x)
+    mask = jnp.array([True, False, True, False])
+    got = graph.apply(case.variables, case.x, masks={"MultiHeadDotProductAttention_0/query": mask})
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(got, case.model.apply(case.variables, case.x), atol=1e-3)
+
+
+def test_masking_einsum_heads_equals_zeroing_their_value_columns_by_hand():
+    case = TRANSFORMERS["einsum_attention"]()
+    graph = jp.trace(case.model, case.variables, case.x)
+    hand = _zero_heads(case.variables, [("params/v/kernel", 1), ("params/v/bias", 0)], [0], 4)
+    expected = case.model.apply(hand, case.x)
+    got = graph.apply(case.variables, case.x, masks={"q": jnp.array([False, True])})
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
