@@ -66,7 +66,7 @@ def _bench(net: str, rounds: int, steps: int, full_tree: bool) -> dict:
     runs = {"baseline": _stepper(build(kind=None), optax.adam(1e-3), x, y)}
     for kind in ("mask", "flip"):
         tx = jp.transforms.train_scores(optax.adam(1e-3))
-        runs[kind] = _stepper(build(kind=kind), tx, x, y, jp.transforms.is_score)
+        runs[kind] = _stepper(build(kind=kind), tx, x, y, jp.models.is_score)
         if full_tree:
             runs[f"{kind}_full_tree"] = _stepper(build(kind=kind), tx, x, y)
     times = {k: [] for k in runs}

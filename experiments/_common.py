@@ -12,16 +12,21 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
+import jaxprune as jp
+
 __all__ = [
+    "Images",
     "RunStore",
+    "add_arch_dataset",
     "base_parser",
     "fmt_pm",
     "load_finished",
+    "load_images",
     "markdown_table",
     "mean_std",
     "output_dir",
@@ -57,6 +62,78 @@ def base_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
         help="keep the runs already finished in OUT/<experiment>/results.json (same config only)",
     )
     return parser
+
+
+def add_arch_dataset(
+    parser: argparse.ArgumentParser,
+    *,
+    archs: Sequence[str],
+    datasets: Sequence[str],
+    default_arch: str,
+    default_dataset: str,
+) -> argparse.ArgumentParser:
+    """Adds ``--arch``, ``--dataset`` and ``--data-dir`` (the same three in every experiment).
+
+    ``archs`` are names of :data:`experiments._recipes.ARCHS` (or the experiment's own offline
+    models); ``datasets`` are :data:`jaxprune.data.IMAGE_DATASETS` names or the experiment's
+    offline task. The defaults are the offline ones, so ``--quick`` and CI need no download.
+    """
+    parser.add_argument(
+        "--arch",
+        choices=list(archs),
+        default=default_arch,
+        help=f"architecture; its paper's recipe is the default (default: {default_arch})",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=list(datasets),
+        default=default_dataset,
+        help=f"dataset (TFDS name, or the offline task; default: {default_dataset})",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="where TFDS keeps prepared datasets (TFDS's default when omitted)",
+    )
+    return parser
+
+
+class Images(NamedTuple):
+    """An image dataset in memory: uint8 ``(n, H, W, C)`` images, int32 labels."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    num_classes: int
+    name: str
+
+
+def load_images(
+    args: argparse.Namespace,
+    *,
+    image_size: int | None = None,
+    quick_train: int = 256,
+    quick_test: int = 128,
+) -> Images:
+    """The train and test splits of ``args.dataset`` as uint8 arrays (scale them on device).
+
+    Under ``args.quick`` only the first ``quick_train`` / ``quick_test`` records of each split
+    are read (TFDS split slicing), so a quick run on real data stays small too.
+    """
+    name, data_dir = args.dataset, getattr(args, "data_dir", None)
+    quick = getattr(args, "quick", False)
+    splits = ("train", "test")
+    if quick and name != "digits":
+        splits = (f"train[:{quick_train}]", f"test[:{quick_test}]")
+    kw = dict(dtype="uint8", image_size=image_size)
+    if name != "digits":
+        kw["data_dir"] = data_dir
+    train = jp.data.image_dataset(name, splits[0], **kw)
+    test = jp.data.image_dataset(name, splits[1], **kw)
+    if quick:  # (mock TFDS data ignores split slices)
+        train = (train[0][:quick_train], train[1][:quick_train])
+        test = (test[0][:quick_test], test[1][:quick_test])
+    classes = jp.data.image_classes(name, **({} if name == "digits" else {"data_dir": data_dir}))
+    return Images(train, test, classes, name)
 
 
 def output_dir(args: argparse.Namespace, name: str) -> Path:

@@ -98,7 +98,7 @@ def train_curves(
         batch_size=batch_size,
         partial="drop",
         params=params,
-        trainable=None if kind is None else jp.transforms.is_score,
+        trainable=None if kind is None else jp.models.is_score,
         metrics=_metrics(model, xt, yt, kind),
         progress=False,
     )

@@ -171,7 +171,7 @@ def measure(model, params, state, test, in_features, graph_model=None):
     active = {k.removeprefix("prelu/"): ~np.asarray(v) for k, v in state.inactive.items()}
     return {
         "test_acc": float(_acc_fn(model)(params, *test)),
-        "inactive_fraction": float(jp.transforms.inactive_fraction(state)),
+        "inactive_fraction": float(jp.analysis.inactive_fraction(state)),
         "apl": jp.analysis.average_path_length(graph, active),
         "napl": jp.analysis.normalized_average_path_length(graph, active),
         "enw": jp.analysis.effective_width(graph, active),
@@ -207,7 +207,7 @@ def run_seed(seed: int, cfg: dict) -> dict:
         record = None
         if lam == cfg["heat_lambda"]:
             record = functools.partial(
-                _record_heat, heat, list(jp.transforms.slope_layers_of(p_prelu))
+                _record_heat, heat, list(jp.analysis.slope_layers_of(p_prelu))
             )
         p_lin, st = train(
             net,

@@ -1,5 +1,7 @@
 """Masks ``m(t) = 1[t > 0]`` and sign flips ``f(t) = sign(t)`` with straight-through gradients
-(private core shared by models, transforms and analysis; public through ``jaxprune.transforms``).
+(private core shared by models, transforms, analysis and training; ``gate``, ``effective_params``,
+``init_scores`` and ``is_score`` are public through ``jaxprune.models``, ``minimal_penalty``
+through ``jaxprune.training``).
 
 Each fixed weight ``w`` gets a trainable score ``t``; the forward pass uses ``w * m(t)`` (prune)
 or ``w * f(t)`` (flip) and the backward pass treats ``m`` and ``f`` as the identity, so
@@ -14,7 +16,15 @@ import jax.numpy as jnp
 
 from jaxprune._types import Params, PyTree
 
-__all__ = ["KINDS", "SCORE_INIT_HIGH", "effective_params", "gate", "init_scores", "minimal_penalty"]
+__all__ = [
+    "KINDS",
+    "SCORE_INIT_HIGH",
+    "effective_params",
+    "gate",
+    "init_scores",
+    "is_score",
+    "minimal_penalty",
+]
 
 KINDS = ("mask", "flip")
 """``"mask"``: prune with ``m(t) = 1[t > 0]``; ``"flip"``: flip signs with ``f(t) = sign(t)``."""
@@ -85,6 +95,22 @@ def gate(scores: jax.Array, kind: str) -> jax.Array:
     if not jnp.issubdtype(scores.dtype, jnp.floating):
         raise ValueError(f"scores: expected a float array, got dtype {scores.dtype}")
     return _mask(scores) if kind == "mask" else _flip(scores)
+
+
+def is_score(path: tuple, leaf: object) -> bool:
+    """Default predicate: a leaf is a score if any key on its path is ``"scores"``.
+
+    That is the parameter name used by :class:`~jaxprune.models.MaskedDense` and
+    :class:`~jaxprune.models.MaskedConv` (``{layer}/scores``) and by
+    :class:`~jaxprune.models.Scored` (``scores/{inner path}``). A model with a layer named
+    ``scores`` needs its own predicate.
+
+    >>> import jax
+    >>> is_score((jax.tree_util.DictKey("dense_0"), jax.tree_util.DictKey("scores")), None)
+    True
+    """
+    del leaf
+    return any(getattr(k, "key", getattr(k, "name", None)) == "scores" for k in path)
 
 
 def _check_same_structure(weights: PyTree, scores: PyTree) -> None:

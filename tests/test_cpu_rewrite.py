@@ -12,8 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
 
-import jaxprune as jp
 from jaxprune.training import cpu_rewrite
+from jaxprune.training._cpu_rewrite import (
+    MAX_SPLIT_GROUPS,
+    MAX_UNROLLED_CONTRACTION,
+    MAX_UNROLLED_TERMS,
+)
 
 CANONICAL_2D = "b01f_01io->b01f"
 
@@ -135,7 +139,7 @@ def test_vmapped_seeds_split_into_one_canonical_convolution_per_seed():
 
 
 def test_many_groups_stay_one_grouped_convolution():
-    groups = jp.training.MAX_SPLIT_GROUPS + 1
+    groups = MAX_SPLIT_GROUPS + 1
     x, w = _normal(4, (2, 5, 5, groups)), _normal(5, (3, 3, 1, groups))
 
     def depthwise(x, w):
@@ -236,11 +240,11 @@ def test_narrow_layers_compile_without_dots_and_wide_contractions_stay_dots():
     _same(grad, params, exact=False)
 
     wide = lambda a, b: a @ b
-    a = _normal(10, (4, jp.training.MAX_UNROLLED_CONTRACTION + 1))
+    a = _normal(10, (4, MAX_UNROLLED_CONTRACTION + 1))
     assert _dots(jax.jit(cpu_rewrite(wide)), a, a.T) == 1
     # 12 summed terms: unrolled while 12 x (right operand's free size) <= MAX_UNROLLED_TERMS
     a = _normal(12, (128, 12))
-    assert jp.training.MAX_UNROLLED_TERMS == 64
+    assert MAX_UNROLLED_TERMS == 64
     assert _dots(jax.jit(cpu_rewrite(wide)), a, _normal(13, (12, 5))) == 0
     assert _dots(jax.jit(cpu_rewrite(wide)), a, _normal(14, (12, 6))) == 1
     # a chain of 15-wide linear layers stays dots (unrolled, XLA recomputed each layer 15x)

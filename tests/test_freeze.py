@@ -9,7 +9,8 @@ from _trainable import loss_fn, trainable
 from zoo import ZOO
 
 import jaxprune as jp
-from jaxprune.transforms import FreezeUnitsState, freeze_units, set_frozen_units
+from jaxprune.training import set_frozen_units
+from jaxprune.transforms import FreezeUnitsState, freeze_units
 
 # (zoo model, unit to freeze): the resnet unit is block 2's output, written through the 1x1
 # projection shortcut; "Conv_0" of the cnn is read through a linear conv; "Conv_2" through the

@@ -1,4 +1,4 @@
-"""LW blocks default to the model's top-level parameter subtrees in forward order (paper 002)."""
+"""LW blocks default to the graph's layers, each with the norms after it, in forward order."""
 
 import flax.linen as nn
 import jax
@@ -24,12 +24,12 @@ def test_default_blocks_follow_the_forward_pass():
     net = _Net()
     graph = jp.trace(net, net.init(jax.random.key(0), x), x)
     blocks = jp.rewrites.default_blocks(graph)
-    assert blocks == (("z_in",), ("b_norm",), ("m_mid",), ("a_out",))
+    assert blocks == (("z_in", "b_norm"), ("m_mid",), ("a_out",))
 
 
 def test_train_rounds_lw_defaults_to_the_graph_order():
-    """Without ``blocks`` and ``lw_blocks``: one block per top-level subtree, forward order;
-    the run equals one with those blocks given explicitly."""
+    """Without ``blocks`` and ``lw_blocks``: the graph's blocks in forward order; the run
+    equals one with those blocks given explicitly."""
     x = jax.random.normal(jax.random.key(1), (32, 4))
     y = jax.random.randint(jax.random.key(2), (32,), 0, 3)
     kw = dict(
@@ -37,12 +37,12 @@ def test_train_rounds_lw_defaults_to_the_graph_order():
         loss="cross_entropy",
         optimizer=optax.sgd(0.1),
         steps_per_round=2,
-        normalize=False,  # a user model has no LW normalization slots
+        normalize=False,
     )
-    blocks = (("z_in",), ("b_norm",), ("m_mid",), ("a_out",))
-    default = jp.training.train_rounds(_Net(), (x, y), keys=jax.random.key(3), rounds=4, **kw)
+    blocks = (("z_in", "b_norm"), ("m_mid",), ("a_out",))
+    default = jp.training.train_rounds(_Net(), (x, y), keys=jax.random.key(3), rounds=3, **kw)
     given = jp.training.train_rounds(
-        _Net(), (x, y), keys=jax.random.key(3), rounds=4, blocks=blocks, **kw
+        _Net(), (x, y), keys=jax.random.key(3), rounds=3, blocks=blocks, **kw
     )
     np.testing.assert_array_equal(default.train_loss, given.train_loss)
     jax.tree.map(np.testing.assert_array_equal, default.variables, given.variables)

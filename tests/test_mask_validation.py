@@ -12,7 +12,8 @@ import optax
 import pytest
 
 import jaxprune as jp
-from jaxprune.transforms import freeze_units, set_frozen_units
+from jaxprune.training import set_frozen_units
+from jaxprune.transforms import freeze_units
 
 
 class Net(nn.Module):

@@ -13,11 +13,11 @@ from jaxprune.models import (
     Scored,
     conv2,
     conv6,
+    effective_params,
     get_initializer,
     lenet_300_100,
     signed_he_constant,
 )
-from jaxprune.transforms import effective_params
 
 
 def _numpy_params(model, x, seed=0, negative=0.4):

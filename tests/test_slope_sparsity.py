@@ -4,7 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxprune.transforms import SlopeSparsityState, inactive_fraction, slope_sparsity
+from jaxprune.analysis import inactive_fraction
+from jaxprune.transforms import SlopeSparsityState, slope_sparsity
 
 
 def make_params(dtype=jnp.float32):

@@ -36,7 +36,7 @@ def test_score_only_step_equals_full_step_and_keeps_weight_arrays(key, kind):
     params = model.init(key, X)["params"]
     tx = jp.transforms.train_scores(optax.adam(0.05))
     full = jp.training.make_train_step(model, "cross_entropy", tx)
-    only = jp.training.make_train_step(model, "cross_entropy", tx, trainable=jp.transforms.is_score)
+    only = jp.training.make_train_step(model, "cross_entropy", tx, trainable=jp.models.is_score)
     p_full, s_full, l_full = _run(full, params, tx.init(params))
     p_only, s_only, l_only = _run(only, params, tx.init(params))
     # Same scores, optimizer state and losses, bit for bit.
@@ -53,7 +53,7 @@ def test_unjitted_step_in_scan_equals_jitted_step(key):
     model = jp.models.MaskedMLP(hidden=(6,), out=3, kind="mask")
     params = model.init(key, X)["params"]
     tx = jp.transforms.train_scores(optax.adam(0.05))
-    kw = dict(trainable=jp.transforms.is_score)
+    kw = dict(trainable=jp.models.is_score)
     jitted = jp.training.make_train_step(model, "cross_entropy", tx, **kw)
     raw = jp.training.make_train_step(model, "cross_entropy", tx, jit=False, **kw)
 

@@ -7,14 +7,9 @@ import optax
 import pytest
 
 import jaxprune as jp
-from jaxprune.transforms import (
-    add_minimal_penalty,
-    effective_params,
-    gate,
-    init_scores,
-    minimal_penalty,
-    train_scores,
-)
+from jaxprune.models import effective_params, gate, init_scores
+from jaxprune.training import minimal_penalty
+from jaxprune.transforms import add_minimal_penalty, train_scores
 
 
 def _tiny(seed=0):

@@ -1,5 +1,6 @@
 """Read-only measurements of trained networks."""
 
+from jaxprune._fusion_solve import fusion_mse
 from jaxprune._moments import (
     Moments,
     moments_init,
@@ -7,6 +8,7 @@ from jaxprune._moments import (
     moments_update,
     streaming_moments,
 )
+from jaxprune._slopes import slope_layers_of
 from jaxprune.analysis._ablation import ACTIVE_THRESHOLD, active_units, unit_ablation
 from jaxprune.analysis._connectivity import (
     changed_fraction,
@@ -17,6 +19,7 @@ from jaxprune.analysis._connectivity import (
 )
 from jaxprune.analysis._count import count_params
 from jaxprune.analysis._fusion import FusionCandidate, fusion_candidates
+from jaxprune.analysis._importance import IMPORTANCE_METHODS, importance, keep_top
 from jaxprune.analysis._margins import head_weight_product, sharpness, softmax_margins
 from jaxprune.analysis._path_length import (
     average_path_length,
@@ -38,10 +41,12 @@ from jaxprune.analysis._redundancy import (
     redundant_units,
     unit_similarity,
 )
+from jaxprune.analysis._slopes import inactive_fraction
 
 __all__ = [
     "ACTIVE_THRESHOLD",
     "FusionCandidate",
+    "IMPORTANCE_METHODS",
     "Moments",
     "POLYGON_MIN_SIZE",
     "REDUNDANCY_THRESHOLD",
@@ -53,7 +58,11 @@ __all__ = [
     "effective_weights",
     "effective_width",
     "fusion_candidates",
+    "fusion_mse",
     "head_weight_product",
+    "importance",
+    "keep_top",
+    "inactive_fraction",
     "layer_fractions",
     "linear_units",
     "moments_init",
@@ -67,6 +76,7 @@ __all__ = [
     "redundant_units",
     "sharpness",
     "size_in_bits",
+    "slope_layers_of",
     "softmax_margins",
     "streaming_moments",
     "trace_contours",

@@ -112,6 +112,19 @@ def _reachable(graph: Graph) -> set[int]:
     return seen
 
 
+def _layer_counts(ls, ps, w, k, mult, normalized):
+    """Log path counts and histograms of ``w`` outputs each summing every input."""
+    reach = np.isfinite(ls)
+    if not reach.any():
+        lc, row = np.full(w, -np.inf), np.zeros(k)
+    elif normalized:
+        lc, row = np.zeros(w), ps[reach].mean(axis=0)
+    else:
+        total = _lse(ls)
+        lc, row = np.full(w, total + np.log(mult)), np.exp(ls - total) @ ps
+    return lc, np.broadcast_to(row, (w, k))
+
+
 def path_histogram(
     graph: Graph, active: Mapping | None = None, *, normalized: bool = False
 ) -> tuple[np.ndarray, float]:
@@ -168,17 +181,14 @@ def path_histogram(
             p[:, 0] = 1.0
         elif n.kind == "zero":
             lc, p = np.full(w, -np.inf), np.zeros((w, k))
-        elif n.kind == "layer":
-            ls, ps = src_l[0], src_p[0]
-            reach = np.isfinite(ls)
-            if not reach.any():
-                lc, row = np.full(w, -np.inf), np.zeros(k)
-            elif normalized:
-                lc, row = np.zeros(w), ps[reach].mean(axis=0)
-            else:
-                total = _lse(ls)
-                lc, row = np.full(w, total + np.log(n.mult)), np.exp(ls - total) @ ps
-            p = np.broadcast_to(row, (w, k))
+        elif n.kind == "layer":  # a grouped conv: block j of the outputs reads block j
+            g = n.groups
+            parts = [
+                _layer_counts(ls, ps, w // g, k, n.mult, normalized)
+                for ls, ps in zip(np.split(src_l[0], g), np.split(src_p[0], g, axis=0), strict=True)
+            ]
+            lc = np.concatenate([a for a, _ in parts])
+            p = np.concatenate([b for _, b in parts])
         elif n.kind == "scale":
             lc, p = src_l[0], src_p[0]
         elif n.kind == "chan":

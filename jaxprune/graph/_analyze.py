@@ -79,6 +79,7 @@ class SpaceInfo:
     mixing: list[str] = dataclasses.field(default_factory=list)
     is_output: bool = False
     is_pad: bool = False
+    groups: int = 1  # a grouped convolution's output: pruned in equal numbers per group
 
 
 @dataclasses.dataclass
@@ -483,10 +484,23 @@ def _rule_conv(st: _State, node: Node, ins, shape):
         st.add_slices(out, k, k_out, "write", li)
         op = "depthwise_conv"
     else:
-        raise st.error(
-            f"grouped convolution with feature_group_count={groups} ({cin} -> {cout} channels); "
-            "only ordinary (1) and depthwise (groups = channels, multiplier 1) are supported"
-        )
+        # Grouped: output channel o reads only the input channels of its group o // (cout/g).
+        # The output channels are a new space pruned in equal numbers per group (the group
+        # count stays); the kernel's input axis holds in-group positions, not channels, so the
+        # input channels cannot be narrowed one by one (that would be a per-group gather).
+        leaf = _kernel_leaf(st, k, k_out)
+        sid = st.new_space(cout, li)
+        st.spaces[sid].groups = groups
+        out = Act(tuple(shape), out_spec[1], ((sid, 0, cout),), affine=frozenset({li}))
+        st.add_slices(out, k, k_out, "write", li)
+        for s in x.spaces():
+            st.spaces[s].mixing.append(
+                f"read by a grouped convolution (feature_group_count={groups}, {cin} -> {cout} "
+                f"channels) at {st.where()}, whose kernel holds in-group positions, not these "
+                "channels; keep them, or prune the grouped convolution's own output channels "
+                "(equal numbers per group)"
+            )
+        op = "grouped_conv"
     st.layers.append(
         LayerInfo(
             li,

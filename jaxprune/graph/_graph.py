@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 import jax
@@ -26,8 +27,9 @@ class Layer:
     Attributes:
       name: the param path of the layer (the kernel's path without its leaf name and without
         linen's ``params/`` collection: ``"Dense_0"``, ``"block1/Conv_1"``).
-      op: ``"dense"``, ``"conv"``, ``"depthwise_conv"`` or ``"embed"`` (an embedding lookup:
-        its output channels are the table's columns; ``in_shape`` is the indices' shape).
+      op: ``"dense"``, ``"conv"``, ``"depthwise_conv"``, ``"grouped_conv"`` or ``"embed"`` (an
+        embedding lookup: its output channels are the table's columns; ``in_shape`` is the
+        indices' shape).
       kernel: the kernel's full leaf path in the variables (``"params/Dense_0/kernel"``).
       in_shape, out_shape: shapes at the traced example arguments.
       unit: the unit group its output channels belong to (``None`` if they are not units).
@@ -63,7 +65,11 @@ class Unit:
       layers: every layer whose output channels are in the group.
       nonlinearity: the nonlinearities the channels enter.
       coupled: reasons the group cannot be pruned exactly (channel-mixing reductions such as
-        LayerNorm, constants aligned with the channels); empty for an ordinary group.
+        LayerNorm, constants aligned with the channels, being read by a grouped
+        convolution); empty for an ordinary group.
+      groups: the output channels of a grouped convolution (``feature_group_count=g``) are
+        ``g`` equal contiguous blocks, one per convolution group: pruning removes the same
+        number from every block (the group count stays); 1 for an ordinary group.
     """
 
     name: str
@@ -72,6 +78,24 @@ class Unit:
     nonlinearity: tuple[str, ...]
     coupled: tuple[str, ...]
     root: int = dataclasses.field(repr=False, compare=False, default=-1)
+    groups: int = 1
+
+
+def _conv_groups(an: Analysis, sids, width: int) -> tuple[int, tuple[str, ...]]:
+    """The blocks of equal pruning of a unit group (the lcm of its grouped convolutions'
+    group counts), and why it cannot be pruned if a grouped output is only part of it."""
+    groups, why = 1, []
+    for s in sids:
+        g = an.spaces[s].groups
+        if g == 1:
+            continue
+        if an.locate(s)[1] != 0 or an.spaces[s].width != width:
+            why.append(
+                f"a grouped convolution's output (feature_group_count={g}) is joined to a "
+                "wider channel group, whose blocks of equal pruning are not defined"
+            )
+        groups = math.lcm(groups, g)
+    return groups, tuple(why)
 
 
 def _layer_name(adapter: ModelAdapter, kernel: str) -> str:
@@ -126,13 +150,15 @@ class Graph:
             name = names[producers[0]]
             sites = tuple(dict.fromkeys(x for s in spaces for x in s.sites))
             coupled = tuple(dict.fromkeys(x for s in spaces for x in (*s.mixing, *s.consts)))
+            groups, misaligned = _conv_groups(an, sids, group_width[root])
             units[name] = Unit(
                 name,
                 group_width[root],
                 tuple(names[p] for p in producers),
                 sites,
-                coupled,
+                coupled + misaligned,
                 root,
+                groups,
             )
             unit_of_root[root] = name
         self.units = units

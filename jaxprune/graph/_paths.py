@@ -5,7 +5,8 @@ which is a vertex of the network's computation graph at channel granularity. Nod
 
 * ``input`` (a model input) and ``zero`` (zero-padded channels: no path reaches them);
 * ``layer``: a dense or conv layer, every output channel summing every input channel ``mult``
-  times (``mult`` = kernel entries per channel pair, times the flatten tiling);
+  times (``mult`` = kernel entries per channel pair, times the flatten tiling); a grouped
+  conv (``groups`` > 1) sums only the input channels of its group;
 * ``chan``: a depthwise conv, channel ``c`` from channel ``c`` (``mult`` = its window);
 * ``sum``: an elementwise join of several channel vectors (residual adds);
 * ``site``: a nonlinearity applied channel-wise; ``segs`` locates each channel's unit;
@@ -47,6 +48,7 @@ class PathNode:
     pool: bool = False
     layer: int | None = None
     params: tuple[str, ...] = ()  # scale: its parameter leaves; site: those of its activation
+    groups: int = 1  # layer: a grouped conv, block j of the outputs sums block j of the inputs
 
 
 def _new(st, node: PathNode) -> int:
@@ -106,8 +108,10 @@ def record_paths(st, node, ins, outs, n_layers: int, sited: bool) -> None:
                     if i not in (node.params["dimension_numbers"].rhs_spec[:2])
                 ]
                 mult = float(np.prod(spatial)) if spatial else 1.0
-                kind = "layer" if info.op == "conv" else "chan"
-            st.path_of[o] = _new(st, PathNode(kind, w, (src,), mult, layer=info.index))
+                kind = "chan" if info.op == "depthwise_conv" else "layer"
+            groups = st.spaces[info.out_space].groups if info.op == "grouped_conv" else 1
+            node_ = PathNode(kind, w, (src,), mult, layer=info.index, groups=groups)
+            st.path_of[o] = _new(st, node_)
             continue
         (p0, a0) = chan_in[0]
         if name == "concatenate" and out.axis == node.params["dimension"] and a0.axis == out.axis:

@@ -158,7 +158,8 @@ def leaf_keep(
     """``{(leaf, axis): kept indices}`` for the slices of every pruned unit group.
 
     Raises:
-      GraphError: if ``check`` and a pruned group has coupled channels (``Unit.coupled``).
+      GraphError: if ``check`` and a pruned group has coupled channels (``Unit.coupled``), or
+        a grouped convolution's output (``Unit.groups``) loses unequal numbers per group.
     """
     out: dict[tuple[str, int], np.ndarray] = {}
     for name, m in keep.items():
@@ -169,6 +170,16 @@ def leaf_keep(
             raise GraphError(
                 f"unit group {name!r} cannot be pruned exactly: " + "; ".join(unit.coupled)
             )
+        if check and unit.groups > 1:
+            removed = (~m).reshape(unit.groups, -1).sum(axis=1).tolist()
+            if len(set(removed)) > 1:
+                raise GraphError(
+                    f"unit group {name!r} is the output of a grouped convolution "
+                    f"(feature_group_count={unit.groups}, {unit.width // unit.groups} channels "
+                    f"per group): it is pruned in equal numbers per group, but keep[{name!r}] "
+                    f"removes {removed}; remove the same number from each group "
+                    "(jp.analysis.keep_top(..., graph=graph) does)"
+                )
         for leaf, axis, idx in graph.slices(name):
             hit = np.where(idx >= 0, m[np.maximum(idx, 0)], True)
             prev = out.get((leaf, axis))

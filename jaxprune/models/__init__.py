@@ -1,5 +1,6 @@
 """Small reference Flax (linen) modules whose parameter paths are documented."""
 
+from jaxprune._straight_through import effective_params, gate, init_scores, is_score
 from jaxprune.models._block_mlp import BlockMLP
 from jaxprune.models._cnn import CNN, ConvLayer, DenseLayer
 from jaxprune.models._convnet import ConvNet
@@ -55,9 +56,13 @@ __all__ = [
     "conv2",
     "conv4",
     "conv6",
+    "effective_params",
     "fusion_layers",
     "fusion_net",
+    "gate",
     "get_initializer",
+    "init_scores",
+    "is_score",
     "lenet_300_100",
     "norm_slot",
     "prelu",

@@ -14,6 +14,7 @@ from jaxprune.rewrites._layerwise import (
     rescale_blocks,
     update_normalization,
 )
+from jaxprune.rewrites._lw_slots import LWSlots, lw_slots
 from jaxprune.rewrites._mask_transfer import MASK_TRANSFER_MODES, set_linear_slopes, transfer_mask
 from jaxprune.rewrites._optimizer_state import reset_optimizer_state
 from jaxprune.rewrites._prelu_swap import swap_relu_for_prelu
@@ -24,6 +25,7 @@ from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
 
 __all__ = [
     "FusionWarning",
+    "LWSlots",
     "MASK_TRANSFER_MODES",
     "OUTGOING_CHOICES",
     "above_block_mask",
@@ -38,6 +40,7 @@ __all__ = [
     "fusion_weights",
     "layer_mask",
     "layer_norms",
+    "lw_slots",
     "magnitude_mask",
     "model_initializer",
     "prune_units",

@@ -1,7 +1,8 @@
 """The pieces of layerwise reinitialization LW (paper 002, Algorithm 1): norms, rescale, normalize.
 
 Blocks are given as a sequence of tuples of top-level parameter names, in forward order
-(``model.lw_blocks()`` for :class:`~jaxprune.models.BlockMLP` and :class:`~jaxprune.models.SCNN`);
+(``model.lw_blocks()`` for the bundled models, :func:`default_blocks` from the traced graph
+for any other);
 ``k`` is 1-based as in the paper. A "layer" is one top-level entry of the params (``relu_0``,
 ``conv_2``, ``norm_2``...); its norm is the Frobenius norm of its *weights* together: every leaf
 but ``bias`` (a dense or conv kernel, a norm layer's ``scale``), as the paper says ("rescale the
@@ -26,6 +27,7 @@ __all__ = [
     "block_statistics",
     "check_blocks",
     "default_blocks",
+    "forward_order",
     "layer_norms",
     "rescale_blocks",
     "update_normalization",
@@ -34,31 +36,11 @@ __all__ = [
 Blocks = Sequence[Sequence[str]]
 
 
-def default_blocks(graph) -> tuple[tuple[str, ...], ...]:
-    """The model's top-level parameter subtrees, one block each, in forward order.
+def forward_order(graph) -> tuple[str, ...]:
+    """The model's top-level parameter subtrees in the order the forward pass first reads them.
 
-    The order is that of the traced program (:func:`jaxprune.trace`): a subtree comes where the
-    forward pass first reads one of its parameters, so a norm sits after the layer it
-    normalizes whatever the names say.
-
-    Args:
-      graph: the traced model.
-
-    Returns:
-      ``(("Dense_0",), ("BatchNorm_0",), ...)`` for :func:`check_blocks` and the LW functions.
-
-    >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxprune as jp
-    >>> class Net(nn.Module):
-    ...     @nn.compact
-    ...     def __call__(self, x):
-    ...         out = nn.Dense(2, name="a_out")
-    ...         return out(nn.relu(nn.Dense(3, name="z_hidden")(x)))
-    >>> x = jnp.ones((1, 4)); g = jp.trace(Net(), Net().init(jax.random.key(0), x), x)
-    >>> default_blocks(g)
-    (('z_hidden',), ('a_out',))
-
-    References:
-      Paper 002, Algorithm 1 (blocks default to the model's top-level submodules in order).
+    Raises:
+      ValueError: the forward pass reads no parameters.
     """
     an = graph.analysis
     prefix = graph.model.param_prefix
@@ -71,7 +53,53 @@ def default_blocks(graph) -> tuple[tuple[str, ...], ...]:
             first.setdefault(graph.model.short(leaf).split("/")[0], i)
     if not first:
         raise ValueError("graph: the forward pass reads no parameters; no blocks")
-    return tuple((name,) for name in sorted(first, key=first.__getitem__))
+    return tuple(sorted(first, key=first.__getitem__))
+
+
+def default_blocks(graph) -> tuple[tuple[str, ...], ...]:
+    """LW blocks derived from the traced graph: each layer with the norms that follow it.
+
+    The model's top-level parameter subtrees are taken in the order the traced program
+    (:func:`jaxprune.trace`) first reads them, so a norm sits after the layer it normalizes
+    whatever the names say. A subtree holding a dense or conv layer (:attr:`Graph.layers
+    <jaxprune.graph.Graph>`) starts a block; one without (a BatchNorm, LayerNorm, a PReLU's
+    slopes) joins the block before it (the first block if nothing comes before). A nested
+    module is one subtree, so a user's ``Block`` submodule is one LW block. The output layer
+    is the last block, as in paper 002's MLP (its slot normalizes the logits).
+
+    Args:
+      graph: the traced model.
+
+    Returns:
+      ``(("Conv_0", "BatchNorm_0"), ("Dense_0",), ...)`` for :func:`check_blocks` and the LW
+      functions.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxprune as jp
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         out = nn.Dense(2, name="a_out")
+    ...         h = nn.LayerNorm(name="b_norm")(nn.Dense(3, name="z_hidden")(x))
+    ...         return out(nn.relu(h))
+    >>> x = jnp.ones((1, 4)); g = jp.trace(Net(), Net().init(jax.random.key(0), x), x)
+    >>> default_blocks(g)
+    (('z_hidden', 'b_norm'), ('a_out',))
+
+    References:
+      Paper 002, Algorithm 1 (blocks: the model's layers, each with its normalization).
+    """
+    order = forward_order(graph)
+    with_kernel = {name.split("/")[0] for name in graph.layers}
+    blocks: list[list[str]] = []
+    for name in order:
+        if name in with_kernel or not blocks:
+            blocks.append([name])
+        else:
+            blocks[-1].append(name)
+    if len(blocks) > 1 and not with_kernel & set(blocks[0]):
+        blocks[1] = blocks[0] + blocks[1]  # a leading norm belongs to the first layer
+        del blocks[0]
+    return tuple(tuple(b) for b in blocks)
 
 
 def check_blocks(params: Params, blocks: Blocks, k=None) -> tuple[tuple[str, ...], ...]:

@@ -1,14 +1,10 @@
 """Jitted train steps, early stopping and many-seed vmapped fits."""
 
 from jaxprune._losses import LossFn, get_loss
+from jaxprune._straight_through import minimal_penalty
 from jaxprune.training._checkpoint import CheckpointError, Checkpoints
 from jaxprune.training._core import TrainState
-from jaxprune.training._cpu_rewrite import (
-    MAX_SPLIT_GROUPS,
-    MAX_UNROLLED_CONTRACTION,
-    MAX_UNROLLED_TERMS,
-    cpu_rewrite,
-)
+from jaxprune.training._cpu_rewrite import cpu_rewrite
 from jaxprune.training._early_stopping import (
     EarlyStoppingState,
     early_stopping_init,
@@ -16,6 +12,7 @@ from jaxprune.training._early_stopping import (
 )
 from jaxprune.training._epochs import EpochsResult, train_epochs
 from jaxprune.training._fit import FitResult, RunState, fit
+from jaxprune.training._freeze_state import set_frozen_units
 from jaxprune.training._parallel import (
     data_mesh,
     make_parallel_epoch,
@@ -50,9 +47,6 @@ __all__ = [
     "FitResult",
     "L2_FORMS",
     "LossFn",
-    "MAX_SPLIT_GROUPS",
-    "MAX_UNROLLED_CONTRACTION",
-    "MAX_UNROLLED_TERMS",
     "METHODS",
     "REVERT_THRESHOLD",
     "ReinitResult",
@@ -73,9 +67,11 @@ __all__ = [
     "make_parallel_epoch",
     "make_parallel_train_step",
     "make_train_step",
+    "minimal_penalty",
     "process_slice",
     "pruned_model",
     "replicate",
+    "set_frozen_units",
     "shard_batch",
     "train_epochs",
     "train_rounds",

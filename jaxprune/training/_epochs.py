@@ -129,7 +129,7 @@ def train_epochs(
         under ``jit`` and ``vmap``; pass the same function object again to reuse the compiled
         program).
       trainable: optional ``(path, leaf) -> bool`` over the params (e.g.
-        :func:`jaxprune.transforms.is_score`): only the selected leaves are differentiated and
+        :func:`jaxprune.models.is_score`): only the selected leaves are differentiated and
         updated, the others pass through bit-identical; the optimizer sees zero gradients for
         them. Default: every parameter trains.
       chunk_epochs: epochs per compiled chunk (default: all, or 10 with a checkpoint).

@@ -20,8 +20,9 @@ from jaxprune.rewrites import OUTGOING_CHOICES, prune_units, reinit_units, reset
 from jaxprune.training._checks import check_finite, device_data
 from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._fit import fit
+from jaxprune.training._freeze_state import set_frozen_units
 from jaxprune.training._model import require_linen, training_model
-from jaxprune.transforms import freeze_units, set_frozen_units
+from jaxprune.transforms import freeze_units
 
 __all__ = ["REVERT_THRESHOLD", "ReinitResult", "pruned_model", "train_with_reinit"]
 

@@ -22,12 +22,14 @@ from jaxprune._data_checks import check_fraction
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import PyTree
 from jaxprune.graph import trace
+from jaxprune.models import NORM_COLLECTION
 from jaxprune.rewrites import (
     above_block_mask,
     check_blocks,
     default_blocks,
     layer_mask,
     layer_norms,
+    lw_slots,
     magnitude_mask,
     random_mask,
     reinit_round,
@@ -54,6 +56,7 @@ class RoundsResult(NamedTuple):
     val_loss: jax.Array | None  # [seeds, rounds] validation loss after each round, if given
     steps: jax.Array  # [seeds, rounds] steps trained in each round
     seconds: float  # wall time, compile included
+    model: Any = None  # the module ``variables`` belong to: the given one, or it with LW slots
 
 
 def lw_schedule(num_blocks: int, n: int) -> tuple[int, ...]:
@@ -277,7 +280,7 @@ def _draw_program(model, x_shape: tuple[int, ...], x_dtype) -> Any:
 
 
 def _lw_blocks(model, x):
-    """``model.lw_blocks()``, or the top-level parameter subtrees in forward order."""
+    """``model.lw_blocks()``, or the blocks derived from the traced graph."""
     if hasattr(model, "lw_blocks"):
         return model.lw_blocks()
     variables = model.init(jax.random.key(0), x[:1])
@@ -361,8 +364,11 @@ def train_rounds(
       batch_size: minibatch size, or None for the full batch.
       fraction: share of each tensor redrawn by WELSR/WELS/DSD (paper: 0.2).
       fc_layers: top-level names for FC (default ``model.fc_layers()``).
-      blocks: LW blocks (default ``model.lw_blocks()`` where the model defines it, else its
-        top-level parameter subtrees in forward order, :func:`~jaxprune.rewrites.default_blocks`).
+      blocks: LW blocks (default ``model.lw_blocks()`` where the model defines it, else the
+        blocks derived from its traced graph, :func:`~jaxprune.rewrites.default_blocks`). A
+        model without :func:`~jaxprune.models.norm_slot` calls is wrapped by
+        :func:`~jaxprune.rewrites.lw_slots` (slots placed from its graph); the result's
+        ``model`` is the wrapper, which ``variables`` belong to.
       schedule: LW block index per round (default :func:`lw_schedule` with ``N = rounds / K``).
       rescale, normalize, reinit: the three LW steps (ablations of App. A and F).
       lw_include_biases: LW's rescaling uses (and scales) biases too; the default, False, is
@@ -416,9 +422,13 @@ def train_rounds(
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1 or None, got {batch_size}")
     fraction = check_fraction(fraction)
-    params0 = jax.eval_shape(lambda k: model.init(k, x[:1]), jax.random.key(0))["params"]
+    shapes0 = jax.eval_shape(lambda k: model.init(k, x[:1]), jax.random.key(0))
+    params0 = shapes0["params"]
     if method == "lw":
         blocks = check_blocks(params0, blocks if blocks is not None else _lw_blocks(model, x))
+        if normalize and NORM_COLLECTION not in shapes0:  # a model without norm_slot calls
+            variables = model.init(jax.random.key(0), x[:1])
+            model = lw_slots(model, trace(model, variables, x[:1]), blocks)
         if schedule is None:
             if rounds is None or rounds % len(blocks):
                 raise ValueError(
@@ -473,11 +483,20 @@ def train_rounds(
     draws = _draw_program(model, tuple(x.shape), x.dtype)(keys, jnp.arange(int(rounds)))
     variables, tl, vl, used = program(keys, draws, x, y, xv, yv)
     result = RoundsResult(
-        variables, tl, vl if validation is not None else None, used, time.perf_counter() - start
+        variables,
+        tl,
+        vl if validation is not None else None,
+        used,
+        time.perf_counter() - start,
+        model,
     )
     if single:
         pick = lambda t: None if t is None else jax.tree.map(lambda a: a[0], t)
         result = result._replace(
-            **{f: pick(getattr(result, f)) for f in RoundsResult._fields if f != "seconds"}
+            **{
+                f: pick(getattr(result, f))
+                for f in RoundsResult._fields
+                if f not in ("seconds", "model")
+            }
         )
     return result

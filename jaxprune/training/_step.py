@@ -58,7 +58,7 @@ def make_train_step(
       optimizer: any optax transformation; transforms that need ``params`` receive them.
       jit: wrap the step in ``jax.jit`` (donating nothing, so inputs remain valid).
       trainable: optional ``(path, leaf) -> bool`` choosing the leaves to train (e.g.
-        :func:`~jaxprune.transforms.is_score`); evaluated while tracing.
+        :func:`~jaxprune.models.is_score`); evaluated while tracing.
 
     Raises:
       ValueError: (when stepping) if ``trainable`` selects no leaf.
@@ -81,7 +81,7 @@ def make_train_step(
     >>> params = layer.init(jax.random.key(0), x)["params"]
     >>> tx = jp.transforms.train_scores(optax.adam(1e-2))
     >>> step = jp.training.make_train_step(
-    ...     layer, "mse", tx, trainable=jp.transforms.is_score)
+    ...     layer, "mse", tx, trainable=jp.models.is_score)
     >>> new, _, _ = step(params, tx.init(params), (x, jax.numpy.zeros((len(x), 2))))
     >>> new["weights"] is params["weights"], bool((new["scores"] != params["scores"]).any())
     (True, True)

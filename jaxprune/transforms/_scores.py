@@ -9,28 +9,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxprune._straight_through import check_kind, minimal_penalty
+from jaxprune._straight_through import check_kind, is_score, minimal_penalty
 from jaxprune._types import Params
 
-__all__ = ["AddMinimalPenaltyState", "add_minimal_penalty", "is_score", "train_scores"]
+__all__ = ["AddMinimalPenaltyState", "add_minimal_penalty", "train_scores"]
 
 ScorePredicate = Callable[[tuple, jax.Array], bool]
-
-
-def is_score(path: tuple, leaf: jax.Array) -> bool:
-    """Default predicate: a leaf is a score if any key on its path is ``"scores"``.
-
-    That is the parameter name used by :class:`~jaxprune.models.MaskedDense` and
-    :class:`~jaxprune.models.MaskedConv` (``{layer}/scores``) and by
-    :class:`~jaxprune.models.Scored` (``scores/{inner path}``). A model with a layer named
-    ``scores`` needs its own predicate.
-
-    >>> import jax
-    >>> is_score((jax.tree_util.DictKey("dense_0"), jax.tree_util.DictKey("scores")), None)
-    True
-    """
-    del leaf
-    return any(getattr(k, "key", getattr(k, "name", None)) == "scores" for k in path)
 
 
 def _labels(params: Params, predicate: ScorePredicate) -> Params:
@@ -52,7 +36,8 @@ def train_scores(
     Args:
       optimizer: any optax transformation, applied to the score leaves (chains included, e.g.
         ``optax.chain(add_minimal_penalty("mask"), optax.adam(1e-3))``).
-      predicate: ``(path, leaf) -> bool`` selecting the score leaves (default :func:`is_score`).
+      predicate: ``(path, leaf) -> bool`` selecting the score leaves (default
+        :func:`~jaxprune.models.is_score`).
 
     Returns:
       An ``optax.GradientTransformation`` (its state is optax's ``PartitionState``).

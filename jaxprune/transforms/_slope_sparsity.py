@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprune._types import Params
+from jaxprune._slopes import slope_layer, slope_layers_of
 from jaxprune.graph.extend import check_mask
 
 _LOG_MAX_BOOST = np.float32(math.log(1e6))  # the controller's penalty stays finite
 
-__all__ = ["SlopeSparsityState", "inactive_fraction", "slope_layers_of", "slope_sparsity"]
+__all__ = ["SlopeSparsityState", "slope_sparsity"]
 
 
 class SlopeSparsityState(NamedTuple):
@@ -41,50 +41,6 @@ class SlopeSparsityState(NamedTuple):
     strength: jax.Array
     inner_state: Any
     stall: jax.Array | int = 0
-
-
-def _key_name(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def _slope_layer(path, slope_key: str) -> str | None:
-    names = [_key_name(k) for k in path]
-    if names and names[-1] == slope_key and len(names) > 1:
-        return "/".join(names[:-1])
-    return None
-
-
-def slope_layers_of(params: Params, slope_key: str = "slope") -> dict[str, tuple[int, ...]]:
-    """``{layer: shape}`` of every leaf named ``slope_key`` in ``params``, in leaf order.
-
-    >>> import jax.numpy as jnp
-    >>> slope_layers_of({"dense_0": {"kernel": jnp.ones((2, 3))},
-    ...                  "prelu_0": {"slope": jnp.ones(3)}})
-    {'prelu_0': (3,)}
-    """
-    out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        layer = _slope_layer(path, slope_key)
-        if layer is not None:
-            out[layer] = tuple(np.shape(leaf))
-    return out
-
-
-def inactive_fraction(state: SlopeSparsityState) -> jax.Array:
-    """Fraction of all PReLU units that are inactive (frozen at slope 1).
-
-    >>> import jax.numpy as jnp
-    >>> s = SlopeSparsityState({"a": jnp.array([True, False]), "b": jnp.array([True, True])},
-    ...                        jnp.zeros(()), ())
-    >>> float(inactive_fraction(s))
-    0.75
-    """
-    masks = jax.tree.leaves(state.inactive)
-    count = sum(jnp.sum(m) for m in masks)
-    return count / sum(m.size for m in masks)
 
 
 def slope_sparsity(
@@ -215,7 +171,7 @@ def slope_sparsity(
             raise ValueError("params: slope_sparsity needs the current params in update()")
         slopes = {}
         for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-            layer = _slope_layer(path, slope_key)
+            layer = slope_layer(path, slope_key)
             if layer is not None:
                 slopes[layer] = leaf
         old = state.inactive
@@ -253,7 +209,7 @@ def slope_sparsity(
             lam = lam.astype(jnp.float32)
 
         def penalize(path, g, p):
-            layer = _slope_layer(path, slope_key)
+            layer = slope_layer(path, slope_key)
             if layer is None:
                 return g
             pull = -jnp.sign(1 - p) * lam.astype(p.dtype)
@@ -263,7 +219,7 @@ def slope_sparsity(
         updates, inner_state = inner.update(grads, state.inner_state, params)
 
         def freeze(path, u, p):
-            layer = _slope_layer(path, slope_key)
+            layer = slope_layer(path, slope_key)
             if layer is None:
                 return u
             return jnp.where(new[layer], (1 - p).astype(u.dtype), u)

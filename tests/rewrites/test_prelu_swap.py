@@ -91,7 +91,7 @@ def test_slope_sparsity_freezes_the_swapped_slopes_at_099():
     params["prelu"]["Dense_1"]["slope"] = jnp.array([0.995, 0.5, 0, 0, 0, 0.98])
     tx = jp.transforms.slope_sparsity(optax.sgd(0.01), strength=1.0)
     state = tx.init(params)
-    assert jp.transforms.slope_layers_of(params) == {"prelu/Dense_0": (8,), "prelu/Dense_1": (6,)}
+    assert jp.analysis.slope_layers_of(params) == {"prelu/Dense_0": (8,), "prelu/Dense_1": (6,)}
     loss = lambda q: jnp.mean(net.apply({"params": q}, case.x) ** 2)
     updates, state = jax.jit(tx.update)(jax.grad(loss)(params), state, params)
     params = optax.apply_updates(params, updates)

@@ -14,13 +14,8 @@ from absl.testing import parameterized
 from zoo import ZOO
 
 import jaxprune as jp
-from jaxprune.transforms import (
-    add_minimal_penalty,
-    freeze_units,
-    set_frozen_units,
-    slope_sparsity,
-    train_scores,
-)
+from jaxprune.training import set_frozen_units
+from jaxprune.transforms import add_minimal_penalty, freeze_units, slope_sparsity, train_scores
 
 
 def _mlp():
