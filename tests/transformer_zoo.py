@@ -40,11 +40,13 @@ class EncoderBlock(nn.Module):
 
     heads: int = 4
     mlp: int = 16
+    qkv: int | None = None
 
     @nn.compact
     def __call__(self, x):
         h = nn.LayerNorm()(x)
-        x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads)(h, h)
+        att = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.qkv)
+        x = x + att(h, h)
         h = nn.LayerNorm()(x)
         h = nn.gelu(nn.Dense(self.mlp)(h))
         return x + nn.Dense(x.shape[-1])(h)
@@ -84,7 +86,44 @@ def make_einsum_attention():
     return Case(m, m.init(jax.random.key(0), x), x, {"q": 2})
 
 
+class GQABlock(nn.Module):
+    """Grouped-query attention by hand (key/value heads repeated over the query heads that
+    share them, as Llama-style code does), RMSNorm pre-norm, a SwiGLU MLP."""
+
+    heads: int = 4
+    kv_heads: int = 2
+    mlp: int = 12
+
+    @nn.compact
+    def __call__(self, x):
+        b, t, d = x.shape
+        hd = d // self.heads
+        h = nn.RMSNorm()(x)
+        q = nn.Dense(self.heads * hd, use_bias=False, name="wq")(h).reshape(b, t, self.heads, hd)
+        k = nn.Dense(self.kv_heads * hd, use_bias=False, name="wk")(h)
+        v = nn.Dense(self.kv_heads * hd, use_bias=False, name="wv")(h)
+        k = jnp.repeat(k.reshape(b, t, self.kv_heads, hd), self.heads // self.kv_heads, axis=2)
+        v = jnp.repeat(v.reshape(b, t, self.kv_heads, hd), self.heads // self.kv_heads, axis=2)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) * hd**-0.5
+        att = jax.nn.softmax(scores, axis=-1)
+        o = jnp.einsum("bhqk,bkhd->bqhd", att, v).reshape(b, t, d)
+        x = x + nn.Dense(d, use_bias=False, name="wo")(o)
+        h = nn.RMSNorm()(x)
+        gate = nn.Dense(self.mlp, use_bias=False, name="w1")(h)
+        up = nn.Dense(self.mlp, use_bias=False, name="w3")(h)
+        return x + nn.Dense(d, use_bias=False, name="w2")(nn.silu(gate) * up)
+
+
+def make_gqa_block():
+    x = jax.random.normal(jax.random.key(1), (2, 5, 8))
+    m = GQABlock()
+    # a unit is a key/value head with the 2 query heads that share it; the SwiGLU product
+    # ties channel i of the gate and the up projection
+    return Case(m, m.init(jax.random.key(0), x), x, {"wq": 2, "w1": 12})
+
+
 TRANSFORMERS = {
+    "gqa_block": make_gqa_block,
     "embed_mlp": make_embed_mlp,
     "encoder_block": make_encoder_block,
     "einsum_attention": make_einsum_attention,

@@ -79,6 +79,7 @@ class SpaceInfo:
     mixing: list[str] = dataclasses.field(default_factory=list)
     is_output: bool = False
     is_pad: bool = False
+    head: str = ""  # "heads": its channels are attention heads; "kv_groups": grouped-query
     groups: int = 1  # a grouped convolution's output: pruned in equal numbers per group
 
 

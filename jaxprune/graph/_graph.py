@@ -70,6 +70,11 @@ class Unit:
       groups: the output channels of a grouped convolution (``feature_group_count=g``) are
         ``g`` equal contiguous blocks, one per convolution group: pruning removes the same
         number from every block (the group count stays); 1 for an ordinary group.
+      kind: ``"channels"`` (each unit a channel), ``"heads"`` (each unit an attention head:
+        its query, key and value columns and biases and its rows of the output projection),
+        ``"kv_groups"`` (grouped-query attention: each unit a key/value head with the query
+        heads that share it) or ``"embedding"`` (an embedding's columns: the residual stream
+        of a transformer, coupled by its norms).
     """
 
     name: str
@@ -79,6 +84,7 @@ class Unit:
     coupled: tuple[str, ...]
     root: int = dataclasses.field(repr=False, compare=False, default=-1)
     groups: int = 1
+    kind: str = "channels"
 
 
 def _conv_groups(an: Analysis, sids, width: int) -> tuple[int, tuple[str, ...]]:
@@ -151,6 +157,8 @@ class Graph:
             sites = tuple(dict.fromkeys(x for s in spaces for x in s.sites))
             coupled = tuple(dict.fromkeys(x for s in spaces for x in (*s.mixing, *s.consts)))
             groups, misaligned = _conv_groups(an, sids, group_width[root])
+            heads = {s.head for s in spaces if s.head}
+            kind = "kv_groups" if "kv_groups" in heads else "heads" if heads else "channels"
             units[name] = Unit(
                 name,
                 group_width[root],
@@ -159,6 +167,7 @@ class Graph:
                 coupled + misaligned,
                 root,
                 groups,
+                "embedding" if embedded and kind == "channels" else kind,
             )
             unit_of_root[root] = name
         self.units = units
@@ -323,7 +332,9 @@ class Graph:
             shapes = f"{layer.in_shape} -> {layer.out_shape}"
             group = layer.unit or "-"
             if layer.unit is not None:
-                group += f" [{self.units[layer.unit].width}]"
+                u = self.units[layer.unit]
+                what = {"heads": " heads", "kv_groups": " kv groups"}.get(u.kind, "")
+                group += f" [{u.width}{what}]"
             chain = ("after " + ", ".join(layer.reads_linear)) if layer.reads_linear else ""
             rows.append((layer.name, layer.op, shapes, group, layer.nonlinearity or "-", chain))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

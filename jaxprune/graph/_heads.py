@@ -141,14 +141,29 @@ def _position(dims, i, n_batch, free_offset, free):
     return None
 
 
-def _join(st, a: Act, b: Act) -> None:
+def _join(st, a: Act, b: Act) -> tuple[Act, Act]:
+    """Ties the channels of ``a`` and ``b`` (the same heads); a side with ``r`` times more
+    channels whose other side repeats each of its own ``r`` times (grouped-query attention's
+    key/value heads, repeated over the query heads sharing them) is coarsened to blocks of
+    ``r``: a unit is then a key/value head with its query heads."""
+    for x, y in ((a, b), (b, a)):
+        r = y.inner // x.inner if x.inner and y.inner % x.inner == 0 else 0
+        if r > 1 and x.channels == y.channels * r and x.outer == y.outer:
+            what = "a product of grouped-query heads"
+            coarse = coarsen_space(st, x, r, what) if x.inner == 1 else None
+            if coarse is None:
+                break
+            a, b = (coarse, b) if x is a else (a, coarse)
+            for s in coarse.spaces():
+                st.spaces[s].head = "kv_groups"
+            break
     if (a.channels, a.outer, a.inner) != (b.channels, b.outer, b.inner):
         raise st.error(
             f"a product of activations pairs {a.channels} channels with {b.channels} (or "
-            "differently laid out ones); heads of different widths (grouped-query attention "
-            "with its key/value heads repeated by hand?) are not supported"
+            "differently laid out ones): the layer graph does not know which heads it couples"
         )
     st.tie(a.segs, b.segs)
+    return a, b
 
 
 def rule_dot_acts(st, node, a: Act, b: Act, shape) -> Act:
@@ -170,14 +185,17 @@ def rule_dot_acts(st, node, a: Act, b: Act, shape) -> Act:
                 "channel structure"
             )
         return x.moved(shape, pos, affine=None)
-    st.mark_sites([a, b], label="attention")
     pa = _position((lc, lb), a.axis, nb, 0, lfree)
     pb = _position((rc, rb), b.axis, nb, len(lfree), rfree)
     if a.axis in lb and b.axis in rb and pa == pb:
-        _join(st, a, b)
+        a, b = _join(st, a, b)
+        st.mark_sites([a, b], label="attention")
+        for s in a.spaces() | b.spaces():
+            st.spaces[s].head = st.spaces[s].head or "heads"
         return Act(tuple(shape), pa, a.segs, a.outer, a.inner, affine=None)
     if a.axis in lc and b.axis in rc and list(lc).index(a.axis) == list(rc).index(b.axis):
-        _join(st, a, b)
+        a, b = _join(st, a, b)
+        st.mark_sites([a, b], label="attention")
         st.mask_points.append((st.node_index, 0, a))
         return Act(tuple(shape), None, affine=None)
     raise st.error(

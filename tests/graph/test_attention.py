@@ -94,3 +94,73 @@ def test_masking_einsum_heads_equals_zeroing_their_value_columns_by_hand():
     expected = case.model.apply(hand, case.x)
     got = graph.apply(case.variables, case.x, masks={"q": jnp.array([False, True])})
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+PRUNE_CASES = {
+    # model: {unit: keep}
+    "encoder_block": {
+        "MultiHeadDotProductAttention_0/query": [True, False, True, False],
+        "Dense_0": [i % 3 != 0 for i in range(16)],
+    },
+    "einsum_attention": {"q": [False, True]},
+    "gqa_block": {"wq": [True, False], "w1": [i < 7 for i in range(12)]},
+}
+
+
+def _n_params(tree):
+    return sum(int(np.size(a)) for a in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("name", sorted(PRUNE_CASES))
+def test_pruning_heads_and_mlp_units_equals_the_masked_model(name):
+    case = TRANSFORMERS[name]()
+    keep = {k: np.array(v) for k, v in PRUNE_CASES[name].items()}
+    graph = jp.trace(case.model, case.variables, case.x)
+    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x)
+    expected = graph.apply(case.variables, case.x, masks=keep)
+    np.testing.assert_allclose(narrow.apply(nv, case.x), expected, rtol=1e-5, atol=1e-5)
+    x2 = jnp.concatenate([case.x, case.x[:1]])  # another batch size
+    np.testing.assert_allclose(jax.jit(narrow.apply)(nv, x2)[:2], expected, rtol=1e-5, atol=1e-5)
+    # the parameter count: the original minus every removed unit's entries, counted from the
+    # slices (each entry of a removed unit's writing or reading slice, once per leaf)
+    removed = 0
+    for unit, m in keep.items():
+        per_leaf = {}
+        for leaf, axis, idx in graph.slices(unit):
+            shape = np.shape(jax.tree.leaves({"_": _at(case.variables, leaf)})[0])
+            gone = np.isin(idx, np.flatnonzero(~m))
+            rest = int(np.prod(shape)) // shape[axis]
+            per_leaf[leaf] = per_leaf.get(leaf, 0) + int(gone.sum()) * rest
+        removed += sum(per_leaf.values())
+    assert _n_params(nv) == _n_params(case.variables) - removed
+
+
+def _at(tree, path):
+    for k in path.split("/"):
+        tree = tree[k]
+    return tree
+
+
+def test_pruned_flax_attention_has_fewer_heads_by_hand():
+    case = TRANSFORMERS["encoder_block"]()
+    att = "MultiHeadDotProductAttention_0"
+    keep = {f"{att}/query": np.array([True, False, True, False])}
+    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x)
+    p = nv["params"][att]
+    # 2 heads of head_dim 2 remain in every projection, the output reads 2 heads
+    assert p["query"]["kernel"].shape == p["key"]["kernel"].shape == (8, 2, 2)
+    assert p["value"]["bias"].shape == (2, 2) and p["out"]["kernel"].shape == (2, 2, 8)
+    # the same block written with num_heads=2 on the kept slices computes the same output
+    small = type(case.model)(heads=2, qkv=4)
+    sv = jax.tree.map(lambda a: a, case.variables)
+    for proj in ("query", "key", "value"):
+        for leaf in ("kernel", "bias"):
+            sv["params"][att][proj][leaf] = np.take(
+                case.variables["params"][att][proj][leaf], [0, 2], axis=-2
+            )
+    sv["params"][att]["out"]["kernel"] = np.take(
+        case.variables["params"][att]["out"]["kernel"], [0, 2], axis=0
+    )
+    np.testing.assert_allclose(
+        narrow.apply(nv, case.x), small.apply(sv, case.x), rtol=1e-5, atol=1e-5
+    )
