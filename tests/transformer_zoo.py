@@ -122,7 +122,80 @@ def make_gqa_block():
     return Case(m, m.init(jax.random.key(0), x), x, {"wq": 2, "w1": 12})
 
 
+class DecoderLM(nn.Module):
+    """A small decoder-only LM: token and position embeddings, flax's self-attention under a
+    causal mask with dropout on the attention weights, a post-norm MLP with dropout, the tied
+    unembedding."""
+
+    vocab: int = 13
+    width: int = 8
+    heads: int = 2
+    depth: int = 2
+
+    @nn.compact
+    def __call__(self, ids, train: bool = False):
+        t = ids.shape[-1]
+        tok = nn.Embed(self.vocab, self.width)
+        x = tok(ids) + nn.Embed(16, self.width)(jnp.arange(t))
+        mask = nn.make_causal_mask(ids)
+        for _ in range(self.depth):
+            att = nn.MultiHeadDotProductAttention(
+                num_heads=self.heads, dropout_rate=0.1, deterministic=not train
+            )
+            h = att(x, mask=mask)  # self-attention
+            x = nn.LayerNorm()(x + h)
+            h = nn.Dense(2 * self.width)(x)
+            h = nn.Dropout(0.1, deterministic=not train)(nn.relu(h))
+            x = nn.LayerNorm()(x + nn.Dense(self.width)(h))
+        return tok.attend(x)
+
+
+def make_decoder_lm():
+    ids = jnp.array([[1, 2, 3, 12, 5], [4, 5, 0, 7, 7]])
+    m = DecoderLM()
+    units = {
+        "Embed_0": 8,  # the residual stream
+        "MultiHeadDotProductAttention_0/query": 2,
+        "Dense_0": 16,
+        "MultiHeadDotProductAttention_1/query": 2,
+        "Dense_2": 16,
+    }
+    return Case(m, m.init(jax.random.key(0), ids), ids, units)
+
+
+class ViT(nn.Module):
+    """A tiny ViT: patch-embedding conv, class token, learned position embedding, pre-norm
+    encoder blocks, the class token's head."""
+
+    width: int = 8
+    heads: int = 2
+
+    @nn.compact
+    def __call__(self, img):
+        x = nn.Conv(self.width, (4, 4), strides=(4, 4), padding="VALID")(img)
+        b, gh, gw, c = x.shape
+        x = x.reshape(b, gh * gw, c)
+        cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, c))
+        x = jnp.concatenate([jnp.tile(cls, (b, 1, 1)), x], axis=1)
+        x = x + self.param("pos_embedding", nn.initializers.normal(0.02), (1, x.shape[1], c))
+        x = EncoderBlock(heads=self.heads)(x)
+        return nn.Dense(3)(nn.LayerNorm()(x[:, 0]))
+
+
+def make_vit():
+    img = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+    m = ViT()
+    units = {
+        "Conv_0": 8,
+        "EncoderBlock_0/MultiHeadDotProductAttention_0/query": 2,
+        "EncoderBlock_0/Dense_0": 16,
+    }
+    return Case(m, m.init(jax.random.key(0), img), img, units)
+
+
 TRANSFORMERS = {
+    "decoder_lm": make_decoder_lm,
+    "vit": make_vit,
     "gqa_block": make_gqa_block,
     "embed_mlp": make_embed_mlp,
     "encoder_block": make_encoder_block,

@@ -164,3 +164,37 @@ def test_pruned_flax_attention_has_fewer_heads_by_hand():
     np.testing.assert_allclose(
         narrow.apply(nv, case.x), small.apply(sv, case.x), rtol=1e-5, atol=1e-5
     )
+
+
+def test_pruned_lm_trains_with_dropout_and_exports():
+    case = TRANSFORMERS["decoder_lm"]()
+    keep = {
+        "MultiHeadDotProductAttention_1/query": np.array([False, True]),
+        "Dense_0": np.arange(16) < 9,
+    }
+    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x)
+    assert nv["params"]["MultiHeadDotProductAttention_1"]["query"]["kernel"].shape == (8, 1, 4)
+    assert nv["params"]["Dense_1"]["kernel"].shape == (9, 8)
+
+    def loss(params, key):
+        logits = narrow.apply({"params": params}, case.x, train=True, rngs={"dropout": key})
+        return -jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+
+    key = jax.random.key(3)
+    l0, grads = jax.jit(jax.value_and_grad(loss))(nv["params"], key)
+    # dropout is on in train mode: another key gives another loss; grads have the narrow shapes
+    assert float(l0) != float(loss(nv["params"], jax.random.key(4)))
+    assert jax.tree.map(jnp.shape, grads) == jax.tree.map(jnp.shape, nv["params"])
+    exported = jax.export.export(jax.jit(narrow.apply))(nv, case.x)
+    np.testing.assert_allclose(
+        exported.call(nv, case.x), narrow.apply(nv, case.x), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_residual_stream_is_coupled_by_layernorm_and_pruning_it_is_refused():
+    case = TRANSFORMERS["decoder_lm"]()
+    graph = jp.trace(case.model, case.variables, case.x)
+    unit = graph.units["Embed_0"]
+    assert unit.kind == "embedding" and any("reduce_sum" in c for c in unit.coupled)
+    with pytest.raises(jp.graph.GraphError, match="Embed_0"):
+        jp.prune_units(case.model, case.variables, {"Embed_0": np.arange(8) < 6}, case.x)
