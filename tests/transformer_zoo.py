@@ -193,7 +193,51 @@ def make_vit():
     return Case(m, m.init(jax.random.key(0), img), img, units)
 
 
+def make_nnx_block():
+    from flax import nnx
+
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.norm = nnx.LayerNorm(8, rngs=rngs)
+            self.att = nnx.MultiHeadAttention(num_heads=4, in_features=8, decode=False, rngs=rngs)
+            self.fc1 = nnx.Linear(8, 12, rngs=rngs)
+            self.fc2 = nnx.Linear(12, 8, rngs=rngs)
+
+        def __call__(self, x):
+            x = x + self.att(self.norm(x))
+            return x + self.fc2(nnx.gelu(self.fc1(x)))
+
+    m = Block(nnx.Rngs(0))
+    m.eval()
+    x = jax.random.normal(jax.random.key(1), (2, 5, 8))
+    return Case(m, None, x, {"att/query": 4, "fc1": 12})
+
+
+def make_equinox_block():
+    import equinox as eqx
+
+    class Block(eqx.Module):
+        att: eqx.nn.MultiheadAttention
+        fc1: eqx.nn.Linear
+        fc2: eqx.nn.Linear
+
+        def __init__(self, key):
+            k1, k2, k3 = jax.random.split(key, 3)
+            self.att = eqx.nn.MultiheadAttention(2, 8, key=k1)
+            self.fc1 = eqx.nn.Linear(8, 12, key=k2)
+            self.fc2 = eqx.nn.Linear(12, 8, key=k3)
+
+        def __call__(self, x):  # one sequence (tokens, features), as equinox layers take
+            x = x + self.att(x, x, x)
+            return x + jax.vmap(lambda t: self.fc2(jax.nn.relu(self.fc1(t))))(x)
+
+    x = jax.random.normal(jax.random.key(1), (5, 8))
+    return Case(Block(jax.random.key(0)), None, x, {"att/query_proj": 2, "fc1": 12})
+
+
 TRANSFORMERS = {
+    "nnx_block": make_nnx_block,
+    "equinox_block": make_equinox_block,
     "decoder_lm": make_decoder_lm,
     "vit": make_vit,
     "gqa_block": make_gqa_block,

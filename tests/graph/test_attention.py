@@ -8,7 +8,7 @@ import pytest
 from transformer_zoo import TRANSFORMERS, make_embed_mlp
 
 import jaxprune as jp
-from jaxprune.graph import as_model
+from jaxprune.graph import as_model, path_str
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMERS))
@@ -104,6 +104,8 @@ PRUNE_CASES = {
     },
     "einsum_attention": {"q": [False, True]},
     "gqa_block": {"wq": [True, False], "w1": [i < 7 for i in range(12)]},
+    "nnx_block": {"att/query": [False, True, True, False], "fc1": [i < 5 for i in range(12)]},
+    "equinox_block": {"att/query_proj": [True, False], "fc1": [i > 3 for i in range(12)]},
 }
 
 
@@ -111,34 +113,37 @@ def _n_params(tree):
     return sum(int(np.size(a)) for a in jax.tree.leaves(tree))
 
 
+def _leaves(variables):
+    flat = jax.tree_util.tree_flatten_with_path(variables)[0]
+    return {path_str(p): np.asarray(a) for p, a in flat}
+
+
 @pytest.mark.parametrize("name", sorted(PRUNE_CASES))
 def test_pruning_heads_and_mlp_units_equals_the_masked_model(name):
     case = TRANSFORMERS[name]()
     keep = {k: np.array(v) for k, v in PRUNE_CASES[name].items()}
     graph = jp.trace(case.model, case.variables, case.x)
+    before = as_model(case.model, case.variables)
     narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x)
-    expected = graph.apply(case.variables, case.x, masks=keep)
-    np.testing.assert_allclose(narrow.apply(nv, case.x), expected, rtol=1e-5, atol=1e-5)
-    x2 = jnp.concatenate([case.x, case.x[:1]])  # another batch size
-    np.testing.assert_allclose(jax.jit(narrow.apply)(nv, x2)[:2], expected, rtol=1e-5, atol=1e-5)
+    after = as_model(narrow, nv if before.kind == "linen" else None)
+    expected = graph.apply(before.variables, case.x, masks=keep)
+    got = after.apply(after.variables, case.x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    if before.kind == "linen":  # another batch size, under jit
+        x2 = jnp.concatenate([case.x, case.x[:1]])
+        got2 = jax.jit(narrow.apply)(nv, x2)[:2]
+        np.testing.assert_allclose(got2, expected, rtol=1e-5, atol=1e-5)
     # the parameter count: the original minus every removed unit's entries, counted from the
     # slices (each entry of a removed unit's writing or reading slice, once per leaf)
+    old = _leaves(before.variables)
     removed = 0
     for unit, m in keep.items():
-        per_leaf = {}
         for leaf, axis, idx in graph.slices(unit):
-            shape = np.shape(jax.tree.leaves({"_": _at(case.variables, leaf)})[0])
+            shape = old[leaf].shape
             gone = np.isin(idx, np.flatnonzero(~m))
-            rest = int(np.prod(shape)) // shape[axis]
-            per_leaf[leaf] = per_leaf.get(leaf, 0) + int(gone.sum()) * rest
-        removed += sum(per_leaf.values())
-    assert _n_params(nv) == _n_params(case.variables) - removed
-
-
-def _at(tree, path):
-    for k in path.split("/"):
-        tree = tree[k]
-    return tree
+            removed += int(gone.sum()) * (int(np.prod(shape)) // shape[axis])
+    new = _leaves(after.variables)
+    assert sum(a.size for a in new.values()) == sum(a.size for a in old.values()) - removed
 
 
 def test_pruned_flax_attention_has_fewer_heads_by_hand():
