@@ -16,37 +16,26 @@ from jaxprune.graph._heads import rule_dot_acts, split_channel_axis
 from jaxprune.graph._inline import Literal, Node, Program
 from jaxprune.graph._layout import Act, PVal, Seg, reshape_axis_map
 from jaxprune.graph._paths import PathNode, record_paths
+from jaxprune.graph._primitives import (
+    BINARY,
+    LINEAR_UNARY,
+    NONLINEAR_LABEL,
+    NONLINEAR_UNARY,
+    REDUCE,
+    REDUCE_WINDOW,
+    SHAPE_ONLY,
+)
 
 __all__ = ["Analysis", "LayerInfo", "SliceInfo", "SpaceInfo", "analyze"]
 
-# Elementwise primitives, by how they treat an activation operand.
-_LINEAR_UNARY = {"neg", "convert_element_type", "copy", "copy_p", "reduce_precision", "real"}
-_NONLINEAR_UNARY = {
-    "tanh", "logistic", "exp", "exp2", "log", "log1p", "expm1", "erf", "erfc", "erf_inv", "abs",
-    "sign", "sqrt", "rsqrt", "cbrt", "integer_pow", "sin", "cos", "tan", "floor", "ceil",
-    "round", "is_finite", "square", "not", "asinh", "acosh", "atanh", "sinh", "cosh", "atan",
-    "asin", "acos", "lgamma", "digamma", "logsumexp",
-}  # fmt: skip
-_BINARY = {
-    "add", "sub", "mul", "div", "max", "min", "pow", "atan2", "rem", "nextafter", "eq", "ne",
-    "lt", "le", "gt", "ge", "and", "or", "xor", "add_any", "select_n", "clamp",
-}  # fmt: skip
-_REDUCE = {
-    "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin", "reduce_and",
-    "reduce_or", "reduce_xor",
-}  # fmt: skip
-_REDUCE_WINDOW = {"reduce_window_sum", "reduce_window_max", "reduce_window_min"}
-_SHAPE_ONLY = {"stop_gradient", "optimization_barrier"}
-_NONLINEAR_LABEL = {
-    "max": "relu",
-    "logistic": "sigmoid",
-    "tanh": "tanh",
-    "select_n": "select",
-    "integer_pow": "power",
-    "erf": "erf",
-    "reduce_window_max": "max_pool",
-    "reduce_max": "max",
-}
+# Elementwise primitives, by how they treat an activation operand (see :mod:`._primitives`).
+_LINEAR_UNARY = LINEAR_UNARY
+_NONLINEAR_UNARY = NONLINEAR_UNARY
+_BINARY = BINARY
+_REDUCE = REDUCE
+_REDUCE_WINDOW = REDUCE_WINDOW
+_SHAPE_ONLY = SHAPE_ONLY
+_NONLINEAR_LABEL = NONLINEAR_LABEL
 
 
 @dataclasses.dataclass

@@ -203,3 +203,13 @@ def test_residual_stream_is_coupled_by_layernorm_and_pruning_it_is_refused():
     assert unit.kind == "embedding" and any("reduce_sum" in c for c in unit.coupled)
     with pytest.raises(jp.graph.GraphError, match="Embed_0"):
         jp.prune_units(case.model, case.variables, {"Embed_0": np.arange(8) < 6}, case.x)
+
+
+def test_the_primitive_registry_lists_every_structural_rule():
+    from jaxprune.graph import _analyze, _primitives
+
+    assert set(_analyze._RULES) | {"split"} == _primitives.STRUCTURAL
+    sets = [_primitives.LINEAR_UNARY, _primitives.NONLINEAR_UNARY, _primitives.BINARY]
+    sets += [_primitives.REDUCE, _primitives.REDUCE_WINDOW, _primitives.SHAPE_ONLY]
+    sets += [_primitives.STRUCTURAL]
+    assert sum(len(s) for s in sets) == len(frozenset().union(*sets))  # each primitive once
