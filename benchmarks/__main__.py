@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "path_length": (["--out", "{out}"], ["--out", "{out}"]),
     "trace_graph": ([], ["--repeats", "1", "--out", "{dir}"]),
     "prune_resnet": ([], ["--batch", "16", "--out", "prune_resnet_quick"]),
+    "importance_scores": (["--out", "{dir}"], ["--quick", "--out", "{dir}"]),
 }
 
 

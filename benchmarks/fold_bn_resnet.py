@@ -54,7 +54,8 @@ def main(argv=None):
     stats = jax.tree_util.tree_map_with_path(bump, v["batch_stats"])
     v = {**v, "batch_stats": stats}
     t0 = time.perf_counter()
-    small, sv = jp.collapse(model, v, x[:1], train=False)
+    result = jp.collapse(model, v, x[:1], train=False)
+    small, sv = result.model, result.variables
     t_collapse = time.perf_counter() - t0
     before = jax.jit(lambda v, x: model.apply(v, x, train=False))
     after = jax.jit(lambda v, x: small.apply(v, x, train=False))

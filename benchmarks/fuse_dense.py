@@ -57,7 +57,9 @@ def _fuse_once(w, samples, batch):
     variables = jax.jit(net.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, w)))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    _, q, mse = jp.fuse(net, variables, ("Dense_0", "Dense_1"), _batches(w, samples, batch))
+    result = jp.fuse(net, variables, ("Dense_0", "Dense_1"), _batches(w, samples, batch))
+    q = result.variables
+    mse = result.report.mse[("Dense_0", "Dense_1")]
     jax.block_until_ready(q)
     return {
         "samples": samples,
@@ -105,7 +107,8 @@ def main(argv=None):
         net = Net(w)
         variables = jax.jit(net.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, w)))
         t0 = time.perf_counter()
-        _, q, _ = jp.fuse(net, variables, ("Dense_0", "Dense_1"), _batches(w, n, args.batch))
+        result = jp.fuse(net, variables, ("Dense_0", "Dense_1"), _batches(w, n, args.batch))
+        q = result.variables
         jax.block_until_ready(q)
         t_fuse = time.perf_counter() - t0
         x = np.concatenate(list(_batches(w, n, args.batch)))

@@ -94,7 +94,8 @@ def main(argv=None):
     for name, unit in graph.units.items():
         if name.endswith("Conv_0") and name.startswith("Block"):  # inner channels of a block
             keep[name] = np.arange(unit.width) < max(1, round(a.keep * unit.width))
-    narrow, nv = jp.prune_units(model, v, keep, x[:1])
+    result = jp.prune_units(model, v, keep, x[:1])
+    narrow, nv = result.model, result.variables
     small = jp.trace(narrow, nv, x[:1])
     hand = ResNet56(keep=a.keep)  # the smaller architecture written by hand, same names
     before = jax.jit(model.apply)

@@ -184,12 +184,15 @@ def run_part(name, seeds, epochs, seed, batch=64, lr=3e-3, n_train=None):
         batches = [x[i : i + 256] for i in range(0, len(x), 256)]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", jp.rewrites.FusionWarning)
-            _, q, mse = jp.fuse(deep, {"params": p}, spec["layers"], data=batches)
+            result = jp.fuse(deep, {"params": p}, spec["layers"], data=batches)
+            q = result.variables
+            mse = result.report.mse[spec["layers"]]
             q = _as_shallow(deep, shallow, q)
             if name == "conv_conv":
-                _, _, mse_u = jp.fuse(
+                unc = jp.fuse(
                     deep, {"params": p}, spec["layers"], data=batches, estimator="uncorrelated"
                 )
+                mse_u = unc.report.mse[spec["layers"]]
                 mses_unc.append(float(mse_u))
         n_warn += len(caught)
         fused.append(q)

@@ -111,7 +111,8 @@ def _cost(model, variables, x):
 
 def _prelu_init(mlp, key, x):
     """A fresh ReLU MLP swapped to PReLUs (slope 0): the swapped model's params."""
-    return jp.rewrites.swap_relu_for_prelu(mlp, {"params": _init_fn(mlp)(key, x)}, x)[1]["params"]
+    prelu = jp.rewrites.swap_relu_for_prelu(mlp, {"params": _init_fn(mlp)(key, x)}, x)
+    return prelu.variables["params"]
 
 
 def train(model, tx, params, data, epochs, key, state=None, batch=64, on_epoch=None):
@@ -192,7 +193,8 @@ def run_seed(seed: int, cfg: dict) -> dict:
     mlp = jp.models.MLP(hidden=cfg["hidden"], out=3, out_activation="identity")
     p0 = _init_fn(mlp)(jax.random.fold_in(key, 1), train_data[0][:1])
     p_relu, _ = train(mlp, _adam(lr), p0, train_data, cfg["epochs"], jax.random.fold_in(key, 2))
-    net, v_prelu = jp.rewrites.swap_relu_for_prelu(mlp, {"params": p_relu}, train_data[0][:1])
+    result = jp.rewrites.swap_relu_for_prelu(mlp, {"params": p_relu}, train_data[0][:1])
+    net, v_prelu = result.model, result.variables
     p_prelu = v_prelu["params"]
     swap_diff = float(
         jnp.max(jnp.abs(_apply_fn(mlp)(p_relu, test[0]) - _apply_fn(net)(p_prelu, test[0])))
@@ -219,7 +221,8 @@ def run_seed(seed: int, cfg: dict) -> dict:
             on_epoch=record,
         )
         row = {"lambda": lam, **measure(net, p_lin, st, test, 2, mlp)}
-        small, q = jp.rewrites.fold_linear(net, {"params": p_lin}, test[0][:1])
+        result = jp.rewrites.fold_linear(net, {"params": p_lin}, test[0][:1])
+        small, q = result.model, result.variables
         ref = _apply_fn(net)(p_lin, test[0])
         row["fold_max_abs_diff"] = float(
             jnp.max(jnp.abs(_apply_fn(small)(q["params"], test[0]) - ref))

@@ -100,7 +100,8 @@ def _collapse_all(model, params, x0):
     built = {}
 
     def one(p):
-        built["model"], variables = jp.collapse(model, {"params": p}, x0)
+        result = jp.collapse(model, {"params": p}, x0)
+        built["model"], variables = result.model, result.variables
         return variables["params"]
 
     small_params = jax.jit(jax.vmap(one))(params)

@@ -7,6 +7,7 @@ transformations and analyses are read-only functions.
 from jaxprune import analysis, data, graph, models, rewrites, training, transforms
 from jaxprune._types import Batch, Mask, Params, PyTree, UnitMask
 from jaxprune.graph import GraphError, load_rewritten, save_rewritten, trace
+from jaxprune.rewrites import RewriteResult
 from jaxprune.rewrites._collapse import collapse
 from jaxprune.rewrites._fuse import fuse
 from jaxprune.rewrites._prune import prune_units
@@ -18,6 +19,7 @@ __all__ = [
     "Mask",
     "Params",
     "PyTree",
+    "RewriteResult",
     "UnitMask",
     "analysis",
     "collapse",

@@ -137,7 +137,8 @@ def test_graph_apply_masks_are_multipliers_bool_or_real():
     by_bool = GRAPH.apply(VARIABLES, X, masks={UNIT: keep})
     by_float = GRAPH.apply(VARIABLES, X, masks={UNIT: keep.astype(np.float32)})
     np.testing.assert_array_equal(by_bool, by_float)
-    narrow, nv = jp.prune_units(NET, VARIABLES, {UNIT: keep}, X)
+    result = jp.prune_units(NET, VARIABLES, {UNIT: keep}, X)
+    narrow, nv = result.model, result.variables
     np.testing.assert_allclose(narrow.apply(nv, X), by_bool, rtol=1e-5, atol=1e-6)
     # vmapped one-hot masks (as unit_ablation does): the per-example shape is checked
     eye = 1.0 - jnp.eye(WIDTH)

@@ -52,7 +52,8 @@ def test_pruned_units_are_zero_and_the_narrow_model_paints_the_same(result):
     assert np.all(np.where(dead[:, :, None], out_rows, 0) == 0)
     x = DATA[0]
     for s in range(3):
-        narrow, v = pruned_model(MODEL, result, s, x)
+        pruned = pruned_model(MODEL, result, s, x)
+        narrow, v = pruned.model, pruned.variables
         assert v["params"]["relu_0"]["kernel"].shape == (2, int(keep[s].sum()))
         full = jax.tree.map(lambda a, s=s: a[s], p)
         np.testing.assert_allclose(narrow.apply(v, x), MODEL.apply({"params": full}, x), atol=1e-6)

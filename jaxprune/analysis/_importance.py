@@ -39,6 +39,15 @@ def _inputs(data, method: str):
     return data, None
 
 
+def _to_units(per_entry: jax.Array, idx: np.ndarray, width: int) -> jax.Array:
+    """``out[u] = sum of per_entry[r] where idx[r] == u`` (``idx`` static, -1 skipped)."""
+    if idx.size * width <= 1 << 20:  # a small static 0/1 matrix: one matmul, compiles fast
+        onehot = (idx[:, None] == np.arange(width)[None, :]).astype(np.float32)
+        return per_entry @ onehot
+    valid = np.flatnonzero(idx >= 0)
+    return jax.ops.segment_sum(per_entry[valid], idx[valid], num_segments=width)
+
+
 def _reduce_to_units(graph: Graph, values: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """``{unit: float[width]}``: ``values`` (entrywise, by leaf path) summed over each unit's
     slices; leaves missing from ``values`` are skipped."""
@@ -50,10 +59,7 @@ def _reduce_to_units(graph: Graph, values: Mapping[str, jax.Array]) -> dict[str,
             if a is None:
                 continue
             per_entry = jnp.sum(a, axis=tuple(i for i in range(a.ndim) if i != axis))
-            valid = np.flatnonzero(idx >= 0)
-            acc = acc + jax.ops.segment_sum(
-                per_entry[valid].astype(jnp.float32), idx[valid], num_segments=unit.width
-            )
+            acc = acc + _to_units(per_entry.astype(jnp.float32), idx, unit.width)
         out[name] = acc
     return out
 
@@ -173,6 +179,13 @@ def importance(
         x, y = _inputs(data, method)
         graph, variables = resolve(model, variables, (x,), kwargs)
     check_finite("variables", variables)
+    loss_fn = get_loss(loss) if method == "taylor" else None
+    # one compiled program (the trace is static): an eager gradient through the traced
+    # program would dispatch each primitive separately
+    return jax.jit(lambda v, x, y: _scores(graph, v, x, y, method, loss_fn))(variables, x, y)
+
+
+def _scores(graph: Graph, variables, x, y, method: str, loss_fn) -> dict[str, jax.Array]:
     paths = graph.leaf_paths
     leaves = jax.tree.leaves(variables)
     trainable = {p: a for p, a in zip(paths, leaves, strict=True) if graph.model.trainable(p)}
@@ -181,7 +194,6 @@ def importance(
         return {k: jnp.sqrt(v) for k, v in _reduce_to_units(graph, squares).items()}
     if method == "activation":
         return _activation_scores(graph, variables, x)
-    loss_fn = get_loss(loss)
     treedef = jax.tree.structure(variables)
 
     def mean_loss(tr):

@@ -37,8 +37,8 @@ class Rewritten(eqx.Module):
     >>> import jax, jax.numpy as jnp, numpy as np, equinox as eqx, jaxprune as jp
     >>> net = eqx.nn.MLP(5, 2, 4, 1, key=jax.random.key(0))
     >>> x = jnp.ones((5,)); keep = {"layers/0": np.array([1, 0, 1, 1], bool)}
-    >>> a, _ = jp.prune_units(net, None, keep, x)
-    >>> b, _ = jp.prune_units(net, None, keep, x)
+    >>> a = jp.prune_units(net, None, keep, x).model
+    >>> b = jp.prune_units(net, None, keep, x).model
     >>> jax.tree.structure(a) == jax.tree.structure(b), a(x).shape   # one filter_jit compile
     (True, (2,))
     """

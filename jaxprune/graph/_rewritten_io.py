@@ -281,7 +281,8 @@ def save_rewritten(path, model, variables=None) -> None:
     >>> import os, tempfile, jax, jax.numpy as jnp, numpy as np, flax.linen as nn, jaxprune as jp
     >>> net = nn.Sequential([nn.Dense(4), nn.relu, nn.Dense(2)])  # does not pickle
     >>> x = jnp.ones((3, 5)); v = net.init(jax.random.key(0), x)
-    >>> narrow, nv = jp.prune_units(net, v, {"layers_0": np.array([1, 0, 1, 1], bool)}, x)
+    >>> r = jp.prune_units(net, v, {"layers_0": np.array([1, 0, 1, 1], bool)}, x)
+    >>> narrow, nv = r.model, r.variables
     >>> path = os.path.join(tempfile.mkdtemp(), "narrow.npz")
     >>> jp.graph.save_rewritten(path, narrow, nv)
     >>> again = nn.Sequential([nn.Dense(4), nn.relu, nn.Dense(2)])  # e.g. in a new process
@@ -386,7 +387,7 @@ def load_rewritten(path, original):
     >>> import io, jax, jax.numpy as jnp, numpy as np, equinox as eqx, jaxprune as jp
     >>> mlp = eqx.nn.MLP(5, 2, 4, 1, key=jax.random.key(0))
     >>> keep = {"layers/0": np.array([1, 1, 0, 1], bool)}
-    >>> small, _ = jp.prune_units(mlp, None, keep, jnp.ones(5))
+    >>> small = jp.prune_units(mlp, None, keep, jnp.ones(5)).model
     >>> f = io.BytesIO(); jp.graph.save_rewritten(f, small); _ = f.seek(0)
     >>> loaded, _ = jp.graph.load_rewritten(f, eqx.nn.MLP(5, 2, 4, 1, key=jax.random.key(7)))
     >>> bool(jnp.array_equal(loaded(jnp.ones(5)), small(jnp.ones(5))))

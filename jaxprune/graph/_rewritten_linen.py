@@ -55,7 +55,8 @@ class Rewritten(nn.Module):
     >>> import pickle, jax, jax.numpy as jnp, numpy as np, jaxprune as jp
     >>> net = jp.models.MLP(hidden=(4,), out=2)
     >>> x = jnp.ones((3, 5)); v = net.init(jax.random.key(0), x)
-    >>> narrow, nv = jp.prune_units(net, v, {"relu_0": np.array([1, 0, 1, 1], bool)}, x)
+    >>> r = jp.prune_units(net, v, {"relu_0": np.array([1, 0, 1, 1], bool)}, x)
+    >>> narrow, nv = r.model, r.variables
     >>> blob = pickle.dumps((narrow, jax.device_get(nv)))      # e.g. to a file
     >>> loaded, lv = pickle.loads(blob)
     >>> loaded == narrow, bool(jnp.array_equal(loaded.apply(lv, x), narrow.apply(nv, x)))

@@ -50,8 +50,8 @@ class Rewritten(nnx.Module):
     ...     def __call__(self, x):
     ...         return self.fc2(nnx.relu(self.fc1(x)))
     >>> x = jnp.ones((3, 5)); keep = {"fc1": np.array([1, 0, 1, 1], bool)}
-    >>> a, _ = jp.prune_units(Net(nnx.Rngs(0)), None, keep, x)
-    >>> b, _ = jp.prune_units(Net(nnx.Rngs(0)), None, keep, x)
+    >>> a = jp.prune_units(Net(nnx.Rngs(0)), None, keep, x).model
+    >>> b = jp.prune_units(Net(nnx.Rngs(0)), None, keep, x).model
     >>> nnx.graphdef(a) == nnx.graphdef(b), a(x).shape     # one nnx.jit compilation for both
     (True, (3, 2))
     """

@@ -22,12 +22,15 @@ from jaxprune.rewrites._prune import prune_units
 from jaxprune.rewrites._reinit_masks import layer_mask, magnitude_mask, random_mask
 from jaxprune.rewrites._reinit_round import model_initializer, reinit_round, reinitialize
 from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
+from jaxprune.rewrites._result import RewriteReport, RewriteResult
 
 __all__ = [
     "FusionWarning",
     "LWSlots",
     "MASK_TRANSFER_MODES",
     "OUTGOING_CHOICES",
+    "RewriteReport",
+    "RewriteResult",
     "above_block_mask",
     "block_statistics",
     "check_blocks",

@@ -20,6 +20,7 @@ from jaxprune.graph.extend import (
     run_program,
 )
 from jaxprune.rewrites import _chains
+from jaxprune.rewrites._result import RewriteResult, count_params, result
 
 __all__ = ["CollapsedInit", "collapse"]
 
@@ -38,9 +39,9 @@ class CollapsedInit:
     def initial_leaves(self, spec, draw, args, kwargs):
         fresh = draw(0)
         variables = jax.tree.unflatten(spec.treedef, [fresh[p] for p in spec.paths])
-        _, new = collapse(
+        new = collapse(
             spec.model, variables, *args, fold_batchnorm=self.fold_batchnorm, **kwargs
-        )
+        ).variables
         flat, _ = jax.tree_util.tree_flatten_with_path(new)
         by_path = {path_str(p): v for p, v in flat}
         if tuple(by_path) != tuple(spec.new_paths):
@@ -51,8 +52,21 @@ class CollapsedInit:
         return list(by_path.values())
 
 
-def replaced_model(adapter, graph, folds, what: str, initializer=None):
-    """``(model, variables)`` with each fold's value replaced (shared by collapse and fuse);
+def _fold_change(adapter, graph, fold, dropped) -> str:
+    """``"Dense_0 + BatchNorm_0 + Dense_1 -> Dense_0"``: the layers (and norms) a fold merges;
+    ``dropped``: the leaves the rewrite removed (a fold that does not list its leaves, fuse's,
+    merged every module whose parameters are all gone)."""
+    names = list(graph.layers)
+    merged = [names[i] for i in fold.layers]
+    module = lambda path: adapter.short(path).rsplit("/", 1)[0]
+    for path in sorted(fold.leaves or dropped):
+        if adapter.trainable(path) and module(path) not in merged:
+            merged.append(module(path))
+    return f"{' + '.join(merged)} -> {module(fold.rep.kernel)}"
+
+
+def replaced_model(adapter, graph, folds, what: str, initializer=None, mse=None) -> RewriteResult:
+    """The rewritten model with each fold's value replaced (shared by collapse and fuse);
     ``initializer``: the rewritten linen model's (see ``RewriteSpec.initializer``)."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(adapter.variables)
     paths = tuple(path_str(p) for p, _ in flat)
@@ -94,7 +108,14 @@ def replaced_model(adapter, graph, folds, what: str, initializer=None):
         initializer=initializer,
     )
     small = build_model(spec, new_leaves)
-    return small, model_variables(spec, small, new_leaves)
+    return result(
+        small,
+        model_variables(spec, small, new_leaves),
+        before=count_params(dict(zip(paths, leaves, strict=True)), adapter.trainable),
+        after=count_params(dict(zip(new_paths, new_leaves, strict=True)), adapter.trainable),
+        changes=[_fold_change(adapter, graph, f, set(paths) - set(new_paths)) for f in folds],
+        mse=mse,
+    )
 
 
 def _without_statistics(program, an, path, trainable) -> list[list]:
@@ -108,8 +129,8 @@ def _without_statistics(program, an, path, trainable) -> list[list]:
     return [p for p in pieces if p]
 
 
-def collapse(model, variables, *args, fold_batchnorm: bool = True, **kwargs):
-    """Folds every linear chain and every foldable BatchNorm; returns ``(model, variables)``.
+def collapse(model, variables, *args, fold_batchnorm: bool = True, **kwargs) -> RewriteResult:
+    """Folds every linear chain and every foldable BatchNorm into a smaller model of its kind.
 
     Every maximal run of affine operations whose intermediate values are read by nothing else
     (no skip, no second reader, not an output) becomes one layer: dense -> dense, kxk conv ->
@@ -157,12 +178,13 @@ def collapse(model, variables, *args, fold_batchnorm: bool = True, **kwargs):
       **kwargs: keyword arguments of the call (``train=False``).
 
     Returns:
-      ``(collapsed_model, collapsed_variables)`` of the model's kind: a linen Module and nested
-      variables of the original's structure minus the removed leaves; an ``nnx.Module`` whose
-      state has the original's paths and variable types minus the removed ones (and its pure
-      dict); an ``eqx.Module`` holding nested dicts of arrays keyed by the original's paths
-      (a ``W @ x`` layer keeps its ``[out, in]`` orientation) and its arrays; or
-      ``(apply_fn, params)``.
+      A :class:`~jaxprune.rewrites.RewriteResult`: ``.model`` of the model's kind and its
+      ``.variables`` (a linen Module and nested variables of the original's structure minus
+      the removed leaves; an ``nnx.Module`` whose state has the original's paths and variable
+      types minus the removed ones, and its pure dict; an ``eqx.Module`` holding nested dicts
+      of arrays keyed by the original's paths (a ``W @ x`` layer keeps its ``[out, in]``
+      orientation) and its arrays; or ``apply_fn`` and its params); ``.report`` names each
+      fold (``"Dense_0 + Dense_1 -> Dense_0"``).
 
     Raises:
       GraphError: the model cannot be traced into a layer graph, or a folded kernel would
@@ -176,11 +198,13 @@ def collapse(model, variables, *args, fold_batchnorm: bool = True, **kwargs):
     ...         h = nn.Dense(9)(h)                     # linear: folds into the next layer
     ...         return nn.Dense(1)(h)
     >>> x = jnp.ones((4, 2)); net = Net(); v = net.init(jax.random.key(0), x)
-    >>> small, sv = collapse(net, v, x)
-    >>> sum(a.size for a in jax.tree.leaves(v)), sum(a.size for a in jax.tree.leaves(sv))
-    (55, 13)
-    >>> sorted(sv["params"]), bool(jnp.allclose(small.apply(sv, x), net.apply(v, x), atol=1e-5))
-    (['Dense_0', 'Dense_1'], True)
+    >>> r = collapse(net, v, x)
+    >>> r.report.params_before, r.report.params_after, r.report.changes
+    (55, 13, ('Dense_1 + Dense_2 -> Dense_1',))
+    >>> sorted(r.variables["params"])
+    ['Dense_0', 'Dense_1']
+    >>> bool(jnp.allclose(r.model.apply(r.variables, x), net.apply(v, x), atol=1e-5))
+    True
 
     References:
       Paper 000, sec. 3.1 (Eq. 6) and sec. 5 (linear layers, BatchNorm at inference).

@@ -15,9 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune.graph import as_model
 from jaxprune.graph.extend import Act, Literal, PlanCache, PVal, held_leaves, model_variables, nest
 from jaxprune.rewrites._prelu_program import PReLUProgram, flat_paths, slope_path
 from jaxprune.rewrites._prelu_swap import rewritten
+from jaxprune.rewrites._result import RewriteResult, count_params, result
 
 __all__ = ["fold_linear"]
 
@@ -130,7 +132,7 @@ def _nest(keypaths, leaves):
     return out
 
 
-def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
+def fold_linear(prelu_model, prelu_vars, *args, **kwargs) -> RewriteResult:
     """Folds every all-linear dense unit group into its reader; returns a shallower model.
 
     For each unit group of ``prelu_model`` (from :func:`swap_relu_for_prelu`) whose slopes are
@@ -156,7 +158,9 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
       **kwargs: keyword arguments of the call.
 
     Returns:
-      ``(model, variables)`` of the same kind, equal in outputs up to float rounding. A linen
+      A :class:`~jaxprune.rewrites.RewriteResult`: ``.model`` of the same kind, equal in
+      outputs up to float rounding, its ``.variables``, and ``.report.changes`` naming each
+      folded pair (``"Dense_0 + Dense_1 -> Dense_1"``). A linen
       folded model's ``init(key, *args)`` is the original's ``init(key, *args)`` with the same
       pairs folded (``W1 @ W2`` of the fresh layers) and the remaining slopes at their initial
       value.
@@ -172,12 +176,13 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
     ...         h = nn.relu(nn.Dense(4)(h))
     ...         return nn.Dense(2)(h)
     >>> x = jax.random.normal(jax.random.key(1), (6, 3)); net = Net()
-    >>> pnet, pv = jp.rewrites.swap_relu_for_prelu(net, net.init(jax.random.key(0), x), x)
-    >>> pv = jp.rewrites.set_linear_slopes(pv["params"], {"prelu/Dense_0": jnp.ones(8, bool)})
-    >>> small, sv = fold_linear(pnet, {"params": pv}, x)
-    >>> sorted(sv["params"]), sv["params"]["Dense_1"]["kernel"].shape
-    (['Dense_1', 'Dense_2', 'prelu'], (3, 4))
-    >>> bool(jnp.allclose(small.apply(sv, x), pnet.apply({"params": pv}, x), atol=1e-5))
+    >>> p = jp.rewrites.swap_relu_for_prelu(net, net.init(jax.random.key(0), x), x)
+    >>> pnet, pv = p.model, p.variables["params"]
+    >>> pv = jp.rewrites.set_linear_slopes(pv, {"prelu/Dense_0": jnp.ones(8, bool)})
+    >>> r = fold_linear(pnet, {"params": pv}, x)
+    >>> r.report.changes, r.variables["params"]["Dense_1"]["kernel"].shape
+    (('Dense_0 + Dense_1 -> Dense_1',), (3, 4))
+    >>> bool(jnp.allclose(r.model.apply(r.variables, x), pnet.apply({"params": pv}, x), atol=1e-5))
     True
 
     References:
@@ -196,6 +201,9 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
         )
     values = dict(zip(paths, leaves, strict=True))
     prefix = run.prefix
+    held = run.kind in ("nnx", "equinox")
+    trainable = as_model(prelu_model, None if held else prelu_vars).trainable
+    before = count_params(values, trainable)
 
     units, folds, removed = list(run.units), list(run.folds), set()
     fold_leaves = list(run.fold_leaves)
@@ -224,9 +232,9 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
         folds.append((first, second))
         fold_leaves.append((k1, b1, k2, b2))
     if not folds or folds == list(run.folds):
-        if run.kind in ("nnx", "equinox"):  # the variables it holds, as a rewrite returns them
-            return prelu_model, model_variables(prelu_model.spec, prelu_model, leaves)
-        return prelu_model, prelu_vars
+        if held:  # the variables it holds, as a rewrite returns them
+            prelu_vars = model_variables(prelu_model.spec, prelu_model, leaves)
+        return result(prelu_model, prelu_vars, before=before, after=before, changes=())
     kept = [p for p in paths if p not in removed]
     if run.kind in ("linen", "function"):  # the user's own (dict) structure
         keypaths = [kp for kp, _ in jax.tree_util.tree_flatten_with_path(prelu_vars)[0]]
@@ -243,4 +251,9 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs):
         fold_leaves=tuple(fold_leaves),
         cache=PlanCache(),
     )
-    return rewritten(new_run, new_treedef, new_leaves)
+    return result(
+        *rewritten(new_run, new_treedef, new_leaves),
+        before=before,
+        after=count_params({p: values[p] for p in kept}, trainable),
+        changes=[f"{a} + {b} -> {b}" for a, b in folds[len(run.folds) :]],
+    )

@@ -20,6 +20,7 @@ from jaxprune.graph import as_model
 from jaxprune.graph.extend import Replacement, pair_moments, pair_of
 from jaxprune.rewrites._chains import Fold
 from jaxprune.rewrites._collapse import replaced_model
+from jaxprune.rewrites._result import RewriteResult
 
 __all__ = ["FusedDraw", "fuse"]
 
@@ -114,7 +115,7 @@ def fuse(
     kernel_size: int | None = None,
     padding: str | None = None,
     **kwargs,
-):
+) -> RewriteResult:
     """Fuses a layer-act-layer pair into one layer with MSE-optimal weights (FuseInit step 2).
 
     ``a0`` is the first layer's input, the target is the second layer's pre-activation
@@ -154,9 +155,11 @@ def fuse(
       **kwargs: keyword arguments of the call (``train=False``).
 
     Returns:
-      ``(fused_model, fused_variables, mse)``: ``mse`` is the MSE (4)/(12) per example, summed
-      over outputs (and positions, for conv-conv) on ``data``: Corollary 1 for the joint
-      estimator, the exact quadratic form for ``"uncorrelated"``.
+      A :class:`~jaxprune.rewrites.RewriteResult`: the fused ``.model`` and its ``.variables``
+      (as :func:`~jaxprune.collapse` returns them); ``.report.mse[(first, second)]`` is the
+      MSE (4)/(12) per example, summed over outputs (and positions, for conv-conv) on
+      ``data``: Corollary 1 for the joint estimator, the exact quadratic form for
+      ``"uncorrelated"``.
 
     Raises:
       ValueError: unknown layers or not a fusable pair (naming both and why), a bad
@@ -171,10 +174,12 @@ def fuse(
     ...         return nn.relu(nn.Dense(3)(h))
     >>> x = jax.random.normal(jax.random.key(0), (64, 4)); net = Net()
     >>> v = net.init(jax.random.key(1), x)
-    >>> small, sv, mse = jp.fuse(net, v, ("Dense_0", "Dense_1"), data=[x[:32], x[32:]])
-    >>> jax.tree.map(jnp.shape, sv), abs(float(mse)) < 1e-4
-    ({'params': {'Dense_0': {'bias': (3,), 'kernel': (4, 3)}}}, True)
-    >>> bool(jnp.allclose(small.apply(sv, x), net.apply(v, x), atol=1e-4))
+    >>> r = jp.fuse(net, v, ("Dense_0", "Dense_1"), data=[x[:32], x[32:]])
+    >>> r.report.changes, abs(float(r.report.mse[("Dense_0", "Dense_1")])) < 1e-4
+    (('Dense_0 + Dense_1 -> Dense_0',), True)
+    >>> jax.tree.map(jnp.shape, r.variables)
+    {'params': {'Dense_0': {'bias': (3,), 'kernel': (4, 3)}}}
+    >>> bool(jnp.allclose(r.model.apply(r.variables, x), net.apply(v, x), atol=1e-4))
     True
 
     References:
@@ -233,5 +238,5 @@ def fuse(
         )
     fold = Fold(rep, kernel.astype(kdtype), bias.astype(kdtype), (pair.first, pair.second))
     init = FusedDraw(kpath, bpath)
-    small, new_vars = replaced_model(adapter, graph, [fold], "fuse", init)
-    return small, new_vars, mse * per_example
+    pair_mse = {tuple(layers): mse * per_example}
+    return replaced_model(adapter, graph, [fold], "fuse", init, mse=pair_mse)

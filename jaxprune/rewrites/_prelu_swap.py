@@ -18,6 +18,7 @@ from jaxprune.rewrites._prelu_program import (
     slope_path,
     slope_units,
 )
+from jaxprune.rewrites._result import RewriteResult, count_params, result
 
 __all__ = ["swap_relu_for_prelu"]
 
@@ -43,7 +44,7 @@ def _with_slopes(adapter, tree: dict):
     return {**variables, SLOPES: tree}
 
 
-def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
+def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs) -> RewriteResult:
     """Replaces every ReLU of a unit group by a channel-wise PReLU; returns a model of its kind.
 
     The traced program is rewritten, not the model's class: every ReLU site ``max(x, 0)``
@@ -77,9 +78,10 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
       **kwargs: keyword arguments of the call (``train=False``).
 
     Returns:
-      ``(prelu_model, prelu_variables)`` of the model's kind: the original's variables plus
-      the slopes (for NNX and equinox the model holds them; the second value is its state's
-      pure dict / its arrays).
+      A :class:`~jaxprune.rewrites.RewriteResult`: ``.model`` of the model's kind and
+      ``.variables``, the original's variables plus the slopes (for NNX and equinox the model
+      holds them; ``.variables`` is its state's pure dict / its arrays); ``.report.changes``
+      names each swapped group.
 
     Raises:
       ValueError: the model has no ReLU unit group, or its variables already hold ``prelu``.
@@ -92,10 +94,10 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
     ...         return nn.Dense(2)(h)
     >>> x = jax.random.normal(jax.random.key(1), (6, 5)); net = Net()
     >>> v = net.init(jax.random.key(0), x)
-    >>> pnet, pv = swap_relu_for_prelu(net, v, x)
-    >>> pv["params"]["prelu"]["Dense_0"]["slope"].tolist()
-    [0.0, 0.0, 0.0, 0.0]
-    >>> bool(jnp.array_equal(pnet.apply(pv, x), net.apply(v, x)))
+    >>> r = swap_relu_for_prelu(net, v, x)
+    >>> r.report.changes, r.variables["params"]["prelu"]["Dense_0"]["slope"].tolist()
+    (('Dense_0: ReLU -> PReLU (4 slopes)',), [0.0, 0.0, 0.0, 0.0])
+    >>> bool(jnp.array_equal(r.model.apply(r.variables, x), net.apply(v, x)))
     True
 
     References:
@@ -131,7 +133,14 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs):
         slope=float(slope),
     )
     assert all(slope_path(run.prefix, u) in new_paths for u in units)
-    return rewritten(run, new_treedef, new_leaves)
+    before = count_params(by_path, adapter.trainable)
+    widths = {name: graph.units[name].width for name in units}
+    return result(
+        *rewritten(run, new_treedef, new_leaves),
+        before=before,
+        after=before + sum(widths.values()),
+        changes=[f"{name}: ReLU -> PReLU ({w} slopes)" for name, w in widths.items()],
+    )
 
 
 def rewritten(run: PReLUProgram, treedef, leaves):

@@ -16,6 +16,7 @@ from jaxprune.graph.extend import (
     leaf_keep,
     model_variables,
 )
+from jaxprune.rewrites._result import RewriteResult, count_params, result
 
 __all__ = ["KeptSlices", "prune_units"]
 
@@ -81,8 +82,10 @@ def _round_up(graph, variables_flat, keep, round_to):
     return out
 
 
-def prune_units(model, variables, keep, *args, round_to: int | None = None, **kwargs):
-    """Removes units; returns ``(narrow_model, narrow_variables)`` of the model's own kind.
+def prune_units(
+    model, variables, keep, *args, round_to: int | None = None, **kwargs
+) -> RewriteResult:
+    """Removes units; returns a narrower model of the model's own kind.
 
     Every unit group with ``keep[unit][i] == False`` loses channel ``i`` everywhere it lives:
     the kernel columns, biases and norm entries that write it (in every layer of a residual
@@ -108,7 +111,9 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
       **kwargs: keyword arguments of the call (``train=False``).
 
     Returns:
-      ``(narrow_model, narrow_variables)``: a linen Module whose variables have the original's
+      A :class:`~jaxprune.rewrites.RewriteResult` whose ``.report.changes`` has one line per
+      narrowed group (``"Dense_0: 64 -> 41 units"``). ``.model`` and ``.variables``: a linen
+      Module whose variables have the original's
       nested structure with narrowed leaves; ``(apply_fn, params)`` for a function; for NNX
       an ``nnx.Module`` holding the narrowed variables (same state paths and variable types;
       called as ``narrow_model(x)``, in the mode the original was pruned in) and its state's
@@ -133,11 +138,13 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
     ...         return nn.Dense(2)(h)
     >>> x = jnp.ones((3, 5)); net = Net(); v = net.init(jax.random.key(0), x)
     >>> keep = {"Dense_0": np.array([True, False, True, False])}
-    >>> narrow, nv = prune_units(net, v, keep, x)
-    >>> nv["params"]["Dense_0"]["kernel"].shape, nv["params"]["Dense_1"]["kernel"].shape
-    ((5, 2), (2, 2))
+    >>> r = prune_units(net, v, keep, x)
+    >>> r.report.changes, r.report.params_before, r.report.params_after
+    (('Dense_0: 4 -> 2 units',), 34, 18)
+    >>> r.variables["params"]["Dense_0"]["kernel"].shape
+    (5, 2)
     >>> masked = trace(net, v, x).apply(v, x, masks=keep)
-    >>> bool(jnp.allclose(narrow.apply(nv, x), masked, atol=1e-6))
+    >>> bool(jnp.allclose(r.model.apply(r.variables, x), masked, atol=1e-6))
     True
     """
     adapter = as_model(model, variables)
@@ -179,7 +186,17 @@ def prune_units(model, variables, keep, *args, round_to: int | None = None, **kw
         ),
     )
     narrow = build_model(spec, new_leaves)
-    return narrow, model_variables(spec, narrow, new_leaves)
+    return result(
+        narrow,
+        model_variables(spec, narrow, new_leaves),
+        before=count_params(by_path, adapter.trainable),
+        after=count_params(new, adapter.trainable),
+        changes=[
+            f"{name}: {m.shape[0]} -> {int(m.sum())} units"
+            for name, m in keep.items()
+            if not m.all()
+        ],
+    )
 
 
 del GraphError

@@ -16,7 +16,13 @@ from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Params, UnitMask
 from jaxprune.analysis import ACTIVE_THRESHOLD, REDUNDANCY_THRESHOLD, redundant_units, unit_ablation
 from jaxprune.graph import trace
-from jaxprune.rewrites import OUTGOING_CHOICES, prune_units, reinit_units, reset_optimizer_state
+from jaxprune.rewrites import (
+    OUTGOING_CHOICES,
+    RewriteResult,
+    prune_units,
+    reinit_units,
+    reset_optimizer_state,
+)
 from jaxprune.training._checks import check_finite, device_data
 from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._fit import fit
@@ -312,7 +318,7 @@ def train_with_reinit(
     return result
 
 
-def pruned_model(model, result: ReinitResult, seed: int, x) -> tuple[object, dict]:
+def pruned_model(model, result: ReinitResult, seed: int, x) -> RewriteResult:
     """The physically narrower model of run ``seed`` of a batched result.
 
     Removes the pruned units with :func:`jaxprune.prune_units` (any model kind; the
@@ -325,7 +331,7 @@ def pruned_model(model, result: ReinitResult, seed: int, x) -> tuple[object, dic
       x: example inputs (shapes for tracing).
 
     Returns:
-      ``(narrow_model, narrow_variables)``.
+      The :class:`~jaxprune.rewrites.RewriteResult` of :func:`jaxprune.prune_units`.
 
     >>> import jax, jax.numpy as jnp, jaxprune as jp
     >>> model = jp.models.MLP(hidden=(4,))
@@ -333,9 +339,9 @@ def pruned_model(model, result: ReinitResult, seed: int, x) -> tuple[object, dic
     ...     jax.random.split(jax.random.key(0), 2))  # stands in for train_with_reinit(...).params
     >>> keep = {"relu_0": jnp.array([[True, True, False, True], [False, True, False, False]])}
     >>> r = ReinitResult(p, keep, *[None] * 6, seconds=0.0)
-    >>> narrow, v = pruned_model(model, r, 1, jnp.zeros((1, 2)))
-    >>> v["params"]["relu_0"]["kernel"].shape
-    (2, 1)
+    >>> narrow = pruned_model(model, r, 1, jnp.zeros((1, 2)))
+    >>> narrow.variables["params"]["relu_0"]["kernel"].shape, narrow.report.changes
+    ((2, 1), ('relu_0: 4 -> 1 units',))
 
     References:
       Paper 000, sec. 4.1 step 13.

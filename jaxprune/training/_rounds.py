@@ -135,8 +135,15 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
         eval_every,
         patience,
         has_val,
+        lr_patience,
+        lr_factor,
     ) = config
     train_kw = _accepts_train(model)
+    plateau = None
+    if lr_patience:  # Keras' ReduceLROnPlateau on the validation loss, one value per evaluation
+        plateau = optax.contrib.reduce_on_plateau(factor=lr_factor, patience=lr_patience)
+        # the current rate's multiplier sits in the state, so every step reads it
+        optimizer = optax.chain(optimizer, optax.inject_hyperparams(optax.scale)(step_size=1.0))
     n_batches = max(n // batch_size, 1)
     regularizer = (lambda p: l2 * l2_penalty(p, form=l2_form, biases=l2_biases)) if l2 else None
     # The library's one step; non-params collections (BatchNorm statistics) are updated in
@@ -166,16 +173,24 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
         n_evals = math.ceil(budget / eval_every)
 
         def chunk(carry, e):
-            params, extra, opt_state, es = carry
+            params, extra, opt_state, es, pl = carry
             ts = e * eval_every + jnp.arange(eval_every)
             (p, x_, s), _ = jax.lax.scan(body, (params, extra, opt_state), ts)
             value = eval_loss(p, x_, xv, yv)
             es_new = early_stopping_update(es, value, (p, x_), e, patience=patience)
+            if plateau is not None:
+                _, pl = plateau.update(jnp.zeros(()), pl, value=value)
+                s = _with_rate_scale(s, pl.scale)
             keep = lambda old, new: jax.tree.map(lambda a, b: jnp.where(es.done, a, b), old, new)
-            return (keep(params, p), keep(extra, x_), keep(opt_state, s), keep(es, es_new)), None
+            new = (keep(params, p), keep(extra, x_), keep(opt_state, s), keep(es, es_new), pl)
+            return new, None
 
-        carry = (params, extra, opt_state, early_stopping_init((params, extra)))
-        (params, extra, opt_state, es), _ = jax.lax.scan(chunk, carry, jnp.arange(n_evals))
+        pl = None
+        if plateau is not None:  # each round starts at the optimizer's own rate
+            pl = plateau.init(jnp.zeros(()))
+            opt_state = _with_rate_scale(opt_state, pl.scale)
+        carry = (params, extra, opt_state, early_stopping_init((params, extra)), pl)
+        (params, extra, opt_state, es, _), _ = jax.lax.scan(chunk, carry, jnp.arange(n_evals))
         used = jnp.where(es.done, (es.best_epoch + 1 + patience), n_evals) * eval_every
         best_params, best_extra = es.best_params
         return best_params, best_extra, opt_state, jnp.minimum(used, budget).astype(jnp.int32)
@@ -257,6 +272,13 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
     return jit(jax.vmap(run, in_axes=(0, 0, None, None, None, None)))
 
 
+def _with_rate_scale(opt_state, scale):
+    """``opt_state`` of ``chain(optimizer, inject_hyperparams(scale))`` with the scale set."""
+    inner, injected = opt_state
+    hyper = {**injected.hyperparams, "step_size": jnp.asarray(scale, jnp.float32)}
+    return inner, injected._replace(hyperparams=hyper)
+
+
 def _eta_key(key: jax.Array, r) -> jax.Array:
     """The key of run ``key``'s round-``r`` draw (round 0: the initialization)."""
     return jax.random.split(jax.random.fold_in(jax.random.split(key)[1], r), 3)[0]
@@ -313,6 +335,8 @@ def train_rounds(
     validation: tuple[jax.Array, jax.Array] | None = None,
     eval_every: int | None = None,
     patience: int = 20,
+    lr_patience: int | None = None,
+    lr_factor: float = 0.5,
 ) -> RoundsResult:
     """Trains one run per key with a reinitialization method, all seeds in one compiled program.
 
@@ -347,8 +371,13 @@ def train_rounds(
     With ``validation``, each phase evaluates the validation loss every ``eval_every`` steps,
     stops after ``patience`` evaluations without improvement and restores its best params
     (paper 002, sec. 3: 10% of the training split held out); otherwise each phase runs exactly
-    its budget. ``batch_size=None`` is full-batch gradient descent (sec. 1.1); otherwise
-    minibatches come from a per-epoch shuffle, the last partial batch dropped.
+    its budget. With ``lr_patience`` as well, the learning rate is multiplied by ``lr_factor``
+    whenever the validation loss has not improved for ``lr_patience`` evaluations (Keras'
+    ``ReduceLROnPlateau``, here ``optax.contrib.reduce_on_plateau``; paper 002, App. B: halved
+    after 20 epochs without improvement); every round starts again at the optimizer's rate. The
+    multiplier scales the optimizer's final updates, which for SGD (with or without momentum)
+    and Adam is the learning rate. ``batch_size=None`` is full-batch gradient descent (sec.
+    1.1); otherwise minibatches come from a per-epoch shuffle, the last partial batch dropped.
 
     Args:
       model: Flax module; ``model.init(key, x[:1])`` gives the variables. Modules with a
@@ -381,6 +410,9 @@ def train_rounds(
       validation: optional ``(x_val, y_val)`` for per-round early stopping.
       eval_every: steps between validation checks (default one epoch).
       patience: evaluations without improvement before a phase stops.
+      lr_patience: evaluations without improvement before the learning rate is multiplied by
+        ``lr_factor`` (needs ``validation``); None: a constant rate.
+      lr_factor: the multiplier, in (0, 1) (paper 002: 0.5).
 
     Returns:
       A :class:`RoundsResult`.
@@ -458,6 +490,14 @@ def train_rounds(
             raise ValueError(f"eval_every, patience: must be >= 1, got {eval_every}, {patience}")
     else:
         xv, yv, eval_every = x[:1], y[:1], 1
+    if lr_patience is not None:
+        if validation is None:
+            raise ValueError("lr_patience: the learning-rate plateau rule needs validation data")
+        if int(lr_patience) < 1 or not 0.0 < float(lr_factor) < 1.0:
+            raise ValueError(
+                f"lr_patience, lr_factor: expected >= 1 and in (0, 1), got {lr_patience}, "
+                f"{lr_factor}"
+            )
     config = (
         int(rounds),
         int(steps_per_round),
@@ -478,6 +518,8 @@ def train_rounds(
         eval_every,
         int(patience),
         validation is not None,
+        None if lr_patience is None else int(lr_patience),
+        float(lr_factor),
     )
     program = _program(model, optimizer, get_loss(loss), method, config)
     draws = _draw_program(model, tuple(x.shape), x.dtype)(keys, jnp.arange(int(rounds)))

@@ -59,8 +59,12 @@ def test_fuse_equals_the_linen_twins_fusion():
     model = make_equinox_mlp().model
     twin, tv = _twin(model)
     data = _data()
-    fused, fv, mse = jp.fuse(model, None, ("layers/0", "layers/1"), data=data)
-    tfused, tfv, tmse = jp.fuse(twin, tv, ("Dense_0", "Dense_1"), data=data)
+    result = jp.fuse(model, None, ("layers/0", "layers/1"), data=data)
+    fused = result.model
+    mse = result.report.mse[("layers/0", "layers/1")]
+    result = jp.fuse(twin, tv, ("Dense_0", "Dense_1"), data=data)
+    tfused, tfv = result.model, result.variables
+    tmse = result.report.mse[("Dense_0", "Dense_1")]
     assert isinstance(fused, eqx.Module)
     np.testing.assert_allclose(mse, tmse, rtol=1e-4)
     # the fused layer is held in the first layer's own orientation ([out, in], like eqx.nn.Linear)
@@ -81,8 +85,12 @@ def test_fuse_the_last_pair_matches_too():
     model = make_equinox_mlp().model
     twin, tv = _twin(model)
     data = _data()
-    fused, fv, mse = jp.fuse(model, None, ("layers/1", "layers/2"), data=data)
-    tfused, tfv, tmse = jp.fuse(twin, tv, ("Dense_1", "Dense_2"), data=data)
+    result = jp.fuse(model, None, ("layers/1", "layers/2"), data=data)
+    fused = result.model
+    mse = result.report.mse[("layers/1", "layers/2")]
+    result = jp.fuse(twin, tv, ("Dense_1", "Dense_2"), data=data)
+    tfused, tfv = result.model, result.variables
+    tmse = result.report.mse[("Dense_1", "Dense_2")]
     np.testing.assert_allclose(mse, tmse, rtol=1e-4)
     x = data[1]
     np.testing.assert_allclose(fused(x), tfused.apply(tfv, x), **TOL)

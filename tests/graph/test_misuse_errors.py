@@ -62,7 +62,7 @@ def test_nnx_module_in_train_mode_says_call_eval():
     with pytest.raises(ValueError, match=r"model\.eval\(\)"):
         jp.trace(m, None, x)
     m.eval()  # the way out works: pruning then equals masking
-    narrow, _ = jp.prune_units(m, None, keep, x)
+    narrow = jp.prune_units(m, None, keep, x).model
     masked = jp.trace(m, None, x).apply(jp.trace(m, None, x).model.variables, x, masks=keep)
     np.testing.assert_allclose(narrow(x), masked, rtol=1e-5, atol=1e-6)
 

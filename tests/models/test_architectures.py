@@ -235,13 +235,15 @@ def test_traces_collapses_and_prunes_a_unit_exactly(name):
     scale = float(jnp.abs(y).max())
     tol = dict(rtol=1e-4, atol=1e-5 * scale)
 
-    small, sv = jp.collapse(model, v, x, train=False)
+    result = jp.collapse(model, v, x, train=False)
+    small, sv = result.model, result.variables
     np.testing.assert_allclose(small.apply(sv, x, train=False), y, **tol)
     assert _size(sv) <= _size(v)
 
     # prune one unit of every group: the narrow network equals the masked one
     keep = {u: np.arange(g.width) != 1 for u, g in graph.units.items()}
-    narrow, nv = jp.prune_units(model, v, keep, x, train=False)
+    result = jp.prune_units(model, v, keep, x, train=False)
+    narrow, nv = result.model, result.variables
     masked = graph.apply(v, x, masks=keep)
     np.testing.assert_allclose(narrow.apply(nv, x, train=False), masked, **tol)
     assert float(jnp.abs(masked - y).max()) > 0  # the unit mattered
@@ -349,7 +351,9 @@ def test_fusing_a_row_gives_the_next_rows_network(table, shape):
     net = fusion_net(table, rows[0])
     v = net.init(jax.random.key(1), x)
     for row, nxt in zip(rows, rows[1:], strict=False):
-        small, fv, mse = jp.fuse(net, v, fusion_layers(table, row), [x])
+        result = jp.fuse(net, v, fusion_layers(table, row), [x])
+        small, fv = result.model, result.variables
+        mse = result.report.mse[fusion_layers(table, row)]
         net = fusion_net(table, nxt)
         ref = net.init(jax.random.key(0), x)
         assert _shapes_in_order(fv) == _shapes_in_order(ref)  # the fused layer sorts last

@@ -39,7 +39,8 @@ def _shapes(tree):
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_collapse_keeps_outputs(name):
     case = ZOO[name]()
-    small, sv = jp.collapse(case.model, case.variables, case.x, **case.kwargs)
+    result = jp.collapse(case.model, case.variables, case.x, **case.kwargs)
+    small, sv = result.model, result.variables
     before = _call(case.model, case.variables, case.x, **case.kwargs)
     np.testing.assert_allclose(_call(small, sv, case.x, **case.kwargs), before, **TOL)
     x2 = jnp.concatenate([case.x, -case.x[:3]])  # another batch size: re-traced
@@ -50,7 +51,7 @@ def test_collapse_keeps_outputs(name):
 @pytest.mark.parametrize("name", ["mlp", "nested", "concat", "depthwise"])
 def test_models_without_chains_are_unchanged(name):
     case = ZOO[name]()
-    _, sv = jp.collapse(case.model, case.variables, case.x, **case.kwargs)
+    sv = jp.collapse(case.model, case.variables, case.x, **case.kwargs).variables
     assert _shapes(sv) == _shapes(jax.tree.map(jnp.asarray, dict(case.variables)))
 
 
@@ -58,7 +59,8 @@ def test_layernorm_bias_folds_into_the_next_dense_layer():
     # LayerNorm's scale multiplies the per-example 1/std (not a constant), but its bias is a
     # per-channel shift right before Dense_0: it folds (exact), 4 parameters fewer
     case = ZOO["transformer_mlp"]()
-    small, sv = jp.collapse(case.model, case.variables, case.x)
+    result = jp.collapse(case.model, case.variables, case.x)
+    sv = result.variables
     assert _shapes(sv)["params"]["LayerNorm_0"] == {"scale": (4,)}
     assert _size(case.variables) - _size(sv) == 4
     p = case.variables["params"]
@@ -70,7 +72,8 @@ def test_paper_000_model_2_collapses_from_55_to_13_parameters():
     model = jp.models.MLP(hidden=(3,), linear_after=((9,),))  # 2 -> 3 relu -> 9 -> 1
     x = jax.random.normal(jax.random.key(1), (7, 2))
     v = model.init(jax.random.key(0), x)
-    small, sv = jp.collapse(model, v, x)
+    result = jp.collapse(model, v, x)
+    small, sv = result.model, result.variables
     assert _size(v) == 2 * 3 + 3 + 3 * 9 + 9 + 9 * 1 + 1 == 55
     assert _size(sv) == 2 * 3 + 3 + 3 * 1 + 1 == 13
     assert _shapes(sv) == {
@@ -107,7 +110,8 @@ def test_every_chain_kind_folds_with_counts_by_hand():
     model = Chains()
     v = model.init(jax.random.key(0), x)
     v = {**v, "batch_stats": jax.tree.map(lambda a: a + 0.5, v["batch_stats"])}
-    small, sv = jp.collapse(model, v, x)
+    result = jp.collapse(model, v, x)
+    small, sv = result.model, result.variables
     assert _size(v) == (108 + 6) + (24 + 4) + 32 + (360 + 5) + 4 * 5 + (40 + 8) + (288 * 7 + 7) + 24
     assert _shapes(sv) == {
         "params": {
@@ -124,7 +128,7 @@ def test_cnn_1x1_conv_with_bias_before_same_conv_is_left_alone():
     # Conv_1 (1x1, with bias) -> Conv_2 (3x3, SAME): at the borders the padding is 0, not the
     # bias, so the fold would not be exact: collapse leaves the zoo CNN as it is ...
     case = make_cnn()
-    _, sv = jp.collapse(case.model, case.variables, case.x)
+    sv = jp.collapse(case.model, case.variables, case.x).variables
     assert _shapes(sv) == _shapes(dict(case.variables))
 
     # ... and folds the same chain once the 1x1 conv has no bias (exact): 6*8 + 3*3*8*5 + 5
@@ -139,7 +143,8 @@ def test_cnn_1x1_conv_with_bias_before_same_conv_is_left_alone():
 
     m = NoBias()
     v = m.init(jax.random.key(0), case.x)
-    small, sv = jp.collapse(m, v, case.x)
+    result = jp.collapse(m, v, case.x)
+    small, sv = result.model, result.variables
     assert _size(v) - _size(sv) == (48 + 360 + 5) - (270 + 5)
     assert _shapes(sv)["params"]["Conv_1"] == {"kernel": (3, 3, 6, 5), "bias": (5,)}
     np.testing.assert_allclose(small.apply(sv, case.x), m.apply(v, case.x), **TOL)
@@ -147,7 +152,8 @@ def test_cnn_1x1_conv_with_bias_before_same_conv_is_left_alone():
 
 def test_batchnorm_folds_into_convs_of_resnet_v1_b():
     case = make_resnet_v1("B")
-    small, sv = jp.collapse(case.model, case.variables, case.x, train=False)
+    result = jp.collapse(case.model, case.variables, case.x, train=False)
+    small, sv = result.model, result.variables
     # every BatchNorm follows a conv: stem (conv has a bias: -4*4), block 1: two bias-free
     # convs (-4*4 + 4 each), block 2: two convs and the projection (-4*8 + 8 each)
     assert _size(case.variables) - _size(sv) == 16 + 2 * 12 + 3 * 24
@@ -160,7 +166,8 @@ def test_batchnorm_folds_into_convs_of_resnet_v1_b():
 
 def test_batchnorm_folds_where_exact_in_resnet_v2():
     case = make_resnet_v2()
-    small, sv = jp.collapse(case.model, case.variables, case.x, train=False)
+    result = jp.collapse(case.model, case.variables, case.x, train=False)
+    small, sv = result.model, result.variables
     # folded: each block's middle BN (after its first conv, before relu): -4*4+4, -4*6+6;
     # kept: the pre-activation BNs (they read the residual sum, also read by the shortcut)
     # and the final BN (after a residual join)
@@ -173,7 +180,8 @@ def test_batchnorm_folds_where_exact_in_resnet_v2():
 
 def test_collapsed_model_under_jit_and_export():
     case = make_resnet_v1("A")
-    small, sv = jp.collapse(case.model, case.variables, case.x, train=False)
+    result = jp.collapse(case.model, case.variables, case.x, train=False)
+    small, sv = result.model, result.variables
     exp = jax.export.export(jax.jit(small.apply))(sv, case.x)
     want = case.model.apply(case.variables, case.x)
     np.testing.assert_allclose(exp.call(sv, case.x), want, **TOL)
@@ -192,7 +200,8 @@ def test_function_model_collapses():
         "b3": jnp.ones(2),
     }
     x = jax.random.normal(jax.random.key(1), (8, 4))
-    g, q = jp.collapse(f, p, x)
+    result = jp.collapse(f, p, x)
+    g, q = result.model, result.variables
     assert _shapes(q) == {"w1": (4, 5), "w2": (5, 2), "w2_bias": (2,)}
     np.testing.assert_allclose(g(q, x), f(p, x), **TOL)
 
@@ -201,8 +210,8 @@ def test_collapse_under_vmap_over_variables():
     model = jp.models.MLP(hidden=(3,), linear_after=((4, 4),))
     x = jax.random.normal(jax.random.key(1), (5, 2))
     vs = jax.vmap(lambda k: model.init(k, x))(jax.random.split(jax.random.key(0), 3))
-    small, _ = jp.collapse(model, jax.tree.map(lambda a: a[0], vs), x)
-    svs = jax.vmap(lambda v: jp.collapse(model, v, x)[1])(vs)
+    small = jp.collapse(model, jax.tree.map(lambda a: a[0], vs), x).model
+    svs = jax.vmap(lambda v: jp.collapse(model, v, x).variables)(vs)
     got = jax.vmap(lambda v: small.apply(v, x))(svs)
     np.testing.assert_allclose(got, jax.vmap(lambda v: model.apply(v, x))(vs), **TOL)
 
@@ -219,7 +228,8 @@ def test_random_mlps_with_linear_layers_collapse_to_the_plain_mlp(hidden, linear
     x = jax.random.normal(jax.random.key(seed), (6, 3))
     v = model.init(jax.random.key(seed + 1), x)
     v = jax.tree.map(lambda a: a + 0.1, v)  # non-zero biases
-    small, sv = jp.collapse(model, v, x)
+    result = jp.collapse(model, v, x)
+    small, sv = result.model, result.variables
     # the fewest parameters over every way to cut each run (biased dense layers a -> b cost
     # a*b + b), by brute force over the cut sets
     widths = [3, *hidden, 1]
@@ -258,7 +268,8 @@ def test_batchnorm_before_a_layer_folds_where_exact():
     v = model.init(jax.random.key(0), x)
     v = {**v, "batch_stats": jax.tree.map(lambda a: a + 0.7, v["batch_stats"])}
     v["params"] = jax.tree.map(lambda a: a + 0.2, v["params"])
-    small, sv = jp.collapse(model, v, x)
+    result = jp.collapse(model, v, x)
+    small, sv = result.model, result.variables
     assert sorted(sv["batch_stats"]) == ["BatchNorm_1"]  # the one before the SAME conv
     assert sorted(sv["params"]) == ["BatchNorm_1", "Conv_0", "Conv_1", "Dense_0"]
     # BN_0 (2 ch) and BN_2 (64 features): 2 * 4 + 64 * 4 entries gone, no new leaves
@@ -276,12 +287,14 @@ def test_per_position_constants_and_other_call_modes_are_not_folded():
     x = jax.random.normal(jax.random.key(1), (2, 5, 3))
     m = PosEmb()
     v = m.init(jax.random.key(0), x)
-    small, sv = jp.collapse(m, v, x)
+    result = jp.collapse(m, v, x)
+    small, sv = result.model, result.variables
     assert _shapes(sv) == _shapes(dict(v))
     np.testing.assert_allclose(small.apply(sv, x), m.apply(v, x), **TOL)
 
     case = make_resnet_v1("B")
-    small, sv = jp.collapse(case.model, case.variables, case.x, train=False)
+    result = jp.collapse(case.model, case.variables, case.x, train=False)
+    small, sv = result.model, result.variables
     with pytest.raises(jp.GraphError, match="traces differently"):
         small.apply(sv, case.x, train=True, mutable=["batch_stats"])
 
@@ -303,7 +316,8 @@ def test_average_pooling_inside_a_run_folds():
     model = Pooled()
     v = model.init(jax.random.key(0), x)
     v = jax.tree.map(lambda a: a + 0.1, v)  # non-zero biases
-    small, sv = jp.collapse(model, v, x)
+    result = jp.collapse(model, v, x)
+    small, sv = result.model, result.variables
     assert _shapes(sv) == {
         "params": {
             "Conv_0": {"kernel": (3, 3, 2, 6), "bias": (6,)},  # 2*5+5 + 3*3*5*6+6 -> 108+6
@@ -330,7 +344,8 @@ def test_valid_kxk_convs_compose_into_one_larger_conv():
     x = jax.random.normal(jax.random.key(0), (3, 11, 11, 2))
     net = Net()
     v = net.init(jax.random.key(1), x)
-    small, sv = jp.collapse(net, v, x)
+    result = jp.collapse(net, v, x)
+    small, sv = result.model, result.variables
     p = v["params"]
     assert _size(v) == (9 * 2 * 4 + 4) + (9 * 4 * 5 + 5) + (5 * 2 + 2)
     assert _shapes(sv["params"]["Conv_0"]) == {"kernel": (5, 5, 2, 5), "bias": (5,)}
@@ -362,7 +377,8 @@ def test_padded_or_strided_first_kxk_conv_is_not_composed():
     for padding, stride in (("SAME", 1), ("VALID", 2)):
         net = Net(padding, stride)
         v = net.init(jax.random.key(1), x)
-        small, sv = jp.collapse(net, v, x)
+        result = jp.collapse(net, v, x)
+        small, sv = result.model, result.variables
         assert _shapes(sv) == _shapes(v)  # nothing folded: not exact
         np.testing.assert_allclose(small.apply(sv, x), net.apply(v, x), **TOL)
 
@@ -385,7 +401,8 @@ def test_a_bottleneck_is_not_collapsed_into_a_larger_layer():
     for depth, before, after in ((2, 11, 11), (3, 23, (4 + 1) + (1 * 3 + 3))):
         net = Net(depth)
         v = net.init(jax.random.key(1), x)
-        small, sv = jp.collapse(net, v, x)
+        result = jp.collapse(net, v, x)
+        small, sv = result.model, result.variables
         assert _size(v) == before
         assert _size(sv) == after
         np.testing.assert_allclose(small.apply(sv, x), net.apply(v, x), **TOL)

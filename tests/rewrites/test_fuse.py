@@ -26,7 +26,9 @@ def test_dense_relu_dense_matches_theorem_1_and_corollary_1_in_float64():
     x = jax.random.normal(jax.random.key(0), (300, 4))
     net = DenseNet()
     v = net.init(jax.random.key(1), x)
-    fused, fv, mse = jp.fuse(net, v, ("Dense_0", "Dense_1"), data=[x[:128], x[128:]])
+    result = jp.fuse(net, v, ("Dense_0", "Dense_1"), data=[x[:128], x[128:]])
+    fused, fv = result.model, result.variables
+    mse = result.report.mse[("Dense_0", "Dense_1")]
     assert _shapes(fv) == {"params": {"Dense_0": {"kernel": (4, 3), "bias": (3,)}}}
 
     # Theorem 1 / Corollary 1 in float64 NumPy: a0 = x, y = W2 relu(W1 a0 + b1) + b2
@@ -61,7 +63,9 @@ def test_conv_relu_conv_fuses_to_receptive_field_conv_with_corollary_mse():
     x = jax.random.normal(jax.random.key(0), (40, 9, 9, 2))
     net = ConvNet()
     v = net.init(jax.random.key(1), x)
-    fused, fv, mse = jp.fuse(net, v, ("Conv_0", "Conv_1"), data=[x[:20], x[20:]])
+    result = jp.fuse(net, v, ("Conv_0", "Conv_1"), data=[x[:20], x[20:]])
+    fused, fv = result.model, result.variables
+    mse = result.report.mse[("Conv_0", "Conv_1")]
     assert _shapes(fv) == {"params": {"Conv_0": {"kernel": (5, 5, 2, 5), "bias": (5,)}}}
     y, got = net.apply(v, x), fused.apply(fv, x)
     assert got.shape == y.shape == (40, 5, 5, 5)
@@ -83,11 +87,14 @@ def test_linear_conv_pair_fuses_exactly_and_uncorrelated_estimator_runs():
     x = jax.random.normal(jax.random.key(0), (30, 8, 8, 2))
     net = Lin()
     v = net.init(jax.random.key(1), x)
-    fused, fv, mse = jp.fuse(net, v, ("Conv_1", "Conv_0"), data=[x])
+    result = jp.fuse(net, v, ("Conv_1", "Conv_0"), data=[x])
+    fused, fv = result.model, result.variables
+    mse = result.report.mse[("Conv_1", "Conv_0")]
     assert fv["params"]["Conv_1"]["kernel"].shape == (4, 4, 2, 3)
     assert float(mse) < 1e-4
     np.testing.assert_allclose(fused.apply(fv, x), net.apply(v, x), atol=1e-4)
-    _, _, mse_u = jp.fuse(net, v, ("Conv_1", "Conv_0"), data=[x], estimator="uncorrelated")
+    result = jp.fuse(net, v, ("Conv_1", "Conv_0"), data=[x], estimator="uncorrelated")
+    mse_u = result.report.mse[("Conv_1", "Conv_0")]
     assert float(mse_u) >= float(mse) - 1e-5  # the joint estimator is the optimum
 
 
@@ -118,7 +125,9 @@ def test_linear_1d_conv_pair_fuses_exactly_to_the_composed_kernel():
     x = jax.random.normal(jax.random.key(0), (40, 17, 2))
     net = SeqNet(act=False, padding="VALID", stride=2)
     v = net.init(jax.random.key(1), x)
-    fused, fv, mse = jp.fuse(net, v, ("Conv_0", "Conv_1"), data=[x[:20], x[20:]])
+    result = jp.fuse(net, v, ("Conv_0", "Conv_1"), data=[x[:20], x[20:]])
+    fused, fv = result.model, result.variables
+    mse = result.report.mse[("Conv_0", "Conv_1")]
     assert _shapes(fv) == {"params": {"Conv_0": {"kernel": (5, 2, 3), "bias": (3,)}}}
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), v["params"])
     w1, b1, w2, b2 = (p[n][k] for n in ("Conv_0", "Conv_1") for k in ("kernel", "bias"))
@@ -145,8 +154,12 @@ def test_1d_conv_fusion_is_the_2d_fusion_with_a_height_one_axis():
     v1 = net1.init(jax.random.key(1), x)
     v2 = jax.tree.map(lambda a: a[None] if a.ndim == 3 else a, v1)  # (k, i, o) -> (1, k, i, o)
     np.testing.assert_array_equal(net2.apply(v2, x[:, None]), net1.apply(v1, x)[:, None])
-    f1, fv1, mse1 = jp.fuse(net1, v1, ("Conv_0", "Conv_1"), data=[x[:24], x[24:]])
-    f2, fv2, mse2 = jp.fuse(net2, v2, ("Conv_0", "Conv_1"), data=[x[:24, None], x[24:, None]])
+    result = jp.fuse(net1, v1, ("Conv_0", "Conv_1"), data=[x[:24], x[24:]])
+    f1, fv1 = result.model, result.variables
+    mse1 = result.report.mse[("Conv_0", "Conv_1")]
+    result = jp.fuse(net2, v2, ("Conv_0", "Conv_1"), data=[x[:24, None], x[24:, None]])
+    f2, fv2 = result.model, result.variables
+    mse2 = result.report.mse[("Conv_0", "Conv_1")]
     k1, k2 = fv1["params"]["Conv_0"]["kernel"], fv2["params"]["Conv_0"]["kernel"]
     assert k1.shape == (8, 2, 3) and k2.shape == (1, 8, 2, 3)
     np.testing.assert_allclose(k2[0], k1, rtol=1e-4, atol=1e-5)
@@ -162,8 +175,12 @@ def test_1d_conv_fusion_is_the_2d_fusion_with_a_height_one_axis():
     assert 0 < float(mse1) < float(jnp.mean(jnp.sum((y - y.mean((0, 1))) ** 2, axis=(1, 2))))
     # Theorem 2's uncorrelated-channel estimator: the same on both, and no better than joint
     u = dict(estimator="uncorrelated")
-    _, uv1, mse_u1 = jp.fuse(net1, v1, ("Conv_0", "Conv_1"), data=[x], **u)
-    _, uv2, mse_u2 = jp.fuse(net2, v2, ("Conv_0", "Conv_1"), data=[x[:, None]], **u)
+    result = jp.fuse(net1, v1, ("Conv_0", "Conv_1"), data=[x], **u)
+    uv1 = result.variables
+    mse_u1 = result.report.mse[("Conv_0", "Conv_1")]
+    result = jp.fuse(net2, v2, ("Conv_0", "Conv_1"), data=[x[:, None]], **u)
+    uv2 = result.variables
+    mse_u2 = result.report.mse[("Conv_0", "Conv_1")]
     np.testing.assert_allclose(
         uv2["params"]["Conv_0"]["kernel"][0],
         uv1["params"]["Conv_0"]["kernel"],
@@ -177,7 +194,9 @@ def test_1d_conv_fusion_is_the_2d_fusion_with_a_height_one_axis():
 def test_conv_act_dense_of_zoo_cnn_and_any_batch_size():
     case = ZOO["cnn"]()
     x = jax.random.normal(jax.random.key(3), (300, 8, 8, 2))
-    fused, fv, mse = jp.fuse(case.model, case.variables, ("Conv_2", "Dense_0"), data=[x])
+    result = jp.fuse(case.model, case.variables, ("Conv_2", "Dense_0"), data=[x])
+    fused, fv = result.model, result.variables
+    mse = result.report.mse[("Conv_2", "Dense_0")]
     assert fv["params"]["Conv_2"]["kernel"].shape == (8 * 8 * 4, 3)  # on Conv_1's output
     assert "Dense_0" not in fv["params"]
     y, got = case.model.apply(case.variables, x), fused.apply(fv, x)
@@ -194,7 +213,8 @@ def test_fusion_candidates_rank_every_pair_of_the_graph():
     assert sorted(c.layers for c in ranking) == [("Dense_0", "Dense_1"), ("Dense_1", "Dense_2")]
     assert [c.mse for c in ranking] == sorted(c.mse for c in ranking)
     for c in ranking:
-        _, _, mse = jp.fuse(case.model, case.variables, c.layers, data=[x[:100], x[100:]])
+        result = jp.fuse(case.model, case.variables, c.layers, data=[x[:100], x[100:]])
+        mse = result.report.mse[c.layers]
         np.testing.assert_allclose(c.mse, float(mse), rtol=1e-5)
         assert c.kind == "dense"
     assert {c.layers: c.n_params for c in ranking} == {

@@ -33,7 +33,8 @@ def _slopes(v):
 )  # fmt: skip
 def test_swap_is_bit_identical_at_slope_zero(name, units):
     case = ZOO[name]()
-    net, v = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, **case.kwargs)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, **case.kwargs)
+    net, v = result.model, result.variables
     assert {u: s["slope"].shape[0] for u, s in _slopes(v).items()} == units
     assert all(float(jnp.abs(s["slope"]).max()) == 0.0 for s in _slopes(v).values())
     ref = _apply(case.model, case.kwargs)(case.variables, case.x)
@@ -54,7 +55,8 @@ def _hand_mlp(p, s, x):
 
 def test_mlp_with_random_slopes_is_the_hand_written_prelu_forward():
     case = ZOO["mlp"]()
-    net, v = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x)
+    net, v = result.model, result.variables
     rng = np.random.default_rng(0)
     v["params"]["prelu"] = jax.tree.map(
         lambda a: jnp.asarray(rng.uniform(-0.5, 1.5, a.shape), a.dtype), v["params"]["prelu"]
@@ -65,7 +67,8 @@ def test_mlp_with_random_slopes_is_the_hand_written_prelu_forward():
 
 def test_gradient_in_slopes_and_weights_matches_the_hand_formula():
     case = ZOO["function"]()
-    f, p = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=0.3)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=0.3)
+    f, p = result.model, result.variables
     x = case.x
     loss = lambda q: jnp.sum(f(q, x))
     g = jax.jit(jax.grad(loss))(p)
@@ -86,7 +89,8 @@ def test_gradient_in_slopes_and_weights_matches_the_hand_formula():
 
 def test_slope_sparsity_freezes_the_swapped_slopes_at_099():
     case = ZOO["mlp"]()
-    net, v = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x)
+    net, v = result.model, result.variables
     params = v["params"]
     params["prelu"]["Dense_1"]["slope"] = jnp.array([0.995, 0.5, 0, 0, 0, 0.98])
     tx = jp.transforms.slope_sparsity(optax.sgd(0.01), strength=1.0)
@@ -108,10 +112,12 @@ def test_slope_sparsity_freezes_the_swapped_slopes_at_099():
 
 def test_fold_linear_joins_an_all_linear_dense_pair():
     case = ZOO["mlp"]()  # 5 -> 8 -> 6 -> 3
-    net, v = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x)
+    net, v = result.model, result.variables
     v["params"]["prelu"]["Dense_0"]["slope"] = jnp.ones(8)
     v["params"]["prelu"]["Dense_1"]["slope"] = jnp.linspace(0, 1, 6)  # partly linear: kept
-    small, sv = jp.rewrites.fold_linear(net, v, case.x)
+    result = jp.rewrites.fold_linear(net, v, case.x)
+    small, sv = result.model, result.variables
     count = lambda t: sum(int(np.size(a)) for a in jax.tree.leaves(t))
     assert count(v) == (5 * 8 + 8) + (8 * 6 + 6) + (6 * 3 + 3) + 8 + 6 == 137
     assert count(sv) == (5 * 6 + 6) + (6 * 3 + 3) + 6 == 63
@@ -127,7 +133,8 @@ def test_fold_linear_joins_an_all_linear_dense_pair():
     assert float(jnp.abs(g["prelu"]["Dense_1"]["slope"]).max()) > 0
     # the second group turning linear folds again: one affine layer, 5 * 3 + 3 parameters
     sv["params"]["prelu"]["Dense_1"]["slope"] = jnp.ones(6)
-    tiny, tv = jp.rewrites.fold_linear(small, sv, case.x)
+    result = jp.rewrites.fold_linear(small, sv, case.x)
+    tiny, tv = result.model, result.variables
     assert jax.tree.map(jnp.shape, tv) == {"params": {"Dense_2": {"bias": (3,), "kernel": (5, 3)}}}
     np.testing.assert_allclose(
         tiny.apply(tv, case.x), small.apply(sv, case.x), rtol=1e-5, atol=1e-5
@@ -136,8 +143,10 @@ def test_fold_linear_joins_an_all_linear_dense_pair():
 
 def test_fold_linear_function_equals_the_affine_map():
     case = ZOO["function"]()
-    f, p = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=1.0)
-    g, q = jp.rewrites.fold_linear(f, p, case.x)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=1.0)
+    f, p = result.model, result.variables
+    result = jp.rewrites.fold_linear(f, p, case.x)
+    g, q = result.model, result.variables
     assert jax.tree.map(jnp.shape, q) == {"b2": (2,), "w2": (5, 2)}
     w = case.variables
     want = (np.asarray(case.x, np.float64) @ w["w1"] + w["b1"]) @ w["w2"] + w["b2"]
@@ -146,8 +155,10 @@ def test_fold_linear_function_equals_the_affine_map():
 
 def test_fold_linear_keeps_what_it_cannot_fold():
     case = ZOO["cnn"]()  # conv groups: kept even when all-linear
-    net, v = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=1.0)
-    same, sv = jp.rewrites.fold_linear(net, v, case.x)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=1.0)
+    net, v = result.model, result.variables
+    result = jp.rewrites.fold_linear(net, v, case.x)
+    same, sv = result.model, result.variables
     assert same is net and sv is v
 
 

@@ -46,7 +46,8 @@ def test_prune_equals_masked_network(name, seed):
     case = ZOO[name]()
     graph = jp.trace(case.model, case.variables, case.x, **case.kwargs)
     keep = _random_keep(graph, seed)
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x, **case.kwargs)
+    result = jp.prune_units(case.model, case.variables, keep, case.x, **case.kwargs)
+    narrow, nv = result.model, result.variables
     assert jax.tree.structure(nv) == jax.tree.structure(case.variables)
     masked = graph.apply(case.variables, case.x, masks=keep)
     np.testing.assert_allclose(_call(narrow, nv, case.x, **case.kwargs), masked, **TOL)
@@ -61,7 +62,8 @@ def test_prune_equals_masked_network(name, seed):
 def test_mlp_parameter_count_by_hand():
     case = make_mlp()  # Dense 5->8, relu, Dense 8->6, relu, Dense 6->3
     keep = {"Dense_0": np.arange(8) < 3, "Dense_1": np.arange(6) % 2 == 0}
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x)
+    result = jp.prune_units(case.model, case.variables, keep, case.x)
+    nv = result.variables
     assert _size(nv) == (5 * 3 + 3) + (3 * 3 + 3) + (3 * 3 + 3)
     assert nv["params"]["Dense_1"]["kernel"].shape == (3, 3)
     np.testing.assert_array_equal(
@@ -73,7 +75,8 @@ def test_mlp_parameter_count_by_hand():
 def test_cnn_parameter_count_by_hand():
     case = make_cnn()  # conv3x3 2->6, relu, conv1x1 6->4, conv3x3 4->5, relu, pool, 4*4*5 -> 3
     keep = {"Conv_0": np.arange(6) < 2, "Conv_2": np.arange(5) < 3}
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x)
+    result = jp.prune_units(case.model, case.variables, keep, case.x)
+    narrow, nv = result.model, result.variables
     assert _size(nv) == (9 * 2 * 2 + 2) + (2 * 4 + 4) + (9 * 4 * 3 + 3) + (16 * 3 * 3 + 3)
     assert nv["params"]["Dense_0"]["kernel"].shape == (48, 3)
     graph = jp.trace(case.model, case.variables, case.x)
@@ -96,7 +99,8 @@ def test_residual_group_dead_channel_removed_with_unchanged_outputs():
         p[bn]["bias"] = p[bn]["bias"].at[dead].set(0.0)
     del s
     keep = {"ResBlockV1_1/Conv_1": np.arange(8) != dead}
-    narrow, nv = jp.prune_units(case.model, v, keep, case.x, train=False)
+    result = jp.prune_units(case.model, v, keep, case.x, train=False)
+    narrow, nv = result.model, result.variables
     for conv in ("Conv_1", "Conv_2"):
         assert nv["params"]["ResBlockV1_1"][conv]["kernel"].shape[-1] == 7
     assert nv["params"]["Dense_0"]["kernel"].shape == (7, 3)
@@ -112,12 +116,13 @@ def test_round_to_keeps_largest_incoming_units():
     kernel = case.variables["params"]["Dense_0"]["kernel"]
     bias = case.variables["params"]["Dense_0"]["bias"]
     norms = (kernel**2).sum(0) + bias**2
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x, round_to=4)
+    result = jp.prune_units(case.model, case.variables, keep, case.x, round_to=4)
+    nv = result.variables
     assert nv["params"]["Dense_0"]["kernel"].shape == (5, 4)
     extra = np.argsort(-np.asarray(norms[1:]), kind="stable")[:3] + 1
     expect = np.sort(np.concatenate([[0], extra]))
     np.testing.assert_array_equal(nv["params"]["Dense_0"]["kernel"], kernel[:, expect])
-    _, nv8 = jp.prune_units(case.model, case.variables, keep, case.x, round_to=128)
+    nv8 = jp.prune_units(case.model, case.variables, keep, case.x, round_to=128).variables
     assert nv8["params"]["Dense_0"]["kernel"].shape == (5, 8)  # capped at the full width
 
 
@@ -134,7 +139,8 @@ def test_bad_masks_raise():
         jp.prune_units(m, v, {"nope": np.ones(8, bool)}, x)
     with pytest.raises(ValueError, match="keep: expected a mapping"):
         jp.prune_units(m, v, [np.ones(8, bool)], x)
-    narrow, nv = jp.prune_units(m, v, {"Dense_0": np.arange(8) < 4}, x)
+    result = jp.prune_units(m, v, {"Dense_0": np.arange(8) < 4}, x)
+    narrow = result.model
     with pytest.raises(flax.errors.ScopeParamShapeError, match="expected to generate shape"):
         narrow.apply(v, x)  # the full-width variables on the narrow model
 
@@ -144,7 +150,7 @@ def test_under_jit_raises_clear_error():
 
     @jax.jit
     def f(m):
-        return jp.prune_units(case.model, case.variables, {"Dense_0": m}, case.x)[1]
+        return jp.prune_units(case.model, case.variables, {"Dense_0": m}, case.x).variables
 
     with pytest.raises(ValueError, match="cannot run under jax.jit"):
         f(np.ones(8, bool))
@@ -169,7 +175,8 @@ def test_jit_vmap_grad_and_export_round_trip_of_pruned_resnet():
     case = make_resnet_v1("B")
     graph = jp.trace(case.model, case.variables, case.x, train=False)
     keep = _random_keep(graph, 3)
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x, train=False)
+    result = jp.prune_units(case.model, case.variables, keep, case.x, train=False)
+    narrow, nv = result.model, result.variables
     ref = graph.apply(case.variables, case.x, masks=keep)
     fwd = jax.jit(lambda v, x: narrow.apply(v, x, train=False))
     np.testing.assert_allclose(fwd(nv, case.x), ref, **TOL)
@@ -205,7 +212,8 @@ def test_pruned_resnet_trains_with_mutable_batch_stats():
     train = dict(train=True, mutable=["batch_stats"])
     graph = jp.trace(case.model, case.variables, case.x, **train)
     assert {n: u.width for n, u in graph.units.items()} == ZOO["resnet_v1_b"]().units
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x, train=False)
+    result = jp.prune_units(case.model, case.variables, keep, case.x, train=False)
+    narrow, nv = result.model, result.variables
     y, updates = narrow.apply(nv, case.x, **train)
 
     zeroed = jax.tree.map(lambda a: a, case.variables)
@@ -283,12 +291,14 @@ def test_random_mlps_prune_invariants(spec):
     x = jax.random.normal(jax.random.key(batch), (batch, 3))
     v = model.init(jax.random.key(0), x)
     keep = {f"Dense_{i}": k for i, k in enumerate(keeps)}
-    narrow, nv = jp.prune_units(model, v, keep, x)
+    result = jp.prune_units(model, v, keep, x)
+    narrow, nv = result.model, result.variables
     kept = [int(k.sum()) for k in keeps]
     dims = [3, *kept, 2]
     assert _size(nv) == sum(a * b + b for a, b in zip(dims[:-1], dims[1:], strict=True))
     masked = jp.trace(model, v, x).apply(v, x, masks=keep)
     np.testing.assert_allclose(narrow.apply(nv, x), masked, **TOL)
     # pruning everything kept is the identity
-    same, sv = jp.prune_units(model, v, {k: np.ones_like(m) for k, m in keep.items()}, x)
+    result = jp.prune_units(model, v, {k: np.ones_like(m) for k, m in keep.items()}, x)
+    same, sv = result.model, result.variables
     np.testing.assert_allclose(same.apply(sv, x), model.apply(v, x), **TOL)

@@ -39,7 +39,8 @@ def test_prune_equals_masked_network_and_keeps_kind(name, seed):
     case = ZOO[name]()
     graph = jp.trace(case.model, case.variables, case.x)
     keep = _random_keep(graph, seed)
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x)
+    result = jp.prune_units(case.model, case.variables, keep, case.x)
+    narrow, nv = result.model, result.variables
     if name.startswith("nnx"):
         assert isinstance(narrow, nnx.Module)
         original = nnx.state(case.model)
@@ -65,7 +66,8 @@ def test_nnx_mlp_parameter_count_by_hand():
     case = make_nnx_mlp()  # Linear 5->8, BatchNorm(8), relu, Linear 8->3
     kept = np.array([0, 3, 6])
     keep = {"fc1": np.isin(np.arange(8), kept)}
-    narrow, nv = jp.prune_units(case.model, None, keep, case.x)
+    result = jp.prune_units(case.model, None, keep, case.x)
+    narrow, nv = result.model, result.variables
     assert _size(nv) == (5 * 3 + 3) + 4 * 3 + (3 * 3 + 3)
     assert _size(nnx.state(narrow, nnx.Param)) == (5 * 3 + 3) + 2 * 3 + (3 * 3 + 3)
     assert _size(nnx.state(narrow, nnx.BatchStat)) == 2 * 3  # running mean and var
@@ -79,7 +81,8 @@ def test_nnx_mlp_parameter_count_by_hand():
 def test_nnx_cnn_parameter_count_by_hand():
     case = make_nnx_cnn()  # conv3x3 2->6, relu, conv3x3 6->4, relu, flatten 6*6*4 -> 3
     keep = {"conv1": np.arange(6) < 2, "conv2": np.arange(4) % 2 == 1}
-    narrow, nv = jp.prune_units(case.model, None, keep, case.x)
+    result = jp.prune_units(case.model, None, keep, case.x)
+    nv = result.variables
     assert _size(nv) == (9 * 2 * 2 + 2) + (9 * 2 * 2 + 2) + (36 * 2 * 3 + 3)
     assert nv["head"]["kernel"].shape == (72, 3)
     # the flatten reads channels fastest: the head keeps rows 1, 3 of every pixel's four
@@ -90,7 +93,8 @@ def test_nnx_cnn_parameter_count_by_hand():
 def test_equinox_mlp_parameter_count_by_hand():
     case = make_equinox_mlp()  # Linear 5->8, relu, Linear 8->6, relu, Linear 6->3
     keep = {"layers/0": np.arange(8) < 3, "layers/1": np.arange(6) >= 4}
-    narrow, nv = jp.prune_units(case.model, None, keep, case.x)
+    result = jp.prune_units(case.model, None, keep, case.x)
+    nv = result.variables
     assert _size(nv) == (5 * 3 + 3) + (3 * 2 + 2) + (2 * 3 + 3)
     w1 = case.model.layers[1].weight  # equinox: (out, in)
     np.testing.assert_array_equal(nv.variables.layers[1].weight, w1[4:, :3])
@@ -100,7 +104,8 @@ def test_nnx_jit_vmap_grad_and_export_round_trip():
     case = make_nnx_cnn()
     graph = jp.trace(case.model, None, case.x)
     keep = _random_keep(graph, 3)
-    narrow, nv = jp.prune_units(case.model, None, keep, case.x)
+    result = jp.prune_units(case.model, None, keep, case.x)
+    narrow, nv = result.model, result.variables
     ref = graph.apply(graph.model.variables, case.x, masks=keep)
     np.testing.assert_allclose(jax.jit(lambda m, x: m(x))(narrow, case.x), ref, **TOL)
     np.testing.assert_allclose(nnx.jit(lambda m, x: m(x))(narrow, case.x), ref, **TOL)
@@ -124,7 +129,8 @@ def test_nnx_optimizer_step_trains_the_narrow_model():
     import optax
 
     case = make_nnx_mlp()
-    narrow, nv = jp.prune_units(case.model, None, {"fc1": np.arange(8) < 5}, case.x)
+    result = jp.prune_units(case.model, None, {"fc1": np.arange(8) < 5}, case.x)
+    narrow, nv = result.model, result.variables
     opt = nnx.Optimizer(narrow, optax.sgd(0.5), wrt=nnx.Param)
     loss = lambda m: (m(case.x) ** 2).mean()  # noqa: E731
     g = nnx.grad(loss)(narrow)
@@ -138,7 +144,8 @@ def test_equinox_filter_jit_partition_grad_and_export_round_trip():
     case = make_equinox_mlp()
     graph = jp.trace(case.model, None, case.x)
     keep = _random_keep(graph, 4)
-    narrow, arrays = jp.prune_units(case.model, None, keep, case.x)
+    result = jp.prune_units(case.model, None, keep, case.x)
+    narrow, arrays = result.model, result.variables
     ref = graph.apply(graph.model.variables, case.x, masks=keep)
     np.testing.assert_allclose(eqx.filter_jit(lambda m, x: m(x))(narrow, case.x), ref, **TOL)
     params, static = eqx.partition(narrow, eqx.is_array)
@@ -164,7 +171,8 @@ def test_nnx_with_a_state_passed_prunes_that_state():
     case = make_nnx_mlp()
     state = jax.tree.map(lambda a: a * 2 + 1, nnx.state(case.model))  # not the module's own
     keep = {"fc1": np.arange(8) % 3 != 1}
-    narrow, nv = jp.prune_units(case.model, state, keep, case.x)
+    result = jp.prune_units(case.model, state, keep, case.x)
+    narrow, nv = result.model, result.variables
     np.testing.assert_array_equal(nv["bn"]["mean"], state["bn"]["mean"][...][keep["fc1"]])
     graph = jp.trace(case.model, state, case.x)
     masked = graph.apply(graph.model.variables, case.x, masks=keep)

@@ -37,7 +37,8 @@ def _size(tree):
 def test_collapse_and_prune_invariants_on_random_architectures(conv, blocks, seed):
     model, variables, x = build(conv, blocks, seed)
     before = model.apply(variables, x)
-    small, sv = jp.collapse(model, variables, x)
+    result = jp.collapse(model, variables, x)
+    small, sv = result.model, result.variables
     np.testing.assert_allclose(small.apply(sv, x), before, **TOL)
     assert _size(sv) <= _size(variables)
 
@@ -50,7 +51,8 @@ def test_collapse_and_prune_invariants_on_random_architectures(conv, blocks, see
         m = rng.random(unit.width) < 0.6
         m[rng.integers(unit.width)] = True
         keep[name] = m
-    narrow, nv = jp.prune_units(model, variables, keep, x)
+    result = jp.prune_units(model, variables, keep, x)
+    narrow, nv = result.model, result.variables
     masks = {k: jnp.asarray(m, jnp.float32) for k, m in keep.items()}
     np.testing.assert_allclose(narrow.apply(nv, x), graph.apply(variables, x, masks=masks), **TOL)
     removed = {k: ~m for k, m in keep.items()}

@@ -55,7 +55,8 @@ class NnxChain(nnx.Module):
 def test_collapse_nnx_folds_batchnorm_into_the_linear_layer():
     case = make_nnx_mlp()  # fc1 -> BatchNorm (eval) -> relu -> fc2
     m = case.model
-    small, sv = jp.collapse(m, None, case.x)
+    result = jp.collapse(m, None, case.x)
+    small, sv = result.model, result.variables
     assert isinstance(small, nnx.Module)
     assert sorted(sv) == ["fc1", "fc2"]  # BatchNorm's four vectors are gone
     assert _size(nnx.to_pure_dict(nnx.state(m))) == (5 * 8 + 8) + 4 * 8 + (8 * 3 + 3)
@@ -74,7 +75,8 @@ def test_collapse_nnx_folds_batchnorm_into_the_linear_layer():
 def test_collapse_nnx_linear_chain_and_export_roundtrip():
     m = NnxChain(nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (9, 4))
-    small, sv = jp.collapse(m, None, x)
+    result = jp.collapse(m, None, x)
+    small, sv = result.model, result.variables
     assert sorted(sv) == ["fc1", "fc2"]
     assert _size(sv) == (4 * 8 + 8) + (8 * 3 + 3)  # fc2 holds fc2 @ fc3
     w = np.asarray(m.fc2.kernel[...], np.float64) @ np.asarray(m.fc3.kernel[...], np.float64)
@@ -93,7 +95,8 @@ def test_collapse_nnx_linear_chain_and_export_roundtrip():
 def test_collapse_equinox_w_at_x_chain_in_its_own_orientation():
     m = EqxChain(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (7, 5))
-    small, sv = jp.collapse(m, None, x)
+    result = jp.collapse(m, None, x)
+    small, sv = result.model, result.variables
     assert isinstance(small, eqx.Module)
     assert _size(eqx.filter(m, eqx.is_array)) == (8 * 5 + 8) + (6 * 8 + 6) + (3 * 6 + 3)
     assert _size(sv) == (8 * 5 + 8) + (3 * 8 + 3)
@@ -140,9 +143,13 @@ class NnxPair(nnx.Module):
 def test_fuse_nnx_equals_the_same_fusion_of_the_same_function():
     m = NnxPair(nnx.Rngs(0))
     data = [jax.random.normal(jax.random.key(i), (64, 4)) for i in range(3)]
-    fused, fv, mse = jp.fuse(m, None, ("fc1", "fc2"), data=data)
+    result = jp.fuse(m, None, ("fc1", "fc2"), data=data)
+    fused, fv = result.model, result.variables
+    mse = result.report.mse[("fc1", "fc2")]
     f, p = _as_function(m)
-    ffused, fp, fmse = jp.fuse(f, p, ("fc1", "fc2"), data=data)
+    result = jp.fuse(f, p, ("fc1", "fc2"), data=data)
+    ffused, fp = result.model, result.variables
+    fmse = result.report.mse[("fc1", "fc2")]
     assert isinstance(fused, nnx.Module) and sorted(fv) == ["fc1", "fc3"]
     assert _size(fv) == (4 * 8 + 8) + (8 * 3 + 3)
     np.testing.assert_allclose(mse, fmse, rtol=1e-4)
@@ -153,7 +160,8 @@ def test_fuse_nnx_equals_the_same_fusion_of_the_same_function():
 def test_swap_and_fold_linear_on_nnx():
     m = NnxPair(nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (6, 4))
-    pm, pv = jp.rewrites.swap_relu_for_prelu(m, None, x)
+    result = jp.rewrites.swap_relu_for_prelu(m, None, x)
+    pm, pv = result.model, result.variables
     assert isinstance(pm, nnx.Module)
     assert sorted(pv["prelu"]) == ["fc1", "fc2"]
     assert isinstance(pm.prelu.fc1.slope, nnx.Param)  # trainable like any parameter
@@ -166,7 +174,8 @@ def test_swap_and_fold_linear_on_nnx():
     h = np.where(h > 0, h, 0.25 * h)
     want = h @ np.asarray(m.fc3.kernel[...]) + np.asarray(m.fc3.bias[...])
     np.testing.assert_allclose(pm(x), want, **TOL)
-    small, sv = jp.rewrites.fold_linear(pm, None, x)
+    result = jp.rewrites.fold_linear(pm, None, x)
+    small, sv = result.model, result.variables
     assert isinstance(small, nnx.Module) and "fc1" not in sv
     assert _size(sv) == (4 * 8 + 8) + 8 + (8 * 3 + 3)  # fc2 (folded), its slopes, fc3
     np.testing.assert_allclose(small(x), want, **TOL)
@@ -174,7 +183,8 @@ def test_swap_and_fold_linear_on_nnx():
 
 def test_swap_on_equinox_is_bit_identical_and_takes_slopes():
     case = make_equinox_mlp()
-    pm, pv = jp.rewrites.swap_relu_for_prelu(case.model, None, case.x)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, None, case.x)
+    pm = result.model
     assert isinstance(pm, eqx.Module)
     assert sorted(pm.variables["prelu"]) == ["layers/0", "layers/1"]  # keyed by unit
     np.testing.assert_array_equal(pm(case.x), case.model(case.x))
@@ -186,7 +196,8 @@ def test_swap_on_equinox_is_bit_identical_and_takes_slopes():
     h = np.maximum(h @ np.asarray(ls[1].weight).T + np.asarray(ls[1].bias), 0)
     want = h @ np.asarray(ls[2].weight).T + np.asarray(ls[2].bias)
     np.testing.assert_allclose(pm(case.x), want, **TOL)
-    same, arrays = jp.rewrites.fold_linear(pm, None, case.x)  # no group is all-linear
+    result = jp.rewrites.fold_linear(pm, None, case.x)  # no group is all-linear
+    same, arrays = result.model, result.variables
     assert same is pm and _size(arrays) == _size(eqx.filter(pm, eqx.is_array))
 
 

@@ -40,7 +40,8 @@ def _half(graph):
 def _prune(case, key_seed=None):
     graph = jp.trace(case.model, case.variables, case.x, **case.kwargs)
     keep = _half(graph)
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x, **case.kwargs)
+    result = jp.prune_units(case.model, case.variables, keep, case.x, **case.kwargs)
+    narrow, nv = result.model, result.variables
     return narrow, nv, keep, graph
 
 
@@ -88,11 +89,12 @@ def test_pruned_init_has_the_layer_initializers_scale():
 
 def test_collapsed_init_is_the_collapse_of_the_original_init():
     for case in (make_cnn(), make_resnet_v1("B")):
-        small, sv = jp.collapse(case.model, case.variables, case.x, **case.kwargs)
+        result = jp.collapse(case.model, case.variables, case.x, **case.kwargs)
+        small, sv = result.model, result.variables
         for seed in (0, 1):
             key = jax.random.key(seed)
             fresh = case.model.init(key, case.x, **case.kwargs)
-            _, want = jp.collapse(case.model, fresh, case.x, **case.kwargs)
+            want = jp.collapse(case.model, fresh, case.x, **case.kwargs).variables
             got = _flat(small.init(key, case.x, **case.kwargs))
             want = _flat(want)
             assert sorted(got) == sorted(want) == sorted(_flat(sv))
@@ -104,7 +106,8 @@ def test_collapsed_init_is_the_collapse_of_the_original_init():
 def test_fused_init_draws_the_first_layers_initializer():
     case = make_mlp()  # fuse Dense_1 (8->6) and Dense_2 (6->3): fused kernel 8->3
     data = [case.x]
-    small, sv, _ = jp.fuse(case.model, case.variables, ("Dense_1", "Dense_2"), data)
+    result = jp.fuse(case.model, case.variables, ("Dense_1", "Dense_2"), data)
+    small, sv = result.model, result.variables
     assert jax.tree.map(jnp.shape, sv)["params"]["Dense_1"]["kernel"] == (8, 3)
     draws = []
     for seed in range(60):
@@ -122,7 +125,8 @@ def test_fused_init_draws_the_first_layers_initializer():
 
 def test_prelu_init_is_the_original_init_plus_initial_slopes_and_folds():
     case = make_mlp()
-    pnet, pv = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=0.25)
+    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, slope=0.25)
+    pnet, pv = result.model, result.variables
     key = jax.random.key(5)
     got, fresh = _flat(pnet.init(key, case.x)), _flat(case.model.init(key, case.x))
     assert sorted(got) == sorted(_flat(pv))
@@ -130,7 +134,8 @@ def test_prelu_init_is_the_original_init_plus_initial_slopes_and_folds():
         want = np.full(v.shape, 0.25) if p.endswith("slope") else fresh[p]
         np.testing.assert_array_equal(v, want, err_msg=p)
     lin = jp.rewrites.set_linear_slopes(pv["params"], {"prelu/Dense_0": jnp.ones(8, bool)})
-    small, sv = jp.rewrites.fold_linear(pnet, {"params": lin}, case.x)
+    result = jp.rewrites.fold_linear(pnet, {"params": lin}, case.x)
+    small, sv = result.model, result.variables
     got = _flat(small.init(key, case.x))
     assert sorted(got) == sorted(_flat(sv))
     w = fresh["params/Dense_0/kernel"] @ fresh["params/Dense_1/kernel"]
@@ -146,7 +151,7 @@ def test_pruned_init_on_random_architectures(conv, blocks, seed):
     model, variables, x = build(conv, blocks, seed)
     graph = jp.trace(model, variables, x)
     keep = _half(graph)
-    narrow, _ = jp.prune_units(model, variables, keep, x)
+    narrow = jp.prune_units(model, variables, keep, x).model
     key = jax.random.key(seed + 7)
     got = _flat(narrow.init(key, x))
     want = _sliced(graph, keep, model.init(key, x))
@@ -204,7 +209,8 @@ def _drop_case():
 
 def test_pruned_dropout_model_equals_the_masked_original_in_train_mode():
     net, v, keep, x, _ = _drop_case()
-    narrow, nv = jp.prune_units(net, v, keep, x)
+    result = jp.prune_units(net, v, keep, x)
+    narrow, nv = result.model, result.variables
     rngs = {"dropout": jax.random.key(2)}
     got = narrow.apply(nv, x, train=True, rngs=rngs)
     graph = jp.trace(net, v, x)
@@ -233,7 +239,8 @@ def test_pruned_dropout_model_equals_the_masked_original_in_train_mode():
 
 def test_pruned_dropout_model_trains_with_fit():
     net, v, keep, x, y = _drop_case()
-    narrow, nv = jp.prune_units(net, v, keep, x)
+    result = jp.prune_units(net, v, keep, x)
+    narrow, nv = result.model, result.variables
     res = jp.training.fit(
         narrow,
         (x, y),
@@ -249,26 +256,30 @@ def test_pruned_dropout_model_trains_with_fit():
 
 
 # -- pickle, equality, cache, signature -------------------------------------------------------
+def _parts(result, x):
+    return result.model, result.variables, x
+
+
 def _rewrites():
     x = _ce_data()[0]
     net = DropNet()
     v = net.init(jax.random.key(0), x)
     keep = {"Dense_0": np.arange(8) % 2 == 0}
-    out = {"linen": jp.prune_units(net, v, keep, x) + (x,)}
-    out["linen_collapse"] = jp.collapse(net, v, x) + (x,)
-    out["linen_prelu"] = jp.rewrites.swap_relu_for_prelu(net, v, x, slope=0.1) + (x,)
+    out = {"linen": _parts(jp.prune_units(net, v, keep, x), x)}
+    out["linen_collapse"] = _parts(jp.collapse(net, v, x), x)
+    out["linen_prelu"] = _parts(jp.rewrites.swap_relu_for_prelu(net, v, x, slope=0.1), x)
     nm = NNXNet(nnx.Rngs(0))
     nm.eval()
-    out["nnx"] = jp.prune_units(nm, None, {"fc1": np.arange(8) < 5}, x) + (x,)
+    out["nnx"] = _parts(jp.prune_units(nm, None, {"fc1": np.arange(8) < 5}, x), x)
     em = EqxNet(jax.random.key(0))
-    out["equinox"] = jp.prune_units(em, None, {"layers/0": np.arange(8) < 5}, x) + (x,)
+    out["equinox"] = _parts(jp.prune_units(em, None, {"layers/0": np.arange(8) < 5}, x), x)
     params = {
         "w1": jax.random.normal(jax.random.key(1), (5, 7)),
         "b1": jnp.zeros(7),
         "w2": jax.random.normal(jax.random.key(2), (7, 3)),
         "b2": jnp.zeros(3),
     }
-    out["function"] = jp.prune_units(mlp, params, {"w1": np.arange(7) < 4}, x) + (x,)
+    out["function"] = _parts(jp.prune_units(mlp, params, {"w1": np.arange(7) < 4}, x), x)
     return out
 
 
@@ -330,10 +341,10 @@ def test_equal_rewrites_compare_and_hash_equal_and_jit_does_not_recompile():
             assert hash(a[name][0]) == hash(b[name][0]), name
     c = jp.prune_units(
         make_mlp().model, make_mlp().variables, {"Dense_0": np.arange(8) < 3}, make_mlp().x
-    )[0]
+    ).model
     d = jp.prune_units(
         make_mlp().model, make_mlp().variables, {"Dense_0": np.arange(8) < 4}, make_mlp().x
-    )[0]
+    ).model
     assert c != d
     traces = []
 
@@ -365,7 +376,7 @@ def test_rewritten_models_expose_the_original_signature():
     want = inspect.signature(case.model.__call__)
     assert inspect.signature(narrow.__call__) == want
     assert list(want.parameters) == ["x", "train"]
-    small, _ = jp.collapse(case.model, case.variables, case.x, train=False)
+    small = jp.collapse(case.model, case.variables, case.x, train=False).model
     assert inspect.signature(small.__call__) == want
     models = _rewrites()
     assert inspect.signature(models["function"][0]) == inspect.signature(mlp)

@@ -90,7 +90,8 @@ def test_collapsed_dropout_model_in_train_mode_equals_the_original():
     x, _ = _data()
     net = ChainDrop()
     v = net.init(jax.random.key(1), x)
-    small, sv = jp.collapse(net, v, x)
+    result = jp.collapse(net, v, x)
+    small, sv = result.model, result.variables
     assert sorted(sv["params"]) == ["Dense_0", "Dense_2"]  # Dense_1 folded into Dense_0
     for seed in (2, 3):
         rngs = {"dropout": jax.random.key(seed)}
@@ -107,7 +108,8 @@ def test_collapsed_dropout_model_trains_with_fit():
     x, y = _data()
     net = ChainDrop()
     v = net.init(jax.random.key(1), x)
-    small, sv = jp.collapse(net, v, x)
+    result = jp.collapse(net, v, x)
+    small, sv = result.model, result.variables
     before = _ce(small.apply(sv, x), y)
     res = _fit(small, sv, x, y)
     assert float(res.loss) < min(before, math.log(3)) - 0.2
@@ -119,7 +121,8 @@ def test_collapse_keeping_batchnorm_trains_with_batch_statistics():
     net = ChainBN()
     v = net.init(jax.random.key(1), x)
     v["batch_stats"] = jax.tree.map(lambda a: a + 0.5, v["batch_stats"])  # running != batch
-    small, sv = jp.collapse(net, v, x, fold_batchnorm=False)
+    result = jp.collapse(net, v, x, fold_batchnorm=False)
+    small, sv = result.model, result.variables
     assert sorted(sv["params"]) == ["BatchNorm_0", "Dense_0", "Dense_2"]
     assert sorted(sv["batch_stats"]) == ["BatchNorm_0"]
     rngs = {"dropout": jax.random.key(2)}
@@ -144,7 +147,8 @@ def test_a_folded_batchnorm_in_train_mode_is_an_error_naming_it():
     x, _ = _data(16)
     net = ChainBN()
     v = net.init(jax.random.key(1), x)
-    small, sv = jp.collapse(net, v, x)  # BatchNorm_0 folded into Dense_0
+    result = jp.collapse(net, v, x)  # BatchNorm_0 folded into Dense_0
+    small, sv = result.model, result.variables
     assert "batch_stats" not in sv
     rngs = {"dropout": jax.random.key(2)}
     with pytest.raises(
@@ -162,7 +166,8 @@ def test_fused_model_in_train_mode_is_the_fused_layer_on_the_dropped_out_input()
     x, y = _data()
     net = DropNet()  # Dense -> relu -> Dropout -> Dense_1 -> relu -> Dense_2
     v = net.init(jax.random.key(0), x)
-    small, sv, _ = jp.fuse(net, v, ("Dense_1", "Dense_2"), [x])
+    result = jp.fuse(net, v, ("Dense_1", "Dense_2"), [x])
+    small, sv = result.model, result.variables
     rngs = {"dropout": jax.random.key(3)}
     _, inter = net.apply(v, x, train=True, rngs=rngs, capture_intermediates=True)
     a0 = inter["intermediates"]["Dropout_0"]["__call__"][0]  # the original's dropped-out input
@@ -180,7 +185,8 @@ def test_dropout_inside_a_fused_pair_in_train_mode_is_an_error():
     x, _ = _data(32)
     net = DropNet()
     v = net.init(jax.random.key(0), x)
-    small, sv, _ = jp.fuse(net, v, ("Dense_0", "Dense_1"), [x])  # Dropout_0 between them
+    result = jp.fuse(net, v, ("Dense_0", "Dense_1"), [x])  # Dropout_0 between them
+    small, sv = result.model, result.variables
     with pytest.raises(
         jp.GraphError,
         match=r"fused model traces differently in this call \(train=True, rngs=…\): the part "
@@ -192,7 +198,8 @@ def test_dropout_inside_a_fused_pair_in_train_mode_is_an_error():
 def test_collapsed_equinox_model_takes_a_dropout_key():
     x, _ = _data(16)
     model = EqxDrop(jax.random.key(0))
-    small, sv = jp.collapse(model, None, x)
+    result = jp.collapse(model, None, x)
+    small, sv = result.model, result.variables
     assert sorted(sv.variables) == ["l1", "l3"]
     for seed in (5, 6):
         key = jax.random.key(seed)

@@ -96,18 +96,22 @@ def _namespace(tmp_path):
     return ns, src
 
 
+def _parts(result):
+    return result.model, result.variables
+
+
 def _rewrite(ns, x):
     orig = ns["originals"](0)
     out = {}
     seq = orig["linen_collapse"]
     v = seq.init(jax.random.key(1), x)
-    out["linen_collapse"] = jp.collapse(seq, v, x)  # Dense 8 -> Dense 6 folds
-    out["nnx_collapse"] = jp.collapse(orig["nnx_collapse"], None, x)  # BatchNorm folds
+    out["linen_collapse"] = _parts(jp.collapse(seq, v, x))  # Dense 8 -> Dense 6 folds
+    out["nnx_collapse"] = _parts(jp.collapse(orig["nnx_collapse"], None, x))  # BatchNorm folds
     keep = {"layers/0": np.arange(8) < 5}
-    out["nnx_seq_prune"] = jp.prune_units(orig["nnx_seq_prune"], None, keep, x)
-    out["equinox_prune"] = jp.prune_units(orig["equinox_prune"], None, keep, x[0])
-    out["equinox_prelu"] = jp.rewrites.swap_relu_for_prelu(
-        orig["equinox_prelu"], None, x[0], slope=0.2
+    out["nnx_seq_prune"] = _parts(jp.prune_units(orig["nnx_seq_prune"], None, keep, x))
+    out["equinox_prune"] = _parts(jp.prune_units(orig["equinox_prune"], None, keep, x[0]))
+    out["equinox_prelu"] = _parts(
+        jp.rewrites.swap_relu_for_prelu(orig["equinox_prelu"], None, x[0], slope=0.2)
     )
     params = {
         "w1": jax.random.normal(jax.random.key(1), (5, 7)),
@@ -115,7 +119,7 @@ def _rewrite(ns, x):
         "w2": jax.random.normal(jax.random.key(2), (7, 3)),
         "b2": jnp.zeros(3),
     }
-    out["function_prune"] = jp.prune_units(mlp, params, {"w1": np.arange(7) < 4}, x)
+    out["function_prune"] = _parts(jp.prune_units(mlp, params, {"w1": np.arange(7) < 4}, x))
     return out
 
 
@@ -159,10 +163,10 @@ def test_loaded_model_has_the_same_description_init_and_variables():
     net = DropNet()
     v = net.init(jax.random.key(0), x)
     for model, variables in (
-        jp.prune_units(net, v, {"Dense_0": np.arange(8) % 2 == 0}, x),
-        jp.collapse(net, v, x),
-        jp.rewrites.swap_relu_for_prelu(net, v, x, slope=0.3),
-        jp.fuse(net, v, ("Dense_1", "Dense_2"), [x])[:2],
+        _parts(jp.prune_units(net, v, {"Dense_0": np.arange(8) % 2 == 0}, x)),
+        _parts(jp.collapse(net, v, x)),
+        _parts(jp.rewrites.swap_relu_for_prelu(net, v, x, slope=0.3)),
+        _parts(jp.fuse(net, v, ("Dense_1", "Dense_2"), [x])),
     ):
         loaded, lv = _roundtrip(model, variables, DropNet())
         assert loaded.spec == model.spec  # runner, keep, initializer, shapes: all equal
@@ -195,7 +199,8 @@ def test_bfloat16_variables_and_nnx_rng_keys_round_trip():
     ns: dict = {}
     exec(ORIGINALS, ns)
     seq = ns["nnx_seq"](0)
-    small, sv = jp.prune_units(seq, None, {"layers/0": np.arange(8) < 5}, jnp.ones((2, 5)))
+    result = jp.prune_units(seq, None, {"layers/0": np.arange(8) < 5}, jnp.ones((2, 5)))
+    small, sv = result.model, result.variables
     loaded, lv = _roundtrip(small, sv, ns["nnx_seq"](3))
     key = lv["layers"][2]["rngs"]["key"]
     assert jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
@@ -244,7 +249,8 @@ def test_save_rewritten_rejects_bad_arguments(tmp_path):
     v = net.init(jax.random.key(0), x)
     with pytest.raises(TypeError, match=r"model: expected a rewritten model .* got DropNet"):
         jp.graph.save_rewritten(tmp_path / "a.npz", net, v)
-    narrow, nv = jp.prune_units(net, v, {"Dense_0": np.arange(8) < 4}, x)
+    result = jp.prune_units(net, v, {"Dense_0": np.arange(8) < 4}, x)
+    narrow = result.model
     with pytest.raises(ValueError, match=r"variables: a rewritten linen model's variables"):
         jp.graph.save_rewritten(tmp_path / "a.npz", narrow, None)
     with pytest.raises(
