@@ -317,11 +317,16 @@ def _rule_elementwise(st: _State, node: Node, ins, shape):
         if name in ("convert_element_type", "copy") and pvals[0].value is not None:
             out = dataclasses.replace(out, value=pvals[0].value)
         return out
+    if all(a.axis is None for a in acts):  # per-example values, maybe times parameters
+        carried = [PVal(a.shape, a.carried) for a in acts if a.carried]
+        axes = _pval_elementwise(pvals + carried, shape).axes if pvals or carried else ()
+        return Act(tuple(shape), None, affine=None, carried=axes if any(axes) else ())
     out = st.unify(acts)
     out = out.moved(shape, out.axis)
-    for p in pvals:
+    carried = [PVal(a.shape, a.carried) for a in acts if a.axis is None and a.carried]
+    for p in pvals + carried:
         ax = _operand_axis(out, p)
-        if ax is not None:
+        if ax is not None and (p.axes[ax] or p in pvals):
             st.add_slices(out, p, ax, "write")
     if name in _LINEAR_UNARY or name in _SHAPE_ONLY:
         return out

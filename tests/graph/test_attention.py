@@ -124,7 +124,8 @@ def test_pruning_heads_and_mlp_units_equals_the_masked_model(name):
     keep = {k: np.array(v) for k, v in PRUNE_CASES[name].items()}
     graph = jp.trace(case.model, case.variables, case.x)
     before = as_model(case.model, case.variables)
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x)
+    r = jp.prune_units(case.model, case.variables, keep, case.x)
+    narrow, nv = r.model, r.variables
     after = as_model(narrow, nv if before.kind == "linen" else None)
     expected = graph.apply(before.variables, case.x, masks=keep)
     got = after.apply(after.variables, case.x)
@@ -150,7 +151,8 @@ def test_pruned_flax_attention_has_fewer_heads_by_hand():
     case = TRANSFORMERS["encoder_block"]()
     att = "MultiHeadDotProductAttention_0"
     keep = {f"{att}/query": np.array([True, False, True, False])}
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x)
+    r = jp.prune_units(case.model, case.variables, keep, case.x)
+    narrow, nv = r.model, r.variables
     p = nv["params"][att]
     # 2 heads of head_dim 2 remain in every projection, the output reads 2 heads
     assert p["query"]["kernel"].shape == p["key"]["kernel"].shape == (8, 2, 2)
@@ -177,7 +179,8 @@ def test_pruned_lm_trains_with_dropout_and_exports():
         "MultiHeadDotProductAttention_1/query": np.array([False, True]),
         "Dense_0": np.arange(16) < 9,
     }
-    narrow, nv = jp.prune_units(case.model, case.variables, keep, case.x)
+    r = jp.prune_units(case.model, case.variables, keep, case.x)
+    narrow, nv = r.model, r.variables
     assert nv["params"]["MultiHeadDotProductAttention_1"]["query"]["kernel"].shape == (8, 1, 4)
     assert nv["params"]["Dense_1"]["kernel"].shape == (9, 8)
 
@@ -201,8 +204,26 @@ def test_residual_stream_is_coupled_by_layernorm_and_pruning_it_is_refused():
     graph = jp.trace(case.model, case.variables, case.x)
     unit = graph.units["Embed_0"]
     assert unit.kind == "embedding" and any("reduce_sum" in c for c in unit.coupled)
-    with pytest.raises(jp.graph.GraphError, match="Embed_0"):
+    with pytest.raises(jp.graph.GraphError, match="Embed_0.*exact=False"):
         jp.prune_units(case.model, case.variables, {"Embed_0": np.arange(8) < 6}, case.x)
+
+
+def test_approximate_residual_prune_reports_its_measured_output_error():
+    case = TRANSFORMERS["decoder_lm"]()
+    keep = {"Embed_0": np.arange(8) != 3}
+    r = jp.prune_units(case.model, case.variables, keep, case.x, exact=False)
+    assert r.variables["params"]["Embed_0"]["embedding"].shape == (13, 7)
+    assert r.variables["params"]["LayerNorm_0"]["scale"].shape == (7,)
+    got = r.model.apply(r.variables, case.x)
+    want = case.model.apply(case.variables, case.x)
+    assert r.report.output_error == pytest.approx(float(jnp.abs(got - want).max()), rel=1e-6)
+    assert r.report.output_error > 1e-3  # the norms now see 7 channels: not exact
+    assert exact_error_is_none(case)
+
+
+def exact_error_is_none(case):
+    keep = {"Dense_0": np.arange(16) < 8}
+    return jp.prune_units(case.model, case.variables, keep, case.x).report.output_error is None
 
 
 def test_the_primitive_registry_lists_every_structural_rule():
