@@ -235,6 +235,42 @@ def make_equinox_block():
     return Case(Block(jax.random.key(0)), None, x, {"att/query_proj": 2, "fc1": 12})
 
 
+class RandomTransformer(nn.Module):
+    """A configurable decoder stack for property tests: query heads, key/value heads (GQA when
+    fewer), gated (SwiGLU) or plain (gelu) MLP, pre- or post-norm, depth."""
+
+    heads: int = 2
+    kv_heads: int = 2
+    head_dim: int = 2
+    gated: bool = False
+    pre_norm: bool = True
+    depth: int = 1
+    mlp: int = 6
+
+    @nn.compact
+    def __call__(self, x):
+        b, t, d = x.shape
+        hd, r = self.head_dim, self.heads // self.kv_heads
+        for _ in range(self.depth):
+            h = nn.LayerNorm()(x) if self.pre_norm else x
+            q = nn.Dense(self.heads * hd)(h).reshape(b, t, self.heads, hd)
+            k = nn.Dense(self.kv_heads * hd)(h).reshape(b, t, self.kv_heads, hd)
+            v = nn.Dense(self.kv_heads * hd)(h).reshape(b, t, self.kv_heads, hd)
+            k, v = jnp.repeat(k, r, axis=2), jnp.repeat(v, r, axis=2)
+            att = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / hd**0.5, axis=-1)
+            o = jnp.einsum("bhqk,bkhd->bqhd", att, v).reshape(b, t, self.heads * hd)
+            x = x + nn.Dense(d)(o)
+            x = x if self.pre_norm else nn.LayerNorm()(x)
+            h = nn.LayerNorm()(x) if self.pre_norm else x
+            if self.gated:
+                h = nn.silu(nn.Dense(self.mlp)(h)) * nn.Dense(self.mlp)(h)
+            else:
+                h = nn.gelu(nn.Dense(self.mlp)(h))
+            x = x + nn.Dense(d)(h)
+            x = x if self.pre_norm else nn.LayerNorm()(x)
+        return x
+
+
 TRANSFORMERS = {
     "nnx_block": make_nnx_block,
     "equinox_block": make_equinox_block,

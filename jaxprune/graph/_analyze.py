@@ -212,7 +212,12 @@ class _State:
         return _NONLINEAR_LABEL.get(self.node.name, self.node.name)
 
     def mark_sites(self, acts, label: str | None = None) -> None:
-        self.sited = True
+        acts = list(acts)
+        spaces = {s for a in acts for s in a.spaces()}
+        if label is None and spaces and all(self.spaces[s].head for s in spaces):
+            label = "softmax"  # on attention scores: part of the attention (one site, paths)
+        else:
+            self.sited = True
         lab = label or self.label()
         for a in acts:
             for s in a.spaces():

@@ -12,10 +12,15 @@
 * ``dot_general`` between two activations (``q @ k.T`` batching over heads and contracting
   head_dim, ``weights @ v``): channel axes that are batch dimensions at the same place, or
   contracted against each other, are the same channels (their groups are joined: a head of q is
-  the head of k it is multiplied with); the product is nonlinear in them (a site
-  ``"attention"``). A channel axis multiplied by a value without channel structure (attention
-  weights of a single head) passes through, as with a kernel that mixes tokens. Any other
-  pairing of channel axes is a :class:`GraphError`.
+  the head of k it is multiplied with). ``q @ k.T`` is the attention's one nonlinearity site
+  (``"attention"``); the softmax's primitives on the scores are labelled ``"softmax"`` but are
+  no further site, and ``weights @ v`` is linear in ``v``. So in path counting (paper 004's
+  DAG view, :mod:`jaxprune.analysis`) a path through a query or key projection crosses one
+  nonlinearity in an attention, a path through the value projection none. A channel axis
+  multiplied by a value without channel structure (attention weights of a single head) passes
+  through, as with a kernel that mixes tokens. Query heads batched against fewer key/value
+  heads (grouped-query attention, the key/value heads repeated) make a unit of each key/value
+  head with its query heads. Any other pairing of channel axes is a :class:`GraphError`.
 """
 
 from __future__ import annotations
@@ -166,6 +171,16 @@ def _join(st, a: Act, b: Act) -> tuple[Act, Act]:
     return a, b
 
 
+def _one_head(st, x: Act, axis: int) -> Act:
+    """``x`` (one key/value head: its channels are head_dim, batched against query heads along
+    ``axis``, a repeat) as one unit laid out along ``axis``; a GraphError if ``x`` is not a
+    layer's fresh output."""
+    x = coarsen_space(st, x, x.channels, "a product batching query heads against one head")
+    for s in x.spaces():
+        st.spaces[s].head = "kv_groups"
+    return dataclasses.replace(x, shape=x.shape, axis=axis, outer=1, inner=x.shape[axis])
+
+
 def rule_dot_acts(st, node, a: Act, b: Act, shape) -> Act:
     """``dot_general`` of two activations (see the module docstring)."""
     (lc, rc), (lb, rb) = node.params["dimension_numbers"]
@@ -185,13 +200,19 @@ def rule_dot_acts(st, node, a: Act, b: Act, shape) -> Act:
                 "channel structure"
             )
         return x.moved(shape, pos, affine=None)
+    if a.axis in lb and (b.axis not in rb or list(rb).index(b.axis) != list(lb).index(a.axis)):
+        b = _one_head(st, b, rb[list(lb).index(a.axis)])
+    elif b.axis in rb and (a.axis not in lb or list(lb).index(a.axis) != list(rb).index(b.axis)):
+        a = _one_head(st, a, lb[list(rb).index(b.axis)])
     pa = _position((lc, lb), a.axis, nb, 0, lfree)
     pb = _position((rc, rb), b.axis, nb, len(lfree), rfree)
     if a.axis in lb and b.axis in rb and pa == pb:
         a, b = _join(st, a, b)
-        st.mark_sites([a, b], label="attention")
+        weights_times_v = any(st.spaces[s].head for s in a.spaces() | b.spaces())
         for s in a.spaces() | b.spaces():
             st.spaces[s].head = st.spaces[s].head or "heads"
+        if not weights_times_v:  # q @ k.T: the attention's one nonlinearity (see module doc)
+            st.mark_sites([a, b], label="attention")
         return Act(tuple(shape), pa, a.segs, a.outer, a.inner, affine=None)
     if a.axis in lc and b.axis in rc and list(lc).index(a.axis) == list(rc).index(b.axis):
         a, b = _join(st, a, b)

@@ -5,7 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from transformer_zoo import TRANSFORMERS, make_embed_mlp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformer_zoo import TRANSFORMERS, RandomTransformer, make_embed_mlp
 
 import jaxprune as jp
 from jaxprune.graph import as_model, path_str
@@ -234,3 +236,36 @@ def test_the_primitive_registry_lists_every_structural_rule():
     sets += [_primitives.REDUCE, _primitives.REDUCE_WINDOW, _primitives.SHAPE_ONLY]
     sets += [_primitives.STRUCTURAL]
     assert sum(len(s) for s in sets) == len(frozenset().union(*sets))  # each primitive once
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    heads_kv=st.sampled_from([(2, 2), (4, 2), (4, 1), (3, 3)]),
+    gated=st.booleans(),
+    pre_norm=st.booleans(),
+    depth=st.integers(1, 2),
+    seed=st.integers(0, 9),
+)
+def test_random_transformers_evaluate_mask_and_prune_exactly(
+    heads_kv, gated, pre_norm, depth, seed
+):
+    heads, kv = heads_kv
+    model = RandomTransformer(heads=heads, kv_heads=kv, gated=gated, pre_norm=pre_norm, depth=depth)
+    x = jax.random.normal(jax.random.key(seed), (2, 3, 4))
+    variables = model.init(jax.random.key(seed + 1), x)
+    graph = jp.trace(model, variables, x)
+    np.testing.assert_array_equal(graph.apply(variables, x), model.apply(variables, x))
+    kinds = [u.kind for u in graph.units.values()]
+    # one attention group per layer: heads, or key/value heads with their query heads (GQA)
+    assert kinds.count("kv_groups" if kv < heads else "heads") == depth
+    assert [u.width for u in graph.units.values() if u.kind != "channels"] == [kv] * depth
+    assert [u.width for u in graph.units.values() if u.kind == "channels"] == [6] * depth
+    rng = np.random.default_rng(seed)
+    keep = {}
+    for name, u in graph.units.items():
+        m = rng.random(u.width) < 0.5
+        m[rng.integers(u.width)] = True
+        keep[name] = m
+    r = jp.prune_units(model, variables, keep, x)
+    masked = graph.apply(variables, x, masks=keep)
+    np.testing.assert_allclose(r.model.apply(r.variables, x), masked, rtol=1e-5, atol=1e-5)
