@@ -220,7 +220,10 @@ def prune_units(
         before=count_params(by_path, adapter.trainable),
         after=count_params(new, adapter.trainable),
         changes=[
-            f"{name}: {m.shape[0]} -> {int(m.sum())} units"
+            f"{name}: {m.shape[0]} -> {int(m.sum())} "
+            + {"heads": "heads", "kv_groups": "key/value heads"}.get(
+                graph.units[name].kind, "units"
+            )
             for name, m in keep.items()
             if not m.all()
         ],

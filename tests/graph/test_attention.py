@@ -1,6 +1,7 @@
 """Transformers through the layer graph: embeddings, attention heads and MLP units are units;
 the graph's evaluation equals the model; masking a head equals zeroing its slices by hand."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,6 +156,7 @@ def test_pruned_flax_attention_has_fewer_heads_by_hand():
     keep = {f"{att}/query": np.array([True, False, True, False])}
     r = jp.prune_units(case.model, case.variables, keep, case.x)
     narrow, nv = r.model, r.variables
+    assert r.report.changes == (f"{att}/query: 4 -> 2 heads",)
     p = nv["params"][att]
     # 2 heads of head_dim 2 remain in every projection, the output reads 2 heads
     assert p["query"]["kernel"].shape == p["key"]["kernel"].shape == (8, 2, 2)
@@ -269,3 +271,22 @@ def test_random_transformers_evaluate_mask_and_prune_exactly(
     r = jp.prune_units(model, variables, keep, x)
     masked = graph.apply(variables, x, masks=keep)
     np.testing.assert_allclose(r.model.apply(r.variables, x), masked, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_is_one_nonlinearity_on_query_and_key_paths_and_none_on_value_paths():
+    class Attend(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return x + nn.MultiHeadDotProductAttention(num_heads=2)(x)
+
+    x = jax.random.normal(jax.random.key(0), (1, 3, 4))
+    model = Attend()
+    graph = jp.trace(model, model.init(jax.random.key(1), x), x)
+    (unit,) = graph.units.values()
+    assert unit.nonlinearity == ("attention", "softmax")
+    # paths: the skip and the value projection cross no nonlinearity, the query and key
+    # projections one (the softmax of their product); so the average lies strictly in (0, 1)
+    assert 0.0 < jp.analysis.average_path_length(graph) < 1.0
+    # with every head linear (inactive), no path crosses a nonlinearity
+    inactive = {unit.name: np.zeros(2, bool)}
+    assert jp.analysis.average_path_length(graph, inactive) == 0.0
