@@ -235,6 +235,37 @@ def make_equinox_block():
     return Case(Block(jax.random.key(0)), None, x, {"att/query_proj": 2, "fc1": 12})
 
 
+def _rope(x):
+    """Rotary position embedding over head_dim (pairs ``d`` and ``d + head_dim/2``)."""
+    t, hd = x.shape[1], x.shape[-1]
+    freq = 1.0 / 10000 ** (jnp.arange(hd // 2) / (hd // 2))
+    ang = jnp.arange(t)[:, None] * freq[None]
+    cos, sin = jnp.cos(ang)[None, :, None], jnp.sin(ang)[None, :, None]
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
+class RoPEAttention(nn.Module):
+    """Llama-style attention: DenseGeneral to (heads, head_dim), rotary embeddings on q and
+    k, flax's dot_product_attention, DenseGeneral out of (heads, head_dim)."""
+
+    heads: int = 4
+    head_dim: int = 4
+
+    @nn.compact
+    def __call__(self, x):
+        proj = lambda name: nn.DenseGeneral((self.heads, self.head_dim), name=name)  # noqa: E731
+        q, k, v = _rope(proj("q")(x)), _rope(proj("k")(x)), proj("v")(x)
+        o = nn.dot_product_attention(q, k, v)
+        return x + nn.DenseGeneral(x.shape[-1], axis=(-2, -1), name="o")(o)
+
+
+def make_rope_attention():
+    x = jax.random.normal(jax.random.key(1), (2, 5, 8))
+    m = RoPEAttention()
+    return Case(m, m.init(jax.random.key(0), x), x, {"q": 4})
+
+
 class RandomTransformer(nn.Module):
     """A configurable decoder stack for property tests: query heads, key/value heads (GQA when
     fewer), gated (SwiGLU) or plain (gelu) MLP, pre- or post-norm, depth."""
@@ -272,6 +303,7 @@ class RandomTransformer(nn.Module):
 
 
 TRANSFORMERS = {
+    "rope_attention": make_rope_attention,
     "nnx_block": make_nnx_block,
     "equinox_block": make_equinox_block,
     "decoder_lm": make_decoder_lm,

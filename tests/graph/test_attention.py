@@ -106,6 +106,7 @@ PRUNE_CASES = {
         "Dense_0": [i % 3 != 0 for i in range(16)],
     },
     "einsum_attention": {"q": [False, True]},
+    "rope_attention": {"q": [True, True, False, True]},  # whole heads: head_dim is kept
     "gqa_block": {"wq": [True, False], "w1": [i < 7 for i in range(12)]},
     "nnx_block": {"att/query": [False, True, True, False], "fc1": [i < 5 for i in range(12)]},
     "equinox_block": {"att/query_proj": [True, False], "fc1": [i > 3 for i in range(12)]},
