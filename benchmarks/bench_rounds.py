@@ -52,8 +52,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     singles = [_timed(lambda i=i: run(keys[i : i + 1]))[0] for i in range(seeds)]
     t_single = time.perf_counter() - t0
-    loss_single = np.array([np.asarray(s.train_loss)[0, -1] for s in singles])
-    loss_batched = np.asarray(batched.train_loss)[:, -1]
+    loss_single = np.array([np.asarray(s.loss)[0] for s in singles])
+    loss_batched = np.asarray(batched.loss)
     payload = {
         "setting": {
             "method": args.method,

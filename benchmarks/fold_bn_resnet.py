@@ -54,7 +54,7 @@ def main(argv=None):
     stats = jax.tree_util.tree_map_with_path(bump, v["batch_stats"])
     v = {**v, "batch_stats": stats}
     t0 = time.perf_counter()
-    result = jp.collapse(model, v, x[:1], train=False)
+    result = jp.collapse(model, v, x[:1], model_kwargs={"train": False})
     small, sv = result.model, result.variables
     t_collapse = time.perf_counter() - t0
     before = jax.jit(lambda v, x: model.apply(v, x, train=False))

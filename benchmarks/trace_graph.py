@@ -28,7 +28,7 @@ def _time(model, shape, repeats):
     times, graph = [], None
     for _ in range(repeats):
         start = time.perf_counter()
-        graph = jp.trace(model, variables, x, train=False)
+        graph = jp.trace(model, variables, x, model_kwargs={"train": False})
         times.append(time.perf_counter() - start)
     return {
         "seconds_median": float(np.median(times)),

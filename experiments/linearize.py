@@ -4,6 +4,15 @@ Command::
 
     python -m experiments linearize [--quick] [--seeds N] [--out DIR]
 
+Paper 004's own headline experiment (Fig. 3 right, nonlinear advantage, and its APL/NAPL
+table) on ResNet-56 Short/NoShort or PyramidNet-110 and CIFAR-10/100, with the paper's recipe::
+
+    python -m experiments linearize --arch resnet56 --dataset cifar10 [--data-dir DIR]
+    python -m experiments linearize --arch resnet56_noshort --dataset cifar10
+
+(what it runs, its cost in accelerator hours and its ``--quick`` form:
+``experiments/_linearize_cifar.py``). The default, described below, needs no download.
+
 What it runs (all on a generated 3-arm spiral, 2-D inputs, 3 classes, held-out test split; the
 paper's CIFAR/ImageNet runs are out of reach on CPU and no dataset can be downloaded):
 
@@ -43,8 +52,10 @@ import numpy as np
 import optax
 
 import jaxprune as jp
+from experiments import _linearize_cifar
 from experiments._common import (
     RunStore,
+    add_arch_dataset,
     base_parser,
     fmt_pm,
     markdown_table,
@@ -284,8 +295,22 @@ def run_seed(seed: int, cfg: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = base_parser(NAME, __doc__)
+    add_arch_dataset(
+        parser,
+        archs=("mlp", *_linearize_cifar.ARCHS),
+        datasets=("spirals", *_linearize_cifar.DATASETS),
+        default_arch="mlp",
+        default_dataset="spirals",
+    )
     args = parser.parse_args(argv)
+    if (args.arch == "mlp") != (args.dataset == "spirals"):
+        parser.error(
+            f"--arch {args.arch} --dataset {args.dataset}: the MLP runs on the spirals, "
+            f"the CIFAR networks on {'/'.join(_linearize_cifar.DATASETS)}"
+        )
     out = output_dir(args, NAME)
+    if args.arch != "mlp":
+        return _linearize_cifar.main(args, out)
     quick = args.quick
     n_seeds = args.seeds or (1 if quick else 3)
     cfg = dict(

@@ -110,10 +110,10 @@ def run_setting(reinits: int, width: int, keys, data, size: int, args) -> dict:
                 "sides_per_active_unit": sides / n_active if n_active else None,
                 "loss": float(res.loss[k]),
                 "epochs": int(res.epochs[k]),
-                "reverted": np.asarray(res.reverted[k]).tolist(),
-                "reinitialized": np.asarray(res.reinitialized[k]).tolist(),
-                "baseline": np.asarray(res.baseline[k]).tolist(),
-                "sub_loss": np.asarray(res.sub_loss[k]).tolist(),
+                "reverted": np.asarray(res.history["reverted"][k]).tolist(),
+                "reinitialized": np.asarray(res.history["reinitialized"][k]).tolist(),
+                "baseline": np.asarray(res.history["baseline"][k]).tolist(),
+                "sub_loss": np.asarray(res.history["sub_loss"][k]).tolist(),
             }
         )
     losses = [r["loss"] for r in runs]

@@ -277,8 +277,8 @@ def main(argv=None):
                 "test_acc": test,
                 "train_acc": train,
                 "constant_predictor": _constant(model, res.variables, xt),
-                "final_train_loss": res.train_loss[:, -1],
-                "steps": res.steps.sum(-1),
+                "final_train_loss": res.loss,
+                "steps": res.history["steps"].sum(-1),
                 "seconds": time.perf_counter() - t,
             }
             store.put(run_id(l2, method), record)

@@ -178,8 +178,8 @@ def main(argv=None):
         train_seconds = time.perf_counter() - t
         record = {
             "method": method,
-            "steps": res.steps,
-            "final_train_loss": res.train_loss[:, -1],
+            "steps": res.history["steps"],
+            "final_train_loss": res.loss,
             "train_seconds": train_seconds,
             **analyse(res.variables, jax.random.key(args.seed + 3)),
         }
@@ -187,7 +187,8 @@ def main(argv=None):
         if not args.no_progress:
             print(
                 f"{plots.LABELS[method]:5s} test {fmt_pm(record['test_acc'], 1)} train "
-                f"{fmt_pm(record['train_acc'], 1)} steps {np.asarray(res.steps).sum(-1).tolist()} "
+                f"{fmt_pm(record['train_acc'], 1)} "
+                f"steps {np.asarray(res.history['steps']).sum(-1).tolist()} "
                 f"({train_seconds:.1f}s)",
                 flush=True,
             )

@@ -159,8 +159,8 @@ def main(argv=None):
                 "method": method,
                 "test_acc": 100 * test,
                 "train_acc": 100 * train,
-                "final_train_loss": res.train_loss[:, -1],
-                "steps": res.steps.sum(-1),
+                "final_train_loss": res.loss,
+                "steps": res.history["steps"].sum(-1),
                 "seconds": time.perf_counter() - t,
             }
             store.put(run_id(alpha, method), record)

@@ -216,7 +216,7 @@ def _describe(obj, depth: int, seen: set) -> str:  # noqa: C901 -- one case per 
         body = ", ".join(f"{k}={sub(v)}" for k, v in items)
         return f"{_class_name(type(obj))}({body})"
     if dataclasses.is_dataclass(obj):  # equinox modules, flax structs, user configs
-        fields = dataclasses.fields(obj)
+        fields = list(dataclasses.fields(obj))
         body = ", ".join(f"{f.name}={sub(getattr(obj, f.name, None))}" for f in fields)
         return f"{_class_name(type(obj))}({body})"
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a NamedTuple

@@ -14,6 +14,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jaxtyping import Array, Float, Int
 
 from jaxprune._moments import Moments
@@ -74,7 +75,7 @@ def fusion_weights(
     *,
     method: str = "auto",
     rcond: float | None = None,
-    groups: Int[Array, " dx"] | None = None,
+    groups: Int[ArrayLike, " dx"] | None = None,
     cg_tol: float = 1e-6,
     cg_maxiter: int | None = None,
     context: str = "",

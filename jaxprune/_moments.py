@@ -9,11 +9,12 @@ by batch with Chan et al.'s pairwise formula, which stays accurate in float32 wh
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 __all__ = ["Moments", "moments_init", "moments_merge", "moments_update", "streaming_moments"]
@@ -34,7 +35,7 @@ class Moments(NamedTuple):
         large and fusion needs only its trace).
     """
 
-    count: Float[Array, ""]
+    count: Float[Array, ""]  # type: ignore[assignment]  # shadows tuple.count, by design
     mean_x: Float[Array, " dx"]
     mean_y: Float[Array, " dy"]
     m2_xx: Float[Array, "dx dx"]
@@ -54,7 +55,7 @@ class Moments(NamedTuple):
         return self.m2_yy / self.count
 
 
-def moments_init(dx: int, dy: int, dtype=jnp.float32) -> Moments:
+def moments_init(dx: int, dy: int, dtype: DTypeLike = jnp.float32) -> Moments:
     """Empty moments for ``x in R^dx`` and ``y in R^dy`` accumulated in ``dtype``.
 
     Args:
@@ -76,7 +77,7 @@ def moments_init(dx: int, dy: int, dtype=jnp.float32) -> Moments:
     """
     if dx < 1 or dy < 1:
         raise ValueError(f"dx, dy: expected positive widths, got {dx}, {dy}")
-    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "dtype: float64 accumulation needs jax.config.update('jax_enable_x64', True)"
         )
@@ -119,7 +120,7 @@ def moments_merge(a: Moments, b: Moments) -> Moments:
 def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
     """``a^T b`` summed over rows; replicated output when rows are sharded on an explicit mesh."""
     sharding = jax.typeof(a).sharding
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if any(s is not None for s in getattr(sharding, "spec", ())):
         kwargs["out_sharding"] = NamedSharding(sharding.mesh, PartitionSpec())
     return jnp.matmul(a.T, b, precision=_HI, **kwargs)
@@ -190,7 +191,7 @@ def moments_update(
     return _combine(state, batch)
 
 
-def streaming_moments(fn: Callable, batches: Iterable, dtype=jnp.float32) -> Moments:
+def streaming_moments(fn: Callable, batches: Iterable, dtype: DTypeLike = jnp.float32) -> Moments:
     """Moments of ``(x, y) = fn(batch)`` over all batches, one jitted update per batch.
 
     Activations are never stored: each batch's rows are reduced to ``O(dx^2 + dx*dy)`` numbers

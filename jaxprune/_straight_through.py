@@ -114,7 +114,7 @@ def is_score(path: tuple, leaf: object) -> bool:
 
 
 def _check_same_structure(weights: PyTree, scores: PyTree) -> None:
-    if jax.tree.structure(weights) != jax.tree.structure(scores):
+    if jax.tree.structure(weights) != jax.tree.structure(scores):  # type: ignore[operator]
         raise ValueError(
             "scores: expected the structure of weights "
             f"{jax.tree.structure(weights)}, got {jax.tree.structure(scores)}"
@@ -234,7 +234,7 @@ def minimal_penalty(scores: Params, kind: str) -> jax.Array:
     leaves = jax.tree.leaves(scores)
     if not leaves:
         raise ValueError("scores: expected at least one score array, got an empty pytree")
-    total = sum(jnp.sum(gate(t, kind)) for t in leaves)
+    total = jnp.sum(jnp.stack([jnp.sum(gate(t, kind)) for t in leaves]))
     count = sum(jnp.size(t) for t in leaves)
     if kind == "flip":
         total = (total + count) / 2

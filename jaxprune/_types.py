@@ -21,4 +21,13 @@ UnitMask = dict[str, jax.Array]
 Batch = tuple[jax.Array, jax.Array]
 """``(inputs, targets)``."""
 
-__all__ = ["Batch", "Mask", "Params", "PyTree", "UnitMask"]
+Model = Any
+"""A user's model: a ``flax.linen`` or ``flax.nnx`` module, an equinox module, a haiku
+``Transformed``, a function ``f(params, x)``, or a traced :class:`~jaxprune.graph.Graph` where
+the function says so."""
+
+Variables = Any
+"""A model's variables in its own form: linen's ``{"params": ..., "batch_stats": ...}``, a
+function's or haiku's params; ``None`` for NNX and equinox modules, which hold their own."""
+
+__all__ = ["Batch", "Mask", "Model", "Params", "PyTree", "UnitMask", "Variables"]

@@ -41,7 +41,7 @@ def test_rescaling_scheme_rescales_every_layer_to_its_initial_norm():
     base = jp.training.train_rounds(
         model, (x, y), keys=keys, **kw, **reinit_l2.method_kwargs("baseline"), loss="cross_entropy"
     )
-    assert res.steps.sum() == base.steps.sum() == 2 * 10
+    assert res.history["steps"].sum() == base.history["steps"].sum() == 2 * 10
     jax.tree.map(
         lambda a, b: np.testing.assert_array_equal(a * 256, b),
         res.variables["params"],

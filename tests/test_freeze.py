@@ -29,7 +29,7 @@ CASES = [
 
 def _setup(name):
     case = ZOO[name]()
-    graph = jp.trace(case.model, case.variables, case.x, **case.kwargs)
+    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=case.kwargs)
     params, combine = trainable(case, graph)
     return case, graph, params, loss_fn(case, graph, combine)
 

@@ -127,7 +127,7 @@ CASES = {
 
 def _graph(make):
     case = make()
-    return jp.trace(case.model, case.variables, case.x, **case.kwargs)
+    return jp.trace(case.model, case.variables, case.x, model_kwargs=case.kwargs)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -29,15 +29,15 @@ def test_each_seed_is_independent_of_the_batch(result):
 
 
 def test_revert_decision_is_per_seed_and_follows_the_rule(result):
-    ratio = np.asarray(result.sub_loss / result.baseline)[:, 0]
-    assert np.array_equal(result.reverted[:, 0], ratio > 1.25)
+    ratio = np.asarray(result.history["sub_loss"] / result.history["baseline"])[:, 0]
+    assert np.array_equal(result.history["reverted"][:, 0], ratio > 1.25)
     # A threshold between the seeds' ratios: some seeds revert, the others keep their reinit.
     cut = float(np.sort(ratio)[1]) - 1e-6
     mixed = train_with_reinit(MODEL, DATA, keys=KEYS, reinits=1, revert_threshold=cut, **KW)
-    np.testing.assert_allclose(mixed.sub_loss, result.sub_loss, rtol=1e-6)
+    np.testing.assert_allclose(mixed.history["sub_loss"], result.history["sub_loss"], rtol=1e-6)
     expected = ratio > cut
     assert expected.any() and not expected.all()
-    assert np.array_equal(np.asarray(mixed.reverted[:, 0]), expected)
+    assert np.array_equal(np.asarray(mixed.history["reverted"][:, 0]), expected)
 
 
 def test_pruned_units_are_zero_and_the_narrow_model_paints_the_same(result):
@@ -62,13 +62,14 @@ def test_pruned_units_are_zero_and_the_narrow_model_paints_the_same(result):
 
 
 def test_shapes_of_the_round_records(result):
-    assert result.reverted.shape == result.baseline.shape == (3, 1)
-    assert result.reinitialized.shape == (3, 1)
-    assert np.all((result.reinitialized >= 0) & (result.reinitialized <= 5))
+    h = result.history
+    assert h["reverted"].shape == h["baseline"].shape == (3, 1)
+    assert h["reinitialized"].shape == (3, 1)
+    assert np.all((h["reinitialized"] >= 0) & (h["reinitialized"] <= 5))
     # Four phases, each at least patience + 1 epochs (the first epoch always improves).
     assert np.all(result.epochs >= 5 + 3 + 5 + 5)
     zero = train_with_reinit(MODEL, DATA, keys=KEYS, reinits=0, **KW)
-    assert zero.reverted.shape == (3, 0) and np.isfinite(zero.loss).all()
+    assert zero.history["reverted"].shape == (3, 0) and np.isfinite(zero.loss).all()
 
 
 @pytest.mark.parametrize(

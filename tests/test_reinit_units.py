@@ -15,7 +15,7 @@ from jaxprune.rewrites import reinit_units
 
 def _setup(name):
     case = ZOO[name]()
-    graph = jp.trace(case.model, case.variables, case.x, **case.kwargs)
+    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=case.kwargs)
     params, combine = trainable(case, graph)
     return case, graph, params, combine
 

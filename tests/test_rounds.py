@@ -42,9 +42,9 @@ def test_bl_equals_full_batch_gradient_descent_by_hand():
         res.variables["params"],
         params,
     )
-    assert res.train_loss.shape == (1,) and int(res.steps[0]) == 12
+    assert res.history["loss"].shape == (1,) and int(res.history["steps"][0]) == 12
     np.testing.assert_allclose(
-        res.train_loss[0], jp.training.evaluate(MODEL, params, (X, Y), "cross_entropy"), rtol=1e-5
+        res.loss, jp.training.evaluate(MODEL, params, (X, Y), "cross_entropy"), rtol=1e-5
     )
 
 
@@ -64,10 +64,11 @@ def test_mask_methods_redraw_the_right_entries(method):
         patience=2,
         loss="cross_entropy",
     )
-    assert res.train_loss.shape == (2, 3)
+    assert res.history["loss"].shape == (2, 3)
     # no progress at all: the first evaluation is the best, then `patience` more are run
-    np.testing.assert_array_equal(res.steps, 3 * (1 + 2))
-    assert res.val_loss.shape == (2, 3) and bool(jnp.isfinite(res.val_loss).all())
+    np.testing.assert_array_equal(res.history["steps"], 3 * (1 + 2))
+    val = res.history["val_loss"]
+    assert val.shape == (2, 3) and bool(jnp.isfinite(val).all())
     for s in range(2):
         before = _init(KEYS[s])["params"]
         after = jax.tree.map(lambda a, s=s: a[s], res.variables["params"])
@@ -138,7 +139,7 @@ def test_rounds_with_an_all_zero_mask_are_noops_and_equal_bl(method):
         res.variables["params"],
         bl.variables["params"],
     )
-    np.testing.assert_allclose(res.train_loss[:, -1], bl.train_loss[:, -1], rtol=1e-6)
+    np.testing.assert_allclose(res.loss, bl.loss, rtol=1e-6)
 
 
 def test_bad_arguments_raise():

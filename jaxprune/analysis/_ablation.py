@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import numpy as np
 
 from jaxprune._data_checks import check_data, check_finite
 from jaxprune._losses import LossFn, get_loss
+from jaxprune._types import Batch, Model, Variables
 from jaxprune.analysis._resolve import resolve
 
 __all__ = ["ACTIVE_THRESHOLD", "DEFAULT_CHUNK", "active_units", "unit_ablation"]
@@ -41,14 +43,14 @@ def _selection(graph, units) -> dict[str, jax.Array | None]:
 
 
 def unit_ablation(
-    model,
-    variables,
-    data,
+    model: Model,
+    variables: Variables,
+    data: Batch,
     loss: str | LossFn = "mse",
     *,
-    units=None,
+    units: Sequence[str] | Mapping[str, jax.Array] | None = None,
     chunk_size: int = DEFAULT_CHUNK,
-    **kwargs,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, jax.Array]:
     """Loss with each unit removed, divided by the loss of the intact network.
 
@@ -70,7 +72,7 @@ def unit_ablation(
       units: which units to ablate: ``None`` (all), unit names, or ``{unit: bool[width]}``
         (unmarked entries get ``nan``).
       chunk_size: units evaluated per vectorized batch (lower it if memory runs out).
-      **kwargs: keyword arguments of the model call (``train=False``), passed to the trace.
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       ``{unit: ratios}`` with ``ratios[i] = loss(without unit i) / loss(intact)``, keyed by
@@ -105,7 +107,7 @@ def unit_ablation(
     if not (isinstance(chunk_size, int) and chunk_size > 0):
         raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
     x, y = check_data(data)
-    graph, variables = resolve(model, variables, (x,), kwargs)
+    graph, variables = resolve(model, variables, (x,), model_kwargs)
     check_finite("variables", variables)
     selected = _selection(graph, units)
     loss_fn = get_loss(loss)
@@ -121,7 +123,9 @@ def unit_ablation(
     if total == 0:
         return {}
 
-    def ablated(i):  # removes global unit i: one-hot over the concatenation of all units
+    def ablated(
+        i,
+    ):  # removes global unit i: one-hot over the concatenation of all units
         masks = {
             n: (jnp.arange(w) + offsets[k] != i).astype(jnp.float32)
             for k, (n, w) in enumerate(zip(names, widths, strict=True))
@@ -133,19 +137,23 @@ def unit_ablation(
     out = {}
     for k, n in enumerate(names):
         r = ratios[offsets[k] : offsets[k + 1]]
-        if selected[n] is not None:
-            r = jnp.where(selected[n], r, jnp.nan)
+        sel = selected[n]
+        if sel is not None:
+            r = jnp.where(sel, r, jnp.nan)
         out[n] = r
     return out
 
 
 def active_units(
-    model,
-    variables,
-    data,
+    model: Model,
+    variables: Variables,
+    data: Batch,
     loss: str | LossFn = "mse",
     threshold: float = ACTIVE_THRESHOLD,
-    **kwargs,
+    *,
+    units=None,
+    chunk_size: int = DEFAULT_CHUNK,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, jax.Array]:
     """Boolean mask of contributing units: ablation ratio ``>= threshold`` (default 1.5).
 
@@ -156,8 +164,7 @@ def active_units(
     Args:
       model, variables, data, loss: as for :func:`unit_ablation`.
       threshold: the loss ratio, > 0.
-      **kwargs: passed to :func:`unit_ablation` (``units``, ``chunk_size``, the model call's
-        keyword arguments).
+      units, chunk_size, model_kwargs: as for :func:`unit_ablation`.
 
     Returns:
       ``{unit: bool[width]}``.
@@ -178,5 +185,13 @@ def active_units(
         pass  # traced (a jit argument): checked by the caller
     elif not float(threshold) > 0:
         raise ValueError(f"threshold: expected a positive loss ratio, got {threshold}")
-    ratios = unit_ablation(model, variables, data, loss, **kwargs)
+    ratios = unit_ablation(
+        model,
+        variables,
+        data,
+        loss,
+        units=units,
+        chunk_size=chunk_size,
+        model_kwargs=model_kwargs,
+    )
     return {k: r >= threshold for k, r in ratios.items()}

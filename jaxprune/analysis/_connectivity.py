@@ -102,7 +102,7 @@ def changed_fraction(params: Params, kind: str) -> jax.Array:
       Paper 003, sec. 2.2 ("the fraction of removed connections is about 45%").
     """
     pairs = _checked_pairs(params, kind)
-    changed = sum(jnp.sum(gate(t, kind) <= 0) for _, _, t in pairs)
+    changed = jnp.sum(jnp.stack([jnp.sum(gate(t, kind) <= 0) for _, _, t in pairs]))
     return changed / sum(jnp.size(t) for _, _, t in pairs)
 
 

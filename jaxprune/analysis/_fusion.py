@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxprune._data_checks import check_finite
 from jaxprune._fusion_solve import FusionWarning, fusion_weights
-from jaxprune.graph.extend import fusable_pairs, pair_moments, pair_rows, peek
+from jaxprune._types import Model, Variables
+from jaxprune.graph.extend import (
+    check_model_kwargs,
+    fusable_pairs,
+    pair_moments,
+    pair_rows,
+    peek,
+)
 
 __all__ = ["FusionCandidate", "fusion_candidates", "pair_moments", "pair_rows"]
 
@@ -48,7 +55,13 @@ def _checked(data: Iterable):
 
 
 def fusion_candidates(
-    model, variables, data: Iterable, *, by: str = "mse", method: str = "auto", **kwargs
+    model: Model,
+    variables: Variables,
+    data: Iterable,
+    *,
+    by: str = "mse",
+    method: str = "auto",
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> list[FusionCandidate]:
     """Fusion MSE of every fusable pair of the model, cheapest first, from one pass over ``data``.
 
@@ -68,7 +81,7 @@ def fusion_candidates(
       data: iterable of batches (``x`` or ``(x, y, ...)``), read once.
       by: ``"mse"`` or ``"relative_mse"``.
       method: linear solver (see :func:`~jaxprune.rewrites.fusion_weights`).
-      **kwargs: keyword arguments of the call (``train=False``).
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       A list of :class:`FusionCandidate`, ascending by ``by``.
@@ -113,7 +126,9 @@ def fusion_candidates(
             out.append(p)
         return out
 
-    graph, pairs, states, per_example = pair_moments(model, variables, data, pick, kwargs)
+    graph, pairs, states, per_example = pair_moments(
+        model, variables, data, pick, check_model_kwargs(model_kwargs)
+    )
     names = list(graph.layers)
     out = []
     for p, m, rows in zip(pairs, states, per_example, strict=True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ import numpy as np
 
 from jaxprune._data_checks import check_data, check_finite
 from jaxprune._losses import LossFn, get_loss
+from jaxprune._types import Batch, Model, Variables
 from jaxprune.analysis._resolve import resolve
 from jaxprune.graph import Graph
 from jaxprune.graph.extend import run_program
@@ -60,6 +62,13 @@ def _reduce_to_units(graph: Graph, values: Mapping[str, jax.Array]) -> dict[str,
                 continue
             per_entry = jnp.sum(a, axis=tuple(i for i in range(a.ndim) if i != axis))
             acc = acc + _to_units(per_entry.astype(jnp.float32), idx, unit.width)
+        for leaf, (ia, oa), idx in graph.grouped_slices(name):  # grouped convs reading it
+            a = values.get(leaf)
+            if a is None:
+                continue
+            per_entry = jnp.sum(a, axis=tuple(i for i in range(a.ndim) if i not in (ia, oa)))
+            per_entry = per_entry.T if ia > oa else per_entry
+            acc = acc + _to_units(per_entry.astype(jnp.float32).ravel(), idx.ravel(), unit.width)
         out[name] = acc
     return out
 
@@ -93,20 +102,21 @@ def _activation_scores(graph: Graph, variables, x) -> dict[str, jax.Array]:
 
 
 def importance(
-    model,
-    variables,
-    data=None,
+    model: Model,
+    variables: Variables,
+    data: jax.Array | Batch | None = None,
     method: str = "magnitude",
     loss: str | LossFn = "mse",
-    **kwargs,
+    *,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, jax.Array]:
     """Importance of every unit of every coupled group, from one trace.
 
-    A unit's parameter entries are all its group's slices (:meth:`Graph.slices
-    <jaxprune.graph.Graph.slices>`): the kernel columns, biases and norm entries writing its
-    channel in every layer of the group, and the kernel rows of every layer reading it (through
-    skips, concatenations and flattening). Only trainable leaves count (not BatchNorm's running
-    statistics). The criteria:
+    A unit's parameter entries are all its group's slices
+    (:meth:`~jaxprune.graph.Graph.slices`): the kernel columns, biases and norm entries writing
+    its channel in every layer of the group, and the kernel rows of every layer reading it
+    (through skips, concatenations and flattening). Only trainable leaves count (not
+    BatchNorm's running statistics). The criteria:
 
     * ``"magnitude"``: the L2 norm of all those entries (Li et al., 2017, who score a filter by
       its kernel; here the whole coupled group). No data needed beyond the example input that
@@ -120,9 +130,8 @@ def importance(
       read (the input of each layer or channel reduction reading it), averaged over those
       reads; one forward pass.
 
-    Entries of a kernel read by a grouped convolution are not the unit's own slices (its
-    kernel holds in-group positions): such a group (``Unit.coupled`` names it) is scored on the
-    rest of its slices.
+    A grouped convolution reading the unit contributes the entries of its kernel that read
+    the unit's channel (:meth:`~jaxprune.graph.Graph.grouped_slices`).
 
     Args:
       model: a ``flax.linen``/``flax.nnx``/equinox module, a function ``f(params, x)``, or a
@@ -134,7 +143,7 @@ def importance(
         for ``"magnitude"``).
       method: one of :data:`IMPORTANCE_METHODS`.
       loss: ``"taylor"``'s loss, by name or per-example callable (as :func:`unit_ablation`).
-      **kwargs: keyword arguments of the model call (``train=False``), passed to the trace.
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       ``{unit: float32[width]}``, keyed by the graph's unit names; higher is more important.
@@ -173,11 +182,11 @@ def importance(
                 f"data: method {method!r} needs "
                 + ("(x, y)" if method == "taylor" else "the model's input x (or a Graph)")
             )
-        graph, variables = resolve(model, variables, None, kwargs)
+        graph, variables = resolve(model, variables, None, model_kwargs)
         x = y = None
     else:
         x, y = _inputs(data, method)
-        graph, variables = resolve(model, variables, (x,), kwargs)
+        graph, variables = resolve(model, variables, (x,), model_kwargs)
     check_finite("variables", variables)
     loss_fn = get_loss(loss) if method == "taylor" else None
     # one compiled program (the trace is static): an eager gradient through the traced
@@ -233,7 +242,9 @@ def keep_top(
 
     With ``graph``, a grouped convolution's output (``Unit.groups = g``) keeps the same number
     in each of its ``g`` blocks (the best within each block, ``ceil(count / g)`` per block,
-    ``round_to`` applying to the total), as pruning requires.
+    ``round_to`` applying to the total), and a grouped convolution's input
+    (``Unit.period = p``) keeps the same positions in every block of ``p`` (the positions with
+    the highest summed scores), as pruning requires.
 
     Args:
       scores: ``{unit: float[width]}`` (:func:`importance`, :func:`unit_ablation` ratios, ...);
@@ -248,8 +259,9 @@ def keep_top(
 
     Raises:
       ValueError: for ``ratio`` outside ``(0, 1]``, ``round_to < 1``, scores that are not
-        finite 1-D vectors, or (with ``graph``) a unit the graph does not have or a width
-        that differs from the graph's.
+        finite 1-D vectors, or (with ``graph``) a unit the graph does not have, a width that
+        differs from the graph's, or a group that is both a grouped convolution's output and
+        another's input.
 
     >>> import numpy as np, jaxprune as jp
     >>> s = {"a": np.array([0.1, 0.9, 0.5, 0.3]), "b": np.array([2.0, 1.0])}
@@ -280,6 +292,7 @@ def keep_top(
             )
         vecs[name] = v
     groups = dict.fromkeys(vecs, 1)
+    periods: dict[str, int] = {}
     if graph is not None:
         for name, v in vecs.items():
             unit = graph.units.get(name)
@@ -293,6 +306,15 @@ def keep_top(
                     )
                 )
             groups[name] = unit.groups
+            if unit.period:
+                if unit.groups > 1:
+                    raise ValueError(
+                        f"scores[{name!r}]: unit group {name!r} is both a grouped convolution's "
+                        "output and another's input; choose its keep mask by hand (equal "
+                        f"numbers in each of its {unit.groups} blocks, the same positions in "
+                        f"each block of {unit.period})"
+                    )
+                periods[name] = unit.period
     if per_layer:
         counts = {k: math.ceil(ratio * v.size) for k, v in vecs.items()}
     else:
@@ -307,6 +329,17 @@ def keep_top(
             pos += v.size
     out = {}
     for name, v in vecs.items():
+        if name in periods:  # the same in-group positions in every convolution group
+            period = periods[name]
+            copies = v.size // period
+            per_pos = max(1, math.ceil(counts[name] / copies))
+            if round_to is not None:
+                per_pos = _ceil_to(per_pos, round_to // math.gcd(round_to, copies), period)
+            best = np.argsort(-v.reshape(copies, period).sum(axis=0), kind="stable")[:per_pos]
+            positions = np.zeros(period, bool)
+            positions[best] = True
+            out[name] = np.tile(positions, copies)
+            continue
         g = groups[name]
         block = v.size // g
         per_block = max(1, math.ceil(counts[name] / g))

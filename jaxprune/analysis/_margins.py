@@ -11,12 +11,12 @@ import numpy as np
 
 from jaxprune._data_checks import check_data, check_finite, check_xy
 from jaxprune._losses import LossFn, accuracy, get_loss
-from jaxprune._types import PyTree
+from jaxprune._types import Model, PyTree
 
 __all__ = ["head_weight_product", "sharpness", "softmax_margins"]
 
 
-def softmax_margins(model, variables: PyTree, x: jax.Array, y: jax.Array) -> jax.Array:
+def softmax_margins(model: Model, variables: PyTree, x: jax.Array, y: jax.Array) -> jax.Array:
     """Softmax margins ``p_y - max_{j != y} p_j`` of every example, sorted ascending.
 
     Fig. 6 plots the smallest 400 of these on the training set (take ``[:400]``); a margin is in
@@ -67,7 +67,7 @@ def softmax_margins(model, variables: PyTree, x: jax.Array, y: jax.Array) -> jax
 
 
 def sharpness(
-    model,
+    model: Model,
     variables: PyTree,
     data: tuple[jax.Array, jax.Array],
     sigmas: Sequence[float],
@@ -159,7 +159,9 @@ def sharpness(
     }
 
 
-def head_weight_product(model, variables: PyTree, x: jax.Array, head: str = "out") -> jax.Array:
+def head_weight_product(
+    model: Model, variables: PyTree, x: jax.Array, head: str = "out"
+) -> jax.Array:
     """``||input to the head|| * ||head kernel||_F``: App. D's size of the weights.
 
     The input to the classifier head (the activations, after any normalization layers) is

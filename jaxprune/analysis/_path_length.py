@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from jaxprune._types import Params, UnitMask
+from jaxprune._types import Params
 from jaxprune.graph import Graph
 from jaxprune.graph.extend import check_mask
 
@@ -170,8 +170,8 @@ def path_histogram(
     masks = _masks(graph, active)
     paths = graph.analysis.paths
     k = 1 + sum(n.kind == "site" for n in paths)
-    logc: list[np.ndarray | None] = []
-    hist: list[np.ndarray | None] = []
+    logc: list[np.ndarray] = []
+    hist: list[np.ndarray] = []
     for n in paths:
         w = n.width
         src_l = [logc[s] for s in n.srcs]
@@ -320,7 +320,9 @@ def effective_width(graph: Graph, active: Mapping | None = None) -> float:
     return float(np.mean(counts))
 
 
-def units_from_param_masks(graph: Graph, masks: Mapping, leaf: str = "slope") -> UnitMask:
+def units_from_param_masks(
+    graph: Graph, masks: Mapping, leaf: str = "slope"
+) -> dict[str, np.ndarray]:
     """Moves masks keyed by a per-channel parameter's layer onto the units it scales.
 
     Args:
@@ -359,7 +361,7 @@ def units_from_param_masks(graph: Graph, masks: Mapping, leaf: str = "slope") ->
 
 def linear_units(
     graph: Graph, params: Params, threshold: float = 0.99, leaf: str = "slope"
-) -> UnitMask:
+) -> dict[str, np.ndarray]:
     """``{unit: bool[width]}``, True where the unit's PReLU slope is ``> threshold`` (linear).
 
     ``active=`` of the path-length functions is its negation.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from jax.typing import ArrayLike
 
 from jaxprune._data_checks import check_finite
 
@@ -13,7 +14,7 @@ _EDGES = ((0, 1), (1, 2), (2, 3), (3, 0))  # top, right, bottom, left
 _MID = ((0, 1), (1, 2), (2, 1), (1, 0))  # doubled (row, col) offsets of each edge midpoint
 
 
-def trace_contours(image) -> list[np.ndarray]:
+def trace_contours(image: ArrayLike) -> list[np.ndarray]:
     """Closed boundary polylines of a binary image (marching squares at 0.5).
 
     The image is padded with background first, so every contour is closed and a shape touching
@@ -41,7 +42,7 @@ def trace_contours(image) -> list[np.ndarray]:
         c = corners[i, j]
         cut = [e for e, (a, b) in enumerate(_EDGES) if c[a] != c[b]]
         if len(cut) == 4:  # saddle: cut off the two background corners (8-connected foreground)
-            pairs = ((0, 1), (2, 3)) if c[0] else ((3, 0), (1, 2))
+            pairs: tuple[tuple[int, int], ...] = ((0, 1), (2, 3)) if c[0] else ((3, 0), (1, 2))
         else:
             pairs = ((cut[0], cut[1]),)
         for e0, e1 in pairs:
@@ -167,7 +168,7 @@ def _count_sides(loop: np.ndarray, image: np.ndarray, min_turn: float) -> int:
     else:
         # open chains between frame steps, starting just after one
         order = np.roll(np.arange(len(loop)), -int(np.argmax(frame)))
-        cur = []
+        cur: list = []
         for k in order:
             if frame[k]:
                 if cur:
@@ -189,8 +190,8 @@ def _count_sides(loop: np.ndarray, image: np.ndarray, min_turn: float) -> int:
         # consecutive runs turning by less than min_turn degrees are one side
         count = len(cover)
         pairs = range(len(cover)) if closed and len(cover) > 1 else range(1, len(cover))
-        for k in pairs:
-            d0, d1 = dirs[k - 1], dirs[k]
+        for j in pairs:
+            d0, d1 = dirs[j - 1], dirs[j]
             if d0 is None or d1 is None:
                 continue
             turn = np.degrees(np.arccos(min(1.0, abs(float(np.dot(d0, d1))))))
@@ -208,7 +209,7 @@ def _pixel(image: np.ndarray, rc: np.ndarray) -> np.ndarray:
     return out
 
 
-def polygon_sides(image, *, min_turn: float = 20.0, min_area: float = 4.0) -> int:
+def polygon_sides(image: ArrayLike, *, min_turn: float = 20.0, min_area: float = 4.0) -> int:
     """Number of straight sides of the shape(s) in a binary image.
 
     Each boundary (:func:`trace_contours`) is a cyclic sequence of steps between an inside
@@ -278,7 +279,7 @@ def polygon_sides(image, *, min_turn: float = 20.0, min_area: float = 4.0) -> in
     return total
 
 
-def painted_image(predictions, size: int, threshold: float = 0.5) -> np.ndarray:
+def painted_image(predictions: ArrayLike, size: int, threshold: float = 0.5) -> np.ndarray:
     """Reshapes per-pixel predictions (raster order, as :func:`~jaxprune.data.paint`) to a bool
     image: ``prediction >= threshold``.
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprune._data_checks import check_finite
+from jaxprune._types import Model, Variables
 from jaxprune.analysis._resolve import resolve
 from jaxprune.graph import GraphError
 from jaxprune.graph.extend import SliceInfo, affine_runs, run_scale_shift
@@ -243,14 +245,14 @@ def _unit_similarity(graph, leaves, name: str, circular: bool, runs) -> jax.Arra
 
 
 def redundant_units(
-    model,
-    variables,
-    x=None,
+    model: Model,
+    variables: Variables,
+    x: jax.Array | None = None,
     threshold: float = REDUNDANCY_THRESHOLD,
     *,
     scores: Mapping[str, jax.Array] | None = None,
     circular: bool = False,
-    **kwargs,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, jax.Array]:
     """Trivially redundant units of every unit group: all but one member of each group.
 
@@ -284,7 +286,7 @@ def redundant_units(
         ``(0, inf)``.
       scores: optional ``{unit: float[width]}`` preference for the member to keep.
       circular: for conv units, also match circular permutations of kernels (sec. 5).
-      **kwargs: keyword arguments of the model call (``train=False``), passed to the trace.
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       ``{unit: bool[width]}``, True for a redundant unit.
@@ -315,7 +317,7 @@ def redundant_units(
       weights (including bias)"; with a BatchNorm these are the folded weights) and sec. 5.
     """
     _check_threshold(threshold)
-    graph, variables = resolve(model, variables, None if x is None else (x,), kwargs)
+    graph, variables = resolve(model, variables, None if x is None else (x,), model_kwargs)
     check_finite("variables", variables)
     scores = dict(scores or {})
     check_finite("scores", scores)

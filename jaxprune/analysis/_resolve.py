@@ -6,26 +6,28 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune.graph import Graph, as_model, trace
+from jaxprune.graph.extend import check_model_kwargs
 
 __all__ = ["resolve"]
 
 
-def resolve(model, variables, args, kwargs) -> tuple[Graph, object]:
+def resolve(model, variables, args, model_kwargs) -> tuple[Graph, object]:
     """``(graph, variables)`` for ``model`` (any kind, or a :class:`Graph`) at ``args``.
 
     For a Graph, ``variables=None`` means the traced model's own; ``args`` must have the shapes
-    it was traced at and ``kwargs`` must be empty (they are part of the traced call).
+    it was traced at and ``model_kwargs`` must be empty (they are part of the traced call).
     """
+    kwargs = check_model_kwargs(model_kwargs)
     if isinstance(model, Graph):
         if kwargs:
             raise ValueError(
-                f"kwargs: {sorted(kwargs)} given with a Graph; keyword arguments of the model "
-                "call are fixed when tracing (pass them to jp.trace)"
+                f"model_kwargs: {sorted(kwargs)} given with a Graph; keyword arguments of the "
+                "model call are fixed when tracing (pass them to jp.trace)"
             )
         graph = model
         if variables is None:
             variables = graph.model.variables
-        elif jax.tree.structure(variables) != jax.tree.structure(graph.model.variables):
+        elif jax.tree.structure(variables) != jax.tree.structure(graph.model.variables):  # type: ignore[operator]
             variables = as_model(graph.model.model, variables).variables
         if args is not None:
             want = jax.tree.map(jnp.shape, graph.args)
@@ -39,4 +41,4 @@ def resolve(model, variables, args, kwargs) -> tuple[Graph, object]:
     if args is None:
         raise ValueError("x: the model's example input is needed to trace it")
     adapter = as_model(model, variables)
-    return trace(adapter, adapter.variables, *args, **kwargs), adapter.variables
+    return trace(adapter, adapter.variables, *args, model_kwargs=kwargs), adapter.variables

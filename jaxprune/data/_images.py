@@ -90,7 +90,7 @@ def fit_image(image: np.ndarray, size: int | None) -> np.ndarray:
     nh, nw = max(size, round(h * s)), max(size, round(w * s))
     squeeze = image.shape[-1] == 1
     pil = Image.fromarray(image[..., 0] if squeeze else image)
-    out = np.asarray(pil.resize((nw, nh), Image.BILINEAR))
+    out = np.asarray(pil.resize((nw, nh), Image.Resampling.BILINEAR))
     top, left = (nh - size) // 2, (nw - size) // 2
     out = out[top : top + size, left : left + size]
     return out[..., None] if squeeze else out

@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ModelAdapter", "as_model", "path_str"]
+__all__ = ["ModelAdapter", "as_model", "check_model_kwargs", "path_str"]
 
 
 def _key_str(k) -> str:
@@ -47,6 +47,25 @@ def _key_str(k) -> str:
     if isinstance(k, jax.tree_util.FlattenedIndexKey):
         return str(k.key)
     return str(k)
+
+
+def check_model_kwargs(model_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments of the model's own call as a dict (``None``: none).
+
+    Every function that calls a user's model takes them in this one argument,
+    ``model_kwargs={"train": False}``, so they never mix with the function's own options.
+
+    Raises:
+      TypeError: ``model_kwargs`` is not a mapping with string keys.
+    """
+    if model_kwargs is None:
+        return {}
+    if not isinstance(model_kwargs, Mapping) or not all(isinstance(k, str) for k in model_kwargs):
+        raise TypeError(
+            "model_kwargs: expected a mapping of the model call's keyword arguments "
+            f'(e.g. {{"train": False}}), got {type(model_kwargs).__name__}'
+        )
+    return dict(model_kwargs)
 
 
 def path_str(path) -> str:
@@ -171,11 +190,12 @@ def _linen(model, variables) -> ModelAdapter:
             return model.apply(v, *args, **kwargs)
         except flax.errors.ModifyScopeVariableError as e:
             raise ValueError(
-                f"kwargs: this call of {type(model).__name__} updates the collection "
+                f"model_kwargs: this call of {type(model).__name__} updates the collection "
                 f"{_collection(e)!r}, which is not mutable ({_first_line(e)}); "
                 "a BatchNorm in training mode (train=True) updates its batch_stats: "
                 "trace, analyse and rewrite the model in evaluation mode "
-                "(train=False), or pass mutable=['batch_stats'] to trace a training call"
+                "(model_kwargs={'train': False}), or pass "
+                "model_kwargs={'mutable': ['batch_stats']} to trace a training call"
             ) from e
         except flax.errors.ScopeCollectionNotFound as e:
             raise ValueError(
@@ -256,7 +276,7 @@ def _equinox(model, variables) -> ModelAdapter:
 
     arrays, static = eqx.partition(model, eqx.is_array)
     if variables is not None:
-        if jax.tree.structure(variables) != jax.tree.structure(arrays):
+        if jax.tree.structure(variables) != jax.tree.structure(arrays):  # type: ignore[operator]
             raise ValueError(
                 "variables: expected None or the arrays of the equinox module "
                 "(eqx.partition(model, eqx.is_array)[0]) with the same structure"

@@ -26,7 +26,7 @@ from jaxprune.graph._primitives import (
     SHAPE_ONLY,
 )
 
-__all__ = ["Analysis", "LayerInfo", "SliceInfo", "SpaceInfo", "analyze"]
+__all__ = ["Analysis", "GroupedRead", "LayerInfo", "SliceInfo", "SpaceInfo", "analyze"]
 
 # Elementwise primitives, by how they treat an activation operand (see :mod:`._primitives`).
 _LINEAR_UNARY = LINEAR_UNARY
@@ -52,6 +52,22 @@ class SliceInfo:
     inner: int
     role: str
     layer: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupedRead:
+    """A grouped convolution's kernel reading channels: entry ``[r, o]`` (along ``in_axis``,
+    ``out_axis`` of ``leaf``) reads input position ``(o // (n_out / groups)) * n_in + r`` of
+    ``segs`` (the convolution's input channels), for ``n_in``, ``n_out`` the two axes' sizes."""
+
+    leaf: str
+    in_axis: int
+    out_axis: int
+    groups: int
+    n_in: int
+    n_out: int
+    segs: tuple[Seg, ...]
+    layer: int
 
 
 @dataclasses.dataclass
@@ -104,6 +120,7 @@ class Analysis:
     output_layouts: list
     paths: list[PathNode] = dataclasses.field(default_factory=list)  # channel data-flow DAG
     output_paths: tuple[int | None, ...] = ()  # the outputs' nodes in ``paths``
+    grouped_reads: list[GroupedRead] = dataclasses.field(default_factory=list)
 
     def find(self, s: int) -> tuple[int, int]:
         """``(root, offset)``: channel ``j`` of space ``s`` is channel ``j + offset`` of the
@@ -112,15 +129,17 @@ class Analysis:
 
     def groups(self) -> dict[int, tuple[int, int]]:
         """``{root: (lowest offset, width)}`` of every coupling group."""
-        if getattr(self, "_groups", None) is not None:
-            return self._groups
-        out: dict[int, list[int]] = {}
+        cached: dict[int, tuple[int, int]] | None = getattr(self, "_groups", None)
+        if cached is not None:
+            return cached
+        out: dict[int, tuple[int, int]] = {}
         for sid, sp in self.spaces.items():
             r, o = self.find(sid)
             lo, hi = out.get(r, (o, o + sp.width))
             out[r] = (min(lo, o), max(hi, o + sp.width))
-        self._groups = {r: (lo, hi - lo) for r, (lo, hi) in out.items()}
-        return self._groups
+        groups = {r: (lo, hi - lo) for r, (lo, hi) in out.items()}
+        self._groups = groups
+        return groups
 
     def locate(self, s: int) -> tuple[int, int]:
         """``(root, start)``: channel ``j`` of space ``s`` is unit ``start + j`` of its group."""
@@ -156,6 +175,7 @@ class _State:
         self.node_index = 0
         self.node: Node | None = None
         self.paths: list[PathNode] = []
+        self.grouped_reads: list[GroupedRead] = []
         self.path_of: dict = {}  # variable -> index in paths
         self.sited = False
 
@@ -206,10 +226,13 @@ class _State:
         return self.ann[v]
 
     def label(self) -> str:
-        for name in reversed(self.node.context):
+        node = self.node
+        if node is None:
+            return "<input>"
+        for name in reversed(node.context):
             if name not in ("jit", "pjit", "checkpoint", "remat", "closed_call", "core_call"):
                 return name
-        return _NONLINEAR_LABEL.get(self.node.name, self.node.name)
+        return _NONLINEAR_LABEL.get(node.name, node.name)
 
     def mark_sites(self, acts, label: str | None = None) -> None:
         acts = list(acts)
@@ -302,7 +325,7 @@ def _pval_elementwise(vals: list[PVal], shape) -> PVal:
     rank = len(shape)
     axes, uniform = [], set()
     for i in range(rank):
-        acc = frozenset()
+        acc: frozenset = frozenset()
         for v in vals:
             if len(v.shape) == rank and v.shape[i] == shape[i]:
                 acc |= v.axes[i]
@@ -318,10 +341,10 @@ def _rule_elementwise(st: _State, node: Node, ins, shape):
     acts = [a for a in ins if isinstance(a, Act)]
     pvals = [a for a in ins if isinstance(a, PVal)]
     if not acts:
-        out = _pval_elementwise(pvals, shape)
+        pv = _pval_elementwise(pvals, shape)
         if name in ("convert_element_type", "copy") and pvals[0].value is not None:
-            out = dataclasses.replace(out, value=pvals[0].value)
-        return out
+            pv = dataclasses.replace(pv, value=pvals[0].value)
+        return pv
     if all(a.axis is None for a in acts):  # per-example values, maybe times parameters
         carried = [PVal(a.shape, a.carried) for a in acts if a.carried]
         axes = _pval_elementwise(pvals + carried, shape).axes if pvals or carried else ()
@@ -426,6 +449,7 @@ def _rule_dot(st: _State, node: Node, ins, shape):
     )
     st.add_slices(act, ker, k_in, "read", li)
     if sid is not None:
+        assert k_out is not None  # an output space comes from a kernel output axis
         st.add_slices(out, ker, k_out, "write", li)
     st.mask_points.append((st.node_index, 0 if act_is_lhs else 1, act))
     return out
@@ -487,19 +511,21 @@ def _rule_conv(st: _State, node: Node, ins, shape):
         # Grouped: output channel o reads only the input channels of its group o // (cout/g).
         # The output channels are a new space pruned in equal numbers per group (the group
         # count stays); the kernel's input axis holds in-group positions, not channels, so the
-        # input channels cannot be narrowed one by one (that would be a per-group gather).
+        # input channels are narrowed at the same positions in every group (the Graph's
+        # ``Unit.period``, from the grouped reads).
         leaf = _kernel_leaf(st, k, k_out)
         sid = st.new_space(cout, li)
         st.spaces[sid].groups = groups
         out = Act(tuple(shape), out_spec[1], ((sid, 0, cout),), affine=frozenset({li}))
         st.add_slices(out, k, k_out, "write", li)
-        for s in x.spaces():
-            st.spaces[s].mixing.append(
-                f"read by a grouped convolution (feature_group_count={groups}, {cin} -> {cout} "
-                f"channels) at {st.where()}, whose kernel holds in-group positions, not these "
-                "channels; keep them, or prune the grouped convolution's own output channels "
-                "(equal numbers per group)"
+        in_axis, out_axis = _leaf_axis(k, k_in, leaf), _leaf_axis(k, k_out, leaf)
+        if in_axis is None or out_axis is None:
+            raise st.error(
+                f"a grouped convolution (feature_group_count={groups}) whose kernel's input and "
+                f"output axes are not axes of one parameter leaf ({leaf})"
             )
+        read = GroupedRead(leaf, in_axis, out_axis, groups, cin // groups, cout, x.segs, li)
+        st.grouped_reads.append(read)
         op = "grouped_conv"
     st.layers.append(
         LayerInfo(
@@ -616,7 +642,7 @@ def _rule_reshape(st: _State, node: Node, ins, shape):
         big_old = [i for i, n in enumerate(x.shape) if n != 1]
         big_new = [i for i, n in enumerate(shape) if n != 1]
         if [x.shape[i] for i in big_old] == [shape[i] for i in big_new]:
-            axes = [frozenset() for _ in shape]
+            axes: list[frozenset] = [frozenset() for _ in shape]
             for i, j in zip(big_old, big_new, strict=True):
                 axes[j] = x.axes[i]
             return PVal(tuple(shape), tuple(axes), x.leaves)
@@ -875,4 +901,5 @@ def analyze(
         output_paths=tuple(
             None if isinstance(v, Literal) else st.path_of.get(v) for v in program.outvars
         ),
+        grouped_reads=st.grouped_reads,
     )

@@ -44,7 +44,7 @@ def _apply_mask(x, act: Act, masks, locate):
     if vec is None:
         return x
     shape = [1] * x.ndim
-    shape[act.axis] = vec.shape[0]
+    shape[act.axis] = vec.shape[0]  # type: ignore[index]  # a masked layout has an axis
     return x * vec.reshape(shape)
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.graph._adapters import ModelAdapter, as_model, path_str
+from jaxprune._types import Model, Variables
+from jaxprune.graph._adapters import (
+    ModelAdapter,
+    as_model,
+    check_model_kwargs,
+    path_str,
+)
 from jaxprune.graph._analyze import Analysis, SliceInfo, analyze
 from jaxprune.graph._errors import GraphError
 from jaxprune.graph._evaluate import run_program
@@ -65,8 +72,7 @@ class Unit:
       layers: every layer whose output channels are in the group.
       nonlinearity: the nonlinearities the channels enter.
       coupled: reasons the group cannot be pruned exactly (channel-mixing reductions such as
-        LayerNorm, constants aligned with the channels, being read by a grouped
-        convolution); empty for an ordinary group.
+        LayerNorm, constants aligned with the channels); empty for an ordinary group.
       groups: the output channels of a grouped convolution (``feature_group_count=g``) are
         ``g`` equal contiguous blocks, one per convolution group: pruning removes the same
         number from every block (the group count stays); 1 for an ordinary group.
@@ -75,6 +81,10 @@ class Unit:
         ``"kv_groups"`` (grouped-query attention: each unit a key/value head with the query
         heads that share it) or ``"embedding"`` (an embedding's columns: the residual stream
         of a transformer, coupled by its norms).
+      period: the channels entering a grouped convolution are read at in-group positions
+        (kernel entries ``[r, :]`` read position ``r`` of every convolution group): channels
+        ``c`` and ``c + period`` are pruned together, at the same positions in every group;
+        0 if no grouped convolution reads the group.
     """
 
     name: str
@@ -85,6 +95,7 @@ class Unit:
     root: int = dataclasses.field(repr=False, compare=False, default=-1)
     groups: int = 1
     kind: str = "channels"
+    period: int = 0
 
 
 def _conv_groups(an: Analysis, sids, width: int) -> tuple[int, tuple[str, ...]]:
@@ -102,6 +113,41 @@ def _conv_groups(an: Analysis, sids, width: int) -> tuple[int, tuple[str, ...]]:
             )
         groups = math.lcm(groups, g)
     return groups, tuple(why)
+
+
+def _grouped_read_periods(an: Analysis, group_width) -> dict[int, tuple[int, tuple[str, ...]]]:
+    """``{root: (period, reasons)}`` of the groups read by grouped convolutions.
+
+    A grouped convolution reads in-group position ``r`` of every convolution group with the
+    same kernel entries ``[r, :]``: its input channels ``c`` and ``c + n_in`` are narrowed
+    together (period ``n_in``, the gcd over several such readers). That holds when its input
+    is exactly one group's channels in order; otherwise the group cannot be pruned (reasons).
+    """
+    out: dict[int, tuple[int, tuple[str, ...]]] = {}
+    for gr in an.grouped_reads:
+        roots: list[int] = []
+        chans: list[int] = []
+        for s, a, b in gr.segs:
+            root, start = an.locate(s)
+            roots += [root] * (b - a)
+            chans += range(start + a, start + b)
+        root = roots[0]
+        straight = set(roots) == {root} and chans == list(range(group_width[root]))
+        for r in dict.fromkeys(roots):
+            period, why = out.get(r, (0, ()))
+            if straight:
+                out[r] = (math.gcd(period, gr.n_in), why)
+            else:
+                out[r] = (
+                    period,
+                    (
+                        *why,
+                        f"read by a grouped convolution (feature_group_count={gr.groups}) whose "
+                        "input is not exactly this group's channels in order (a concatenation or "
+                        "a slice); keep these units",
+                    ),
+                )
+    return out
 
 
 def _layer_name(adapter: ModelAdapter, kernel: str) -> str:
@@ -125,6 +171,7 @@ class Graph:
         self.args = args
         self.kwargs = dict(kwargs)
         self.leaf_paths = tuple(leaf_paths)
+        self._out_tree: Any = None  # the output's treedef, set by trace
         self._build()
 
     # -- construction ------------------------------------------------------------------------
@@ -141,6 +188,7 @@ class Graph:
         for sid in an.spaces:
             roots.setdefault(an.find(sid)[0], []).append(sid)
         group_width = {r: w for r, (_, w) in an.groups().items()}
+        periods = _grouped_read_periods(an, group_width)
         units: dict[str, Unit] = {}
         unit_of_root: dict[int, str] = {}
         for root, sids in sorted(roots.items(), key=lambda kv: self._first_layer(kv[1])):
@@ -159,15 +207,17 @@ class Graph:
             groups, misaligned = _conv_groups(an, sids, group_width[root])
             heads = {s.head for s in spaces if s.head}
             kind = "kv_groups" if "kv_groups" in heads else "heads" if heads else "channels"
+            period, unaligned = periods.get(root, (0, ()))
             units[name] = Unit(
                 name,
                 group_width[root],
                 tuple(names[p] for p in producers),
                 sites,
-                coupled + misaligned,
+                coupled + misaligned + unaligned,
                 root,
                 groups,
-                "embedding" if embedded and kind == "channels" else kind,
+                kind="embedding" if embedded and kind == "channels" else kind,
+                period=period,
             )
             unit_of_root[root] = name
         self.units = units
@@ -245,16 +295,38 @@ class Graph:
             merged[k] = idx if k not in merged else np.where(idx >= 0, idx, merged[k])
         return [(leaf, axis, idx) for (leaf, axis), idx in merged.items()]
 
+    def grouped_slices(self, unit: str):
+        """The kernel entries of grouped convolutions that read a unit group:
+        ``[(leaf path, (in_axis, out_axis), channel index)]``.
+
+        A grouped convolution's kernel holds, along its input axis, positions within one
+        convolution group, so which channel an entry reads depends on its output column too:
+        ``channel index`` is an int array of shape ``(n_in, n_out)`` over the leaf's two axes,
+        the unit each entry reads or -1. These entries are outgoing (reading) entries of the
+        unit, beside :meth:`slices`, whose indices run along one axis.
+        """
+        u = self.units[unit]
+        out = []
+        for gr in self.analysis.grouped_reads:
+            chan = self._index(SliceInfo(gr.leaf, gr.in_axis, gr.segs, 1, 1, "read"), u.root)
+            if (chan < 0).all():
+                continue
+            r = np.arange(gr.n_in)[:, None]
+            o = np.arange(gr.n_out)[None, :]
+            idx = chan[(o // (gr.n_out // gr.groups)) * gr.n_in + r]
+            out.append((gr.leaf, (gr.in_axis, gr.out_axis), idx))
+        return out
+
     def _index(self, sl: SliceInfo, root: int) -> np.ndarray:
         an = self.analysis
-        chan = []
+        seq: list[int] = []
         for s, a, b in sl.segs:
             r, start = an.locate(s)
             if r == root:
-                chan.extend(range(start + a, start + b))
+                seq.extend(range(start + a, start + b))
             else:
-                chan.extend([-1] * (b - a))
-        chan = np.asarray(chan, np.int32)
+                seq.extend([-1] * (b - a))
+        chan = np.asarray(seq, np.int32)
         if sl.inner > 1:
             chan = np.repeat(chan, sl.inner)
         if sl.outer > 1:
@@ -271,13 +343,16 @@ class Graph:
           tree: a pytree with (a subset of) the model's leaf paths.
           units: ``{unit: bool[width]}`` (unlisted units are all False).
           incoming: mark the writing entries (kernel columns, biases, norm entries).
-          outgoing: mark the reading entries (kernel rows in every consumer).
+          outgoing: mark the reading entries (kernel rows in every consumer, and the entries
+            of grouped convolutions' kernels reading the units: :meth:`grouped_slices`).
         """
         units = self.check_units(units, "units", fill=False)
         per_leaf: dict[str, list] = {}
         for name, m in units.items():
             for leaf, axis, idx in self.slices(name, incoming=incoming, outgoing=outgoing):
                 per_leaf.setdefault(leaf, []).append((axis, idx, m))
+            for leaf, axes, idx in self.grouped_slices(name) if outgoing else ():
+                per_leaf.setdefault(leaf, []).append((axes, idx, m))
         prefix = self.model.param_prefix
 
         def mark(path, x):
@@ -287,7 +362,12 @@ class Graph:
             for axis, idx, m in entries:
                 hit = jnp.where(idx >= 0, m[np.maximum(idx, 0)], False)
                 shape = [1] * out.ndim
-                shape[axis] = idx.shape[0]
+                if isinstance(axis, tuple):  # a grouped convolution's (in, out) entries
+                    if axis[0] > axis[1]:
+                        hit, axis = hit.T, axis[::-1]
+                    shape[axis[0]], shape[axis[1]] = hit.shape
+                else:
+                    shape[axis] = idx.shape[0]
                 out = out | jnp.broadcast_to(hit.reshape(shape), out.shape)
             return out
 
@@ -375,7 +455,12 @@ def _state_outputs(adapter, kwargs, out_tree, leaf_paths) -> dict[int, str]:
     return out
 
 
-def trace(model, variables=None, *args, **kwargs) -> Graph:
+def trace(
+    model: Model,
+    variables: Variables = None,
+    *args: Any,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> Graph:
     """Traces a model into its layer graph.
 
     Args:
@@ -385,7 +470,7 @@ def trace(model, variables=None, *args, **kwargs) -> Graph:
       variables: the linen variables (every collection), NNX state or None, equinox arrays or
         None, or the function's params.
       *args: example arguments (shapes matter; the graph is for these shapes).
-      **kwargs: keyword arguments of the model's call (``train=False``).
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       A :class:`Graph`.
@@ -413,6 +498,7 @@ def trace(model, variables=None, *args, **kwargs) -> Graph:
     Dense_0  dense  (4, 5) -> (4, 3)  Dense_0 [3]  relu
     Dense_1  dense  (4, 3) -> (4, 2)  -            -
     """
+    kwargs = check_model_kwargs(model_kwargs)
     adapter = as_model(model, variables)
     if not isinstance(model, ModelAdapter):  # a user's model (rewrites re-trace their own)
         adapter.check_eval_mode()

@@ -64,4 +64,4 @@ def check_mask(
             f"{arg}[{name!r}]: expected shape {tuple(shape)} and dtype {want}, got shape "
             f"{tuple(m.shape)} and dtype {m.dtype}"
         )
-    return m if multiplier else jnp.asarray(m, bool)
+    return jnp.asarray(m) if multiplier else jnp.asarray(m, bool)

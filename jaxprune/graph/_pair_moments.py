@@ -28,7 +28,7 @@ def pair_rows(pair: Pair, a0, y, kernel_size=None, padding=None):
         a0,
         ks,
         pair.strides,
-        padding or pair.padding,
+        padding or pair.padding,  # type: ignore[arg-type]  # a string or explicit pads
         dimension_numbers=pair.dimension_numbers,
         precision=jax.lax.Precision.HIGHEST,
     )  # features ordered (C, k_1, ..., k_nd)
@@ -50,7 +50,7 @@ def pair_moments(
     """
     x, data = peek(data)
     adapter = as_model(model, variables)
-    graph = trace(model, variables, x, **kwargs)
+    graph = trace(model, variables, x, model_kwargs=kwargs)
     pairs = list(pick(graph))
     options = options or [{} for _ in pairs]
     if not pairs:
@@ -58,7 +58,7 @@ def pair_moments(
     leaves = jax.tree.leaves(adapter.variables)
 
     def trace_at(xb):
-        an = trace(model, variables, xb, **kwargs).analysis
+        an = trace(model, variables, xb, model_kwargs=kwargs).analysis
         taps = []
         for p in pairs:
             q, _ = pair_of(an, p.first)

@@ -155,8 +155,11 @@ def record_paths(st, node, ins, outs, n_layers: int, sited: bool) -> None:
 
 def _channel_leaves(ins, out: Act) -> tuple[str, ...]:
     """Parameter leaves of a per-channel factor (shape ``(..., C)`` aligned with ``out``)."""
-    leaves = []
+    leaves: list[str] = []
+    ax = out.axis
+    if ax is None:
+        return ()
     for a in ins:
-        if isinstance(a, PVal) and len(a.shape) == len(out.shape) and a.shape[out.axis] > 1:
-            leaves += sorted(leaf for leaf, _ in a.axes[out.axis])
+        if isinstance(a, PVal) and len(a.shape) == len(out.shape) and a.shape[ax] > 1:
+            leaves += sorted(leaf for leaf, _ in a.axes[ax])
     return tuple(dict.fromkeys(leaves))

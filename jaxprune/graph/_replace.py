@@ -156,10 +156,11 @@ def region_of(program, annotations, rep: Replacement, trainable) -> Region:
     order = sorted(after & before)
     pos = {i: k for k, i in enumerate(order)}
     producers = _producers(program)
-    nodes, stats = [], {}
+    nodes: list = []
+    stats: dict = {}
     for i in order:
         node = program.nodes[i]
-        refs = []
+        refs: list[tuple] = []
         for v in node.ins:
             if isinstance(v, Literal):
                 refs.append(("lit", _literal_text(v.value)))
@@ -252,7 +253,7 @@ def _inner_readers(program, mapping: dict, end_out) -> list[int]:
         for i, node in enumerate(program.nodes)
         if i not in inside and any(not isinstance(v, Literal) and v in values for v in node.ins)
     ]
-    return bad + (["an output"] if values & outs else [])
+    return [*bad, *(["an output"] if values & outs else [])]  # type: ignore[list-item]
 
 
 def live_nodes(program, reps) -> tuple[list[int], set]:
@@ -295,6 +296,7 @@ def emit(program, rep: Replacement, x, kernel, bias):
         y = node.primitive.bind(x, kernel.astype(x.dtype), **params)
         out_axis = params["dimension_numbers"].out_spec[1]
     else:
+        assert rep.conv is not None  # a conv replacement without its node carries its settings
         strides, padding, dn = rep.conv
         dnums = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, dn)
         y = jax.lax.conv_general_dilated(
@@ -403,8 +405,9 @@ class ReplacedRunner:
     def _changed(self, spec, rep: Replacement, call, why) -> GraphError:
         """The error for a call that changes the replaced part ``rep`` itself."""
         region = rep.region
-        mode = [f"{k}={v!r}" for k, v in call.static.items()]
-        mode = ", ".join(mode + [f"{name}=…" for name, _, _ in call.dynamic]) or "these arguments"
+        assert region is not None  # a replacement built from a region
+        given = [f"{k}={v!r}" for k, v in call.static.items()]
+        mode = ", ".join(given + [f"{name}=…" for name, _, _ in call.dynamic]) or "these arguments"
         layers = list(dict.fromkeys(_layer(p, spec.kind) for p in region.leaves()))
         if region.stats:
             norms = list(dict.fromkeys(_layer(p, spec.kind) for p in region.stats))

@@ -164,8 +164,9 @@ def leaf_keep(
     """``{(leaf, axis): kept indices}`` for the slices of every pruned unit group.
 
     Raises:
-      GraphError: if ``check`` and a pruned group has coupled channels (``Unit.coupled``), or
-        a grouped convolution's output (``Unit.groups``) loses unequal numbers per group.
+      GraphError: if ``check`` and a pruned group has coupled channels (``Unit.coupled``), a
+        grouped convolution's output (``Unit.groups``) loses unequal numbers per group, or a
+        grouped convolution's input (``Unit.period``) loses different positions per group.
     """
     out: dict[tuple[str, int], np.ndarray] = {}
     for name, m in keep.items():
@@ -186,10 +187,22 @@ def leaf_keep(
                     f"removes {removed}; remove the same number from each group "
                     "(jp.analysis.keep_top(..., graph=graph) does)"
                 )
+        if check and unit.period and not (m.reshape(-1, unit.period) == m[: unit.period]).all():
+            raise GraphError(
+                f"unit group {name!r} is read by a grouped convolution, whose kernel reads "
+                f"in-group position r of every convolution group with the same entries (period "
+                f"{unit.period}): its units are pruned at the same positions in every group, but "
+                f"keep[{name!r}] differs between groups; keep the same positions in each group "
+                "(jp.analysis.keep_top(..., graph=graph) does)"
+            )
         for leaf, axis, idx in graph.slices(name):
             hit = np.where(idx >= 0, m[np.maximum(idx, 0)], True)
             prev = out.get((leaf, axis))
             out[(leaf, axis)] = hit if prev is None else prev & hit
+        for leaf, (in_axis, _), idx in graph.grouped_slices(name):  # in-group positions
+            hit = np.where(idx[:, 0] >= 0, m[np.maximum(idx[:, 0], 0)], True)
+            prev = out.get((leaf, in_axis))
+            out[(leaf, in_axis)] = hit if prev is None else prev & hit
     return {k: np.flatnonzero(v) for k, v in out.items()}
 
 
@@ -239,7 +252,7 @@ def _narrowed(an, roots, lk) -> tuple[dict, dict]:
         if isinstance(ann, Act):
             vec = _act_keep(ann, roots, an.locate)
             if vec is not None:
-                shape[ann.axis] = int(vec.sum())
+                shape[ann.axis] = int(vec.sum())  # type: ignore[index]  # kept: has an axis
                 cuts[v] = (ann.axis, vec)
         elif isinstance(ann, PVal):
             for i, pairs in enumerate(ann.axes):
@@ -290,7 +303,8 @@ def _squeezed_operands(graph, cuts) -> dict:
     """
     an = graph.analysis
     program = an.program
-    random, uniform = set(), {}
+    random: set = set()
+    uniform: dict = {}
     for node in program.nodes:
         ins = [v for v in node.ins if not isinstance(v, Literal)]
         if node.name in _RANDOM or any(v in random for v in ins):
@@ -511,7 +525,9 @@ def signed_call(spec: RewriteSpec, call):
 
     if sig is not None:
         first = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
-        method.__signature__ = sig.replace(parameters=[first, *sig.parameters.values()])
+        method.__signature__ = sig.replace(  # type: ignore[attr-defined]  # inspect reads it
+            parameters=[first, *sig.parameters.values()]
+        )
     return method
 
 
@@ -588,13 +604,13 @@ def build_model(spec: RewriteSpec, leaves=None):
         if leaves is None:
             raise ValueError(f"build_model: a {spec.kind} model holds its variables; pass leaves")
         if spec.kind == "nnx":
-            from jaxprune.graph._rewritten_nnx import Rewritten
+            from jaxprune.graph._rewritten_nnx import Rewritten as RewrittenNNX
 
-            return Rewritten(spec, list(leaves))
-        from jaxprune.graph._rewritten_equinox import Rewritten
+            return RewrittenNNX(spec, list(leaves))
+        from jaxprune.graph._rewritten_equinox import Rewritten as RewrittenEquinox
 
         treedef = spec.new_treedef or spec.treedef
-        return Rewritten(jax.tree.unflatten(treedef, list(leaves)), spec)
+        return RewrittenEquinox(jax.tree.unflatten(treedef, list(leaves)), spec)
     raise NotImplementedError(f"rewriting a {spec.kind} model is not supported yet")
 
 

@@ -237,7 +237,7 @@ def trace_call(model, kind: str, treedef, avals, call: Call):
         model = _equinox_apply(model)
     adapter = as_model(model, variables)
     if not call.dynamic:
-        return trace(adapter, None, *call.args, **call.static)
+        return trace(adapter, None, *call.args, model_kwargs=call.static)
     base = adapter.apply
 
     def apply(v, *args, **kwargs):
@@ -245,4 +245,4 @@ def trace_call(model, kind: str, treedef, avals, call: Call):
         return base(v, *args, **{**kwargs, **call.kwargs(dyn)})
 
     adapter = dataclasses.replace(adapter, apply=apply)
-    return trace(adapter, None, *call.args, call.dyn_args, **call.static)
+    return trace(adapter, None, *call.args, call.dyn_args, model_kwargs=call.static)

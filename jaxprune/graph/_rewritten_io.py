@@ -319,10 +319,10 @@ def save_rewritten(path, model, variables=None) -> None:
     }
     arrays["header"] = np.asarray(json.dumps(header))
     if hasattr(path, "write"):
-        np.savez(path, **arrays)
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         return
     with open(os.fspath(path), "wb") as f:  # as named: np.savez would append ".npz"
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]
 
 
 def _where(text: str) -> str:

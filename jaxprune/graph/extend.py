@@ -26,6 +26,7 @@ Evaluating a traced program by hand, with every intermediate value captured:
 (True, True)
 """
 
+from jaxprune.graph._adapters import check_model_kwargs
 from jaxprune.graph._affine import affine_runs, run_scale_shift
 from jaxprune.graph._analyze import SliceInfo
 from jaxprune.graph._evaluate import channel_vector, run_program
@@ -64,6 +65,7 @@ __all__ = [
     "abstract_model",
     "affine_runs",
     "build_model",
+    "check_model_kwargs",
     "channel_vector",
     "check_mask",
     "check_mask_names",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -102,7 +103,7 @@ class FusionNet(nn.Module):
 
 
 # Each table: its deepest network's fields, and how a row becomes the next one (the pair fused).
-_TABLES = {
+_TABLES: dict[str, dict[str, Any]] = {
     # Table I, CIFAR-10 (32x32x3): conv 32-32-64-64-128-128 with 2x2 pooling after every
     # second conv, dense head of 10. Each fusion merges the last conv into the head (Theorem 1,
     # conv-dense): 6 -> 5 -> 4 layers.

@@ -10,6 +10,7 @@ whose ``weights`` are trained directly.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -142,7 +143,7 @@ class MaskedMLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = x.reshape((x.shape[0], -1))
-        opts = dict(kind=self.kind, weight_init=self.weight_init, p=self.p)
+        opts: dict[str, Any] = dict(kind=self.kind, weight_init=self.weight_init, p=self.p)
         for i, width in enumerate(self.hidden):
             h = nn.relu(MaskedDense(width, name=f"dense_{i}", **opts)(h))
         return MaskedDense(self.out, name="out", **opts)(h)
@@ -183,7 +184,7 @@ class MaskedConvNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        opts = dict(kind=self.kind, weight_init=self.weight_init, p=self.p)
+        opts: dict[str, Any] = dict(kind=self.kind, weight_init=self.weight_init, p=self.p)
         h, i = x, 0
         for block in self.blocks:
             for channels in block:

@@ -107,7 +107,7 @@ class MobileNet(nn.Module):
     def lw_blocks(self) -> tuple[tuple[str, ...], ...]:
         """The standard blocks in forward order: the stem conv, then each separable block."""
         norm = self.norm is not None
-        out = [("conv1", "conv1_bn") if norm else ("conv1",)]
+        out: list[tuple[str, ...]] = [("conv1", "conv1_bn") if norm else ("conv1",)]
         for i in self._blocks():
             names = (f"conv_dw_{i + 1}", f"conv_pw_{i + 1}")
             out.append(names + (tuple(n + "_bn" for n in names) if norm else ()))

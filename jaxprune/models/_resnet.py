@@ -170,7 +170,8 @@ class CifarResNet(nn.Module):
     @property
     def widths(self) -> tuple[int, int, int]:
         """Channels of the three stages."""
-        return tuple(max(1, round(c * self.width)) for c in (16, 32, 64))
+        a, b, c = (max(1, round(c * self.width)) for c in (16, 32, 64))
+        return a, b, c
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -46,6 +46,7 @@ class Scored(nn.Module):
         inner = self.model.clone(parent=None)
         weights = self.param("weights", lambda k: inner.init(k, x, *args, **kwargs)["params"])
         scores = self.param("scores", lambda k: init_scores(k, weights))
-        return inner.apply(
+        out = inner.apply(
             {"params": effective_params(weights, scores, self.kind)}, x, *args, **kwargs
         )
+        return out  # type: ignore[return-value]  # apply without mutable= returns the output

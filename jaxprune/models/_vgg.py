@@ -129,7 +129,7 @@ class VGG16(nn.Module):
             if c == "M":
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))
                 continue
-            c = max(1, round(c * self.width))
+            c = max(1, round(int(c) * self.width))
             h = nn.Conv(
                 c,
                 (3, 3),

@@ -67,7 +67,7 @@ def _per_channel(pv, act: Act):
     c = pv[idx]
     if not isinstance(pv, jax.core.Tracer):
         shape = [1] * pv.ndim
-        shape[act.axis] = -1
+        shape[act.axis] = -1  # type: ignore[index]  # a channel layout has an axis
         if not np.array_equal(np.broadcast_to(np.reshape(c, shape), pv.shape), np.asarray(pv)):
             return None
     return c if c.shape[0] > 1 else c.reshape(())
@@ -388,7 +388,7 @@ def _fold_segment(program, ann, layer_at, env, steps: list[Step]):
             if K is None:
                 A = jnp.matmul(A, W, precision=_HI)
             else:
-                K = jnp.moveaxis(jnp.tensordot(K, W, ((oax,), (0,)), precision=_HI), -1, oax)
+                K = jnp.moveaxis(jnp.tensordot(K, W, ((oax,), (0,)), precision=_HI), -1, oax)  # type: ignore[arg-type]  # set with K
             a = None if a is None else jnp.matmul(a, W, precision=_HI)
             continue
         if K is not None:  # a second convolution: kxk -> kxk composed (see _composable)
@@ -467,7 +467,7 @@ def _same_layout_prefix(program, ann, steps: list[Step]) -> int:
             labels = free + ("C",) if s.operand == 0 else ("C",) + free
         elif node.name == "conv_general_dilated":
             dn = node.params["dimension_numbers"]
-            out = [None] * len(labels)
+            out: list = [None] * len(labels)
             out[dn.out_spec[0]], out[dn.out_spec[1]] = labels[dn.lhs_spec[0]], "C"
             for a, b in zip(dn.lhs_spec[2:], dn.out_spec[2:], strict=True):
                 out[b] = labels[a]

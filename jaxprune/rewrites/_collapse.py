@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -40,7 +42,7 @@ class CollapsedInit:
         fresh = draw(0)
         variables = jax.tree.unflatten(spec.treedef, [fresh[p] for p in spec.paths])
         new = collapse(
-            spec.model, variables, *args, fold_batchnorm=self.fold_batchnorm, **kwargs
+            spec.model, variables, *args, fold_batchnorm=self.fold_batchnorm, model_kwargs=kwargs
         ).variables
         flat, _ = jax.tree_util.tree_flatten_with_path(new)
         by_path = {path_str(p): v for p, v in flat}
@@ -129,7 +131,13 @@ def _without_statistics(program, an, path, trainable) -> list[list]:
     return [p for p in pieces if p]
 
 
-def collapse(model, variables, *args, fold_batchnorm: bool = True, **kwargs) -> RewriteResult:
+def collapse(
+    model,
+    variables,
+    *args,
+    fold_batchnorm: bool = True,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> RewriteResult:
     """Folds every linear chain and every foldable BatchNorm into a smaller model of its kind.
 
     Every maximal run of affine operations whose intermediate values are read by nothing else
@@ -175,7 +183,7 @@ def collapse(model, variables, *args, fold_batchnorm: bool = True, **kwargs) -> 
       fold_batchnorm: fold BatchNorm's running statistics into neighbouring layers (default);
         False keeps the steps that read them, so the collapsed model trains with
         ``train=True`` (batch statistics) as the original does.
-      **kwargs: keyword arguments of the call (``train=False``).
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       A :class:`~jaxprune.rewrites.RewriteResult`: ``.model`` of the model's kind and its
@@ -210,7 +218,7 @@ def collapse(model, variables, *args, fold_batchnorm: bool = True, **kwargs) -> 
       Paper 000, sec. 3.1 (Eq. 6) and sec. 5 (linear layers, BatchNorm at inference).
     """
     adapter = as_model(model, variables)
-    graph = trace(model, variables, *args, **kwargs)
+    graph = trace(model, variables, *args, model_kwargs=model_kwargs)
     an = graph.analysis
     flat = jax.tree.leaves(adapter.variables) + jax.tree.leaves(args)
     _, env = run_program(an, flat, capture=True)

@@ -10,13 +10,24 @@ group's slopes disappear, the second layer's kernel becomes ``W1 @ W2``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.graph import as_model
-from jaxprune.graph.extend import Act, Literal, PlanCache, PVal, held_leaves, model_variables, nest
+from jaxprune.graph.extend import (
+    Act,
+    Literal,
+    PlanCache,
+    PVal,
+    check_model_kwargs,
+    held_leaves,
+    model_variables,
+    nest,
+)
 from jaxprune.rewrites._prelu_program import PReLUProgram, flat_paths, slope_path
 from jaxprune.rewrites._prelu_swap import rewritten
 from jaxprune.rewrites._result import RewriteResult, count_params, result
@@ -132,7 +143,9 @@ def _nest(keypaths, leaves):
     return out
 
 
-def fold_linear(prelu_model, prelu_vars, *args, **kwargs) -> RewriteResult:
+def fold_linear(
+    prelu_model, prelu_vars, *args, model_kwargs: Mapping[str, Any] | None = None
+) -> RewriteResult:
     """Folds every all-linear dense unit group into its reader; returns a shallower model.
 
     For each unit group of ``prelu_model`` (from :func:`swap_relu_for_prelu`) whose slopes are
@@ -155,7 +168,7 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs) -> RewriteResult:
       prelu_vars: its variables (NNX/equinox: ``None`` for the variables the model holds,
         or the second value :func:`swap_relu_for_prelu` returned).
       *args: example arguments of the call (only their shapes matter).
-      **kwargs: keyword arguments of the call.
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       A :class:`~jaxprune.rewrites.RewriteResult`: ``.model`` of the same kind, equal in
@@ -190,7 +203,7 @@ def fold_linear(prelu_model, prelu_vars, *args, **kwargs) -> RewriteResult:
       is paper 000, sec. 3.1, Eq. 6.
     """
     run = _program_of(prelu_model)
-    graph, sites, _, _ = run.graph_for(args, kwargs)
+    graph, sites, _, _ = run.graph_for(args, check_model_kwargs(model_kwargs))
     if run.kind in ("nnx", "equinox"):
         paths, leaves = list(run.new_paths), held_leaves(prelu_model, prelu_vars)
     else:

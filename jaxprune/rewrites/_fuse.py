@@ -11,13 +11,14 @@ batch by batch from taps on the traced program, so memory is ``O(L0^2 + L0 L2)``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxprune._fusion_solve import fusion_weights
 from jaxprune.graph import as_model
-from jaxprune.graph.extend import Replacement, pair_moments, pair_of
+from jaxprune.graph.extend import Replacement, check_model_kwargs, pair_moments, pair_of
 from jaxprune.rewrites._chains import Fold
 from jaxprune.rewrites._collapse import replaced_model
 from jaxprune.rewrites._result import RewriteResult
@@ -114,7 +115,7 @@ def fuse(
     rcond: float | None = None,
     kernel_size: int | None = None,
     padding: str | None = None,
-    **kwargs,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> RewriteResult:
     """Fuses a layer-act-layer pair into one layer with MSE-optimal weights (FuseInit step 2).
 
@@ -152,7 +153,7 @@ def fuse(
       rcond: eigenvalue cutoff for the singular case (see ``fusion_weights``).
       kernel_size: fused kernel ``k~`` (conv-conv).
       padding: fused padding (conv-conv; default: the layers' common padding).
-      **kwargs: keyword arguments of the call (``train=False``).
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       A :class:`~jaxprune.rewrites.RewriteResult`: the fused ``.model`` and its ``.variables``
@@ -188,7 +189,7 @@ def fuse(
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}")
     adapter = as_model(model, variables)
-    options = {}
+    options: dict[str, Any] = {}
     if kernel_size is not None:
         options["kernel_size"] = kernel_size
     if padding is not None:
@@ -198,7 +199,7 @@ def fuse(
         variables,
         data,
         lambda g: [_pick(layers, g, estimator, kernel_size, padding)],
-        kwargs,
+        check_model_kwargs(model_kwargs),
         [options],
     )
     an = graph.analysis
@@ -210,7 +211,11 @@ def fuse(
         if estimator == "uncorrelated":
             groups = np.repeat(np.arange(a0.shape[-1]), int(np.prod(ks)))
     kernel, bias, mse = fusion_weights(
-        moments, method=method, rcond=rcond, groups=groups, context=f"layers {tuple(layers)}"
+        moments,
+        method=method,
+        rcond=rcond,
+        groups=groups,
+        context=f"layers {tuple(layers)}",
     )
     l1 = an.layers[pair.first]
     kdtype = an.program.avals[an.program.nodes[l1.node].ins[1]].dtype

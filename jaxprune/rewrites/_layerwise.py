@@ -14,12 +14,14 @@ integer (all functions are jittable with a dynamic ``k``; it is range-checked wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jaxprune._types import Mask, Params, PyTree
+from jaxprune.graph.extend import check_model_kwargs
 from jaxprune.models import NORM_COLLECTION, OUTPUT_COLLECTION, slot_name
 
 __all__ = [
@@ -116,10 +118,10 @@ def check_blocks(params: Params, blocks: Blocks, k=None) -> tuple[tuple[str, ...
     """
     if isinstance(blocks, str) or not blocks:
         raise ValueError(f"blocks: expected a non-empty sequence of name tuples, got {blocks!r}")
-    blocks = tuple(tuple(b) if not isinstance(b, str) else (b,) for b in blocks)
+    out = tuple(tuple(b) if not isinstance(b, str) else (b,) for b in blocks)
     names = set(params.keys())
     seen: set[str] = set()
-    for i, block in enumerate(blocks, 1):
+    for i, block in enumerate(out, 1):
         if not block:
             raise ValueError(f"blocks[{i - 1}]: block {i} is empty")
         for name in block:
@@ -133,11 +135,9 @@ def check_blocks(params: Params, blocks: Blocks, k=None) -> tuple[tuple[str, ...
             seen.add(name)
     kk = None if k is None else _static_int(k)
     if kk is not None:
-        if not 1 <= kk <= len(blocks):
-            raise ValueError(
-                f"k: expected 1 <= k <= {len(blocks)} (the number of blocks), got {kk}"
-            )
-    return blocks
+        if not 1 <= kk <= len(out):
+            raise ValueError(f"k: expected 1 <= k <= {len(out)} (the number of blocks), got {kk}")
+    return out
 
 
 def _static_int(k) -> int | None:
@@ -272,12 +272,13 @@ def above_block_mask(params: Params, blocks: Blocks, k) -> Mask:
 
 
 def block_statistics(
-    model, variables: PyTree, x: jax.Array, **apply_kwargs
+    model, variables: PyTree, x: jax.Array, *, model_kwargs: Mapping[str, Any] | None = None
 ) -> dict[str, tuple[jax.Array, jax.Array]]:
     """Mean and standard deviation (scalars) of each block's raw output on the sample ``x``.
 
     The model is applied once with its current normalization slots, recording each slot's input
     (the block output ``Z``). A zero standard deviation (a dead block) is reported as 1.
+    ``model_kwargs`` are the keyword arguments of ``model.apply`` (``{"train": False}``).
 
     Returns:
       ``{"block_k": (mu, sigma)}`` for every slot of the model.
@@ -288,7 +289,8 @@ def block_statistics(
     References:
       Paper 002, Algorithm 1, lines 5-6.
     """
-    _, state = model.apply(variables, x, mutable=[OUTPUT_COLLECTION], **apply_kwargs)
+    kwargs = check_model_kwargs(model_kwargs)
+    _, state = model.apply(variables, x, mutable=[OUTPUT_COLLECTION], **kwargs)
     outs = state.get(OUTPUT_COLLECTION, {})
     if not outs:
         raise ValueError(
@@ -304,7 +306,9 @@ def block_statistics(
     return stats
 
 
-def update_normalization(model, variables: PyTree, x: jax.Array, k, **apply_kwargs) -> PyTree:
+def update_normalization(
+    model, variables: PyTree, x: jax.Array, k, *, model_kwargs: Mapping[str, Any] | None = None
+) -> PyTree:
     """Inserts/updates the lambda layer ``(x - mu) / sigma`` after block ``k`` (lines 5-11).
 
     ``mu`` and ``sigma`` are the scalar mean and standard deviation of block ``k``'s output on the
@@ -318,7 +322,7 @@ def update_normalization(model, variables: PyTree, x: jax.Array, k, **apply_kwar
       variables: ``{"params": ..., "lw_norm": ...}``.
       x: the sample batch ``X``.
       k: 1-based block index (int or traced integer).
-      **apply_kwargs: forwarded to ``model.apply`` (e.g. ``train=False``).
+      model_kwargs: keyword arguments of ``model.apply`` (``{"train": False}``).
 
     Returns:
       New variables with slot ``block_{k}`` set.
@@ -347,7 +351,7 @@ def update_normalization(model, variables: PyTree, x: jax.Array, k, **apply_kwar
     kk = _static_int(k)
     if kk is not None and not 1 <= kk <= kmax:
         raise ValueError(f"k: expected 1 <= k <= {kmax} (the number of blocks), got {k}")
-    stats = block_statistics(model, variables, x, **apply_kwargs)
+    stats = block_statistics(model, variables, x, model_kwargs=model_kwargs)
     new = {}
     for j in range(1, kmax + 1):
         name = slot_name(j)

@@ -55,7 +55,7 @@ def transfer_mask(
         raise ValueError(f"mode: expected one of {MASK_TRANSFER_MODES}, got {mode!r}")
     if not inactive:
         raise ValueError("inactive: expected at least one layer")
-    masks = {k: check_mask("inactive", k, v, np.shape(v)) for k, v in inactive.items()}
+    masks = {k: check_mask("inactive", k, v, np.shape(v)) for k, v in inactive.items()}  # type: ignore[call-overload]
     if mode == "exact":
         return masks
     if key is None:

@@ -42,7 +42,7 @@ def reset_optimizer_state(
     >>> new[0].mu["w"].tolist()
     [0.0, 0.10000000149011612, 0.10000000149011612]
     """
-    if jax.tree.structure(mask) != jax.tree.structure(params):
+    if jax.tree.structure(mask) != jax.tree.structure(params):  # type: ignore[operator]
         raise ValueError(
             f"mask: expected the structure of params {jax.tree.structure(params)}, "
             f"got {jax.tree.structure(mask)}"

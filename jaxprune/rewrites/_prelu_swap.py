@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,9 @@ def _with_slopes(adapter, tree: dict):
     return {**variables, SLOPES: tree}
 
 
-def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs) -> RewriteResult:
+def swap_relu_for_prelu(
+    model, variables, *args, slope: float = 0.0, model_kwargs: Mapping[str, Any] | None = None
+) -> RewriteResult:
     """Replaces every ReLU of a unit group by a channel-wise PReLU; returns a model of its kind.
 
     The traced program is rewritten, not the model's class: every ReLU site ``max(x, 0)``
@@ -75,7 +78,7 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs) -
       variables: its variables (linen: every collection), ``None`` for NNX/equinox, or params.
       *args: example arguments of the call (only their shapes matter).
       slope: initial slope of every channel (0, paper 004's choice, keeps the outputs).
-      **kwargs: keyword arguments of the call (``train=False``).
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:
       A :class:`~jaxprune.rewrites.RewriteResult`: ``.model`` of the model's kind and
@@ -105,7 +108,7 @@ def swap_relu_for_prelu(model, variables, *args, slope: float = 0.0, **kwargs) -
       negative slope 0).
     """
     adapter = as_model(model, variables)
-    graph = trace(model, variables, *args, **kwargs)
+    graph = trace(model, variables, *args, model_kwargs=model_kwargs)
     units = slope_units(graph, relu_sites(graph))
     if not units:
         raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -83,7 +84,13 @@ def _round_up(graph, variables_flat, keep, round_to):
 
 
 def prune_units(
-    model, variables, keep, *args, round_to: int | None = None, exact: bool = True, **kwargs
+    model,
+    variables,
+    keep,
+    *args,
+    round_to: int | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    exact: bool = True,
 ) -> RewriteResult:
     """Removes units; returns a narrower model of the model's own kind.
 
@@ -108,12 +115,12 @@ def prune_units(
       round_to: if set (8 for GPUs, 128 for TPUs), keep widths rounded up to a multiple of it
         (capped at the full width): the extra units kept are the removed ones with the largest
         incoming weights (L2 norm of kernel columns, biases and norm entries).
+      model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
       exact: if False, also prune groups whose channels are coupled by a reduction over them
         (a transformer's residual stream under LayerNorm/RMSNorm): the narrow model's norms
         then reduce over the kept channels only, which is not the masked network; the
         report's ``output_error`` is the largest absolute output difference from the
         original measured on ``*args``.
-      **kwargs: keyword arguments of the call (``train=False``).
 
     Returns:
       A :class:`~jaxprune.rewrites.RewriteResult` whose ``.report.changes`` has one line per
@@ -154,7 +161,7 @@ def prune_units(
     """
     adapter = as_model(model, variables)
     keep = _concrete_keep(keep)
-    graph = trace(model, variables, *args, **kwargs)
+    graph = trace(model, variables, *args, model_kwargs=model_kwargs)
     keep = {k: np.asarray(v) for k, v in graph.check_units(keep, "keep", fill=False).items()}
     for name, m in keep.items():
         if not m.any():
@@ -210,8 +217,8 @@ def prune_units(
         )
         diffs = jax.tree.map(
             lambda a, b: float(jax.numpy.abs(jax.numpy.asarray(a) - b).max()),
-            adapter.apply(adapter.variables, *args, **kwargs),
-            new_adapter.apply(new_adapter.variables, *args, **kwargs),
+            adapter.apply(adapter.variables, *args, **graph.kwargs),
+            new_adapter.apply(new_adapter.variables, *args, **graph.kwargs),
         )
         error = max(jax.tree.leaves(diffs), default=0.0)
     return result(

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jaxprune._types import Mask, Params
+from jaxprune.graph.extend import check_model_kwargs
 from jaxprune.rewrites._optimizer_state import reset_optimizer_state
 
 __all__ = ["model_initializer", "reinit_round", "reinitialize"]
 
 
 def _check_mask(params: Params, mask: Mask, name: str = "mask") -> None:
-    if jax.tree.structure(mask) != jax.tree.structure(params):
+    if jax.tree.structure(mask) != jax.tree.structure(params):  # type: ignore[operator]
         raise ValueError(
             f"{name}: expected the structure of params {jax.tree.structure(params)}, "
             f"got {jax.tree.structure(mask)}"
@@ -72,16 +73,18 @@ def reinitialize(params: Params, mask: Mask, fresh: Params) -> Params:
     )
 
 
-def model_initializer(model, x: jax.Array, **init_kwargs) -> Callable[[jax.Array], Params]:
-    """``key -> model.init(key, x[:1], **init_kwargs)["params"]``: each layer's own initializer.
+def model_initializer(
+    model, x: jax.Array, *, model_kwargs: Mapping[str, Any] | None = None
+) -> Callable[[jax.Array], Params]:
+    """``key -> model.init(key, x[:1], **model_kwargs)["params"]``: each layer's own initializer.
 
     >>> import jax, jaxprune as jp
     >>> init = model_initializer(jp.models.BlockMLP(hidden=(4,), out=2), jax.numpy.zeros((1, 3)))
     >>> init(jax.random.key(0))["relu_0"]["kernel"].shape
     (3, 4)
     """
-    x = jnp.asarray(x)
-    return lambda key: model.init(key, x[:1], **init_kwargs)["params"]
+    x, kwargs = jnp.asarray(x), check_model_kwargs(model_kwargs)
+    return lambda key: model.init(key, x[:1], **kwargs)["params"]
 
 
 def reinit_round(

@@ -59,7 +59,9 @@ def check_params_like_model(model, params: Any, x: jax.Array, lead: tuple[int, .
         if model.params is not None:
             want = model.params
         else:
-            want = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1])[0])
+            init = model.init
+            assert init is not None  # a TrainModel without params draws them
+            want = jax.eval_shape(lambda: init(jax.random.key(0), x[:1])[0])
         name = f"{type(model.model).__name__}'s params"
     else:
         want = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1])["params"])

@@ -81,7 +81,7 @@ class TrainState(NamedTuple):
     params: Any  # trainable leaves
     state: Any  # every other variable collection (BatchNorm statistics, ...); {} if none
     opt_state: Any
-    step: jax.Array  # optimizer steps taken (int32)
+    step: jax.Array | int  # optimizer steps taken (int32)
 
 
 class Core(NamedTuple):
@@ -181,7 +181,8 @@ def make_core(
             )(train)
             grads = full(g, [jnp.zeros_like(a) for a in leaves])
             updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
-            ups = [u for u, c in zip(treedef.flatten_up_to(updates), keep, strict=True) if c]
+            flat = treedef.flatten_up_to(updates)  # type: ignore[attr-defined]
+            ups = [u for u, c in zip(flat, keep, strict=True) if c]
             params = full(optax.apply_updates(train, ups), leaves)
         return TrainState(params, new_state, opt_state, ts.step + 1), {"loss": value}
 
@@ -238,7 +239,8 @@ class ProgramCache:
     """
 
     def __init__(self, size: int = 32):
-        self.size, self.entries, self.hits = size, {}, 0
+        self.entries: dict = {}
+        self.size, self.hits = size, 0
         self.lock = threading.RLock()
 
     @staticmethod

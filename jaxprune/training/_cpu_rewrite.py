@@ -50,6 +50,7 @@ rewrite would not carry the requested sharding over to its result).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -251,7 +252,7 @@ def _eval(jaxpr: jcore.Jaxpr, consts, args) -> list[Any]:
     return [read(v) for v in jaxpr.outvars]
 
 
-def cpu_rewrite(fn):
+def cpu_rewrite(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` with its program rewritten for XLA:CPU's fast paths (see the module docstring).
 
     The result computes what ``fn`` computes (to float32 rounding; see the module docstring),

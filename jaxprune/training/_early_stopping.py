@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxprune._types import Params
 
@@ -39,8 +40,8 @@ def early_stopping_update(
     params: Params,
     epoch: jax.Array,
     *,
-    patience: int,
-    min_delta: float = 0.0,
+    patience: ArrayLike,
+    min_delta: ArrayLike = 0.0,
 ) -> EarlyStoppingState:
     """Records one epoch's monitored ``loss`` (Keras ``EarlyStopping(monitor="loss")`` semantics).
 

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from jaxprune._losses import LossFn, get_loss
-from jaxprune._types import Params
+from jaxprune._types import Model, Params, Variables
 from jaxprune.training._checkpoint import Checkpoints
 from jaxprune.training._checks import check_call, check_initial_state, device_data, given_variables
 from jaxprune.training._core import ProgramCache, TrainState, jit, make_core
@@ -73,14 +73,14 @@ def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial, trainab
 
 
 def train_epochs(
-    model,
+    model: Model,
     data: tuple[Any, Any],
     *,
     keys: jax.Array,
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     epochs: int,
-    variables: Any = None,
+    variables: Variables = None,
     batch_size: int = 128,
     partial: str = "keep",
     params: Params | None = None,

@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -15,9 +15,10 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from jax.typing import ArrayLike
 
 from jaxprune._losses import LossFn, get_loss
-from jaxprune._types import Params
+from jaxprune._types import Model, Params, Variables
 from jaxprune.training._checkpoint import Checkpoints
 from jaxprune.training._checks import (
     check_call,
@@ -48,7 +49,11 @@ class RunState(NamedTuple):
 
 
 class FitResult(NamedTuple):
-    """Result of :func:`fit`; every field has a leading seed axis when ``keys`` is a batch."""
+    """Result of :func:`fit`; every field has a leading seed axis when ``keys`` is a batch.
+
+    The fields shared with :class:`RoundsResult` and :class:`ReinitResult` (``variables``,
+    ``params``, ``state``, ``history``, ``loss``, ``seconds``) mean the same things.
+    """
 
     variables: Any  # the model's variables in its own form (every collection), best or last
     params: Params  # the trainable part of ``variables``
@@ -116,12 +121,15 @@ def _programs(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
     return _PROGRAMS.get(parts, lambda: _build(*parts))
 
 
+_T = TypeVar("_T")
+
+
 class _Limits(NamedTuple):
     """Early-stopping settings, passed to the compiled chunk as values."""
 
-    patience: jax.Array  # int32
-    min_delta: jax.Array  # float32
-    max_epochs: jax.Array  # int32
+    patience: ArrayLike  # int32
+    min_delta: ArrayLike  # float32
+    max_epochs: ArrayLike  # int32
 
 
 def _build(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
@@ -210,7 +218,7 @@ def _seed_sharding() -> NamedSharding:
     return NamedSharding(mesh, P("seeds"))
 
 
-def _place_seeds(state: RunState) -> RunState:
+def _place_seeds(state: _T) -> _T:
     """Shards the seed axis over all devices when there are several and the rows divide evenly.
 
     Runs are independent, so the vmapped program partitions without any collective; otherwise
@@ -248,13 +256,13 @@ def _compact_program():
 
 
 def fit(
-    model,
+    model: Model,
     data: tuple[Any, Any],
     *,
     keys: jax.Array,
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
-    variables: Any = None,
+    variables: Variables = None,
     batch_size: int = 128,
     partial: str = "keep",
     patience: int = 20,
@@ -416,7 +424,9 @@ def fit(
     state, final = init_runs(keys, params, opt_state, other, x, n_rows)
     rows = np.where(np.arange(n_rows) < n_runs, np.arange(n_rows), -1)  # seed of each row
     usage = np.zeros(2, np.int64)  # idle and all row-epochs at this width (see _next_width)
-    history = [[] for _ in range(n_runs)]  # per seed: epoch losses of this process's chunks
+    history: list[list] = [
+        [] for _ in range(n_runs)
+    ]  # per seed: epoch losses of this process's chunks
     ckpt = None
     if checkpoint is not None:
         fingerprint = run_fields(

@@ -220,8 +220,9 @@ def _nnx(model, variables, init_fn) -> TrainModel:
     if variables is not None:
         adapter = as_model(model, variables)
         model = adapter.rebuild(adapter.variables)[0]
-    graphdef, p_state, s_state = nnx.split(model, nnx.Param, ...)
-    params, state = nnx.to_pure_dict(p_state), nnx.to_pure_dict(s_state)
+    graphdef, p_state, s_state = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
+    params: Any = nnx.to_pure_dict(p_state)
+    state: Any = nnx.to_pure_dict(s_state)
     template = (params, state)
     rng_keys = nnx.split(model, nnx.RngKey, ...)[1]
     streams = sorted({str(v.tag) for _, v in nnx.to_flat_state(rng_keys)})
@@ -320,12 +321,12 @@ def _function(fn, params, init_fn, train_kw, draw_fn=None) -> TrainModel:
             kw["key"] = key
         return fn(p, x, **kw), s
 
-    init = None if init_fn is None else (lambda key, x1: (init_fn(key, x1), {}))
+    init: Callable | None = None if init_fn is None else (lambda key, x1: (init_fn(key, x1), {}))
     if draw_fn is not None:
         init = lambda key, x1: (draw_fn(key), {})  # noqa: E731
     if params is not None:
         params = as_model(fn, params).variables
-    template = None if params is None or draw_fn is None else (params, {})
+    template: tuple | None = None if params is None or draw_fn is None else (params, {})
     if draw_fn is not None:
         params = None  # the given params only give the structure
     return TrainModel(
@@ -593,6 +594,7 @@ def check_starts(tm: TrainModel, x1, n_runs: int, params, same_init: bool) -> No
 def _check_given(tm: TrainModel, x1, n_runs: int) -> None:
     """``variables=`` of a kind that has an ``init`` hold one set of weights of its shapes;
     a leading seed axis is named (it belongs in ``params=``). Shapes only."""
+    assert tm.init is not None  # only called for kinds that draw weights
     want = jax.eval_shape(tm.init, jax.random.key(0), x1)[0]
     got = {
         jax.tree_util.keystr(p): a.shape
@@ -611,6 +613,7 @@ def _check_given(tm: TrainModel, x1, n_runs: int) -> None:
 
 def _check_draw(tm: TrainModel, x1) -> None:
     """``tm.init``'s draw has the paths, shapes and dtypes of the template (shapes only)."""
+    assert tm.init is not None  # only called for kinds that draw weights
     got = jax.eval_shape(tm.init, jax.random.key(0), x1)
     flat = lambda t: {  # noqa: E731
         jax.tree_util.keystr(p): (tuple(a.shape), str(a.dtype))
@@ -655,7 +658,7 @@ def call_error(tm: TrainModel, error: Exception, x1) -> Exception:
     if tm.kind == "linen" and type(error).__name__ == "ScopeCollectionNotFound":
         held = sorted(["params", *(tm.state or {})])
         try:
-            drawn = sorted(jax.eval_shape(tm.init, jax.random.key(0), x1)[1])
+            drawn = sorted(jax.eval_shape(tm.init, jax.random.key(0), x1)[1])  # type: ignore[arg-type]
         except Exception:  # only for the message
             drawn = []
         missing = [c for c in drawn if c not in held] or "a collection"

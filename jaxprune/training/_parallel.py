@@ -36,7 +36,8 @@ backend is a multi-device CPU.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxprune._losses import LossFn, get_loss
+from jaxprune._types import Model, PyTree, Variables
 from jaxprune.training._core import TrainState, jit, make_core
 from jaxprune.training._model import training_model
 
@@ -68,9 +70,9 @@ def _core(model, loss, optimizer, train_kw, mutable, rngs):
 
 
 def train_state(
-    model,
+    model: Model,
     optimizer: optax.GradientTransformation,
-    variables=None,
+    variables: Variables = None,
     *,
     mutable: Sequence[str] | None = None,
 ) -> TrainState:
@@ -104,7 +106,7 @@ def train_state(
     return TrainState(tm.params, tm.state, optimizer.init(tm.params), jnp.zeros((), jnp.int32))
 
 
-def data_mesh(devices=None, axis: str = DATA) -> Mesh:
+def data_mesh(devices: Sequence[jax.Device] | None = None, axis: str = DATA) -> Mesh:
     """A 1-D mesh over ``devices`` (default: all global devices) with one named axis.
 
     >>> mesh = data_mesh()
@@ -129,7 +131,7 @@ def _check_divisible(rows: int, mesh: Mesh, what: str):
         )
 
 
-def replicate(tree, mesh: Mesh):
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     """Places every leaf of ``tree`` on all devices of ``mesh`` (fully replicated).
 
     With several processes every process passes the same values (e.g. drawn from the same key);
@@ -149,7 +151,7 @@ def replicate(tree, mesh: Mesh):
     return jax.tree.map(put, tree)
 
 
-def shard_batch(batch, mesh: Mesh, axis: str = DATA, batch_axis: int = 0):
+def shard_batch(batch: PyTree, mesh: Mesh, axis: str = DATA, batch_axis: int = 0) -> PyTree:
     """Splits every array of ``batch`` along ``batch_axis`` over the mesh axis ``axis``.
 
     With several processes, pass each process's *local* rows (see :func:`process_slice`); the
@@ -190,7 +192,7 @@ def _multi_device_cpu(mesh: Mesh) -> bool:
 
 
 def make_parallel_train_step(
-    model,
+    model: Model,
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     mesh: Mesh,
@@ -199,7 +201,7 @@ def make_parallel_train_step(
     train_kw: str | None = "train",
     mutable: Sequence[str] | None = None,
     rngs: Sequence[str] = ("dropout",),
-):
+) -> Callable[..., Any]:
     """``step(state, batch, *, key) -> (state, metrics)``, data-parallel.
 
     ``state`` is a :class:`TrainState` (see :func:`train_state`), replicated; ``batch = (x, y)``
@@ -249,7 +251,7 @@ def make_parallel_train_step(
 
 
 def make_parallel_epoch(
-    model,
+    model: Model,
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     mesh: Mesh,
@@ -258,7 +260,7 @@ def make_parallel_epoch(
     train_kw: str | None = "train",
     mutable: Sequence[str] | None = None,
     rngs: Sequence[str] = ("dropout",),
-):
+) -> Callable[..., Any]:
     """``epoch(state, batches, *, key) -> (state, losses)`` in one compiled scan.
 
     ``batches = (xs, ys)`` with shapes ``(steps, global_batch, ...)``; each step's batch is

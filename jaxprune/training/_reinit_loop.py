@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from jaxprune._losses import LossFn, get_loss
-from jaxprune._types import Params, UnitMask
+from jaxprune._types import Model, Params, PyTree, UnitMask
 from jaxprune.analysis import ACTIVE_THRESHOLD, REDUNDANCY_THRESHOLD, redundant_units, unit_ablation
 from jaxprune.graph import trace
 from jaxprune.rewrites import (
@@ -37,15 +37,21 @@ REVERT_THRESHOLD = 1.25
 
 
 class ReinitResult(NamedTuple):
-    """Result of :func:`train_with_reinit`; arrays have a leading seed axis."""
+    """Result of :func:`train_with_reinit`; a leading seed axis when ``keys`` is a batch.
 
+    The fields shared with :class:`FitResult` and :class:`RoundsResult` (``variables``,
+    ``params``, ``state``, ``history``, ``loss``, ``seconds``) mean the same things.
+    """
+
+    variables: PyTree  # {"params": params}: the model's variables
     params: Params  # final params, full width; pruned units have all-zero weights
-    keep: UnitMask  # {layer: bool[seeds, width]}: units kept by the final prune (step 13)
+    state: PyTree  # every other variable collection: {} (the model has none)
+    # per round R: "baseline" loss of each round (step 3), "sub_loss" after the partially
+    # frozen sub-training (step 9), "reverted" True where the round was reverted to its
+    # snapshot, "reinitialized" the number of units reinitialized
+    history: dict[str, jax.Array]
     loss: jax.Array  # [seeds] full-batch training loss after the final training (step 14)
-    baseline: jax.Array  # [seeds, R] baseline loss of each round (step 3)
-    sub_loss: jax.Array  # [seeds, R] loss after each partially frozen sub-training (step 9)
-    reverted: jax.Array  # [seeds, R] True where the round was reverted to its snapshot
-    reinitialized: jax.Array  # [seeds, R] number of units reinitialized in each round
+    keep: UnitMask  # {layer: bool[seeds, width]}: units kept by the final prune (step 13)
     epochs: jax.Array  # [seeds] epochs trained in all phases together
     seconds: float  # wall time of the whole call (all seeds), compile included
 
@@ -131,7 +137,7 @@ def _positive(name: str, value) -> float:
 
 
 def train_with_reinit(
-    model,
+    model: Model,
     data: tuple[Any, Any],
     *,
     keys: jax.Array,
@@ -212,8 +218,8 @@ def train_with_reinit(
     >>> keys = jax.random.split(jax.random.key(0), 2)
     >>> r = jp.training.train_with_reinit(model, (x, y), keys=keys, loss="mse",
     ...     optimizer=optax.adam(1e-2), reinits=1, patience=3, sub_patience=2, max_epochs=10)
-    >>> r.reverted.shape, r.keep["relu_0"].shape
-    ((2, 1), (2, 4))
+    >>> r.history["reverted"].shape, r.keep["relu_0"].shape, r.loss.shape
+    ((2, 1), (2, 4), (2,))
 
     References:
       Paper 000, sec. 4.1 steps 1-14 (Fig. 5) and sec. 5 (kernels).
@@ -294,14 +300,19 @@ def train_with_reinit(
     stack = lambda i, dtype: (
         jnp.stack([r[i] for r in rounds], axis=1) if rounds else jnp.zeros((n_runs, 0), dtype)
     )
+    history = {
+        "baseline": stack(0, jnp.float32),
+        "sub_loss": stack(1, jnp.float32),
+        "reverted": stack(2, bool),
+        "reinitialized": stack(3, jnp.int32),
+    }
     result = ReinitResult(
+        variables={"params": p},
         params=p,
-        keep=keep,
+        state={},
+        history=history,
         loss=progs.loss(p, x, y),
-        baseline=stack(0, jnp.float32),
-        sub_loss=stack(1, jnp.float32),
-        reverted=stack(2, bool),
-        reinitialized=stack(3, jnp.int32),
+        keep=keep,
         epochs=epochs + e3,
         seconds=0.0,
     )
@@ -312,13 +323,13 @@ def train_with_reinit(
             **{
                 f: jax.tree.map(lambda a: a[0], getattr(result, f))
                 for f in ReinitResult._fields
-                if f != "seconds"
+                if f not in ("seconds", "state")
             }
         )
     return result
 
 
-def pruned_model(model, result: ReinitResult, seed: int, x) -> RewriteResult:
+def pruned_model(model: Model, result: ReinitResult, seed: int, x: jax.Array) -> RewriteResult:
     """The physically narrower model of run ``seed`` of a batched result.
 
     Removes the pruned units with :func:`jaxprune.prune_units` (any model kind; the
@@ -338,7 +349,7 @@ def pruned_model(model, result: ReinitResult, seed: int, x) -> RewriteResult:
     >>> p = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 2)))["params"])(
     ...     jax.random.split(jax.random.key(0), 2))  # stands in for train_with_reinit(...).params
     >>> keep = {"relu_0": jnp.array([[True, True, False, True], [False, True, False, False]])}
-    >>> r = ReinitResult(p, keep, *[None] * 6, seconds=0.0)
+    >>> r = ReinitResult({"params": p}, p, {}, {}, None, keep, None, seconds=0.0)
     >>> narrow = pruned_model(model, r, 1, jnp.zeros((1, 2)))
     >>> narrow.variables["params"]["relu_0"]["kernel"].shape, narrow.report.changes
     ((2, 1), ('relu_0: 4 -> 1 units',))

@@ -20,7 +20,7 @@ import optax
 
 from jaxprune._data_checks import check_fraction
 from jaxprune._losses import LossFn, get_loss
-from jaxprune._types import PyTree
+from jaxprune._types import Model, Params, PyTree
 from jaxprune.graph import trace
 from jaxprune.models import NORM_COLLECTION
 from jaxprune.rewrites import (
@@ -49,12 +49,19 @@ METHODS = ("bl", "welsr", "dsd", "wels", "fc", "lw")
 
 
 class RoundsResult(NamedTuple):
-    """Result of :func:`train_rounds`; arrays have a leading seed axis."""
+    """Result of :func:`train_rounds`; a leading seed axis when ``keys`` is a batch.
+
+    The fields shared with :class:`FitResult` and :class:`ReinitResult` (``variables``,
+    ``params``, ``state``, ``history``, ``loss``, ``seconds``) mean the same things.
+    """
 
     variables: PyTree  # final {"params": ..., other collections} (best params if early stopping)
-    train_loss: jax.Array  # [seeds, rounds] training loss (eval mode, full set) after each round
-    val_loss: jax.Array | None  # [seeds, rounds] validation loss after each round, if given
-    steps: jax.Array  # [seeds, rounds] steps trained in each round
+    params: Params  # the trainable part of ``variables``
+    state: PyTree  # every other variable collection (the LW slots, ...), {} if none
+    # per round: "loss" [seeds, rounds] training loss (eval mode, full set) after each round,
+    # "val_loss" the validation loss (only with ``validation``), "steps" the steps trained
+    history: dict[str, jax.Array]
+    loss: jax.Array  # [seeds] training loss of the final ``variables`` (the last round's)
     seconds: float  # wall time, compile included
     model: Any = None  # the module ``variables`` belong to: the given one, or it with LW slots
 
@@ -80,7 +87,7 @@ def _accepts_train(model) -> bool:
 L2_FORMS = ("sum", "half_sum", "mean")
 
 
-def l2_penalty(params, *, form: str = "sum", biases: bool = False) -> jax.Array:
+def l2_penalty(params: Params, *, form: str = "sum", biases: bool = False) -> jax.Array:
     """The App. A weight-decay penalty without its factor: ``sum(w**2)`` in one of three forms.
 
     Args:
@@ -236,7 +243,9 @@ def _program(model, optimizer, loss_fn: LossFn, method: str, config: tuple) -> A
                     )
                 if normalize:
                     kw = {"train": False} if train_kw else {}
-                    new = update_normalization(model, {"params": params, **extra}, sample, k, **kw)
+                    new = update_normalization(
+                        model, {"params": params, **extra}, sample, k, model_kwargs=kw
+                    )
                     extra = {c: v for c, v in new.items() if c != "params"}
                 if reinit:
                     params, opt_state = reinit_round(
@@ -310,7 +319,7 @@ def _lw_blocks(model, x):
 
 
 def train_rounds(
-    model,
+    model: Model,
     data: tuple[jax.Array, jax.Array],
     *,
     keys: jax.Array,
@@ -428,8 +437,8 @@ def train_rounds(
     >>> res = jp.training.train_rounds(model, (x, y), keys=jax.random.split(jax.random.key(1), 2),
     ...     method="lw", loss="cross_entropy", optimizer=optax.sgd(0.05), steps_per_round=5,
     ...     rounds=2)
-    >>> res.train_loss.shape, sorted(res.variables)
-    ((2, 2), ['lw_norm', 'params'])
+    >>> res.history["loss"].shape, res.loss.shape, sorted(res.variables), sorted(res.state)
+    ((2, 2), (2,), ['lw_norm', 'params'], ['lw_norm'])
 
     References:
       Paper 002, sec. 1 (Eq. 1 and the four methods), sec. 1.1 (budgets: BL 1,800 steps vs
@@ -524,21 +533,18 @@ def train_rounds(
     program = _program(model, optimizer, get_loss(loss), method, config)
     draws = _draw_program(model, tuple(x.shape), x.dtype)(keys, jnp.arange(int(rounds)))
     variables, tl, vl, used = program(keys, draws, x, y, xv, yv)
-    result = RoundsResult(
-        variables,
-        tl,
-        vl if validation is not None else None,
-        used,
-        time.perf_counter() - start,
-        model,
-    )
+    history = {"loss": tl, "steps": used}
+    if validation is not None:
+        history["val_loss"] = vl
     if single:
-        pick = lambda t: None if t is None else jax.tree.map(lambda a: a[0], t)
-        result = result._replace(
-            **{
-                f: pick(getattr(result, f))
-                for f in RoundsResult._fields
-                if f not in ("seconds", "model")
-            }
-        )
-    return result
+        variables, history = jax.tree.map(lambda a: a[0], (variables, history))
+    state = {k: v for k, v in variables.items() if k != "params"}
+    return RoundsResult(
+        variables=variables,
+        params=variables["params"],
+        state=state,
+        history=history,
+        loss=history["loss"][..., -1],
+        seconds=time.perf_counter() - start,
+        model=model,
+    )

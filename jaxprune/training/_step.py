@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import optax
 
 from jaxprune._losses import LossFn, get_loss
-from jaxprune._types import Params
+from jaxprune._types import Batch, Model, Params
 from jaxprune.training._core import TrainState, make_core
 from jaxprune.training._core import jit as _jit
 from jaxprune.training._model import training_model
@@ -23,13 +24,13 @@ def _core(model, loss, optimizer, **kw):
 
 
 def make_train_step(
-    model,
+    model: Model,
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     *,
     jit: bool = True,
     trainable: TrainablePredicate | None = None,
-):
+) -> Callable[..., Any]:
     """Builds ``step(params, opt_state, batch, *, key=None) -> (params, opt_state, metrics)``.
 
     The library's one train step (:func:`~jaxprune.training._core.make_core`) seen on params
@@ -113,7 +114,7 @@ def make_train_step(
     return step
 
 
-def evaluate(model, params: Params, data, loss: str | LossFn) -> jax.Array:
+def evaluate(model: Model, params: Params, data: Batch, loss: str | LossFn) -> jax.Array:
     """Mean loss of ``model`` on ``data = (x, y)`` in evaluation mode (one full batch).
 
     ``params`` is the model's params, or (linen) its whole variables dict with every
@@ -126,14 +127,14 @@ def evaluate(model, params: Params, data, loss: str | LossFn) -> jax.Array:
 
 
 def make_epoch(
-    model,
+    model: Model,
     loss: str | LossFn,
     optimizer: optax.GradientTransformation,
     *,
     batch_size: int,
     unroll: int = 1,
     partial: str = "keep",
-):
+) -> Callable[..., Any]:
     """``epoch(params, opt_state, x, y, *, key) -> (params, opt_state, mean_loss)``, unjitted.
 
     The core's epoch (:func:`~jaxprune.training._core.make_core`) on params alone: one pass

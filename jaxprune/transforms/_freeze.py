@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxprune._types import UnitMask
+from jaxprune.graph import Graph
 
 __all__ = ["FreezeUnitsState", "freeze_units"]
 
@@ -19,7 +20,7 @@ class FreezeUnitsState(NamedTuple):
     frozen: UnitMask
 
 
-def freeze_units(graph, frozen: UnitMask) -> optax.GradientTransformation:
+def freeze_units(graph: Graph, frozen: UnitMask) -> optax.GradientTransformation:
     """Zeroes the final updates of the frozen units' writing and reading parameter entries.
 
     A unit's entries are those of :meth:`~jaxprune.graph.Graph.unit_param_mask`: what writes it

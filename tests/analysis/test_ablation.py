@@ -114,12 +114,12 @@ def _zeroed_outgoing(graph, variables, unit, i):
 def test_every_zoo_model_equals_zeroing_outgoing_weights(name):
     case = ZOO[name]()
     adapter = as_model(case.model, case.variables)
-    graph = jp.trace(adapter, adapter.variables, case.x, **case.kwargs)
+    graph = jp.trace(adapter, adapter.variables, case.x, model_kwargs=case.kwargs)
     v = adapter.variables
     out = adapter.apply(v, case.x, **case.kwargs)
     y = out + jax.random.normal(jax.random.key(9), out.shape)  # a nonzero baseline loss
     got = jp.analysis.unit_ablation(
-        case.model, case.variables, (case.x, y), chunk_size=3, **case.kwargs
+        case.model, case.variables, (case.x, y), chunk_size=3, model_kwargs=case.kwargs
     )
     assert {k: r.shape for k, r in got.items()} == {k: (w,) for k, w in case.units.items()}
     base = _mse(out, y)
@@ -151,13 +151,15 @@ def test_resnet_stem_unit_removed_through_the_identity_shortcut():
     }
     base = _mse(case.model.apply(v, case.x, train=False), y)
     removed = _mse(case.model.apply({**v, "params": q}, case.x, train=False), y)
-    got = jp.analysis.unit_ablation(case.model, v, (case.x, y), train=False)["Conv_0"]
+    got = jp.analysis.unit_ablation(case.model, v, (case.x, y), model_kwargs={"train": False})[
+        "Conv_0"
+    ]
     np.testing.assert_allclose(got[0], removed / base, rtol=1e-5)
 
 
 def test_vmapped_equals_python_loop_over_units():
     case = ZOO["resnet_v1_b"]()
-    graph = jp.trace(case.model, case.variables, case.x, train=False)
+    graph = jp.trace(case.model, case.variables, case.x, model_kwargs={"train": False})
     y = jnp.ones((4, 3))
     got = jp.analysis.unit_ablation(graph, None, (case.x, y), chunk_size=7)
     base = _mse(graph.apply(case.variables, case.x), y)

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxprune as jp
 from jaxprune.graph import GraphError
@@ -182,8 +184,9 @@ def test_keep_top_with_graph_prunes_grouped_conv_equally_per_group():
     assert jp.analysis.keep_top(scores, 0.5)["Conv_1"].tolist() == [True] * 4 + [False] * 4
     keep = jp.analysis.keep_top(scores, 0.5, graph=graph)
     assert keep["Conv_1"].tolist() == [True, True, False, False] * 2  # two best of each group
+    assert keep["Conv_0"].tolist() == [True, False] * 2  # read by it: same position per group
     with pytest.raises(GraphError, match=r"equal numbers per group"):
-        jp.prune_units(net, v, jp.analysis.keep_top(scores, 0.5), x)
+        jp.prune_units(net, v, {"Conv_1": jp.analysis.keep_top(scores, 0.5)["Conv_1"]}, x)
     res = jp.prune_units(net, v, {"Conv_1": keep["Conv_1"]}, x)
     np.testing.assert_allclose(
         res.model.apply(res.variables, x),
@@ -191,3 +194,51 @@ def test_keep_top_with_graph_prunes_grouped_conv_equally_per_group():
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_keep_top_round_to_with_conv_groups_rounds_the_total():
+    """A grouped unit (12 channels, 3 groups) keeps equal numbers per group; round_to applies
+    to the total: ratio 0.25 -> 1 per group -> 3, rounded up to 6 -> 2 per group."""
+
+    class FakeGraph:
+        units = {"g": jp.graph.Unit("g", 12, ("g",), ("relu",), (), groups=3)}
+
+    s = {"g": np.array([9.0, 1, 2, 3, 8, 7, 1, 1, 1, 1, 5, 6])}
+    keep = jp.analysis.keep_top(s, 0.25, graph=FakeGraph(), round_to=6)["g"]
+    assert keep.reshape(3, 4).sum(axis=1).tolist() == [2, 2, 2]
+    assert np.flatnonzero(keep).tolist() == [0, 3, 4, 5, 10, 11]  # the two best per group
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 12), min_size=1, max_size=4),
+    ratio=st.floats(0.05, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_keep_top_keeps_the_best_at_the_ratio(widths, ratio, seed):
+    rng = np.random.default_rng(seed)
+    scores = {f"u{i}": rng.permutation(100)[:w] + rng.random() for i, w in enumerate(widths)}
+    keep = jp.analysis.keep_top(scores, ratio)
+    for k, s in scores.items():
+        assert keep[k].sum() == max(1, int(np.ceil(ratio * s.size)))
+        if not keep[k].all():
+            assert s[keep[k]].min() > s[~keep[k]].max()
+    keep = jp.analysis.keep_top(scores, ratio, per_layer=False)
+    allv = np.concatenate(list(scores.values()))
+    kept = np.concatenate([keep[k] for k in scores])
+    n = int(np.ceil(ratio * allv.size))
+    top = np.zeros(allv.size, bool)
+    top[np.argsort(-allv)[:n]] = True
+    forced = [k for k in scores if not top[_span(scores, k)].any()]  # their best, kept anyway
+    for k in forced:
+        top[_span(scores, k).start + int(np.argmax(scores[k]))] = True
+    np.testing.assert_array_equal(kept, top)
+
+
+def _span(scores, name):
+    start = 0
+    for k, s in scores.items():
+        if k == name:
+            return slice(start, start + s.size)
+        start += s.size
+    raise KeyError(name)

@@ -136,7 +136,7 @@ def _with_copies(graph, variables):
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_every_zoo_model_finds_a_planted_copy_by_unit(name):
     case = ZOO[name]()
-    graph = jp.trace(case.model, case.variables, case.x, **case.kwargs)
+    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=case.kwargs)
     v = graph.model.variables
     plain = redundant_units(graph, v)
     assert {k: m.shape for k, m in plain.items()} == {k: (w,) for k, w in case.units.items()}

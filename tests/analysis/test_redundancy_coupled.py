@@ -108,4 +108,4 @@ def test_a_positive_multiple_through_the_batchnorm_is_redundant():
 def test_batch_statistics_are_an_error_naming_evaluation_mode():
     v = _variables()
     with pytest.raises(GraphError, match=r"Conv_0.*BatchNorm_0/(bias|scale).*evaluation mode"):
-        redundant_units(ConvBN(), v, X, train=True, mutable=["batch_stats"])
+        redundant_units(ConvBN(), v, X, model_kwargs={"train": True, "mutable": ["batch_stats"]})

@@ -66,8 +66,7 @@ def test_graph_of_a_grouped_conv():
     assert graph.layers["Conv_1"].op == "grouped_conv"
     assert graph.units["Conv_1"].width == 9 and graph.units["Conv_1"].groups == G
     assert graph.units["Conv_2"].groups == 1
-    # the grouped conv's input channels cannot be narrowed per channel: coupled, saying why
-    assert any("grouped convolution" in why for why in graph.units["Conv_0"].coupled)
+    assert graph.units["Conv_0"].coupled == ()  # read by the grouped conv: see period
     # the grouped conv's output channels own its kernel's output axis and bias
     slices = {
         leaf: (axis, idx.tolist()) for leaf, axis, idx in graph.slices("Conv_1", outgoing=False)
@@ -123,13 +122,44 @@ def test_prune_unequal_numbers_per_group_is_an_error():
         jp.prune_units(model, v, {"Conv_1": keep}, x)
 
 
-def test_prune_input_of_grouped_conv_is_an_error():
+def test_prune_input_at_the_same_positions_in_every_group_equals_masked():
+    """The grouped conv reads in-group position r of every group with kernel[..., r, :]: its
+    input channels are pruned at the same positions in every group (period 2 here)."""
     model, v, x = _case()
-    keep = np.array([True, False, True, True, True, True])
-    with pytest.raises(
-        GraphError, match=r"'Conv_0'.*grouped convolution \(feature_group_count=3, 6 -> 9"
-    ):
+    graph = jp.trace(model, v, x)
+    assert graph.units["Conv_0"].period == 2 and graph.units["Conv_1"].period == 0
+    keep = np.array([False, True] * 3)  # position 1 of each of the 3 groups
+    res = jp.prune_units(model, v, {"Conv_0": keep}, x)
+    p = res.variables["params"]
+    assert p["Conv_0"]["kernel"].shape == (1, 1, 4, 3)
+    assert p["Conv_1"]["kernel"].shape == (3, 3, 1, 9)  # in-group position 1 kept
+    np.testing.assert_array_equal(p["Conv_1"]["kernel"], v["params"]["Conv_1"]["kernel"][:, :, 1:])
+    want = graph.apply(v, x, masks={"Conv_0": keep})
+    np.testing.assert_allclose(res.model.apply(res.variables, x), want, rtol=1e-5, atol=1e-5)
+    # both sides at once: the grouped conv's input and its output (one per group)
+    out_keep = np.array([True, False, True, True, True, False, False, True, True])
+    both = {"Conv_0": keep, "Conv_1": out_keep}
+    res = jp.prune_units(model, v, both, x)
+    assert res.variables["params"]["Conv_1"]["kernel"].shape == (3, 3, 1, 6)
+    np.testing.assert_allclose(
+        res.model.apply(res.variables, x), graph.apply(v, x, masks=both), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_prune_input_at_different_positions_per_group_is_an_error():
+    model, v, x = _case()
+    keep = np.array([True, False, False, True, True, False])  # one per group, not aligned
+    with pytest.raises(GraphError, match=r"'Conv_0'.*\(period 2\).*same positions in every group"):
         jp.prune_units(model, v, {"Conv_0": keep}, x)
+
+
+def test_keep_top_with_graph_keeps_the_same_positions_in_every_group():
+    model, v, x = _case()
+    graph = jp.trace(model, v, x)
+    scores = {"Conv_0": np.array([1.0, 0.0, 0.0, 5.0, 2.0, 0.0]), "Conv_1": np.ones(9)}
+    keep = jp.analysis.keep_top(scores, 0.5, graph=graph)
+    assert keep["Conv_0"].tolist() == [False, True] * 3  # position sums: 1 + 0 + 2 < 0 + 5 + 0
+    assert keep["Conv_1"].reshape(3, 3).sum(axis=1).tolist() == [2, 2, 2]
 
 
 def test_path_counts_sum_within_groups():
@@ -156,3 +186,37 @@ def test_path_counts_sum_within_groups():
         assert log_n == pytest.approx(np.log(out.sum()), rel=1e-12)
         apl = np.arange(n) @ out.sum(0) / out.sum()
         assert jp.analysis.average_path_length(graph, masks) == pytest.approx(apl, rel=1e-12)
+
+
+def test_reading_entries_of_the_grouped_kernel_belong_to_the_input_units():
+    """Input channel c = 2 j + r is read by kernel[..., r, 3 j : 3 j + 3] only: those entries
+    are its outgoing entries (freeze and reinit mark them), and its magnitude counts them."""
+    model, v, x = _case()
+    graph = jp.trace(model, v, x)
+    ((leaf, axes, idx),) = graph.grouped_slices("Conv_0")
+    assert (leaf, axes) == ("params/Conv_1/kernel", (2, 3))
+    want = np.array([[2 * (o // 3) + r for o in range(9)] for r in range(2)])
+    np.testing.assert_array_equal(idx, want)
+    assert graph.grouped_slices("Conv_1") == []
+    unit = np.zeros(6, bool)
+    unit[3] = True  # group 1, in-group position 1
+    mask = graph.unit_param_mask(v["params"], {"Conv_0": unit}, incoming=False)
+    hand = np.zeros((3, 3, 2, 9), bool)
+    hand[:, :, 1, 3:6] = True
+    np.testing.assert_array_equal(mask["Conv_1"]["kernel"], hand)
+    assert not mask["Conv_1"]["bias"].any()
+    np.testing.assert_array_equal(mask["Conv_0"]["kernel"], np.zeros((1, 1, 4, 6), bool))
+    # magnitude: the 1x1 conv's column and bias, BatchNorm's entries, the grouped kernel's part
+    p = v["params"]
+    scores = jp.analysis.importance(graph, v, x, "magnitude")["Conv_0"]
+    for c in range(6):
+        j, r = divmod(c, 2)
+        entries = [
+            p["Conv_0"]["kernel"][..., c],
+            p["Conv_0"]["bias"][c],
+            p["BatchNorm_0"]["scale"][c],
+            p["BatchNorm_0"]["bias"][c],
+            p["Conv_1"]["kernel"][:, :, r, 3 * j : 3 * j + 3],
+        ]
+        want = np.sqrt(sum(float(jnp.sum(jnp.square(e))) for e in entries))
+        assert scores[c] == pytest.approx(want, rel=1e-6)

@@ -32,8 +32,8 @@ def test_graph_apply_with_missing_arguments_names_them():
 
 def test_collapse_in_train_mode_says_evaluation_mode():
     case = make_resnet_v1()
-    with pytest.raises(ValueError, match=r"kwargs: .*batch_stats.*train=False"):
-        jp.collapse(case.model, case.variables, case.x, train=True)
+    with pytest.raises(ValueError, match=r"model_kwargs: .*batch_stats.*'train': False"):
+        jp.collapse(case.model, case.variables, case.x, model_kwargs={"train": True})
 
 
 def test_linen_params_without_their_batch_stats_say_what_to_pass():

@@ -15,7 +15,7 @@ from jaxprune.graph import GraphError, as_model
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_units_equal_hand_listed_and_evaluation_equals_model(name):
     case = ZOO[name]()
-    graph = jp.trace(case.model, case.variables, case.x, **case.kwargs)
+    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=case.kwargs)
     assert {k: u.width for k, u in graph.units.items()} == case.units
     adapter = as_model(case.model, case.variables)
     expected = adapter.apply(adapter.variables, case.x, **case.kwargs)
@@ -49,7 +49,7 @@ def test_sort_over_channels_raises_naming_primitive_and_line():
 
 def test_residual_groups_tie_block_output_and_projection():
     case = ZOO["resnet_v1_b"]()
-    graph = jp.trace(case.model, case.variables, case.x, train=False)
+    graph = jp.trace(case.model, case.variables, case.x, model_kwargs={"train": False})
     group = graph.units["ResBlockV1_1/Conv_1"]
     assert set(group.layers) == {"ResBlockV1_1/Conv_1", "ResBlockV1_1/Conv_2"}
     # The stem, block 1's second conv: one group through the identity shortcut.

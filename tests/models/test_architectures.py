@@ -227,7 +227,7 @@ def test_traces_collapses_and_prunes_a_unit_exactly(name):
     model, shape, _, _ = SMALL[name]
     x = jax.random.normal(jax.random.key(0), shape)
     v = _variables(model, x)
-    graph = jp.trace(model, v, x, train=False)
+    graph = jp.trace(model, v, x, model_kwargs={"train": False})
     kernels = [p for p in jax.tree_util.tree_leaves_with_path(v["params"])]
     n_kernels = sum(1 for p, _ in kernels if p[-1].key == "kernel")
     assert len(graph.layers) == n_kernels  # every conv and dense layer is a layer of the graph
@@ -235,14 +235,14 @@ def test_traces_collapses_and_prunes_a_unit_exactly(name):
     scale = float(jnp.abs(y).max())
     tol = dict(rtol=1e-4, atol=1e-5 * scale)
 
-    result = jp.collapse(model, v, x, train=False)
+    result = jp.collapse(model, v, x, model_kwargs={"train": False})
     small, sv = result.model, result.variables
     np.testing.assert_allclose(small.apply(sv, x, train=False), y, **tol)
     assert _size(sv) <= _size(v)
 
     # prune one unit of every group: the narrow network equals the masked one
     keep = {u: np.arange(g.width) != 1 for u, g in graph.units.items()}
-    result = jp.prune_units(model, v, keep, x, train=False)
+    result = jp.prune_units(model, v, keep, x, model_kwargs={"train": False})
     narrow, nv = result.model, result.variables
     masked = graph.apply(v, x, masks=keep)
     np.testing.assert_allclose(narrow.apply(nv, x, train=False), masked, **tol)

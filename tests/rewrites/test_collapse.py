@@ -39,7 +39,7 @@ def _shapes(tree):
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_collapse_keeps_outputs(name):
     case = ZOO[name]()
-    result = jp.collapse(case.model, case.variables, case.x, **case.kwargs)
+    result = jp.collapse(case.model, case.variables, case.x, model_kwargs=case.kwargs)
     small, sv = result.model, result.variables
     before = _call(case.model, case.variables, case.x, **case.kwargs)
     np.testing.assert_allclose(_call(small, sv, case.x, **case.kwargs), before, **TOL)
@@ -51,7 +51,7 @@ def test_collapse_keeps_outputs(name):
 @pytest.mark.parametrize("name", ["mlp", "nested", "concat", "depthwise"])
 def test_models_without_chains_are_unchanged(name):
     case = ZOO[name]()
-    sv = jp.collapse(case.model, case.variables, case.x, **case.kwargs).variables
+    sv = jp.collapse(case.model, case.variables, case.x, model_kwargs=case.kwargs).variables
     assert _shapes(sv) == _shapes(jax.tree.map(jnp.asarray, dict(case.variables)))
 
 
@@ -152,7 +152,7 @@ def test_cnn_1x1_conv_with_bias_before_same_conv_is_left_alone():
 
 def test_batchnorm_folds_into_convs_of_resnet_v1_b():
     case = make_resnet_v1("B")
-    result = jp.collapse(case.model, case.variables, case.x, train=False)
+    result = jp.collapse(case.model, case.variables, case.x, model_kwargs={"train": False})
     small, sv = result.model, result.variables
     # every BatchNorm follows a conv: stem (conv has a bias: -4*4), block 1: two bias-free
     # convs (-4*4 + 4 each), block 2: two convs and the projection (-4*8 + 8 each)
@@ -166,7 +166,7 @@ def test_batchnorm_folds_into_convs_of_resnet_v1_b():
 
 def test_batchnorm_folds_where_exact_in_resnet_v2():
     case = make_resnet_v2()
-    result = jp.collapse(case.model, case.variables, case.x, train=False)
+    result = jp.collapse(case.model, case.variables, case.x, model_kwargs={"train": False})
     small, sv = result.model, result.variables
     # folded: each block's middle BN (after its first conv, before relu): -4*4+4, -4*6+6;
     # kept: the pre-activation BNs (they read the residual sum, also read by the shortcut)
@@ -180,7 +180,7 @@ def test_batchnorm_folds_where_exact_in_resnet_v2():
 
 def test_collapsed_model_under_jit_and_export():
     case = make_resnet_v1("A")
-    result = jp.collapse(case.model, case.variables, case.x, train=False)
+    result = jp.collapse(case.model, case.variables, case.x, model_kwargs={"train": False})
     small, sv = result.model, result.variables
     exp = jax.export.export(jax.jit(small.apply))(sv, case.x)
     want = case.model.apply(case.variables, case.x)
@@ -293,7 +293,7 @@ def test_per_position_constants_and_other_call_modes_are_not_folded():
     np.testing.assert_allclose(small.apply(sv, x), m.apply(v, x), **TOL)
 
     case = make_resnet_v1("B")
-    result = jp.collapse(case.model, case.variables, case.x, train=False)
+    result = jp.collapse(case.model, case.variables, case.x, model_kwargs={"train": False})
     small, sv = result.model, result.variables
     with pytest.raises(jp.GraphError, match="traces differently"):
         small.apply(sv, case.x, train=True, mutable=["batch_stats"])

@@ -235,7 +235,9 @@ def test_fusion_candidates_rank_every_pair_of_the_graph():
 )  # fmt: skip
 def test_fusion_candidates_on_the_zoo(name, pairs):
     case = ZOO[name]()
-    got = jp.analysis.fusion_candidates(case.model, case.variables, [case.x], **case.kwargs)
+    got = jp.analysis.fusion_candidates(
+        case.model, case.variables, [case.x], model_kwargs=case.kwargs
+    )
     assert {c.layers for c in got} == pairs
 
 
@@ -255,4 +257,10 @@ def test_not_a_fusable_pair_names_both_layers_and_why():
         jp.fuse(case.model, case.variables, ("Dense_0", "Dense_1"), data=[])
     res = ZOO["resnet_v1_b"]()  # the stem's output is also read by the residual add
     with pytest.raises(ValueError, match="not a fusable pair"):
-        jp.fuse(res.model, res.variables, ("Conv_0", "ResBlockV1_0/Conv_0"), [res.x], train=False)
+        jp.fuse(
+            res.model,
+            res.variables,
+            ("Conv_0", "ResBlockV1_0/Conv_0"),
+            [res.x],
+            model_kwargs={"train": False},
+        )

@@ -33,7 +33,9 @@ def _slopes(v):
 )  # fmt: skip
 def test_swap_is_bit_identical_at_slope_zero(name, units):
     case = ZOO[name]()
-    result = jp.rewrites.swap_relu_for_prelu(case.model, case.variables, case.x, **case.kwargs)
+    result = jp.rewrites.swap_relu_for_prelu(
+        case.model, case.variables, case.x, model_kwargs=case.kwargs
+    )
     net, v = result.model, result.variables
     assert {u: s["slope"].shape[0] for u, s in _slopes(v).items()} == units
     assert all(float(jnp.abs(s["slope"]).max()) == 0.0 for s in _slopes(v).values())

@@ -44,16 +44,16 @@ def _size(tree):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_prune_equals_masked_network(name, seed):
     case = ZOO[name]()
-    graph = jp.trace(case.model, case.variables, case.x, **case.kwargs)
+    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=case.kwargs)
     keep = _random_keep(graph, seed)
-    result = jp.prune_units(case.model, case.variables, keep, case.x, **case.kwargs)
+    result = jp.prune_units(case.model, case.variables, keep, case.x, model_kwargs=case.kwargs)
     narrow, nv = result.model, result.variables
     assert jax.tree.structure(nv) == jax.tree.structure(case.variables)
     masked = graph.apply(case.variables, case.x, masks=keep)
     np.testing.assert_allclose(_call(narrow, nv, case.x, **case.kwargs), masked, **TOL)
     # another batch size: the narrow model re-traces the original at the new shape
     x2 = jnp.concatenate([case.x, case.x[:1]])
-    g2 = jp.trace(case.model, case.variables, x2, **case.kwargs)
+    g2 = jp.trace(case.model, case.variables, x2, model_kwargs=case.kwargs)
     np.testing.assert_allclose(
         _call(narrow, nv, x2, **case.kwargs), g2.apply(case.variables, x2, masks=keep), **TOL
     )
@@ -99,7 +99,7 @@ def test_residual_group_dead_channel_removed_with_unchanged_outputs():
         p[bn]["bias"] = p[bn]["bias"].at[dead].set(0.0)
     del s
     keep = {"ResBlockV1_1/Conv_1": np.arange(8) != dead}
-    result = jp.prune_units(case.model, v, keep, case.x, train=False)
+    result = jp.prune_units(case.model, v, keep, case.x, model_kwargs={"train": False})
     narrow, nv = result.model, result.variables
     for conv in ("Conv_1", "Conv_2"):
         assert nv["params"]["ResBlockV1_1"][conv]["kernel"].shape[-1] == 7
@@ -173,9 +173,9 @@ def test_coupled_group_raises_graph_error():
 
 def test_jit_vmap_grad_and_export_round_trip_of_pruned_resnet():
     case = make_resnet_v1("B")
-    graph = jp.trace(case.model, case.variables, case.x, train=False)
+    graph = jp.trace(case.model, case.variables, case.x, model_kwargs={"train": False})
     keep = _random_keep(graph, 3)
-    result = jp.prune_units(case.model, case.variables, keep, case.x, train=False)
+    result = jp.prune_units(case.model, case.variables, keep, case.x, model_kwargs={"train": False})
     narrow, nv = result.model, result.variables
     ref = graph.apply(case.variables, case.x, masks=keep)
     fwd = jax.jit(lambda v, x: narrow.apply(v, x, train=False))
@@ -210,9 +210,9 @@ def test_pruned_resnet_trains_with_mutable_batch_stats():
         "ResBlockV1_1/Conv_1": ~np.isin(np.arange(8), gone1),
     }
     train = dict(train=True, mutable=["batch_stats"])
-    graph = jp.trace(case.model, case.variables, case.x, **train)
+    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=train)
     assert {n: u.width for n, u in graph.units.items()} == ZOO["resnet_v1_b"]().units
-    result = jp.prune_units(case.model, case.variables, keep, case.x, train=False)
+    result = jp.prune_units(case.model, case.variables, keep, case.x, model_kwargs={"train": False})
     narrow, nv = result.model, result.variables
     y, updates = narrow.apply(nv, case.x, **train)
 

@@ -38,9 +38,9 @@ def _half(graph):
 
 
 def _prune(case, key_seed=None):
-    graph = jp.trace(case.model, case.variables, case.x, **case.kwargs)
+    graph = jp.trace(case.model, case.variables, case.x, model_kwargs=case.kwargs)
     keep = _half(graph)
-    result = jp.prune_units(case.model, case.variables, keep, case.x, **case.kwargs)
+    result = jp.prune_units(case.model, case.variables, keep, case.x, model_kwargs=case.kwargs)
     narrow, nv = result.model, result.variables
     return narrow, nv, keep, graph
 
@@ -89,12 +89,12 @@ def test_pruned_init_has_the_layer_initializers_scale():
 
 def test_collapsed_init_is_the_collapse_of_the_original_init():
     for case in (make_cnn(), make_resnet_v1("B")):
-        result = jp.collapse(case.model, case.variables, case.x, **case.kwargs)
+        result = jp.collapse(case.model, case.variables, case.x, model_kwargs=case.kwargs)
         small, sv = result.model, result.variables
         for seed in (0, 1):
             key = jax.random.key(seed)
             fresh = case.model.init(key, case.x, **case.kwargs)
-            want = jp.collapse(case.model, fresh, case.x, **case.kwargs).variables
+            want = jp.collapse(case.model, fresh, case.x, model_kwargs=case.kwargs).variables
             got = _flat(small.init(key, case.x, **case.kwargs))
             want = _flat(want)
             assert sorted(got) == sorted(want) == sorted(_flat(sv))
@@ -376,7 +376,7 @@ def test_rewritten_models_expose_the_original_signature():
     want = inspect.signature(case.model.__call__)
     assert inspect.signature(narrow.__call__) == want
     assert list(want.parameters) == ["x", "train"]
-    small = jp.collapse(case.model, case.variables, case.x, train=False).model
+    small = jp.collapse(case.model, case.variables, case.x, model_kwargs={"train": False}).model
     assert inspect.signature(small.__call__) == want
     models = _rewrites()
     assert inspect.signature(models["function"][0]) == inspect.signature(mlp)

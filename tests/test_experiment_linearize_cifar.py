@@ -1,0 +1,90 @@
+"""Paper 004's Fig. 3 experiment on its CIFAR networks, ``--quick`` on mock TFDS data."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxprune as jp
+from experiments import linearize
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+
+@pytest.fixture(scope="module", params=["resnet56_noshort", "resnet56", "pyramidnet110"])
+def quick_run(request, tmp_path_factory):
+    """One ``--quick`` run per architecture (about 45 s each on 2 CPU cores: two compiles)."""
+    argv = ["--quick", "--no-progress", "--arch", request.param, "--dataset", "cifar10"]
+    with tfds.testing.mock_data(num_examples=64):
+        out = linearize.main([*argv, "--out", str(tmp_path_factory.mktemp("results"))])
+    return request.param, json.loads((out / "results.json").read_text()), out
+
+
+def _units(arch):
+    model = linearize._linearize_cifar.get_arch(arch).build(10, True)
+    x = jnp.ones((1, 32, 32, 3))
+    return jp.trace(model, jax.jit(model.init)(jax.random.key(0), x), x).units
+
+
+def test_quick_linearizes_each_snapshot_to_the_target(quick_run):
+    arch, res, out = quick_run
+    cfg, run = res["config"], res["seeds"]["0"]
+    assert cfg["arch"] == arch and cfg["t_values"] == [0, 2] and cfg["epochs"] == 2
+    assert len(run["relu_test_acc_curve"]) == 2
+    assert all(0.0 <= a <= 1.0 for a in run["relu_test_acc_curve"])
+    units = _units(arch)
+    n = sum(u.width for u in units.values())
+    for row in run["advantage"]:
+        # target mode stops at exactly ceil(target * n) linear units (the controller on lambda)
+        counts = row["active_units"]
+        assert sorted(counts) == sorted(units)
+        assert {k: w for k, (_, w) in counts.items()} == {k: u.width for k, u in units.items()}
+        linear = n - sum(a for a, _ in counts.values())
+        assert linear == math.ceil(cfg["target"] * n - 1e-9)
+        assert row["inactive_fraction"] == pytest.approx(linear / n)
+        assert row["napl"] < run["all_active"]["napl"] and row["apl"] < run["all_active"]["apl"]
+        assert 0.0 <= row["test_acc"] <= 1.0
+    table = (out / "table.md").read_text()
+    assert "NOT measured here" in table and "| 2 |" in table
+    assert (out / "nonlinear_advantage.png").stat().st_size > 1000
+
+
+def test_noshort_path_lengths_equal_the_active_share_summed_over_its_relu_layers(quick_run):
+    """NoShort at depth 8 is a chain of 7 ReLU layers, one unit group each, every channel
+    reading every channel of the layer before: every path crosses each layer once, through
+    any of its channels alike, so APL = NAPL = sum over layers of (active / width), and 7 with
+    every unit active (2 per block x 3 blocks + the head's)."""
+    arch, res, _ = quick_run
+    if arch != "resnet56_noshort":
+        pytest.skip("the closed form is NoShort's")
+    run = res["seeds"]["0"]
+    assert run["all_active"] == {"apl": pytest.approx(7.0), "napl": pytest.approx(7.0)}
+    for row in run["advantage"]:
+        counts = row["active_units"]
+        assert len(counts) == 7
+        expect = sum(a / w for a, w in counts.values())
+        assert row["napl"] == pytest.approx(expect, rel=1e-9)
+        assert row["apl"] == pytest.approx(expect, rel=1e-9)
+
+
+def test_short_all_active_napl_is_half_a_block_per_skip():
+    """NAPL of an all-active Short v2 ResNet with option-A shortcuts: at a residual add each
+    operand weighs 1/2, so an identity block adds (0 + 2) / 2 = 1 active ReLU on average; a
+    stage's first block doubles the channels and zero-pads the shortcut, so half its output
+    channels have only the residual branch: (1 + 2) / 2 = 1.5; the head's ReLU adds 1.
+    ResNet-56: 25 identity blocks + 2 doubling ones + 1 = 29; depth 8: 1 + 1.5 + 1.5 + 1 = 5."""
+    for depth, expect in ((8, 5.0), (56, 29.0)):
+        model = jp.models.CifarResNet(depth=depth, version=2, shortcut="A", residual=True)
+        x = jnp.ones((1, 32, 32, 3))
+        graph = jp.trace(model, jax.jit(model.init)(jax.random.key(0), x), x)
+        assert linearize._linearize_cifar.path_measures(graph)["napl"] == pytest.approx(expect)
+
+
+def test_arch_and_dataset_must_match_their_tasks(capsys):
+    with pytest.raises(SystemExit):
+        linearize.main(["--quick", "--arch", "resnet56"])  # the spirals are for the MLP
+    assert "--arch resnet56 --dataset spirals" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        linearize.main(["--quick", "--dataset", "cifar10"])
