@@ -291,3 +291,49 @@ def test_attention_is_one_nonlinearity_on_query_and_key_paths_and_none_on_value_
     # with every head linear (inactive), no path crosses a nonlinearity
     inactive = {unit.name: np.zeros(2, bool)}
     assert jp.analysis.average_path_length(graph, inactive) == 0.0
+
+
+class _ReluBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.LayerNorm()(x)
+        x = x + nn.MultiHeadDotProductAttention(num_heads=2)(h)
+        h = nn.LayerNorm()(x)
+        return x + nn.Dense(8, name="down")(nn.relu(nn.Dense(16, name="up")(h)))
+
+
+def test_collapse_folds_the_mlps_layernorm_and_linearized_mlps_fold_exactly():
+    x = jax.random.normal(jax.random.key(0), (2, 5, 8))
+    model = _ReluBlock()
+    v = model.init(jax.random.key(1), x)
+    v = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape), v)
+    want = model.apply(v, x)
+    collapsed = jp.collapse(model, v, x)
+    # the second LayerNorm's bias (8 entries) folds into the MLP's first layer's bias
+    assert collapsed.report.changes == ("up + LayerNorm_1 -> up",)
+    assert collapsed.report.params_before - collapsed.report.params_after == 8
+    assert set(collapsed.variables["params"]["LayerNorm_1"]) == {"scale"}
+    got = collapsed.model.apply(collapsed.variables, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # paper 004's transformer: the MLP's ReLU as a PReLU; with every slope 1 it is linear and
+    # its two layers fold into one (8 x 8 instead of 8 x 16 + 16 x 8)
+    swapped = jp.rewrites.swap_relu_for_prelu(model, v, x)
+    sv = jax.tree.map(lambda a: a, swapped.variables)
+    sv["params"]["prelu"]["up"]["slope"] = jnp.ones(16)
+    folded = jp.rewrites.fold_linear(swapped.model, sv, x)
+    p = v["params"]
+    h = nn.LayerNorm().apply({"params": p["LayerNorm_1"]}, x + _attention(p, x))
+    expected = x + _attention(p, x)
+    expected = expected + (h @ p["up"]["kernel"] + p["up"]["bias"]) @ p["down"]["kernel"]
+    expected = expected + p["down"]["bias"]
+    np.testing.assert_allclose(
+        folded.model.apply(folded.variables, x), expected, rtol=1e-4, atol=1e-4
+    )
+    shapes = [a.shape for a in jax.tree.leaves(folded.variables["params"]) if a.ndim == 2]
+    assert (8, 8) in shapes and (8, 16) not in shapes and (16, 8) not in shapes
+
+
+def _attention(p, x):
+    h = nn.LayerNorm().apply({"params": p["LayerNorm_0"]}, x)
+    att = nn.MultiHeadDotProductAttention(num_heads=2)
+    return att.apply({"params": p["MultiHeadDotProductAttention_0"]}, h)
