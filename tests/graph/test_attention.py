@@ -337,3 +337,22 @@ def _attention(p, x):
     h = nn.LayerNorm().apply({"params": p["LayerNorm_0"]}, x)
     att = nn.MultiHeadDotProductAttention(num_heads=2)
     return att.apply({"params": p["MultiHeadDotProductAttention_0"]}, h)
+
+
+def test_ablating_a_head_equals_the_loss_with_its_value_slices_zeroed_by_hand():
+    case = TRANSFORMERS["encoder_block"]()
+    y = jnp.zeros_like(case.x)
+    att = "params/MultiHeadDotProductAttention_0"
+    ratios = jp.analysis.unit_ablation(
+        case.model, case.variables, (case.x, y), units=["MultiHeadDotProductAttention_0/query"]
+    )["MultiHeadDotProductAttention_0/query"]
+
+    def mse(v):
+        return float(jnp.mean((case.model.apply(v, case.x) - y) ** 2))
+
+    base = mse(case.variables)
+    for h in range(4):
+        hand = _zero_heads(
+            case.variables, [(f"{att}/value/kernel", 1), (f"{att}/value/bias", 0)], [h]
+        )
+        np.testing.assert_allclose(float(ratios[h]), mse(hand) / base, rtol=1e-5)
