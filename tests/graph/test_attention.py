@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -356,3 +357,33 @@ def test_ablating_a_head_equals_the_loss_with_its_value_slices_zeroed_by_hand():
             case.variables, [(f"{att}/value/kernel", 1), (f"{att}/value/bias", 0)], [h]
         )
         np.testing.assert_allclose(float(ratios[h]), mse(hand) / base, rtol=1e-5)
+
+
+def test_freezing_and_reinitializing_a_head_touch_exactly_its_slices():
+    case = TRANSFORMERS["encoder_block"]()
+    graph = jp.trace(case.model, case.variables, case.x)
+    unit = "MultiHeadDotProductAttention_0/query"
+    head1 = {unit: np.array([False, True, False, False])}
+    params = case.variables["params"]
+    att = "MultiHeadDotProductAttention_0"
+    # the head's entries, by hand: q/k/v kernel [:, 1, :] and bias [1, :], out kernel [1]
+    hand = jax.tree.map(lambda a: np.zeros(a.shape, bool), params)
+    for proj in ("query", "key", "value"):
+        hand[att][proj]["kernel"][:, 1, :] = True
+        hand[att][proj]["bias"][1, :] = True
+    hand[att]["out"]["kernel"][1] = True
+    # freeze: Adam's final updates of the head's entries are zero, all others move
+    opt = optax.chain(optax.adam(0.1), jp.transforms.freeze_units(graph, head1))
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    moved = jax.tree.map(lambda u: np.asarray(u != 0), updates)
+    assert jax.tree.map(lambda m, h: bool((m == ~h).all()), moved, hand) == jax.tree.map(
+        lambda _: True, hand
+    )
+    # reinit: only the head's entries change
+    new, _ = jp.rewrites.reinit_units(graph, params, head1, jax.random.key(5))
+    changed = jax.tree.map(lambda a, b: np.asarray(a != b), new, params)
+    assert jax.tree.map(lambda c, h: bool((c <= h).all()), changed, hand) == jax.tree.map(
+        lambda _: True, hand
+    )
+    assert bool(changed[att]["query"]["kernel"][:, 1, :].all())
