@@ -21,16 +21,22 @@ enough to impact performance"); the t grid. Images are scaled to [0, 1] and stan
 channel with the training split's mean and std.
 
 Cost of the full run (one seed, one architecture, CIFAR-10): 200 + 9 x 30 = 470 epochs of 50,000
-images = 23.5 M training images. At the measured 72.6 images/s of ResNet-56 fp32 training on
-this project's 2-core CPU (``benchmarks/results/resnet_train_cpu.json``, 2026-12-03, batch 128)
-that is about 90 CPU-hours, out of reach here. On one GPU it is about 1.3 hours at an assumed
-5,000 images/s (not measured: ``python -m benchmarks.accelerator_check`` measures the real step
-time and images/s of this network on the device it runs on). Three architectures x CIFAR-10
-and CIFAR-100 x 1 seed: about 8 GPU-hours at that rate.
+images = 23.5 M training images. Measured CPU rates of this network's training step on this
+project's 2-core x86-64 CPU: 72.6 images/s at batch 128 (ResNet-56 v1, fp32,
+``benchmarks/results/resnet_train_cpu.json``, 2026-12-03), and 11-16 images/s for ResNet-56 v2
+Short / NoShort at batch 16 with other jobs sharing the cores (``python -m
+benchmarks.accelerator_check --only 004_resnet56_short 004_resnet56_noshort --batch 16 --steps 2
+--epochs 2``, 2026-12-06; the post-training step with the slope penalty costs the same). At the
+best of these the run takes about 90 CPU-hours, out of reach here. On one GPU it is about 1.3
+hours at an assumed 5,000 images/s (an assumption, not a measurement: the accelerator check
+measures the real images/s on the device it runs on, and the estimate is that count of images
+divided by it). Three architectures x CIFAR-10 and CIFAR-100 x 1 seed: about 8 GPU-hours at
+that rate.
 
 ``--quick`` (what CI runs, on ``tfds.testing.mock_data``): depth-8 networks (one block a stage),
 the first 256 / 128 records of each split, 2 + 2 epochs, t in (0, 2), batch 32, slope
-penalty 5 (so that the few steps reach the target).
+penalty 5 (so that the few steps reach the target). It takes 45-90 s per architecture on the
+shared 2-core CPU, nearly all of it compiling the ReLU and the PReLU training programs.
 """
 
 from __future__ import annotations

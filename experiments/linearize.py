@@ -248,7 +248,7 @@ def run_seed(seed: int, cfg: dict) -> dict:
     run["transfer"] = {}
     # strength 0 and freeze_new=False: the transferred units stay frozen at slope 1, the others
     # are ordinary (unregularized) PReLUs as in the paper, even if a slope crosses 0.99
-    for mode in jp.rewrites.MASK_TRANSFER_MODES:
+    for mode in ("exact", "layer", "global"):  # transfer_mask's modes
         mask = jp.rewrites.transfer_mask(source, mode, jax.random.fold_in(key, 4))
         transfer_tx = jp.transforms.slope_sparsity(
             _adam(lr), strength=0.0, inactive=mask, freeze_new=False

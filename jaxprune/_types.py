@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import jax
 
@@ -21,6 +21,9 @@ UnitMask = dict[str, jax.Array]
 Batch = tuple[jax.Array, jax.Array]
 """``(inputs, targets)``."""
 
+Outgoing = Literal["redraw", "zero", "keep"]
+"""What happens to a reinitialized unit's outgoing weights: drawn anew, zeroed or kept."""
+
 Model = Any
 """A user's model: a ``flax.linen`` or ``flax.nnx`` module, an equinox module, a haiku
 ``Transformed``, a function ``f(params, x)``, or a traced :class:`~jaxprune.graph.Graph` where
@@ -30,4 +33,4 @@ Variables = Any
 """A model's variables in its own form: linen's ``{"params": ..., "batch_stats": ...}``, a
 function's or haiku's params; ``None`` for NNX and equinox modules, which hold their own."""
 
-__all__ = ["Batch", "Mask", "Model", "Params", "PyTree", "UnitMask", "Variables"]
+__all__ = ["Batch", "Mask", "Model", "Outgoing", "Params", "PyTree", "UnitMask", "Variables"]

@@ -33,8 +33,10 @@ def test_synthetic_data_has_the_real_shapes_and_one_mean_image_per_class():
 def test_quick_check_writes_step_times_memory_and_falling_losses(tmp_path):
     argv = ["--quick", "--only", "004_resnet56_short", "003_conv6", "--steps", "2"]
     out = json.loads(ac.main([*argv, "--epochs", "2", "--out", str(tmp_path)]).read_text())
-    assert out["command"].endswith("--quick") and out["machine"]["backend"] == "cpu"
+    assert " --quick --only 004_resnet56_short 003_conv6" in out["command"]
+    assert out["machine"]["backend"] == "cpu"
     assert list(out["slices"]) == ["004_resnet56_short", "003_conv6"]
+    assert out["skipped_for_time"] == []
     for r in out["slices"].values():
         assert r["batch"] == 8 and r["steps_timed"] == 4 and len(r["epoch_loss"]) == 2
         assert r["images_per_s"] == pytest.approx(8 / r["step_s"])
@@ -46,3 +48,10 @@ def test_quick_check_writes_step_times_memory_and_falling_losses(tmp_path):
     # 16->32, 32->64; the final BN; the 64x10 head with bias
     blocks = sum(2 * i + 9 * i * o + 2 * o + 9 * o * o for i, o in ((16, 16), (16, 32), (32, 64)))
     assert short["params"] == 27 * 16 + blocks + 2 * 64 + 64 * 10 + 10
+
+
+def test_slices_past_the_time_budget_are_skipped_and_listed(tmp_path):
+    argv = ["--quick", "--only", "001_table1", "003_conv6", "--max-minutes", "0"]
+    out = json.loads(ac.main([*argv, "--out", str(tmp_path)]).read_text())
+    # the first slice always runs; the second would start after the budget
+    assert list(out["slices"]) == ["001_table1"] and out["skipped_for_time"] == ["003_conv6"]

@@ -51,14 +51,13 @@ def test_quick_linearizes_each_snapshot_to_the_target(quick_run):
     assert (out / "nonlinear_advantage.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("quick_run", ["resnet56_noshort"], indirect=True)
 def test_noshort_path_lengths_equal_the_active_share_summed_over_its_relu_layers(quick_run):
     """NoShort at depth 8 is a chain of 7 ReLU layers, one unit group each, every channel
     reading every channel of the layer before: every path crosses each layer once, through
     any of its channels alike, so APL = NAPL = sum over layers of (active / width), and 7 with
     every unit active (2 per block x 3 blocks + the head's)."""
-    arch, res, _ = quick_run
-    if arch != "resnet56_noshort":
-        pytest.skip("the closed form is NoShort's")
+    _, res, _ = quick_run
     run = res["seeds"]["0"]
     assert run["all_active"] == {"apl": pytest.approx(7.0), "napl": pytest.approx(7.0)}
     for row in run["advantage"]:
@@ -88,3 +87,23 @@ def test_arch_and_dataset_must_match_their_tasks(capsys):
     assert "--arch resnet56 --dataset spirals" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         linearize.main(["--quick", "--dataset", "cifar10"])
+
+
+def test_full_config_is_the_papers_recipe_for_figs_3_and_4():
+    import argparse
+
+    from experiments import _linearize_cifar as lc
+
+    args = argparse.Namespace(arch="resnet56", dataset="cifar10", quick=False, seeds=None, seed=0)
+    cfg = lc.config(args)
+    assert cfg["epochs"] == 200 and cfg["post_epochs"] == 30 and cfg["seeds"] == 1
+    assert cfg["t_values"] == [0, 2, 5, 10, 15, 30, 60, 100, 200]  # ends at the trained network
+    assert cfg["recipe"] == (
+        "SGD lr 0.1, momentum 0.9, x0.1 at epochs 100, 150, weight decay 0.0001, batch 256, "
+        "200 epochs, augment flip (paper 004, App. C.2, Fig. 26)"
+    )
+    assert cfg["post_recipe"].startswith(
+        "SGD lr 0.1, momentum 0.9, x0.1 at epochs 10, 20, weight decay 0.0001, batch 256, "
+        "30 epochs, augment flip"
+    )
+    assert (cfg["strength"], cfg["target"], cfg["quick_note"]) == (0.05, 0.9, "")

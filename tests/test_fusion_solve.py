@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxprune._fusion_solve import fusion_mse, fusion_weights
 from jaxprune.analysis import moments_init, moments_update
-from jaxprune.rewrites import fusion_mse, fusion_weights
 
 
 def _exact_linear(seed):

@@ -14,11 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaxprune.analysis import magnitude_mask, random_mask
 from jaxprune.models import BlockMLP
 from jaxprune.rewrites import (
-    magnitude_mask,
     model_initializer,
-    random_mask,
     reinit_round,
     reinitialize,
 )

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 import jaxprune as jp
 from jaxprune.models import MLP, ConvNet
-from jaxprune.rewrites import OUTGOING_CHOICES, reinit_units
+from jaxprune.rewrites import reinit_units
+from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES
 
 widths = st.integers(1, 4)
 FUZZ = settings(max_examples=15, deadline=None)

@@ -73,3 +73,30 @@ def test_prefetch_to_device_keeps_order_and_reraises_the_readers_error():
         next(it)
     with pytest.raises(ValueError, match="size: expected a positive int"):
         next(jp.data.prefetch_to_device(iter(items), size=0))
+
+
+def test_threaded_reads_give_the_same_batches_as_one_thread():
+    with tfds.testing.mock_data(num_examples=12):
+        kw = dict(image_size=8, seed=3, drop_remainder=False)
+        one = list(jp.data.image_batches("caltech101", "train", 5, workers=1, **kw))
+        four = list(jp.data.image_batches("caltech101", "train", 5, workers=4, **kw))
+        with pytest.raises(ValueError, match="workers: expected a positive int"):
+            next(jp.data.image_batches("cifar10", "train", 5, workers=0))
+    assert [len(y) for _, y in one] == [5, 5, 2]
+    for (x1, y1), (x4, y4) in zip(one, four, strict=True):
+        np.testing.assert_array_equal(x1, x4)
+        np.testing.assert_array_equal(y1, y4)
+
+
+def test_prefetch_to_device_places_each_batch_with_the_given_sharding():
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    n = jax.device_count()
+    mesh = jax.make_mesh((n,), ("data",))
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    items = [np.arange(4 * n, dtype=np.float32) + i for i in range(3)]
+    out = list(jp.data.prefetch_to_device(iter(items), sharding=sharding))
+    for got, want in zip(out, items, strict=True):
+        assert got.sharding == sharding and len(got.addressable_shards) == n
+        np.testing.assert_array_equal(got, want)

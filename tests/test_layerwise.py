@@ -4,14 +4,9 @@ import numpy as np
 import pytest
 
 import jaxprune as jp
-from jaxprune.rewrites import (
-    above_block_mask,
-    block_statistics,
-    check_blocks,
-    layer_norms,
-    rescale_blocks,
-    update_normalization,
-)
+from jaxprune.analysis import above_block_mask, block_statistics, layer_norms
+from jaxprune.graph.extend import check_blocks
+from jaxprune.rewrites import rescale_blocks, update_normalization
 
 MLP = jp.models.BlockMLP(hidden=(6, 5), out=3)
 X = jax.random.normal(jax.random.key(0), (32, 7))

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 
 import jaxprune as jp
+from jaxprune.graph.extend import default_blocks
 
 
 class _Net(nn.Module):
@@ -23,7 +24,7 @@ def test_default_blocks_follow_the_forward_pass():
     x = jnp.ones((2, 4))
     net = _Net()
     graph = jp.trace(net, net.init(jax.random.key(0), x), x)
-    blocks = jp.rewrites.default_blocks(graph)
+    blocks = default_blocks(graph)
     assert blocks == (("z_in", "b_norm"), ("m_mid",), ("a_out",))
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 
 import jaxprune as jp
+from jaxprune.graph.extend import default_blocks
 
 
 class ConvBlock(nn.Module):
@@ -59,7 +60,7 @@ def _setup():
 
 def test_default_blocks_group_each_layer_with_its_norms():
     _, _, graph = _setup()
-    assert jp.rewrites.default_blocks(graph) == BLOCKS
+    assert default_blocks(graph) == BLOCKS
 
 
 def test_slotted_model_without_slots_is_the_model():

@@ -7,11 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxprune as jp
+from jaxprune.analysis import layer_mask, magnitude_mask, random_mask
 from jaxprune.rewrites import (
-    layer_mask,
-    magnitude_mask,
     model_initializer,
-    random_mask,
     reinit_round,
     reinitialize,
 )

@@ -111,7 +111,7 @@ def test_lw_with_frozen_training_follows_algorithm_1():
     # round 0 trains the initialization; round 1 (k=1) redraws blocks 2-3; round 2 (k=2) block 3
     # ... and round 2 (k=2) scaled block 2 back to the norm recorded at initialization
     eta1 = _init(KEYS[1], 1)["params"]["relu_1"]
-    norms = jp.rewrites.layer_norms
+    norms = jp.analysis.layer_norms
     scale = norms(p0)["relu_1"] / norms({"relu_1": eta1})["relu_1"]
     np.testing.assert_allclose(p["relu_1"]["kernel"], scale * eta1["kernel"], rtol=1e-5)
     np.testing.assert_array_equal(p["out"]["kernel"], _init(KEYS[1], 2)["params"]["out"]["kernel"])

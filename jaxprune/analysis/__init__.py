@@ -20,6 +20,7 @@ from jaxprune.analysis._connectivity import (
 from jaxprune.analysis._count import count_params
 from jaxprune.analysis._fusion import FusionCandidate, fusion_candidates
 from jaxprune.analysis._importance import IMPORTANCE_METHODS, importance, keep_top
+from jaxprune.analysis._layerwise import above_block_mask
 from jaxprune.analysis._margins import head_weight_product, sharpness, softmax_margins
 from jaxprune.analysis._path_length import (
     average_path_length,
@@ -41,7 +42,9 @@ from jaxprune.analysis._redundancy import (
     redundant_units,
     unit_similarity,
 )
+from jaxprune.analysis._reinit_masks import layer_mask, magnitude_mask, random_mask
 from jaxprune.analysis._slopes import inactive_fraction
+from jaxprune.graph.extend import block_statistics, layer_norms
 
 __all__ = [
     "ACTIVE_THRESHOLD",
@@ -50,8 +53,10 @@ __all__ = [
     "Moments",
     "POLYGON_MIN_SIZE",
     "REDUNDANCY_THRESHOLD",
+    "above_block_mask",
     "active_units",
     "average_path_length",
+    "block_statistics",
     "changed_fraction",
     "connectivity_mask",
     "count_params",
@@ -64,12 +69,16 @@ __all__ = [
     "keep_top",
     "inactive_fraction",
     "layer_fractions",
+    "layer_mask",
+    "layer_norms",
     "linear_units",
+    "magnitude_mask",
     "moments_init",
     "moments_merge",
     "moments_update",
     "normalized_average_path_length",
     "painted_image",
+    "random_mask",
     "path_histogram",
     "polygon_sides",
     "redundancy_groups",

@@ -151,7 +151,7 @@ def active_units(
     loss: str | LossFn = "mse",
     threshold: float = ACTIVE_THRESHOLD,
     *,
-    units=None,
+    units: Sequence[str] | Mapping[str, jax.Array] | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, jax.Array]:

@@ -80,7 +80,7 @@ def fusion_candidates(
       variables: its variables (``None`` for NNX/equinox: the module's own state).
       data: iterable of batches (``x`` or ``(x, y, ...)``), read once.
       by: ``"mse"`` or ``"relative_mse"``.
-      method: linear solver (see :func:`~jaxprune.rewrites.fusion_weights`).
+      method: linear solver: ``"auto"``, ``"cholesky"``, ``"lstsq"`` or ``"cg"``.
       model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
 
     Returns:

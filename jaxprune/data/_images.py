@@ -96,11 +96,13 @@ def fit_image(image: np.ndarray, size: int | None) -> np.ndarray:
     return out[..., None] if squeeze else out
 
 
-def read_records(source, indices, size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Records ``indices`` of a TFDS source as uint8 images ``(n, H, W, C)`` and int32 labels."""
-    records = [source[int(i)] for i in indices]
-    x = np.stack([fit_image(r["image"], size) for r in records])
-    y = np.asarray([r["label"] for r in records], np.int32)
+def read_records(source, indices, size: int | None, pool=None) -> tuple[np.ndarray, np.ndarray]:
+    """Records ``indices`` of a TFDS source as uint8 images ``(n, H, W, C)`` and int32 labels
+    (read and resized by the threads of ``pool``, a ``concurrent.futures`` executor, if given)."""
+    read = lambda i: (fit_image((r := source[int(i)])["image"], size), r["label"])  # noqa: E731
+    records = list(map(read, indices) if pool is None else pool.map(read, indices))
+    x = np.stack([img for img, _ in records])
+    y = np.asarray([label for _, label in records], np.int32)
     return x, y
 
 

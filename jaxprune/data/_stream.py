@@ -5,6 +5,8 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import jax
 import numpy as np
@@ -30,6 +32,7 @@ def image_batches(
     image_size: int | None = None,
     drop_remainder: bool = True,
     data_dir: str | None = None,
+    workers: int = 8,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One epoch of ``(uint8 images (b, S, S, C), int32 labels (b,))`` batches, streamed.
 
@@ -50,6 +53,7 @@ def image_batches(
         datasets of :data:`VARIABLE_SIZE_DATASETS` (256 for ImageNet, cropped to 224 on device).
       drop_remainder: drop the last partial batch (static shapes under ``jit``).
       data_dir: where TFDS keeps prepared datasets (TFDS's default when ``None``).
+      workers: threads reading and resizing the records of a batch (1: none).
 
     Yields:
       ``(images, labels)`` numpy arrays.
@@ -72,6 +76,8 @@ def image_batches(
         raise ValueError(f"name: expected a TFDS name of {IMAGE_DATASETS[1:]}, got {name!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers: expected a positive int, got {workers!r}")
     if name in VARIABLE_SIZE_DATASETS and image_size is None:
         raise ValueError(f"image_size: {name}'s images differ in size; give a square side")
     source = tfds_source(name, split, data_dir)
@@ -80,8 +86,9 @@ def image_batches(
     if shuffle:
         order = np.random.default_rng([seed, epoch]).permutation(n)
     stop = n - n % batch_size if drop_remainder else n
-    for start in range(0, stop, batch_size):
-        yield read_records(source, order[start : start + batch_size], image_size)
+    with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        for start in range(0, stop, batch_size):
+            yield read_records(source, order[start : start + batch_size], image_size, pool)
 
 
 def prefetch_to_device(

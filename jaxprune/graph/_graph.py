@@ -414,7 +414,8 @@ class Graph:
             if layer.unit is not None:
                 u = self.units[layer.unit]
                 what = {"heads": " heads", "kv_groups": " kv groups"}.get(u.kind, "")
-                group += f" [{u.width}{what}]"
+                blocks = f" = {u.groups} x {u.width // u.groups}" if u.groups > 1 else ""
+                group += f" [{u.width}{what}{blocks}]"
             chain = ("after " + ", ".join(layer.reads_linear)) if layer.reads_linear else ""
             rows.append((layer.name, layer.op, shapes, group, layer.nonlinearity or "-", chain))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -29,6 +29,17 @@ Evaluating a traced program by hand, with every intermediate value captured:
 from jaxprune.graph._adapters import check_model_kwargs
 from jaxprune.graph._affine import affine_runs, run_scale_shift
 from jaxprune.graph._analyze import SliceInfo
+from jaxprune.graph._blocks import (
+    Blocks,
+    block_index,
+    block_statistics,
+    check_blocks,
+    default_blocks,
+    forward_order,
+    is_bias,
+    layer_norms,
+    static_int,
+)
 from jaxprune.graph._evaluate import channel_vector, run_program
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
@@ -55,6 +66,7 @@ from jaxprune.graph._taps import peek
 
 __all__ = [
     "Act",
+    "Blocks",
     "Literal",
     "PVal",
     "PlanCache",
@@ -64,15 +76,22 @@ __all__ = [
     "SliceInfo",
     "abstract_model",
     "affine_runs",
+    "block_index",
+    "block_statistics",
     "build_model",
-    "check_model_kwargs",
     "channel_vector",
+    "check_blocks",
     "check_mask",
     "check_mask_names",
+    "check_model_kwargs",
     "content_key",
+    "default_blocks",
+    "forward_order",
     "fusable_pairs",
     "hashable",
     "held_leaves",
+    "is_bias",
+    "layer_norms",
     "leaf_keep",
     "live_nodes",
     "model_variables",
@@ -85,5 +104,6 @@ __all__ = [
     "region_of",
     "run_program",
     "run_scale_shift",
+    "static_int",
     "trace_call",
 ]

@@ -1,53 +1,32 @@
 """Pure params -> params (and model -> model) pytree rewrites."""
 
-from jaxprune._fusion_solve import FusionWarning, fusion_mse, fusion_weights
+from jaxprune._fusion_solve import FusionWarning
 from jaxprune._weight_factoring import factor_weights
 from jaxprune.rewrites._collapse import collapse
 from jaxprune.rewrites._fold_linear import fold_linear
 from jaxprune.rewrites._fuse import fuse
-from jaxprune.rewrites._layerwise import (
-    above_block_mask,
-    block_statistics,
-    check_blocks,
-    default_blocks,
-    layer_norms,
-    rescale_blocks,
-    update_normalization,
-)
+from jaxprune.rewrites._layerwise import rescale_blocks, update_normalization
 from jaxprune.rewrites._lw_slots import LWSlots, lw_slots
-from jaxprune.rewrites._mask_transfer import MASK_TRANSFER_MODES, set_linear_slopes, transfer_mask
+from jaxprune.rewrites._mask_transfer import set_linear_slopes, transfer_mask
 from jaxprune.rewrites._optimizer_state import reset_optimizer_state
 from jaxprune.rewrites._prelu_swap import swap_relu_for_prelu
 from jaxprune.rewrites._prune import prune_units
-from jaxprune.rewrites._reinit_masks import layer_mask, magnitude_mask, random_mask
 from jaxprune.rewrites._reinit_round import model_initializer, reinit_round, reinitialize
-from jaxprune.rewrites._reinit_units import OUTGOING_CHOICES, reinit_units
+from jaxprune.rewrites._reinit_units import reinit_units
 from jaxprune.rewrites._result import RewriteReport, RewriteResult
 
 __all__ = [
     "FusionWarning",
     "LWSlots",
-    "MASK_TRANSFER_MODES",
-    "OUTGOING_CHOICES",
     "RewriteReport",
     "RewriteResult",
-    "above_block_mask",
-    "block_statistics",
-    "check_blocks",
     "collapse",
-    "default_blocks",
     "factor_weights",
     "fold_linear",
     "fuse",
-    "fusion_mse",
-    "fusion_weights",
-    "layer_mask",
-    "layer_norms",
     "lw_slots",
-    "magnitude_mask",
     "model_initializer",
     "prune_units",
-    "random_mask",
     "reinit_round",
     "reinit_units",
     "reinitialize",

@@ -149,7 +149,7 @@ def fuse(
       layers: ``(first, second)`` layer names as in ``jp.trace(...).layers``.
       data: iterable of batches, each ``x`` or ``(x, y, ...)``; read once.
       estimator: ``"joint"`` or ``"uncorrelated"`` (conv-conv only).
-      method: linear solver, see :func:`~jaxprune.rewrites.fusion_weights`.
+      method: linear solver: ``"auto"``, ``"cholesky"``, ``"lstsq"`` or ``"cg"``.
       rcond: eigenvalue cutoff for the singular case (see ``fusion_weights``).
       kernel_size: fused kernel ``k~`` (conv-conv).
       padding: fused padding (conv-conv; default: the layers' common padding).

@@ -25,8 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxprune.graph.extend import check_blocks, default_blocks, forward_order
 from jaxprune.models import NORM_COLLECTION, OUTPUT_COLLECTION, slot_name
-from jaxprune.rewrites._layerwise import check_blocks, default_blocks, forward_order
 
 __all__ = ["LWSlots", "lw_slots"]
 
@@ -113,7 +113,7 @@ def lw_slots(model: nn.Module, graph, blocks: Sequence[Sequence[str]] | None = N
       model: a ``flax.linen`` module.
       graph: ``jaxprune.trace(model, variables, x)``.
       blocks: LW blocks, tuples of top-level parameter names in forward order (default
-        :func:`~jaxprune.rewrites.default_blocks`).
+        :func:`~jaxprune.graph.extend.default_blocks`).
 
     Returns:
       An :class:`LWSlots` module for ``train_rounds(method="lw")`` or

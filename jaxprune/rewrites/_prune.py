@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,26 +61,52 @@ def _round_up(graph, variables_flat, keep, round_to):
     """Keeps extra units so each pruned group's width is a multiple of ``round_to``.
 
     The extra units are the removed ones with the largest incoming-weight norm (the L2 norm
-    of their writing slices: kernel columns, biases, norm entries), ties by lowest index.
+    of their writing slices: kernel columns, biases, norm entries), ties by lowest index. A
+    grouped convolution's channels keep their shape: the output's ``Unit.groups`` blocks each
+    gain the same number, the input's in-group positions (``Unit.period``) are added in every
+    group at once (each block or position counted by its summed norm).
     """
     out = {}
     for name, m in keep.items():
-        w = m.shape[0]
-        target = min(w, -(-int(m.sum()) // round_to) * round_to)
-        extra = target - int(m.sum())
-        if extra <= 0:
-            out[name] = m
+        unit = graph.units[name]
+        # the unit's blocks: rows of `view` are pruned alike (period) or in equal numbers
+        # (groups); `rows` of them, `cols` entries each
+        if unit.period:
+            view = m.reshape(-1, unit.period).T  # (positions, copies)
+        else:
+            view = m.reshape(unit.groups, -1)
+        rows, cols = view.shape
+        if unit.period:
+            step = round_to // math.gcd(round_to, cols)
+            kept = int(view[:, 0].sum())
+            target = min(rows, -(-kept // step) * step)
+        else:
+            step = round_to // math.gcd(round_to, rows)
+            kept = int(view[0].sum())
+            target = min(cols, -(-kept // step) * step)
+        irregular = (
+            not (view == view[:, :1]).all() if unit.period else len(set(view.sum(1).tolist())) > 1
+        )
+        if target <= kept or irregular:
+            out[name] = m  # nothing to add, or a mask that pruning refuses anyway
             continue
-        norm = np.zeros(w)
+        norm = np.zeros(m.shape[0])
         for leaf, axis, idx in graph.slices(name, outgoing=False):
             a = np.moveaxis(np.asarray(variables_flat[leaf], np.float64), axis, 0)
             sq = (a.reshape(a.shape[0], -1) ** 2).sum(1)
             np.add.at(norm, idx[idx >= 0], sq[idx >= 0])
-        cand = np.flatnonzero(~m)
-        order = cand[np.lexsort((cand, -norm[cand]))]
-        m = m.copy()
-        m[order[:extra]] = True
-        out[name] = m
+        norm = norm.reshape(-1, unit.period).T if unit.period else norm.reshape(rows, -1)
+        view = view.copy()
+        if unit.period:  # whole positions, by their norm summed over the groups
+            score = norm.sum(1)
+            cand = np.flatnonzero(~view[:, 0])
+            view[cand[np.lexsort((cand, -score[cand]))][: target - kept], :] = True
+            out[name] = view.T.reshape(-1)
+        else:  # the same number in every block
+            for j in range(rows):
+                cand = np.flatnonzero(~view[j])
+                view[j, cand[np.lexsort((cand, -norm[j][cand]))][: target - kept]] = True
+            out[name] = view.reshape(-1)
     return out
 
 
@@ -114,7 +141,8 @@ def prune_units(
       *args: example arguments of the call (only their shapes matter).
       round_to: if set (8 for GPUs, 128 for TPUs), keep widths rounded up to a multiple of it
         (capped at the full width): the extra units kept are the removed ones with the largest
-        incoming weights (L2 norm of kernel columns, biases and norm entries).
+        incoming weights (L2 norm of kernel columns, biases and norm entries); a grouped
+        convolution's channels gain the same number per group, its input whole positions.
       model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
       exact: if False, also prune groups whose channels are coupled by a reduction over them
         (a transformer's residual stream under LayerNorm/RMSNorm): the narrow model's norms

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 import jax
 import jax.numpy as jnp
 
-from jaxprune._types import Params, UnitMask
+from jaxprune._types import Outgoing, Params, UnitMask
 from jaxprune.graph import as_model, path_str
 from jaxprune.rewrites._optimizer_state import reset_optimizer_state
 
 __all__ = ["OUTGOING_CHOICES", "reinit_units"]
 
-OUTGOING_CHOICES = ("redraw", "zero", "keep")
+OUTGOING_CHOICES = get_args(Outgoing)  # ('redraw', 'zero', 'keep')
 """What :func:`reinit_units` does with a reinitialized unit's outgoing (reading) entries."""
 
 
@@ -50,7 +51,7 @@ def reinit_units(
     *,
     optimizer=None,
     opt_state=None,
-    outgoing: str = "redraw",
+    outgoing: Outgoing = "redraw",
     init_fn: Callable[[jax.Array], object] | None = None,
 ) -> tuple[Params, object]:
     """Redraws the units in ``units`` from the model's own initializer; resets their moments.

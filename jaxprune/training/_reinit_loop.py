@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +13,10 @@ import numpy as np
 import optax
 
 from jaxprune._losses import LossFn, get_loss
-from jaxprune._types import Model, Params, PyTree, UnitMask
+from jaxprune._types import Model, Outgoing, Params, PyTree, UnitMask
 from jaxprune.analysis import ACTIVE_THRESHOLD, REDUNDANCY_THRESHOLD, redundant_units, unit_ablation
 from jaxprune.graph import trace
 from jaxprune.rewrites import (
-    OUTGOING_CHOICES,
     RewriteResult,
     prune_units,
     reinit_units,
@@ -153,7 +152,7 @@ def train_with_reinit(
     max_epochs: int = 100_000,
     min_delta: float = 0.0,
     circular: bool = False,
-    outgoing: str = "redraw",
+    outgoing: Outgoing = "redraw",
 ) -> ReinitResult:
     """Trains with in-training partial reinitialization, one run per key, all in one program.
 
@@ -246,8 +245,8 @@ def train_with_reinit(
             ("revert_threshold", revert_threshold),
         )
     ]
-    if outgoing not in OUTGOING_CHOICES:
-        raise ValueError(f"outgoing: expected one of {OUTGOING_CHOICES}, got {outgoing!r}")
+    if outgoing not in get_args(Outgoing):
+        raise ValueError(f"outgoing: expected one of {get_args(Outgoing)}, got {outgoing!r}")
     if not 0.0 <= float(min_delta) < float("inf"):
         raise ValueError(f"min_delta: expected a finite value >= 0, got {min_delta}")
     keys = jnp.asarray(keys)

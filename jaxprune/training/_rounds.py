@@ -21,17 +21,12 @@ import optax
 from jaxprune._data_checks import check_fraction
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Model, Params, PyTree
+from jaxprune.analysis import above_block_mask, layer_mask, layer_norms, magnitude_mask, random_mask
 from jaxprune.graph import trace
+from jaxprune.graph.extend import check_blocks, default_blocks
 from jaxprune.models import NORM_COLLECTION
 from jaxprune.rewrites import (
-    above_block_mask,
-    check_blocks,
-    default_blocks,
-    layer_mask,
-    layer_norms,
     lw_slots,
-    magnitude_mask,
-    random_mask,
     reinit_round,
     rescale_blocks,
     update_normalization,
@@ -352,10 +347,10 @@ def train_rounds(
     Every method but BL runs ``rounds`` training phases of ``steps_per_round`` optimizer steps;
     before phase ``r``:
 
-    * ``"welsr"``: :func:`~jaxprune.rewrites.random_mask` with a fresh key (``fraction``);
+    * ``"welsr"``: :func:`~jaxprune.analysis.random_mask` with a fresh key (``fraction``);
     * ``"wels"``: the same with one key fixed before training;
-    * ``"dsd"``: :func:`~jaxprune.rewrites.magnitude_mask` (``fraction`` per tensor);
-    * ``"fc"``: :func:`~jaxprune.rewrites.layer_mask` of ``fc_layers`` (``model.fc_layers()``);
+    * ``"dsd"``: :func:`~jaxprune.analysis.magnitude_mask` (``fraction`` per tensor);
+    * ``"fc"``: :func:`~jaxprune.analysis.layer_mask` of ``fc_layers`` (``model.fc_layers()``);
 
     Choices where paper 002 is silent: WELSR, WELS and DSD redraw ``fraction`` of *every* tensor
     (per tensor, as Han et al.'s DSD prunes per layer), biases and normalization parameters
@@ -403,7 +398,7 @@ def train_rounds(
       fraction: share of each tensor redrawn by WELSR/WELS/DSD (paper: 0.2).
       fc_layers: top-level names for FC (default ``model.fc_layers()``).
       blocks: LW blocks (default ``model.lw_blocks()`` where the model defines it, else the
-        blocks derived from its traced graph, :func:`~jaxprune.rewrites.default_blocks`). A
+        blocks derived from its traced graph, :func:`~jaxprune.graph.extend.default_blocks`). A
         model without :func:`~jaxprune.models.norm_slot` calls is wrapped by
         :func:`~jaxprune.rewrites.lw_slots` (slots placed from its graph); the result's
         ``model`` is the wrapper, which ``variables`` belong to.

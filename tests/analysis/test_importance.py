@@ -242,3 +242,21 @@ def _span(scores, name):
             return slice(start, start + s.size)
         start += s.size
     raise KeyError(name)
+
+
+def test_magnitude_of_an_nnx_model_counts_its_params_not_batch_stats():
+    from zoo import make_nnx_mlp
+
+    case = make_nnx_mlp()
+    m = case.model
+    m.bn.mean[...] = m.bn.mean[...] + 3.0  # running statistics: not parameters
+    scores = jp.analysis.importance(m, None, case.x, "magnitude")
+    entries = [
+        m.fc1.kernel[...],
+        m.fc1.bias[...][None],
+        m.bn.scale[...][None],
+        m.bn.bias[...][None],
+        m.fc2.kernel[...].T,
+    ]
+    want = np.sqrt(sum(np.sum(np.square(e), axis=0) for e in entries))
+    np.testing.assert_allclose(scores["fc1"], want, rtol=1e-6)

@@ -66,6 +66,8 @@ def test_graph_of_a_grouped_conv():
     assert graph.layers["Conv_1"].op == "grouped_conv"
     assert graph.units["Conv_1"].width == 9 and graph.units["Conv_1"].groups == G
     assert graph.units["Conv_2"].groups == 1
+    row = next(r for r in str(graph).splitlines() if r.startswith("Conv_1"))
+    assert row.split()[1] == "grouped_conv" and "Conv_1 [9 = 3 x 3]" in row
     assert graph.units["Conv_0"].coupled == ()  # read by the grouped conv: see period
     # the grouped conv's output channels own its kernel's output axis and bias
     slices = {
@@ -220,3 +222,21 @@ def test_reading_entries_of_the_grouped_kernel_belong_to_the_input_units():
         ]
         want = np.sqrt(sum(float(jnp.sum(jnp.square(e))) for e in entries))
         assert scores[c] == pytest.approx(want, rel=1e-6)
+
+
+def test_prune_round_to_keeps_the_grouped_shapes():
+    """round_to=6 on one kept per group (3 of 9) adds the best removed one in every group (the
+    largest kernel-column-and-bias norm); on the grouped conv's input, whole positions."""
+    model, v, x = _case()
+    p = v["params"]
+    out_keep = np.array([True, False, False] * 3)
+    res = jp.prune_units(model, v, {"Conv_1": out_keep}, x, round_to=6)
+    norm = np.sum(np.square(p["Conv_1"]["kernel"]), axis=(0, 1, 2)) + np.square(p["Conv_1"]["bias"])
+    want = out_keep.copy()
+    for j in range(G):
+        want[3 * j + 1 + int(np.argmax(norm[3 * j + 1 : 3 * j + 3]))] = True
+    got = np.asarray(res.variables["params"]["Conv_1"]["bias"])
+    np.testing.assert_array_equal(got, p["Conv_1"]["bias"][want])
+    in_keep = np.array([True, False] * 3)  # 3 of 6 kept; round_to=4 -> both positions (6)
+    res = jp.prune_units(model, v, {"Conv_0": in_keep}, x, round_to=4)
+    assert res.variables["params"]["Conv_1"]["kernel"].shape == (3, 3, 2, 9)

@@ -1,7 +1,8 @@
 """Which entries a reinitialization round redraws: WELSR, DSD, WELS and FC masks (paper 002).
 
 Every builder is a pure function of the params (and a key) returning a boolean pytree with the
-params' structure and shapes, ready for :func:`~jaxprune.rewrites.reinit_round`:
+params' structure and shapes, ready for :func:`~jaxprune.rewrites.reinit_round`
+(read-only selections, so they live with the analyses):
 
 * WELSR: :func:`random_mask` with a *fresh* key every round;
 * WELS: :func:`random_mask` with one key fixed before training (the same subset every round);
