@@ -33,6 +33,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "path_length": (["--out", "{out}"], ["--out", "{out}"]),
     "trace_graph": ([], ["--repeats", "1", "--out", "{dir}"]),
+    "trace_transformer": (
+        ["--repeats", "7", "--batch", "1", "--tokens", "64"],
+        ["--quick", "--repeats", "1", "--out", "{dir}"],
+    ),
     "prune_resnet": ([], ["--batch", "16", "--out", "prune_resnet_quick"]),
     "importance_scores": (["--out", "{dir}"], ["--quick", "--out", "{dir}"]),
 }

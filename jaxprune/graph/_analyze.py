@@ -12,40 +12,30 @@ import dataclasses
 import numpy as np
 
 from jaxprune.graph._errors import GraphError, user_line
+from jaxprune.graph._heads import rule_dot_acts, split_channel_axis
 from jaxprune.graph._inline import Literal, Node, Program
 from jaxprune.graph._layout import Act, PVal, Seg, reshape_axis_map
 from jaxprune.graph._paths import PathNode, record_paths
+from jaxprune.graph._primitives import (
+    BINARY,
+    LINEAR_UNARY,
+    NONLINEAR_LABEL,
+    NONLINEAR_UNARY,
+    REDUCE,
+    REDUCE_WINDOW,
+    SHAPE_ONLY,
+)
 
 __all__ = ["Analysis", "GroupedRead", "LayerInfo", "SliceInfo", "SpaceInfo", "analyze"]
 
-# Elementwise primitives, by how they treat an activation operand.
-_LINEAR_UNARY = {"neg", "convert_element_type", "copy", "copy_p", "reduce_precision", "real"}
-_NONLINEAR_UNARY = {
-    "tanh", "logistic", "exp", "exp2", "log", "log1p", "expm1", "erf", "erfc", "erf_inv", "abs",
-    "sign", "sqrt", "rsqrt", "cbrt", "integer_pow", "sin", "cos", "tan", "floor", "ceil",
-    "round", "is_finite", "square", "not", "asinh", "acosh", "atanh", "sinh", "cosh", "atan",
-    "asin", "acos", "lgamma", "digamma", "logsumexp",
-}  # fmt: skip
-_BINARY = {
-    "add", "sub", "mul", "div", "max", "min", "pow", "atan2", "rem", "nextafter", "eq", "ne",
-    "lt", "le", "gt", "ge", "and", "or", "xor", "add_any", "select_n", "clamp",
-}  # fmt: skip
-_REDUCE = {
-    "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin", "reduce_and",
-    "reduce_or", "reduce_xor",
-}  # fmt: skip
-_REDUCE_WINDOW = {"reduce_window_sum", "reduce_window_max", "reduce_window_min"}
-_SHAPE_ONLY = {"stop_gradient", "optimization_barrier"}
-_NONLINEAR_LABEL = {
-    "max": "relu",
-    "logistic": "sigmoid",
-    "tanh": "tanh",
-    "select_n": "select",
-    "integer_pow": "power",
-    "erf": "erf",
-    "reduce_window_max": "max_pool",
-    "reduce_max": "max",
-}
+# Elementwise primitives, by how they treat an activation operand (see :mod:`._primitives`).
+_LINEAR_UNARY = LINEAR_UNARY
+_NONLINEAR_UNARY = NONLINEAR_UNARY
+_BINARY = BINARY
+_REDUCE = REDUCE
+_REDUCE_WINDOW = REDUCE_WINDOW
+_SHAPE_ONLY = SHAPE_ONLY
+_NONLINEAR_LABEL = NONLINEAR_LABEL
 
 
 @dataclasses.dataclass
@@ -94,6 +84,7 @@ class SpaceInfo:
     mixing: list[str] = dataclasses.field(default_factory=list)
     is_output: bool = False
     is_pad: bool = False
+    head: str = ""  # "heads": its channels are attention heads; "kv_groups": grouped-query
     groups: int = 1  # a grouped convolution's output: pruned in equal numbers per group
 
 
@@ -221,6 +212,12 @@ class _State:
         self.parent[ra] = rb
         self.offset[ra] = shift
 
+    def tie(self, x_segs, y_segs) -> None:
+        """Ties the channels of two equally long segment lists, position by position."""
+        if x_segs != y_segs:
+            for (sa, a0), (sb, b0), _ in _pieces(x_segs, y_segs):
+                self.union(sa, sb, b0 - a0)
+
     def get(self, v):
         if isinstance(v, Literal):
             shape = np.shape(v.value)
@@ -237,9 +234,14 @@ class _State:
                 return name
         return _NONLINEAR_LABEL.get(node.name, node.name)
 
-    def mark_sites(self, acts) -> None:
-        self.sited = True
-        lab = self.label()
+    def mark_sites(self, acts, label: str | None = None) -> None:
+        acts = list(acts)
+        spaces = {s for a in acts for s in a.spaces()}
+        if label is None and spaces and all(self.spaces[s].head for s in spaces):
+            label = "softmax"  # on attention scores: part of the attention (one site, paths)
+        else:
+            self.sited = True
+        lab = label or self.label()
         for a in acts:
             for s in a.spaces():
                 if lab not in self.spaces[s].sites:
@@ -251,7 +253,11 @@ class _State:
             sl = SliceInfo(leaf, leaf_axis, act.segs, act.outer, act.inner, role, layer)
             for s in act.spaces():
                 self.spaces[s].slices.append(sl)
-        if not pval.axes[axis_in_pval] and pval.shape[axis_in_pval] > 1:
+        if (
+            not pval.axes[axis_in_pval]
+            and pval.shape[axis_in_pval] > 1
+            and axis_in_pval not in pval.uniform
+        ):
             what = (
                 "a constant" if not pval.leaves else f"a value computed from {sorted(pval.leaves)}"
             )
@@ -278,9 +284,7 @@ class _State:
                     f"differently (axis {base.axis} vs {a.axis}, {base.channels} vs {a.channels}"
                     " channels)"
                 )
-            if a.segs != base.segs:
-                for (sa, a0), (sb, b0), _ in _pieces(a.segs, base.segs):
-                    self.union(sa, sb, b0 - a0)
+            self.tie(a.segs, base.segs)
         return dataclasses.replace(base, affine=_join_affine(acts))
 
 
@@ -319,15 +323,17 @@ def _operand_axis(act: Act, pval: PVal) -> int | None:
 
 def _pval_elementwise(vals: list[PVal], shape) -> PVal:
     rank = len(shape)
-    axes = []
+    axes, uniform = [], set()
     for i in range(rank):
         acc: frozenset = frozenset()
         for v in vals:
             if len(v.shape) == rank and v.shape[i] == shape[i]:
                 acc |= v.axes[i]
         axes.append(acc)
+        if all(not v.shape or (len(v.shape) == rank and i in v.uniform) for v in vals):
+            uniform.add(i)
     leaves = frozenset().union(*(v.leaves for v in vals))
-    return PVal(tuple(shape), tuple(axes), leaves)
+    return PVal(tuple(shape), tuple(axes), leaves, uniform=frozenset(uniform))
 
 
 def _rule_elementwise(st: _State, node: Node, ins, shape):
@@ -339,11 +345,16 @@ def _rule_elementwise(st: _State, node: Node, ins, shape):
         if name in ("convert_element_type", "copy") and pvals[0].value is not None:
             pv = dataclasses.replace(pv, value=pvals[0].value)
         return pv
+    if all(a.axis is None for a in acts):  # per-example values, maybe times parameters
+        carried = [PVal(a.shape, a.carried) for a in acts if a.carried]
+        axes = _pval_elementwise(pvals + carried, shape).axes if pvals or carried else ()
+        return Act(tuple(shape), None, affine=None, carried=axes if any(axes) else ())
     out = st.unify(acts)
     out = out.moved(shape, out.axis)
-    for p in pvals:
+    carried = [PVal(a.shape, a.carried) for a in acts if a.axis is None and a.carried]
+    for p in pvals + carried:
         ax = _operand_axis(out, p)
-        if ax is not None:
+        if ax is not None and (p.axes[ax] or p in pvals):
             st.add_slices(out, p, ax, "write")
     if name in _LINEAR_UNARY or name in _SHAPE_ONLY:
         return out
@@ -374,10 +385,7 @@ def _rule_dot(st: _State, node: Node, ins, shape):
     if isinstance(a, PVal) and isinstance(b, PVal):
         return _dot_pval(node, a, b, shape)
     if isinstance(a, Act) and isinstance(b, Act):
-        raise st.error(
-            "dot_general between two activations (attention-style products) is not supported "
-            "by the layer graph"
-        )
+        return rule_dot_acts(st, node, a, b, shape)
     (lc, rc), (lb, rb) = node.params["dimension_numbers"]
     act_is_lhs = isinstance(a, Act)
     act, ker = (a, b) if act_is_lhs else (b, a)
@@ -408,12 +416,9 @@ def _rule_dot(st: _State, node: Node, ins, shape):
         pos = act_free_pos[afree.index(act.axis)]
         return act.moved(shape, pos)
     k_in = kc[list(ac).index(act.axis)]
+    # A kernel with several output axes (DenseGeneral to (heads, head_dim)): its channels are
+    # along the first, each one a block of the others' entries (a head).
     big = [k for k in kfree if ker.shape[k] != 1]
-    if len(big) > 1:
-        raise st.error(
-            f"a kernel with several output axes {[ker.shape[k] for k in big]} (DenseGeneral "
-            "over heads) is not supported"
-        )
     if not ker.leaves:
         raise st.error("dot_general with a constant kernel reads the channels")
     k_out = big[0] if big else (kfree[0] if kfree else None)
@@ -542,6 +547,54 @@ def _rule_conv(st: _State, node: Node, ins, shape):
     return out
 
 
+def _rule_gather(st: _State, node: Node, ins, shape):
+    """An embedding lookup (rows of a parameter table picked by indices that are not computed
+    from parameters) is a layer whose output channels are the table's columns; any other
+    gather from parameters or constants is a parameter value; a gather from an activation is
+    not understood."""
+    table, idx = ins
+    if isinstance(table, PVal) and isinstance(idx, PVal):
+        dn = node.params["dimension_numbers"]
+        lookup = (
+            len(table.shape) == 2
+            and table.leaves
+            and not idx.leaves
+            and tuple(dn.collapsed_slice_dims) == (0,)
+            and tuple(dn.start_index_map) == (0,)
+            and tuple(dn.offset_dims) == (len(shape) - 1,)
+            and not dn.operand_batching_dims
+            and tuple(node.params["slice_sizes"]) == (1, table.shape[1])
+            and len(table.axes[1]) == 1
+        )
+        if not lookup:
+            return PVal(tuple(shape), tuple(frozenset() for _ in shape), table.leaves | idx.leaves)
+        ((leaf, leaf_axis),) = table.axes[1]
+        li = len(st.layers)
+        width = shape[-1]
+        sid = st.new_space(width, li)
+        out = Act(tuple(shape), len(shape) - 1, ((sid, 0, width),))
+        st.layers.append(
+            LayerInfo(
+                li,
+                st.node_index,
+                "embed",
+                leaf,
+                tuple(idx.shape),
+                tuple(shape),
+                Act(tuple(idx.shape), None, affine=None),
+                sid,
+                None,
+                leaf_axis,
+                st.where(),
+            )
+        )
+        st.add_slices(out, table, 1, "write", li)
+        return out
+    if isinstance(table, Act) and table.axis is None:
+        return Act(tuple(shape), None, affine=None)
+    raise st.error("a gather from an activation (indexing with computed indices)")
+
+
 def _rule_reduce(st: _State, node: Node, ins, shape):
     (x,) = ins[:1]
     axes = tuple(node.params["axes"])
@@ -598,7 +651,7 @@ def _rule_reshape(st: _State, node: Node, ins, shape):
         return Act(tuple(shape), None, affine=None)
     m = reshape_axis_map(tuple(x.shape), tuple(shape), x.axis)
     if m is None:
-        raise st.error(f"reshape {tuple(x.shape)} -> {tuple(shape)} splits the channel axis")
+        return split_channel_axis(st, x, shape)
     new_axis, outer, inner = m
     return x.moved(shape, new_axis, outer=x.outer * outer, inner=x.inner * inner)
 
@@ -618,10 +671,13 @@ def _rule_broadcast(st, node, ins, shape):
     dims = tuple(node.params["broadcast_dimensions"])
     if isinstance(x, PVal):
         axes = [frozenset() for _ in shape]
+        uniform = set(range(len(shape)))
         for i, d in enumerate(dims):
             if x.shape[i] == shape[d]:
                 axes[d] = x.axes[i]
-        return PVal(tuple(shape), tuple(axes), x.leaves)
+                if i not in x.uniform:
+                    uniform.discard(d)
+        return PVal(tuple(shape), tuple(axes), x.leaves, uniform=frozenset(uniform))
     if x.axis is None:
         return Act(tuple(shape), None, affine=None)
     d = dims[x.axis]
@@ -745,6 +801,7 @@ _RULES = {
     "concatenate": _rule_concatenate,
     "slice": _rule_slice,
     "pad": _rule_pad,
+    "gather": _rule_gather,
 }
 
 
@@ -810,6 +867,9 @@ def analyze(
             st.ann[o] = a
         if has_act:
             record_paths(st, node, ins, outs, n_layers, st.sited)
+        elif len(st.layers) > n_layers:  # an embedding lookup: its output starts paths
+            st.path_of[node.outs[0]] = len(st.paths)
+            st.paths.append(PathNode("input", st.layers[-1].out_shape[-1]))
     st.node = None
     out_layouts = []
     leaf_shapes = {path: tuple(program.avals[v].shape) for v, path in leaf_of_var.items()}

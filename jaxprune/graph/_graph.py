@@ -35,7 +35,9 @@ class Layer:
     Attributes:
       name: the param path of the layer (the kernel's path without its leaf name and without
         linen's ``params/`` collection: ``"Dense_0"``, ``"block1/Conv_1"``).
-      op: ``"dense"``, ``"conv"``, ``"depthwise_conv"`` or ``"grouped_conv"``.
+      op: ``"dense"``, ``"conv"``, ``"depthwise_conv"``, ``"grouped_conv"`` or ``"embed"`` (an
+        embedding lookup: its output channels are the table's columns; ``in_shape`` is the
+        indices' shape).
       kernel: the kernel's full leaf path in the variables (``"params/Dense_0/kernel"``).
       in_shape, out_shape: shapes at the traced example arguments.
       unit: the unit group its output channels belong to (``None`` if they are not units).
@@ -75,6 +77,11 @@ class Unit:
       groups: the output channels of a grouped convolution (``feature_group_count=g``) are
         ``g`` equal contiguous blocks, one per convolution group: pruning removes the same
         number from every block (the group count stays); 1 for an ordinary group.
+      kind: ``"channels"`` (each unit a channel), ``"heads"`` (each unit an attention head:
+        its query, key and value columns and biases and its rows of the output projection),
+        ``"kv_groups"`` (grouped-query attention: each unit a key/value head with the query
+        heads that share it) or ``"embedding"`` (an embedding's columns: the residual stream
+        of a transformer, coupled by its norms).
       period: the channels entering a grouped convolution are read at in-group positions
         (kernel entries ``[r, :]`` read position ``r`` of every convolution group): channels
         ``c`` and ``c + period`` are pruned together, at the same positions in every group;
@@ -88,6 +95,7 @@ class Unit:
     coupled: tuple[str, ...]
     root: int = dataclasses.field(repr=False, compare=False, default=-1)
     groups: int = 1
+    kind: str = "channels"
     period: int = 0
 
 
@@ -186,8 +194,11 @@ class Graph:
         unit_of_root: dict[int, str] = {}
         for root, sids in sorted(roots.items(), key=lambda kv: self._first_layer(kv[1])):
             spaces = [an.spaces[s] for s in sids]
-            if not any(s.sites for s in spaces) or any(s.is_input or s.is_output for s in spaces):
-                continue
+            embedded = any(s.layer is not None and an.layers[s.layer].op == "embed" for s in spaces)
+            if not (embedded or any(s.sites for s in spaces)) or any(
+                s.is_input or s.is_output for s in spaces
+            ):
+                continue  # an embedding's channels are units without a nonlinearity
             producers = sorted({s.layer for s in spaces if s.layer is not None})
             if not producers:
                 continue
@@ -195,6 +206,8 @@ class Graph:
             sites = tuple(dict.fromkeys(x for s in spaces for x in s.sites))
             coupled = tuple(dict.fromkeys(x for s in spaces for x in (*s.mixing, *s.consts)))
             groups, misaligned = _conv_groups(an, sids, group_width[root])
+            heads = {s.head for s in spaces if s.head}
+            kind = "kv_groups" if "kv_groups" in heads else "heads" if heads else "channels"
             period, unaligned = periods.get(root, (0, ()))
             units[name] = Unit(
                 name,
@@ -204,7 +217,8 @@ class Graph:
                 coupled + misaligned + unaligned,
                 root,
                 groups,
-                period,
+                kind="embedding" if embedded and kind == "channels" else kind,
+                period=period,
             )
             unit_of_root[root] = name
         self.units = units
@@ -400,8 +414,9 @@ class Graph:
             group = layer.unit or "-"
             if layer.unit is not None:
                 u = self.units[layer.unit]
+                what = {"heads": " heads", "kv_groups": " kv groups"}.get(u.kind, "")
                 blocks = f" = {u.groups} x {u.width // u.groups}" if u.groups > 1 else ""
-                group += f" [{u.width}{blocks}]"
+                group += f" [{u.width}{what}{blocks}]"
             chain = ("after " + ", ".join(layer.reads_linear)) if layer.reads_linear else ""
             rows.append((layer.name, layer.op, shapes, group, layer.nonlinearity or "-", chain))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -10,10 +10,14 @@ Two kinds of annotation flow through the program:
   to channels-first it has ``inner = H*W``. ``axis=None`` marks a value with no channel
   structure (per-example statistics from a reduction over channels). ``affine`` holds the
   layers this value is still an affine function of (no nonlinearity since), or None for a
-  nonlinear value: linear chains.
+  nonlinear value: linear chains. ``carried`` (``axis=None`` only) holds, like
+  :attr:`PVal.axes`, the parameter axes a per-example value was multiplied with (a norm's
+  ``scale * rsqrt(var)``): they become channel slices where it meets the channels.
 * :class:`PVal`, a value computed from parameters and constants only. ``axes[i]`` lists the
   ``(leaf path, leaf axis)`` pairs whose index runs along axis ``i`` of the value (a bias
-  reshaped to ``(1, C)`` and broadcast has ``axes[-1] = {(bias, 0)}``).
+  reshaped to ``(1, C)`` and broadcast has ``axes[-1] = {(bias, 0)}``). ``uniform`` holds the
+  axes along which it was broadcast (a causal mask ``(T, T)`` broadcast over heads is the same
+  for every head: not a constant aligned with them).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Act:
     outer: int = 1
     inner: int = 1
     affine: frozenset[int] | None = frozenset()
+    carried: tuple[frozenset[tuple[str, int]], ...] = ()  # axis None: parameters' axes (PVal)
 
     @property
     def channels(self) -> int:
@@ -52,6 +57,7 @@ class PVal:
     axes: tuple[frozenset[tuple[str, int]], ...]
     leaves: frozenset[str] = frozenset()
     value: float | None = None  # a known scalar constant (a literal), else None
+    uniform: frozenset[int] = frozenset()  # axes along which the value is broadcast (constant)
 
     @staticmethod
     def const(shape, value=None) -> PVal:

@@ -21,9 +21,11 @@ import dataclasses
 
 import jax
 
-from jaxprune.graph._analyze import _BINARY, _LINEAR_UNARY, _NONLINEAR_UNARY
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
+from jaxprune.graph._primitives import BINARY as _BINARY
+from jaxprune.graph._primitives import LINEAR_UNARY as _LINEAR_UNARY
+from jaxprune.graph._primitives import NONLINEAR_UNARY as _NONLINEAR_UNARY
 
 __all__ = ["Pair", "fusable_pairs", "pair_of"]
 

@@ -26,6 +26,7 @@ from jaxprune.graph._adapters import path_str
 from jaxprune.graph._errors import GraphError, user_line
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
+from jaxprune.graph._primitives import BINARY
 from jaxprune.graph._rewritten_call import (
     PLAN_CACHE_SIZE,
     Call,
@@ -78,6 +79,9 @@ class RewriteSpec:
       initializer: ``initializer.initial_leaves(spec, draw, args, kwargs)``: the rewritten
         model's initial leaves from ``draw(i)``, the ``i``-th fresh initialization of the
         original (``{path: array}``); None: the kept slices of ``draw(0)`` (pruning).
+      approximate: groups whose channels a reduction mixes (a transformer's residual stream
+        under its norms) may be pruned: the narrowed program reduces over the kept channels
+        (``prune_units(..., exact=False)``).
       cache: the traced plans, per argument shapes and static keywords
         (:class:`~jaxprune.graph._rewritten_call.PlanCache`, at most ``PLAN_CACHE_SIZE``);
         not part of the content and not pickled.
@@ -94,6 +98,7 @@ class RewriteSpec:
     new_treedef: Any = None
     new_paths: tuple[str, ...] | None = None
     initializer: Any = None
+    approximate: bool = False
     cache: PlanCache = dataclasses.field(default_factory=PlanCache, repr=False)
 
     def _content(self) -> tuple:
@@ -111,6 +116,7 @@ class RewriteSpec:
                 hashable(self.new_treedef),
                 self.new_paths,
                 hashable(self.initializer),
+                self.approximate,
             )
             object.__setattr__(self, "_key", key)
         return key
@@ -349,7 +355,8 @@ def plan_for(spec: RewriteSpec, call: Call) -> _Plan:
     graph = trace_call(spec.model, spec.kind, spec.treedef, spec.avals, call)
     keep = {name: np.asarray(m, bool) for name, m in spec.keep}
     roots = _root_keep(graph, keep)
-    _check_mixing(graph, keep)  # constants aligned with the channels: sliced or refused below
+    if not spec.approximate:  # constants aligned with the channels: sliced or refused below
+        _check_mixing(graph, keep)
     an = graph.analysis
     lk = leaf_keep(graph, keep, check=False)
     shapes, cuts = _narrowed(an, roots, lk)
@@ -391,6 +398,12 @@ def _fix_params(node, plan: _Plan, in_shapes):
         params["start_indices"], params["limit_indices"] = tuple(start), tuple(limit)
     elif name == "split" and node.ins[0] in cuts and cuts[node.ins[0]][0] == params["axis"]:
         params["sizes"] = tuple(s[params["axis"]] for s in out_shapes)
+    elif name == "gather":  # an embedding lookup's rows: as wide as its narrowed table
+        old = node_in_aval(plan, node, 0).shape
+        params["slice_sizes"] = tuple(
+            new if size == full else size
+            for size, full, new in zip(params["slice_sizes"], old, in_shapes[0], strict=True)
+        )
     elif name == "conv_general_dilated":
         groups = params.get("feature_group_count", 1)
         lhs_feature = params["dimension_numbers"].lhs_spec[1]
@@ -405,6 +418,20 @@ def node_in_aval(plan, node, i):
     if isinstance(v, Literal):
         return jax.ShapeDtypeStruct(np.shape(v.value), np.asarray(v.value).dtype)
     return plan.graph.analysis.program.avals[v]
+
+
+def _fit_to(vals, shape):
+    """An approximate prune's elementwise operands cut to the narrowed ``shape``: a value of
+    the full channel width there (a norm's statistic broadcast over the channels) keeps its
+    first entries, exact for a broadcast value (the report measures the rest)."""
+    out = []
+    for x in vals:
+        if np.ndim(x) == len(shape):
+            for axis, (n, want) in enumerate(zip(np.shape(x), shape, strict=True)):
+                if n > want > 0 and n != 1:
+                    x = jax.lax.slice_in_dim(x, 0, want, axis=axis)
+        out.append(x)
+    return out
 
 
 def run_rewritten(spec: RewriteSpec, leaves, args, kwargs):
@@ -429,6 +456,8 @@ def run_rewritten(spec: RewriteSpec, leaves, args, kwargs):
             sq = plan.squeeze.get((i, j))
             if sq is not None:
                 vals[j] = jax.numpy.take(vals[j], np.flatnonzero(sq[1]), axis=sq[0])
+        if spec.approximate and node.name in BINARY:
+            vals = _fit_to(vals, plan.shapes[node.outs[0]])
         params = _fix_params(node, plan, [np.shape(x) for x in vals])
         try:
             outs = node.primitive.bind(*vals, **params)
@@ -443,7 +472,8 @@ def run_rewritten(spec: RewriteSpec, leaves, args, kwargs):
         if not node.primitive.multiple_results:
             outs = (outs,)
         for o, val in zip(node.outs, outs, strict=True):
-            if tuple(np.shape(val)) != plan.shapes[o]:
+            loose = spec.approximate and node.name in BINARY  # a statistic times narrowed
+            if tuple(np.shape(val)) != plan.shapes[o] and not loose:  # parameters (norms)
                 raise GraphError(
                     f"after pruning, the result has shape {tuple(np.shape(val))} where the "
                     f"channel layout expects {plan.shapes[o]}; jaxprune does not know how to "

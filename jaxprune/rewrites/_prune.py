@@ -120,6 +120,7 @@ def prune_units(
     *args,
     round_to: int | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    exact: bool = True,
 ) -> RewriteResult:
     """Removes units; returns a narrower model of the model's own kind.
 
@@ -146,6 +147,11 @@ def prune_units(
         incoming weights (L2 norm of kernel columns, biases and norm entries); a grouped
         convolution's channels gain the same number per group, its input whole positions.
       model_kwargs: keyword arguments of the model's own call (``{"train": False}``).
+      exact: if False, also prune groups whose channels are coupled by a reduction over them
+        (a transformer's residual stream under LayerNorm/RMSNorm): the narrow model's norms
+        then reduce over the kept channels only, which is not the masked network; the
+        report's ``output_error`` is the largest absolute output difference from the
+        original measured on ``*args``.
 
     Returns:
       A :class:`~jaxprune.rewrites.RewriteResult` whose ``.report.changes`` has one line per
@@ -165,7 +171,7 @@ def prune_units(
       ValueError: for an unknown unit, a mask of the wrong length or dtype, a traced mask
         (under ``jit``), or a mask removing every unit of a group.
       GraphError: for a group whose channels are coupled (LayerNorm-like reductions over the
-        channels, constants aligned with them), naming why.
+        channels, constants aligned with them), naming why, unless ``exact=False``.
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, numpy as np
     >>> class Net(nn.Module):
@@ -202,7 +208,17 @@ def prune_units(
         if not isinstance(round_to, int) or round_to < 1:
             raise ValueError(f"round_to: expected a positive int, got {round_to!r}")
         keep = _round_up(graph, by_path, keep, round_to)
-    kept = leaf_keep(graph, keep)  # raises GraphError for coupled groups
+    if not isinstance(exact, bool):
+        raise ValueError(f"exact: expected True or False, got {exact!r}")
+    try:
+        kept = leaf_keep(graph, keep)  # raises GraphError for coupled groups
+    except GraphError as e:
+        if exact:
+            raise GraphError(
+                f"{e}; pass exact=False to prune it approximately (the report then carries the "
+                "output error measured on the given inputs)"
+            ) from None
+        kept = leaf_keep(graph, keep, check=False)
     new = {}
     for path, leaf in by_path.items():
         for (lp, axis), idx in kept.items():
@@ -221,19 +237,33 @@ def prune_units(
         initializer=KeptSlices(
             tuple((p, a, tuple(int(i) for i in idx)) for (p, a), idx in sorted(kept.items()))
         ),
+        approximate=not exact,
     )
     narrow = build_model(spec, new_leaves)
+    narrow_vars = model_variables(spec, narrow, new_leaves)
+    error = None
+    if not exact:
+        new_adapter = as_model(
+            narrow, narrow_vars if adapter.kind in ("linen", "function") else None
+        )
+        diffs = jax.tree.map(
+            lambda a, b: float(jax.numpy.abs(jax.numpy.asarray(a) - b).max()),
+            adapter.apply(adapter.variables, *args, **graph.kwargs),
+            new_adapter.apply(new_adapter.variables, *args, **graph.kwargs),
+        )
+        error = max(jax.tree.leaves(diffs), default=0.0)
     return result(
         narrow,
-        model_variables(spec, narrow, new_leaves),
+        narrow_vars,
         before=count_params(by_path, adapter.trainable),
         after=count_params(new, adapter.trainable),
         changes=[
-            f"{name}: {m.shape[0]} -> {int(m.sum())} units"
+            f"{name}: {m.shape[0]} -> {int(m.sum())} "
+            + {"heads": "heads", "kv_groups": "key/value heads"}.get(
+                graph.units[name].kind, "units"
+            )
             for name, m in keep.items()
             if not m.all()
         ],
+        output_error=error,
     )
-
-
-del GraphError
