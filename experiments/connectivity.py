@@ -6,10 +6,25 @@ Florian): LeNet-300-100 and Conv2/Conv4/Conv6 (App. A, no biases), each trained 
 baseline (all weights trained), free / minimal pruning (Eqs. 3-4) and free / minimal flipping
 (sec. 3) -- with Adam, batch 25 and the learning rates of Table A.2, several seeds vmapped.
 
-Command (defaults: offline scikit-learn digits, 8x8 images, all four networks, 5 seeds):
+Command (defaults: offline scikit-learn digits, 8x8 images, all four networks, the paper's
+three initializers, 5 seeds):
 
     python -m experiments connectivity [--quick] [--dataset digits|mnist|cifar10]
-        [--nets lenet conv2 conv4 conv6] [--init signed_he_constant] [--p 0.5] [--epochs N]
+        [--nets lenet conv2 conv4 conv6] [--inits glorot_normal he_normal signed_he_constant]
+        [--p 0.5] [--epochs N]
+
+The paper's Table 1 at its scale (MNIST for LeNet, CIFAR-10 for the Conv nets, every
+initializer):
+
+    python -m experiments connectivity --dataset mnist --nets lenet
+    python -m experiments connectivity --dataset cifar10 --nets conv2 conv4 conv6
+
+Initializers (sec. 2.2, ``jp.models.INITIALIZERS``): Glorot normal, He normal and Signed He
+Constant (``--p``: its share of positive signs); every cell is run with each of ``--inits``
+(Figs. 1-2 and 6-7 show all three; Table 1 gives one number per cell and does not say which
+initializer it is, so table.md lists the paper's number beside each). Epochs: the paper's
+text gives no epoch count (its figures' axes are not in the text either), so the default, 30,
+is ours; ``--epochs`` changes it.
 
 The paper used MNIST (LeNet) and CIFAR-10 (Conv nets), reachable with ``--dataset mnist`` /
 ``--dataset cifar10`` when TensorFlow Datasets is installed (``jaxprune[tfds]``); the offline
@@ -18,16 +33,28 @@ are *not* comparable in value with the paper's: table.md lists them side by side
 the ordering of methods. Table 1 reports the maximum over epochs of the seed-mean test accuracy
 curve; so does this script.
 
-Outputs in ``OUT/connectivity/``: results.json (every curve; ``runs["<net>/<method>"]`` is one
-cell with all its seeds, saved as soon as it finishes, so ``--resume`` after an interruption
+Outputs in ``OUT/connectivity/``: results.json (every curve; ``runs["<init>/<net>/<method>"]``
+is one cell with all its seeds, saved as soon as it finishes, so ``--resume`` after an interruption
 recomputes only the missing cells, identically), table.md (this run's Table 1
-beside the paper's; every net with all its cells in results.json, so ``--resume --nets conv4
-conv6`` adds those nets to a file holding the others: the config does not list the nets),
-``<net>.png`` (accuracy with min-max band; pruned/flipped fraction) and
-``<net>_layers.png`` (per-layer fractions, the paper's bottom-row curves).
+beside the paper's, one table per initializer; every net with all its cells in results.json, so
+``--resume --nets conv4 conv6`` or ``--resume --inits he_normal`` adds those to a file holding
+the others: the config lists neither), ``<init>_<net>.png`` (accuracy with min-max band;
+pruned/flipped fraction) and ``<init>_<net>_layers.png`` (per-layer fractions, the paper's
+bottom-row curves).
 
-Expected run time on a 2-core CPU: --quick (LeNet + Conv2, 2 seeds, 2 epochs) under a minute;
-the default (4 nets x 5 methods x 5 seeds x 30 epochs on digits) about an hour, mostly Conv6.
+Expected run time on a 2-core CPU: --quick (LeNet, Signed He Constant, 2 seeds, 2 epochs)
+under a minute; the default on digits (3 initializers x 4 nets x 5 methods x 5 seeds x 30
+epochs) about three hours, mostly Conv6 (one initializer measured about an hour).
+
+Cost at the paper's scale (MNIST for LeNet: 2,400 steps an epoch; CIFAR-10 for the Conv nets:
+2,000; batch 25, the 5 seeds vmapped into one step; 3 initializers x 5 methods x 30 epochs =
+450 epoch-runs per net): XLA's FLOP count of one vmapped masked step (forward, backward, Adam;
+``jit(vmap(step)).lower().compile().cost_analysis()``) is 0.19 GFLOP (LeNet), 32 (Conv2),
+69 (Conv4) and 104 (Conv6). At an assumed sustained 20 TFLOP/s for convolutions this small on
+one accelerator, with at least 1 ms a step (launch-bound), that is about 0.3 (LeNet), 0.4
+(Conv2), 0.9 (Conv4) and 1.3 (Conv6) accelerator hours, about 3 for the whole table: an
+estimate, no accelerator was available. Measured on CPU (2-core machine shared under a load of
+~10, 2026-12-06): 0.24 s (LeNet) to 9.9 s (Conv6) a vmapped step, i.e. weeks of CPU time.
 """
 
 from __future__ import annotations
@@ -159,7 +186,13 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--dataset", default="digits", choices=jp.data.IMAGE_DATASETS)
     parser.add_argument("--nets", nargs="+", default=None, choices=list(NETS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--init", default="signed_he_constant", choices=jp.models.INITIALIZERS)
+    parser.add_argument(
+        "--inits",
+        nargs="+",
+        default=None,
+        choices=jp.models.INITIALIZERS,
+        help="weight initializers, one table each (default: all three; --quick: signed he)",
+    )
     parser.add_argument("--p", type=float, default=0.5, help="Signed He Constant P(w > 0)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=25)
@@ -169,16 +202,16 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     quick = args.quick
     nets = args.nets or (["lenet"] if quick else list(NETS))
+    inits = args.inits or (["signed_he_constant"] if quick else list(jp.models.INITIALIZERS))
     seeds = args.seeds or (2 if quick else 5)
     epochs = args.epochs or (2 if quick else 30)
     out = output_dir(args, NAME)
-    # Without the nets: a cell depends only on its own net, so ``--resume --nets conv4 conv6``
-    # adds those nets beside the ones already in results.json.
+    # Without the nets and initializers: a cell depends only on its own net and initializer, so
+    # ``--resume --nets conv4 conv6`` adds those nets beside the ones already in results.json.
     config = dict(
         dataset=args.dataset,
         train_limit=args.train_limit,
         methods=args.methods,
-        init=args.init,
         p=args.p,
         seeds=seeds,
         epochs=epochs,
@@ -189,30 +222,37 @@ def main(argv: list[str] | None = None) -> Path:
     store = RunStore(out / "results.json", config, resume=args.resume, key="runs")
     if store.resumed:
         print(f"resuming: {len(store.resumed)} finished cells kept ({', '.join(store.resumed)})")
-    all_results: dict = {}
-    for net in nets:
-        all_results[net] = {}
-        todo = [m for m in args.methods if run_id(net, m) not in store]
-        if todo:
-            _train_net(args, net, todo, seeds, epochs, store)
-        for method in args.methods:
-            all_results[net][method] = store[run_id(net, method)]
-        _plot(net, all_results[net], out / f"{net}.png")
-        _plot_layers(net, all_results[net], out / f"{net}_layers.png")
-        # every net finished so far, this run's and the resumed ones
-        done = [n for n in NETS if all(run_id(n, m) in store for m in args.methods)]
-        results = {n: {m: store[run_id(n, m)] for m in args.methods} for n in done}
-        pending = [n for n in nets if n not in results]
-        write_text(out / "table.md", _table(config, results, pending))
+    for init in inits:
+        for net in nets:
+            todo = [m for m in args.methods if run_id(net, m, init) not in store]
+            if todo:
+                _train_net(args, net, init, todo, seeds, epochs, store)
+            cells = {m: store[run_id(net, m, init)] for m in args.methods}
+            _plot(f"{net} ({init})", cells, out / f"{init}_{net}.png")
+            _plot_layers(f"{net} ({init})", cells, out / f"{init}_{net}_layers.png")
+            # every (initializer, net) finished so far, this run's and the resumed ones
+            results = {
+                i: {
+                    n: {m: store[run_id(n, m, i)] for m in args.methods}
+                    for n in NETS
+                    if all(run_id(n, m, i) in store for m in args.methods)
+                }
+                for i in jp.models.INITIALIZERS
+            }
+            results = {i: r for i, r in results.items() if r}
+            pending = [f"{i}/{n}" for i in inits for n in nets if n not in results.get(i, {})]
+            write_text(out / "table.md", _table(config, results, pending))
     return out
 
 
-def run_id(net: str, method: str) -> str:
-    """Key of one cell (a network x method, all seeds) in results.json's ``runs``."""
-    return f"{net}/{method}"
+def run_id(net: str, method: str, init: str = "signed_he_constant") -> str:
+    """Key of one cell (initializer x network x method, all seeds) in results.json's ``runs``."""
+    return f"{init}/{net}/{method}"
 
 
-def _train_net(args, net: str, methods: list[str], seeds: int, epochs: int, store) -> None:
+def _train_net(
+    args, net: str, init: str, methods: list[str], seeds: int, epochs: int, store
+) -> None:
     """Trains the ``methods`` of one network (seeds vmapped) and stores each cell as it ends.
 
     The initial weights and the shuffling keys depend only on ``--seed`` and ``net``, so a cell
@@ -224,7 +264,7 @@ def _train_net(args, net: str, methods: list[str], seeds: int, epochs: int, stor
     n_classes = int(train[1].max()) + 1
 
     def build(kind):
-        return NETS[net](kind=kind, weight_init=args.init, p=args.p, out=n_classes)
+        return NETS[net](kind=kind, weight_init=init, p=args.p, out=n_classes)
 
     k_init, k_shuffle = jax.random.split(jax.random.key(args.seed))
     p0 = initial_params(build("mask"), train[0], jax.random.split(k_init, seeds))
@@ -257,56 +297,47 @@ def _train_net(args, net: str, methods: list[str], seeds: int, epochs: int, stor
             "weights_unchanged": None if kind is None else all(jax.tree.leaves(same)),
             "seconds": c.seconds,
         }
-        if kind is not None and args.init == "signed_he_constant":
+        if kind is not None and init == "signed_he_constant":
             r["factored_agreement"] = _factoring_check(model, c.params, test, kind)
             r["bits"] = jp.analysis.size_in_bits(jax.tree.map(lambda a: a[0], c.params), kind)
-        store.put(run_id(net, method), r)
+        store.put(run_id(net, method, init), r)
         print(
-            f"{net:6s} {method:17s} best acc {100 * r['best_mean_accuracy']:6.2f}%  "
+            f"{init:18s} {net:6s} {method:17s} best acc {100 * r['best_mean_accuracy']:6.2f}%  "
             f"changed {r['final_changed']}  ({c.seconds:.1f}s)",
             flush=True,
         )
 
 
 def _table(config, results, pending) -> str:
-    nets = list(results)
-    header = ["method"]
-    for net in nets:
-        header += [
-            f"{net} measured acc %",
-            f"{net} measured pruned/flipped %",
-            f"{net} paper acc % (Table 1)",
-        ]
-    rows = []
-    for method in config["methods"]:
-        row = [method]
-        for net in nets:
-            r = results[net][method]
-            ch = r["final_changed"]
-            row += [
-                f"{100 * r['best_mean_accuracy']:.2f}",
-                "—" if ch is None else f"{100 * ch:.1f}",
-                f"{PAPER_TABLE1[method][net]:.2f}",
-            ]
-        rows.append(row)
+    """One Table 1 per initializer: ``results[init][net][method]``."""
     text = (
         "# Paper 003, Table 1: connectivity training over fixed random weights\n\n"
-        f"Measured here on **{config['dataset']}** ({config['init']}, p={config['p']}, "
+        f"Measured here on **{config['dataset']}** (p={config['p']} for Signed He Constant, "
         f"{config['seeds']} seeds, {config['epochs']} epochs, batch {config['batch_size']}"
         f"{', --quick' if config['quick'] else ''}): best seed-mean test accuracy over epochs "
-        "and the final pruned (pruning) or flipped (flipping) fraction of all weights.\n"
+        "and the final pruned (pruning) or flipped (flipping) fraction of all weights, one "
+        "table per initializer.\n"
         "The *paper* columns are copied from the paper's Table 1 (MNIST for LeNet, CIFAR-10 for "
-        "the Conv nets, many more epochs); they were **not** measured here and are not "
-        "comparable in value when the dataset differs.\n\n"
+        "the Conv nets, its own epoch count; the paper does not say which initializer Table 1 "
+        "used, so its numbers stand beside each table); they were **not** measured here and "
+        "are not comparable in value when the dataset differs.\n\n"
     )
     if pending:
         text += f"*Partial table: {', '.join(pending)} not run yet.*\n\n"
-    text += markdown_table(header, rows)
-    checks = [(net, m, r) for net in nets for m, r in results[net].items() if "bits" in r]
+    for init, by_net in results.items():
+        text += f"## {init}\n\n" + _init_table(config, by_net)
+    checks = [
+        (net, m, r)
+        for by_net in results.values()
+        for net in by_net
+        for m, r in by_net[net].items()
+        if "bits" in r
+    ]
     if checks:
         text += (
-            "\nEq. 6 factoring (seed 0): fraction of test predictions unchanged, and storage "
-            "of the dense vs the factored network (1 bit per sign, 2 per masked weight):\n\n"
+            "\nEq. 6 factoring (Signed He Constant, seed 0): fraction of test predictions "
+            "unchanged, and storage of the dense vs the factored network (1 bit per sign, 2 per "
+            "masked weight):\n\n"
         )
         text += markdown_table(
             [
@@ -330,6 +361,30 @@ def _table(config, results, pending) -> str:
             ],
         )
     return text
+
+
+def _init_table(config, results) -> str:
+    nets = list(results)
+    header = ["method"]
+    for net in nets:
+        header += [
+            f"{net} measured acc %",
+            f"{net} measured pruned/flipped %",
+            f"{net} paper acc % (Table 1)",
+        ]
+    rows = []
+    for method in config["methods"]:
+        row = [method]
+        for net in nets:
+            r = results[net][method]
+            ch = r["final_changed"]
+            row += [
+                f"{100 * r['best_mean_accuracy']:.2f}",
+                "—" if ch is None else f"{100 * ch:.1f}",
+                f"{PAPER_TABLE1[method][net]:.2f}",
+            ]
+        rows.append(row)
+    return markdown_table(header, rows) + "\n"
 
 
 if __name__ == "__main__":

@@ -13,11 +13,17 @@ non-negative, so every first-layer ReLU is 0, the logits are all 0, nothing can 
 gradients vanish, nothing is pruned) and the accuracy is the test share of class 0 (argmax of
 equal logits).
 
-Command (defaults: offline scikit-learn digits, LeNet and Conv2, 5 seeds):
+Command (defaults: offline scikit-learn digits, the four networks of Fig. 4, 5 seeds):
 
-    python -m experiments connectivity_p_sweep [--quick] [--resume] [--nets lenet conv2]
-        [--ps 0 0.001 0.01 0.1 0.3 0.5 0.7 0.9 1] [--methods free_pruning free_flipping]
-        [--dataset digits|mnist|cifar10] [--epochs N]
+    python -m experiments connectivity_p_sweep [--quick] [--resume]
+        [--nets lenet conv2 conv4 conv6] [--ps 0 0.001 0.01 0.1 0.3 0.5 0.7 0.9 1]
+        [--methods free_pruning free_flipping] [--dataset digits|mnist|cifar10] [--epochs N]
+        [--train-limit N]
+
+Fig. 4 at the paper's scale (LeNet on MNIST, Conv2/4/6 on CIFAR-10):
+
+    python -m experiments connectivity_p_sweep --dataset mnist --nets lenet
+    python -m experiments connectivity_p_sweep --dataset cifar10 --nets conv2 conv4 conv6
 
 Outputs in ``OUT/connectivity_p_sweep/``: results.json (every curve; ``runs`` keyed
 ``<net>/<method>/p=<p>``, saved as each finishes, so ``--resume`` recomputes only missing
@@ -25,9 +31,11 @@ cells), table.md (accuracy and pruned fraction per ``p`` beside the paper's stat
 ``accuracy_vs_p.png`` (accuracy and pruned/flipped fraction against ``p``, one column per net).
 
 Expected run time on a 2-core CPU: --quick (LeNet, p in {0, 0.1, 0.5, 1}, 2 seeds, 2 epochs)
-about a minute; the default (2 nets x 9 values of p x 5 seeds x 30 epochs on digits) measured 21
+about a minute; LeNet and Conv2 (9 values of p x 5 seeds x 30 epochs on digits) measured 21
 minutes wall on a loaded, shared 2-core machine (1,064 s in the cells: a LeNet cell 12-19 s, a
-Conv2 cell 56-158 s).
+Conv2 cell 56-158 s); the default adds Conv4 and Conv6, about 3x Conv2's time each. At the
+paper's scale the cost per cell is :mod:`experiments.connectivity`'s per (net, method) cell:
+9 cells per net and method.
 """
 
 from __future__ import annotations
@@ -61,6 +69,11 @@ PAPER_TEXT = {  # paper 003, sec. 2.4 (LeNet on MNIST, free pruning); Fig. 4 its
 def run_id(net: str, method: str, p: float) -> str:
     """Key of one cell (network x method x p, all seeds) in results.json's ``runs``."""
     return f"{net}/{method}/p={p:g}"
+
+
+def _limited(data, n):
+    (x, y), test = data
+    return ((x[:n], y[:n]), test) if n else ((x, y), test)
 
 
 def _cell(args, net, method, p, data, seeds, epochs) -> dict:
@@ -107,12 +120,15 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--ps", nargs="+", type=float, default=None, help="values of p")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument(
+        "--train-limit", type=int, default=None, help="use only the first N training examples"
+    )
     args = parser.parse_args(argv)
     ps = sorted(set(args.ps or (QUICK_PS if args.quick else PS)))
     bad = [p for p in ps if not 0.0 <= p <= 1.0]
     if bad:
         parser.error(f"--ps: expected probabilities in [0, 1], got {bad}")
-    nets = args.nets or (["lenet"] if args.quick else ["lenet", "conv2"])
+    nets = args.nets or (["lenet"] if args.quick else list(NETS))
     seeds = args.seeds or (2 if args.quick else 5)
     epochs = args.epochs or (2 if args.quick else 30)
     out = output_dir(args, NAME)
@@ -124,6 +140,7 @@ def main(argv: list[str] | None = None):
         seeds=seeds,
         epochs=epochs,
         batch_size=args.batch_size,
+        train_limit=args.train_limit,
         seed=args.seed,
         quick=args.quick,
     )
@@ -134,7 +151,7 @@ def main(argv: list[str] | None = None):
             for p in ps:
                 if run_id(net, method, p) in store:
                     continue
-                data = data or load(args.dataset, net)
+                data = data or _limited(load(args.dataset, net), args.train_limit)
                 r = _cell(args, net, method, p, data, seeds, epochs)
                 store.put(run_id(net, method, p), r)
                 print(

@@ -27,7 +27,7 @@ def test_quick_run_writes_table_figures_and_finite_results(quick_run):
     out, results = quick_run
     methods = METHODS
     lenet = {m: results["runs"][connectivity.run_id("lenet", m)] for m in methods}
-    assert sorted(results["runs"]) == sorted(f"lenet/{m}" for m in methods)
+    assert sorted(results["runs"]) == sorted(f"signed_he_constant/lenet/{m}" for m in methods)
     for method in methods:
         acc = np.asarray(lenet[method]["accuracy"])
         assert acc.shape == (2, 2) and np.isfinite(acc).all()
@@ -48,7 +48,8 @@ def test_quick_run_writes_table_figures_and_finite_results(quick_run):
     assert "97.96" in table and "not** measured here" in table  # paper numbers, labelled
     measured = f"{100 * lenet['baseline']['best_mean_accuracy']:.2f}"
     assert f"| baseline | {measured} |" in table
-    for name in ("lenet.png", "lenet_layers.png"):
+    assert "## signed_he_constant" in table
+    for name in ("signed_he_constant_lenet.png", "signed_he_constant_lenet_layers.png"):
         assert (out / name).stat().st_size > 10_000
 
 
@@ -58,7 +59,8 @@ def test_resume_recomputes_a_deleted_cell_identically(quick_run, tmp_path, monke
     out = tmp_path / "connectivity"
     shutil.copytree(src, out)
     saved = json.loads((out / "results.json").read_text())
-    deleted = saved["runs"].pop("lenet/minimal_flipping")
+    cell = connectivity.run_id("lenet", "minimal_flipping")
+    deleted = saved["runs"].pop(cell)
     (out / "results.json").write_text(json.dumps(saved))
     trained = []
     real = connectivity.train_curves
@@ -72,9 +74,9 @@ def test_resume_recomputes_a_deleted_cell_identically(quick_run, tmp_path, monke
     assert again["config"] == first["config"]
     assert sorted(again["runs"]) == sorted(first["runs"])
     for run, record in first["runs"].items():  # kept cells: untouched, wall time included
-        if run != "lenet/minimal_flipping":
+        if run != cell:
             assert again["runs"][run] == record
-    recomputed = dict(again["runs"]["lenet/minimal_flipping"])
+    recomputed = dict(again["runs"][cell])
     assert recomputed.pop("seconds") >= 0 and deleted.pop("seconds") >= 0
     assert recomputed == deleted
     with pytest.raises(ValueError, match="--resume: .* was written with config"):
@@ -138,10 +140,11 @@ def test_resume_with_other_nets_adds_them_beside_the_finished_ones(
     shutil.copytree(src, tmp_path / "connectivity")
     trained = []
 
-    def fake_train_net(args, net, methods, seeds, epochs, store):
+    def fake_train_net(args, net, init, methods, seeds, epochs, store):
         trained.append((net, list(methods)))
         for m in methods:
-            store.put(connectivity.run_id(net, m), first["runs"][connectivity.run_id("lenet", m)])
+            cell = first["runs"][connectivity.run_id("lenet", m, init)]
+            store.put(connectivity.run_id(net, m, init), cell)
 
     monkeypatch.setattr(connectivity, "_train_net", fake_train_net)
     argv = ["--quick", "--no-progress", "--out", str(tmp_path), "--methods", *METHODS]
@@ -149,7 +152,8 @@ def test_resume_with_other_nets_adds_them_beside_the_finished_ones(
     assert trained == [("conv2", METHODS)]
     again = json.loads((out / "results.json").read_text())
     for m in METHODS:
-        assert again["runs"][f"lenet/{m}"] == first["runs"][f"lenet/{m}"]
+        cell = connectivity.run_id("lenet", m)
+        assert again["runs"][cell] == first["runs"][cell]
     table = (out / "table.md").read_text()
     assert "lenet measured acc %" in table and "conv2 measured acc %" in table
 
@@ -158,3 +162,29 @@ def test_layer_figure_is_skipped_without_masked_methods(tmp_path):
     # --methods baseline alone used to crash in matplotlib (a figure with zero columns).
     connectivity._plot_layers("conv4", {"baseline": {"layers": {}}}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_each_initializer_draws_the_papers_distribution(tmp_path, monkeypatch):
+    """``--inits``: each cell's fixed weights come from its initializer (sec. 2.2): LeNet's
+    first layer on 8x8 digits (fan-in 64, fan-out 300) has std sqrt(2 / 64) for He normal,
+    sqrt(2 / 364) for Glorot normal; one table per initializer."""
+    drawn = {}
+    real = connectivity.train_curves
+
+    def spy(model, tx, train, test, params, keys, **kw):
+        drawn[model.weight_init] = np.asarray(params["dense_0"]["weights"])
+        return real(model, tx, (train[0][:100], train[1][:100]), test, params, keys, **kw)
+
+    monkeypatch.setattr(connectivity, "train_curves", spy)
+    argv = ["--quick", "--no-progress", "--out", str(tmp_path), "--methods", "free_flipping"]
+    out = connectivity.main([*argv, "--epochs", "1", "--inits", "he_normal", "glorot_normal"])
+    assert sorted(drawn) == ["glorot_normal", "he_normal"]
+    np.testing.assert_allclose(drawn["he_normal"].std(), math.sqrt(2 / 64), rtol=0.02)
+    np.testing.assert_allclose(drawn["glorot_normal"].std(), math.sqrt(2 / 364), rtol=0.02)
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert sorted(runs) == ["glorot_normal/lenet/free_flipping", "he_normal/lenet/free_flipping"]
+    table = (out / "table.md").read_text()
+    for init in ("he_normal", "glorot_normal"):
+        acc = 100 * runs[f"{init}/lenet/free_flipping"]["best_mean_accuracy"]
+        section = table.split(f"## {init}")[1].split("## ")[0]
+        assert f"| free_flipping | {acc:.2f} |" in section

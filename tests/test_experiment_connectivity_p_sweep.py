@@ -37,6 +37,17 @@ def test_p_sweep_closed_form_endpoints_table_and_resume(tmp_path, monkeypatch):
     assert json.loads((out / "results.json").read_text()) == results
 
 
+def test_p_sweep_conv6_at_p_zero_is_the_closed_form(tmp_path):
+    """Conv6 is in the sweep (Fig. 4's right panel): at p = 0 every first-layer conv output is
+    <= 0 on non-negative pixels, so every ReLU, every logit is 0 and the accuracy is the test
+    share of class 0, with nothing pruned."""
+    argv = ["--quick", "--no-progress", "--out", str(tmp_path), "--nets", "conv6", "--ps", "0"]
+    out = sweep.main([*argv, "--epochs", "1", "--train-limit", "50"])
+    run = json.loads((out / "results.json").read_text())["runs"]["conv6/free_pruning/p=0"]
+    np.testing.assert_allclose(run["accuracy"], np.full((2, 1), run["class0_share"]), rtol=1e-6)
+    assert run["final_changed"] == 0.0 and run["positive_fraction"] == 0.0
+
+
 def test_p_sweep_rejects_p_outside_unit_interval(tmp_path):
     with pytest.raises(SystemExit):
         sweep.main(["--quick", "--out", str(tmp_path), "--ps", "0.5", "1.5"])
