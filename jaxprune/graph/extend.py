@@ -104,8 +104,9 @@ __all__ = [
     "region_of",
     "run_program",
     "run_scale_shift",
-    "static_int",
-    "trace_call",
     "state_args",
+    "static_int",
+    "takes_model",
+    "trace_call",
 ]
     "takes_model",
