@@ -109,4 +109,3 @@ __all__ = [
     "takes_model",
     "trace_call",
 ]
-    "takes_model",
