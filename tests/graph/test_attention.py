@@ -18,7 +18,7 @@ from jaxprune.graph import as_model, path_str
 @pytest.mark.parametrize("name", sorted(TRANSFORMERS))
 def test_units_equal_hand_listed_and_evaluation_equals_model(name):
     case = TRANSFORMERS[name]()
-    graph = jp.trace(case.model, case.variables, case.x, **case.kwargs)
+    graph = jp.trace(case.model, *case.state, case.x, model_kwargs=case.kwargs)
     assert {k: u.width for k, u in graph.units.items()} == case.units
     adapter = as_model(case.model, case.variables)
     expected = adapter.apply(adapter.variables, case.x, **case.kwargs)
@@ -27,7 +27,7 @@ def test_units_equal_hand_listed_and_evaluation_equals_model(name):
 
 def test_embedding_is_a_layer_whose_columns_are_the_residual_stream():
     case = make_embed_mlp()
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     embed = graph.layers["Embed_0"]
     assert (embed.op, embed.kernel, embed.unit) == ("embed", "params/Embed_0/embedding", "Embed_0")
     assert graph.units["Embed_0"].layers == ("Embed_0", "Dense_1")
@@ -44,7 +44,7 @@ def test_embedding_is_a_layer_whose_columns_are_the_residual_stream():
 
 def test_masking_a_residual_channel_equals_the_hand_written_forward():
     case = make_embed_mlp()
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     p = case.variables["params"]
     m = jnp.array([1.0, 0, 1, 1, 0, 1])
     table = p["Embed_0"]["embedding"]
@@ -77,7 +77,7 @@ def _zero_heads(tree, leaves_axes, dead, head_dim=None):
 
 def test_masking_flax_heads_equals_zeroing_their_value_slices_by_hand():
     case = TRANSFORMERS["encoder_block"]()
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     att = "params/MultiHeadDotProductAttention_0"
     # a head's output is its value slice mixed by its attention weights: zeroing the value
     # kernel's and bias' head entries removes exactly that head's contribution
@@ -93,7 +93,7 @@ def test_masking_flax_heads_equals_zeroing_their_value_slices_by_hand():
 
 def test_masking_einsum_heads_equals_zeroing_their_value_columns_by_hand():
     case = TRANSFORMERS["einsum_attention"]()
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     hand = _zero_heads(case.variables, [("params/v/kernel", 1), ("params/v/bias", 0)], [0], 4)
     expected = case.model.apply(hand, case.x)
     got = graph.apply(case.variables, case.x, masks={"q": jnp.array([False, True])})
@@ -127,9 +127,9 @@ def _leaves(variables):
 def test_pruning_heads_and_mlp_units_equals_the_masked_model(name):
     case = TRANSFORMERS[name]()
     keep = {k: np.array(v) for k, v in PRUNE_CASES[name].items()}
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     before = as_model(case.model, case.variables)
-    r = jp.prune_units(case.model, case.variables, keep, case.x)
+    r = jp.prune_units(case.model, *case.state, keep, case.x)
     narrow, nv = r.model, r.variables
     after = as_model(narrow, nv if before.kind == "linen" else None)
     expected = graph.apply(before.variables, case.x, masks=keep)
@@ -156,9 +156,13 @@ def test_pruned_flax_attention_has_fewer_heads_by_hand():
     case = TRANSFORMERS["encoder_block"]()
     att = "MultiHeadDotProductAttention_0"
     keep = {f"{att}/query": np.array([True, False, True, False])}
-    r = jp.prune_units(case.model, case.variables, keep, case.x)
+    r = jp.prune_units(case.model, *case.state, keep, case.x)
     narrow, nv = r.model, r.variables
-    assert r.report.changes == (f"{att}/query: 4 -> 2 heads",)
+    assert r.report.changes == (
+        f"{att}/query: 4 -> 2 heads",
+        f"{att}: num_heads 4 -> 2, qkv_features 8 -> 4",
+    )
+    assert r.model.submodule(att).num_heads == 2
     p = nv["params"][att]
     # 2 heads of head_dim 2 remain in every projection, the output reads 2 heads
     assert p["query"]["kernel"].shape == p["key"]["kernel"].shape == (8, 2, 2)
@@ -185,7 +189,7 @@ def test_pruned_lm_trains_with_dropout_and_exports():
         "MultiHeadDotProductAttention_1/query": np.array([False, True]),
         "Dense_0": np.arange(16) < 9,
     }
-    r = jp.prune_units(case.model, case.variables, keep, case.x)
+    r = jp.prune_units(case.model, *case.state, keep, case.x)
     narrow, nv = r.model, r.variables
     assert nv["params"]["MultiHeadDotProductAttention_1"]["query"]["kernel"].shape == (8, 1, 4)
     assert nv["params"]["Dense_1"]["kernel"].shape == (9, 8)
@@ -207,17 +211,17 @@ def test_pruned_lm_trains_with_dropout_and_exports():
 
 def test_residual_stream_is_coupled_by_layernorm_and_pruning_it_is_refused():
     case = TRANSFORMERS["decoder_lm"]()
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     unit = graph.units["Embed_0"]
     assert unit.kind == "embedding" and any("reduce_sum" in c for c in unit.coupled)
     with pytest.raises(jp.graph.GraphError, match="Embed_0.*exact=False"):
-        jp.prune_units(case.model, case.variables, {"Embed_0": np.arange(8) < 6}, case.x)
+        jp.prune_units(case.model, *case.state, {"Embed_0": np.arange(8) < 6}, case.x)
 
 
 def test_approximate_residual_prune_reports_its_measured_output_error():
     case = TRANSFORMERS["decoder_lm"]()
     keep = {"Embed_0": np.arange(8) != 3}
-    r = jp.prune_units(case.model, case.variables, keep, case.x, exact=False)
+    r = jp.prune_units(case.model, *case.state, keep, case.x, exact=False)
     assert r.variables["params"]["Embed_0"]["embedding"].shape == (13, 7)
     assert r.variables["params"]["LayerNorm_0"]["scale"].shape == (7,)
     got = r.model.apply(r.variables, case.x)
@@ -229,7 +233,7 @@ def test_approximate_residual_prune_reports_its_measured_output_error():
 
 def exact_error_is_none(case):
     keep = {"Dense_0": np.arange(16) < 8}
-    return jp.prune_units(case.model, case.variables, keep, case.x).report.output_error is None
+    return jp.prune_units(case.model, *case.state, keep, case.x).report.output_error is None
 
 
 def test_the_primitive_registry_lists_every_structural_rule():
@@ -361,7 +365,7 @@ def test_ablating_a_head_equals_the_loss_with_its_value_slices_zeroed_by_hand():
 
 def test_freezing_and_reinitializing_a_head_touch_exactly_its_slices():
     case = TRANSFORMERS["encoder_block"]()
-    graph = jp.trace(case.model, case.variables, case.x)
+    graph = jp.trace(case.model, *case.state, case.x)
     unit = "MultiHeadDotProductAttention_0/query"
     head1 = {unit: np.array([False, True, False, False])}
     params = case.variables["params"]
@@ -381,7 +385,7 @@ def test_freezing_and_reinitializing_a_head_touch_exactly_its_slices():
         lambda _: True, hand
     )
     # reinit: only the head's entries change
-    new, _ = jp.rewrites.reinit_units(graph, params, head1, jax.random.key(5))
+    new, _ = jp.rewrites.reinit_units(graph, params, head1, key=jax.random.key(5))
     changed = jax.tree.map(lambda a, b: np.asarray(a != b), new, params)
     assert jax.tree.map(lambda c, h: bool((c <= h).all()), changed, hand) == jax.tree.map(
         lambda _: True, hand
