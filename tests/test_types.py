@@ -13,7 +13,16 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Packages whose public functions carry full annotations (every parameter and the return).
-ANNOTATED = ["jaxprune.transforms", "jaxprune.analysis", "jaxprune.training"]
+ANNOTATED = [
+    "jaxprune",
+    "jaxprune.analysis",
+    "jaxprune.data",
+    "jaxprune.graph",
+    "jaxprune.models",
+    "jaxprune.rewrites",
+    "jaxprune.training",
+    "jaxprune.transforms",
+]
 
 
 def test_mypy_passes(tmp_path):

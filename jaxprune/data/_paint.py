@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 __all__ = ["SHAPES", "paint", "shape_polygons"]
 
@@ -39,7 +40,9 @@ def _inside_convex(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
     return np.all(cross >= 0, axis=1)
 
 
-def paint(shape: str = "square", size: int = 64, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+def paint(
+    shape: str = "square", size: int = 64, dtype: DTypeLike = np.float32
+) -> tuple[np.ndarray, np.ndarray]:
     """Returns the painting data set for ``shape`` on a ``size x size`` pixel grid.
 
     Pixel centres form a regular grid whose coordinates are rescaled to ``[-0.5, 0.5]`` (paper 000,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -77,7 +77,7 @@ def check_model_kwargs(model_kwargs: Mapping[str, Any] | None) -> dict[str, Any]
     return dict(model_kwargs)
 
 
-def path_str(path) -> str:
+def path_str(path: Sequence[Any]) -> str:
     """``/``-joined string of a ``jax.tree_util`` key path."""
     return "/".join(_key_str(k) for k in path)
 
@@ -398,7 +398,7 @@ def _is_state(value) -> bool:
         return False
 
 
-def as_model(model, variables) -> ModelAdapter:
+def as_model(model: Any, variables: Any) -> ModelAdapter:
     """Wraps a user's model (linen, NNX, equinox or ``f(params, *args)``) in one adapter.
 
     Args:

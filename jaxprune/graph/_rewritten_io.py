@@ -16,12 +16,13 @@ import importlib
 import json
 import os
 import re
-from typing import Any
+from typing import Any, BinaryIO
 
 import jax
 import numpy as np
 
 from jaxprune._describe import describe
+from jaxprune._types import Model, Variables
 from jaxprune.graph._adapters import _is_equinox, _is_linen, _is_nnx, as_model, path_str
 from jaxprune.graph._rewritten import (
     RewriteSpec,
@@ -253,7 +254,9 @@ def _leaf_values(data, info) -> list:
 
 
 # -- the public pair ----------------------------------------------------------------------------
-def save_rewritten(path, model, variables=None) -> None:
+def save_rewritten(
+    path: str | os.PathLike | BinaryIO, model: Model, variables: Variables = None
+) -> None:
     """Saves a rewritten model and its variables to one file, without pickling user code.
 
     The file (numpy's ``.npz`` format, written to ``path`` as given) holds the rewrite's
@@ -360,7 +363,7 @@ def _difference(saved: str, given: str) -> str:
     return f"{at}: saved …{saved[start : i + 60]}… ; given …{given[start : i + 60]}…"
 
 
-def load_rewritten(path, original):
+def load_rewritten(path: str | os.PathLike | BinaryIO, original: Model) -> tuple[Any, Any]:
     """Loads a model saved by :func:`save_rewritten`, rebuilt on the original model.
 
     ``original`` is the model that was rewritten, constructed again (in this process or
@@ -416,7 +419,7 @@ def load_rewritten(path, original):
     kind = header["kind"]
     got = _kind(original)
     if got != kind:
-        have = _KINDS.get(got, type(original).__name__)
+        have = _KINDS.get(got or "", type(original).__name__)
         raise TypeError(
             f"original: expected {_KINDS[kind]} (the saved model rewrote one), got {have}"
         )
@@ -435,11 +438,11 @@ def load_rewritten(path, original):
         raise ValueError("path: the file holds no rewrite description")
     if adapter is not None:  # the arrays' shapes are part of the structure
         flat, _ = jax.tree_util.tree_flatten_with_path(adapter.variables)
-        have = {path_str(p): tuple(np.shape(a)) for p, a in flat}
+        shapes = {path_str(p): tuple(np.shape(a)) for p, a in flat}
         want = {p: tuple(a.shape) for p, a in zip(*_original_leaves(spec), strict=True)}
-        if have != want:
-            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-            shown = "; ".join(f"{k}: saved {want.get(k)}, given {have.get(k)}" for k in diff[:4])
+        if shapes != want:
+            diff = sorted(k for k in set(shapes) | set(want) if shapes.get(k) != want.get(k))
+            shown = "; ".join(f"{k}: saved {want.get(k)}, given {shapes.get(k)}" for k in diff[:4])
             raise ValueError(f"original: not the model that was rewritten ({shown})")
     leaves = _leaf_values(data, header["leaves"])
     new = build_model(spec, leaves)

@@ -198,28 +198,28 @@ class MaskedConvNet(nn.Module):
 
 
 def lenet_300_100(
-    kind: str | None = "mask", weight_init="glorot_normal", p: float = 0.5, out: int = 10
+    kind: str | None = "mask", weight_init: str = "glorot_normal", p: float = 0.5, out: int = 10
 ) -> MaskedMLP:
     """LeNet-300-100 of App. A, Table A.2 (FC 300, 100, 10; no biases)."""
     return MaskedMLP((300, 100), out, kind, weight_init, p)
 
 
 def conv2(
-    kind: str | None = "mask", weight_init="glorot_normal", p: float = 0.5, out: int = 10
+    kind: str | None = "mask", weight_init: str = "glorot_normal", p: float = 0.5, out: int = 10
 ) -> MaskedConvNet:
     """Conv2 of App. A, Table A.2: 2x64, pool; FC 256, 256, 10."""
     return MaskedConvNet(((64, 64),), (256, 256), out, kind, weight_init, p)
 
 
 def conv4(
-    kind: str | None = "mask", weight_init="glorot_normal", p: float = 0.5, out: int = 10
+    kind: str | None = "mask", weight_init: str = "glorot_normal", p: float = 0.5, out: int = 10
 ) -> MaskedConvNet:
     """Conv4 of App. A, Table A.2: 2x64, pool, 2x128, pool; FC 256, 256, 10."""
     return MaskedConvNet(((64, 64), (128, 128)), (256, 256), out, kind, weight_init, p)
 
 
 def conv6(
-    kind: str | None = "mask", weight_init="glorot_normal", p: float = 0.5, out: int = 10
+    kind: str | None = "mask", weight_init: str = "glorot_normal", p: float = 0.5, out: int = 10
 ) -> MaskedConvNet:
     """Conv6 of App. A, Table A.2: 2x64, pool, 2x128, pool, 2x256, pool; FC 256, 256, 10."""
     return MaskedConvNet(((64, 64), (128, 128), (256, 256)), (256, 256), out, kind, weight_init, p)

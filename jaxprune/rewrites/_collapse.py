@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxprune._types import Model, Variables
 from jaxprune.graph import GraphError, as_model, path_str, trace
 from jaxprune.graph.extend import (
     ReplacedRunner,
@@ -139,9 +140,9 @@ def _without_statistics(program, an, path, trainable) -> list[list]:
 
 @takes_model
 def collapse(
-    model,
-    variables,
-    *args,
+    model: Model,
+    variables: Variables,
+    *args: Any,
     fold_batchnorm: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> RewriteResult:

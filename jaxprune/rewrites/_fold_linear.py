@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._types import Model, Variables
 from jaxprune.graph import as_model
 from jaxprune.graph.extend import (
     Act,
@@ -146,7 +147,10 @@ def _nest(keypaths, leaves):
 
 @takes_model
 def fold_linear(
-    prelu_model, prelu_vars, *args, model_kwargs: Mapping[str, Any] | None = None
+    prelu_model: Model,
+    prelu_vars: Variables,
+    *args: Any,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> RewriteResult:
     """Folds every all-linear dense unit group into its reader; returns a shallower model.
 

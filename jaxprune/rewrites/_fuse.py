@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from jaxprune._fusion_solve import fusion_weights
+from jaxprune._types import Model, Variables
 from jaxprune.graph import as_model
 from jaxprune.graph.extend import (
     Replacement,
@@ -112,8 +113,8 @@ def _pick(layers, graph, estimator, kernel_size, padding):
 
 @takes_model
 def fuse(
-    model,
-    variables,
+    model: Model,
+    variables: Variables,
     layers: Sequence[str],
     data: Iterable,
     *,

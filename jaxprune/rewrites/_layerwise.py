@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxprune._types import Params, PyTree
+from jaxprune._types import Model, Params, PyTree
 from jaxprune.graph.extend import (
     Blocks,
     block_index,
@@ -39,7 +39,7 @@ def rescale_blocks(
     params: Params,
     init_norms: dict[str, jax.Array],
     blocks: Blocks,
-    k,
+    k: int | jax.Array,
     *,
     include_biases: bool = False,
 ) -> Params:
@@ -100,7 +100,12 @@ def rescale_blocks(
 
 
 def update_normalization(
-    model, variables: PyTree, x: jax.Array, k, *, model_kwargs: Mapping[str, Any] | None = None
+    model: Model,
+    variables: PyTree,
+    x: jax.Array,
+    k: int | jax.Array,
+    *,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> PyTree:
     """Inserts/updates the lambda layer ``(x - mu) / sigma`` after block ``k`` (lines 5-11).
 

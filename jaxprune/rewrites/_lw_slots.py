@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxprune.graph import Graph
 from jaxprune.graph.extend import check_blocks, default_blocks, forward_order
 from jaxprune.models import NORM_COLLECTION, OUTPUT_COLLECTION, slot_name
 
@@ -99,7 +100,9 @@ class LWSlots(nn.Module):
         return out
 
 
-def lw_slots(model: nn.Module, graph, blocks: Sequence[Sequence[str]] | None = None) -> LWSlots:
+def lw_slots(
+    model: nn.Module, graph: Graph, blocks: Sequence[Sequence[str]] | None = None
+) -> LWSlots:
     """``model`` with an LW normalization slot after each block, placed from its traced graph.
 
     The slot after block ``k`` normalizes the input of the first top-level submodule that the

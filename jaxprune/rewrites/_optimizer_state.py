@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -12,8 +14,8 @@ __all__ = ["reset_optimizer_state"]
 
 
 def reset_optimizer_state(
-    optimizer: optax.GradientTransformation, opt_state, params: Params, mask: Mask
-):
+    optimizer: optax.GradientTransformation, opt_state: Any, params: Params, mask: Mask
+) -> Any:
     """Returns ``opt_state`` with the entries under ``mask`` set back to their initial values.
 
     Every leaf of ``opt_state`` that mirrors the params (Adam's ``mu``/``nu``, momentum traces,

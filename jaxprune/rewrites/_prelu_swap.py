@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._types import Model, Variables
 from jaxprune.graph import as_model, trace
 from jaxprune.graph.extend import (
     RewriteSpec,
@@ -55,7 +56,11 @@ def _with_slopes(adapter, tree: dict):
 
 @takes_model
 def swap_relu_for_prelu(
-    model, variables, *args, slope: float = 0.0, model_kwargs: Mapping[str, Any] | None = None
+    model: Model,
+    variables: Variables,
+    *args: Any,
+    slope: float = 0.0,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> RewriteResult:
     """Replaces every ReLU of a unit group by a channel-wise PReLU; returns a model of its kind.
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from jaxprune._types import Mask, Params
+from jaxprune._types import Mask, Model, Params
 from jaxprune.graph.extend import check_model_kwargs
 from jaxprune.rewrites._optimizer_state import reset_optimizer_state
 
@@ -74,7 +75,7 @@ def reinitialize(params: Params, mask: Mask, fresh: Params) -> Params:
 
 
 def model_initializer(
-    model, x: jax.Array, *, model_kwargs: Mapping[str, Any] | None = None
+    model: Model, x: jax.Array, *, model_kwargs: Mapping[str, Any] | None = None
 ) -> Callable[[jax.Array], Params]:
     """``key -> model.init(key, x[:1], **model_kwargs)["params"]``: each layer's own initializer.
 
@@ -93,7 +94,7 @@ def reinit_round(
     init_fn: Callable[[jax.Array], Params],
     *,
     key: jax.Array,
-    optimizer=None,
+    optimizer: optax.GradientTransformation | None = None,
     opt_state: Any = None,
 ) -> tuple[Params, Any]:
     """A reinitialization round: redraws the masked entries, resets their optimizer state.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import get_args
+from typing import Any, get_args
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxprune._types import Outgoing, Params, UnitMask
-from jaxprune.graph import as_model, path_str
+from jaxprune.graph import Graph, as_model, path_str
 from jaxprune.rewrites._optimizer_state import reset_optimizer_state
 
 __all__ = ["OUTGOING_CHOICES", "reinit_units"]
@@ -44,13 +45,13 @@ def _fresh_leaves(graph, key, init_fn) -> dict[str, jax.Array]:
 
 
 def reinit_units(
-    graph,
+    graph: Graph,
     params: Params,
     units: UnitMask,
     *,
     key: jax.Array,
-    optimizer=None,
-    opt_state=None,
+    optimizer: optax.GradientTransformation | None = None,
+    opt_state: Any = None,
     outgoing: Outgoing = "redraw",
     init_fn: Callable[[jax.Array], object] | None = None,
 ) -> tuple[Params, object]:
