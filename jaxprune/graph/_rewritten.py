@@ -82,6 +82,9 @@ class RewriteSpec:
       approximate: groups whose channels a reduction mixes (a transformer's residual stream
         under its norms) may be pruned: the narrowed program reduces over the kept channels
         (``prune_units(..., exact=False)``).
+      submodules: linen: the :class:`~jaxprune.graph._submodules.Narrowed` submodules of the
+        original, rebuilt with their narrowed fields (``Rewritten.submodule``); derived from the
+        rest, so not part of the content (and not pickled).
       cache: the traced plans, per argument shapes and static keywords
         (:class:`~jaxprune.graph._rewritten_call.PlanCache`, at most ``PLAN_CACHE_SIZE``);
         not part of the content and not pickled.
@@ -99,6 +102,7 @@ class RewriteSpec:
     new_paths: tuple[str, ...] | None = None
     initializer: Any = None
     approximate: bool = False
+    submodules: tuple = dataclasses.field(default=(), repr=False)
     cache: PlanCache = dataclasses.field(default_factory=PlanCache, repr=False)
 
     def _content(self) -> tuple:
@@ -134,6 +138,7 @@ class RewriteSpec:
     def __getstate__(self):
         state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         del state["cache"]
+        del state["submodules"]  # flax layers hold initializer closures, which do not pickle
         state["treedef"] = Skeleton.of(self.treedef, self.avals)
         state["new_treedef"] = Skeleton.of(self.new_treedef, self.new_avals)
         return state
@@ -144,6 +149,7 @@ class RewriteSpec:
                 value = value.treedef()
             object.__setattr__(self, name, value)
         object.__setattr__(self, "cache", PlanCache())
+        object.__setattr__(self, "submodules", ())
 
     def signature(self) -> inspect.Signature | None:
         """The original model's call signature (None if it has none)."""

@@ -85,6 +85,57 @@ class Rewritten(nn.Module):
     def __hash__(self):
         return hash((Rewritten, self.spec, self.name))
 
+    def submodule(self, path: str) -> nn.Module:
+        """The original's submodule at ``path``, cloned with its narrowed constructor fields.
+
+        ``model.submodule("Block_0/MultiHeadDotProductAttention_0")`` is the original's
+        ``nn.MultiHeadDotProductAttention`` with the new ``num_heads``, ``qkv_features`` and
+        ``out_features``; applied to that path's subtree of the rewritten variables it computes
+        what that part of the rewritten model computes. Flax's own layers are rebuilt (Dense,
+        DenseGeneral, Conv, ConvTranspose, Embed, LayerNorm, RMSNorm, BatchNorm,
+        MultiHeadDotProductAttention, SelfAttention), each clone checked by initializing it to
+        the narrowed shapes; a submodule none of whose variables changed is its unbound clone.
+        Recorded by :func:`~jaxprune.prune_units` for linen models (not kept by pickling or
+        ``save_rewritten``: flax layers hold initializer closures).
+
+        Args:
+          path: the submodule's path, its names joined by ``/`` as in the variables.
+
+        Returns:
+          An unbound ``flax.linen.Module``.
+
+        Raises:
+          KeyError: for a path that names no submodule called in the original.
+          ValueError: for a submodule whose variables changed but whose class is not one of
+            those layers (a user's own module holding narrowed layers) or whose clone does not
+            initialize to the narrowed shapes, naming its class, path and shapes.
+
+        >>> import jax, jax.numpy as jnp, flax.linen as nn, numpy as np, jaxprune as jp
+        >>> class Net(nn.Module):
+        ...     @nn.compact
+        ...     def __call__(self, x):
+        ...         h = nn.relu(nn.Dense(4)(x))
+        ...         return nn.Dense(2)(h)
+        >>> x = jnp.ones((3, 5)); net = Net(); v = net.init(jax.random.key(0), x)
+        >>> r = jp.prune_units(net, v, {"Dense_0": np.array([1, 0, 1, 0], bool)}, x)
+        >>> r.model.submodule("Dense_0").features
+        2
+
+        References:
+          The submodules are captured with flax's ``nn.intercept_methods``; the narrowing is
+          :func:`~jaxprune.prune_units`'s (structural pruning of unit groups).
+        """
+        found = {n.path: n for n in self.spec.submodules}
+        if path not in found:
+            raise KeyError(
+                f"path: no submodule {path!r} was recorded for this rewritten model; recorded: "
+                f"{sorted(found) or 'none (only prune_units records them)'}"
+            )
+        n = found[path]
+        if n.module is None:
+            raise ValueError(f"submodule({path!r}): {n.error}")
+        return n.module
+
     @nn.compact
     def __call__(self, *args, **kwargs):
         spec = self.spec

@@ -62,6 +62,7 @@ from jaxprune.graph._rewritten_call import (
     prepare_call,
     trace_call,
 )
+from jaxprune.graph._submodules import narrowed_submodules
 from jaxprune.graph._taps import peek
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "leaf_keep",
     "live_nodes",
     "model_variables",
+    "narrowed_submodules",
     "nest",
     "pair_moments",
     "pair_of",

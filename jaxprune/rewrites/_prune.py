@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxprune._types import Model, Variables
 from jaxprune.graph import GraphError, as_model, path_str, trace
 from jaxprune.graph.extend import (
     RewriteSpec,
@@ -17,6 +18,7 @@ from jaxprune.graph.extend import (
     build_model,
     leaf_keep,
     model_variables,
+    narrowed_submodules,
     state_args,
     takes_model,
 )
@@ -41,6 +43,21 @@ class KeptSlices:
         for path, axis, idx in self.slices:
             fresh[path] = jax.numpy.take(jax.numpy.asarray(fresh[path]), np.asarray(idx), axis)
         return [fresh[p] for p in spec.paths]
+
+
+def _field_lines(narrowed, keep) -> list[str]:
+    """One report line per rebuilt layer whose fields changed, outermost layers only, and
+    none that repeats a unit group's own line (``Dense_0``'s features are its units)."""
+    lines: list[str] = []
+    done: list[str] = []
+    for n in narrowed:
+        if n.module is None or not n.changes or any(n.path.startswith(d + "/") for d in done):
+            continue
+        done.append(n.path)
+        if n.path in keep and all(f == "features" for f, _, _ in n.changes):
+            continue
+        lines.append(n.line())
+    return lines
 
 
 def _concrete_keep(keep) -> dict:
@@ -114,10 +131,10 @@ def _round_up(graph, variables_flat, keep, round_to):
 
 @takes_model
 def prune_units(
-    model,
-    variables,
-    keep,
-    *args,
+    model: Model,
+    variables: Variables,
+    keep: dict[str, Any],
+    *args: Any,
     round_to: int | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     exact: bool = True,
@@ -226,6 +243,11 @@ def prune_units(
                 leaf = jax.numpy.take(jax.numpy.asarray(leaf), idx, axis=axis)
         new[path] = jax.numpy.asarray(leaf)
     new_leaves = [new[p] for p in paths]
+    narrowed: tuple = ()
+    if adapter.kind == "linen":
+        narrowed = narrowed_submodules(
+            model, adapter.variables, jax.tree.unflatten(treedef, new_leaves), args, graph.kwargs
+        )
     spec = RewriteSpec(
         model=abstract_model(adapter),
         kind=adapter.kind,
@@ -238,6 +260,7 @@ def prune_units(
             tuple((p, a, tuple(int(i) for i in idx)) for (p, a), idx in sorted(kept.items()))
         ),
         approximate=not exact,
+        submodules=narrowed,
     )
     narrow = build_model(spec, new_leaves)
     narrow_vars = model_variables(spec, narrow, new_leaves)
@@ -264,6 +287,7 @@ def prune_units(
             )
             for name, m in keep.items()
             if not m.all()
-        ],
+        ]
+        + _field_lines(narrowed, keep),
         output_error=error,
     )
