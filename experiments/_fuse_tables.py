@@ -77,8 +77,8 @@ def _speech(n_train: int = 8000, n_test: int = 2000):
     return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
-def _positioning(n: int = 3000):
-    """Noisy cosine features of a 2-D position -> the position (the legacy part's task)."""
+def positioning(n: int = 3000):
+    """Noisy cosine features of a 2-D position -> the position (also fuse_init's dense_dense)."""
     rng = np.random.default_rng(0)
     pos = rng.uniform(0, 10, size=(n, 2)).astype(np.float32)
     w = rng.normal(size=(2, 32)).astype(np.float32)
@@ -92,7 +92,7 @@ def load(table: str, quick: bool):
     """``((x, y), (x_val, y_val))`` of a table (under ``quick``: 512 / 256 examples)."""
     if table in ("I", "II"):
         return _images("cifar10" if table == "I" else "fashion_mnist", quick)
-    data = {"III": _har, "IV": _speech, "V": _positioning}[table]()
+    data = {"III": _har, "IV": _speech, "V": positioning}[table]()
     if quick:
         (x, y), (xv, yv) = data
         data = (x[:512], y[:512]), (xv[:256], yv[:256])

@@ -102,17 +102,6 @@ def _digits():
     return jp.data.image_dataset("digits", "train"), jp.data.image_dataset("digits", "test")
 
 
-def _positioning(n=3000):
-    """Generated positioning task: noisy cosine features of a 2-D position -> the position."""
-    rng = np.random.default_rng(0)
-    pos = rng.uniform(0, 10, size=(n, 2)).astype(np.float32)
-    w = rng.normal(size=(2, 32)).astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, size=32).astype(np.float32)
-    feats = np.cos(pos @ w * 0.6 + phase) + 0.1 * rng.normal(size=(n, 32)).astype(np.float32)
-    n_tr = int(0.8 * n)
-    return (feats[:n_tr], pos[:n_tr]), (feats[n_tr:], pos[n_tr:])
-
-
 PARTS = {
     "conv_dense": dict(
         data=_digits,
@@ -129,7 +118,7 @@ PARTS = {
         task="classification",
     ),
     "dense_dense": dict(
-        data=_positioning,
+        data=tables.positioning,
         deep=CNN((DenseLayer(16), DenseLayer(128), DenseLayer(2, "identity"))),
         layers=("dense_1", "dense_2"),
         shallow=CNN((DenseLayer(16), DenseLayer(2, "identity"))),
