@@ -9,6 +9,7 @@ from typing import Any
 import equinox as eqx
 
 from jaxprune.graph._rewritten import RewriteSpec, run_rewritten, signed_call
+from jaxprune.graph._submodules import linen_only
 
 __all__ = ["Rewritten"]
 
@@ -53,3 +54,7 @@ class Rewritten(eqx.Module):
         return (self.spec.runner or run_rewritten)(self.spec, leaves, args, kwargs)
 
     __call__ = _SignedCall()
+
+    def submodule(self, path: str):
+        """Linen narrow models only (``Rewritten.submodule`` there): raises ``TypeError``."""
+        raise linen_only("equinox", path)

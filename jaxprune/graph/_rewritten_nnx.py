@@ -13,6 +13,7 @@ from jaxprune.graph._rewritten import (
     run_rewritten,
     signed_call,
 )
+from jaxprune.graph._submodules import linen_only
 
 __all__ = ["Node", "Rewritten"]
 
@@ -80,6 +81,10 @@ class Rewritten(nnx.Module):
         return (self.spec.runner or run_rewritten)(self.spec, leaves, args, kwargs)
 
     __call__ = _SignedCall()
+
+    def submodule(self, path: str):
+        """Linen narrow models only (``Rewritten.submodule`` there): raises ``TypeError``."""
+        raise linen_only("NNX", path)
 
     def __reduce__(self):
         return _rebuild, (self.spec, held_leaves(self))

@@ -23,7 +23,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["FIELDS", "Narrowed", "narrowed_submodules"]
+__all__ = ["FIELDS", "Narrowed", "linen_only", "narrowed_submodules"]
+
+
+def linen_only(kind: str, path: str):
+    """The error of ``submodule(path)`` on a narrow NNX or equinox model."""
+    return TypeError(
+        f"submodule: linen narrow models only; this {kind} one holds its narrowed arrays in the "
+        f"original's structure (read {path!r}'s sizes from their shapes, e.g. the head axis of "
+        "an attention's kernels)"
+    )
 
 
 def _resized(aval, sizes: dict[int, int]):

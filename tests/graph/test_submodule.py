@@ -114,3 +114,49 @@ def test_unchanged_submodule_is_the_original():
     got = r.model.submodule("Dense_1").apply({"params": r.variables["params"]["Dense_1"]}, x)
     want = x @ r.variables["params"]["Dense_1"]["kernel"] + r.variables["params"]["Dense_1"]["bias"]
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_approximate_residual_prune_narrows_embed_norm_and_attention_output(pruned):
+    model, variables, ids, _ = pruned
+    (stream,) = [
+        n for n, u in jp.trace(model, variables, ids).units.items() if n.startswith("Embed")
+    ]
+    keep = {stream: np.arange(8) < 6}
+    r = jp.prune_units(model, variables, keep, ids, exact=False)
+    embed = r.model.submodule("Embed_0")
+    assert (embed.num_embeddings, embed.features) == (20, 6)
+    att = r.model.submodule(ATT)
+    assert (att.num_heads, att.qkv_features, att.out_features) == (4, 8, 6)
+    assert r.model.submodule("Dense_0").features == 3  # the head reads 6 channels, writes 3
+    # the clone of the first LayerNorm normalizes over the 6 kept channels with their scales
+    ln = r.model.submodule("Block_0/LayerNorm_0")
+    p = variables["params"]["Block_0"]["LayerNorm_0"]
+    x = jax.random.normal(jax.random.key(5), (2, 6))
+    got = ln.apply({"params": r.variables["params"]["Block_0"]["LayerNorm_0"]}, x)
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    want = (x - mu) / np.sqrt(var + 1e-6) * np.asarray(p["scale"])[:6] + np.asarray(p["bias"])[:6]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_nnx_and_equinox_narrow_models_say_submodule_is_linen_only():
+    from flax import nnx
+
+    net = nnx.Sequential(
+        nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(4, 2, rngs=nnx.Rngs(1))
+    )
+    x = jnp.ones((2, 3))
+    (unit,) = jp.trace(net, x).units
+    r = jp.prune_units(net, {unit: np.array([1, 0, 1, 1], bool)}, x)
+    with pytest.raises(TypeError, match="submodule: linen"):
+        r.model.submodule("layers/0")
+
+
+def test_equinox_narrow_model_says_submodule_is_linen_only():
+    import equinox as eqx
+
+    net = eqx.nn.MLP(3, 2, 4, depth=1, key=jax.random.key(0))
+    x = jnp.ones(3)
+    (unit,) = jp.trace(net, x).units
+    r = jp.prune_units(net, {unit: np.array([1, 0, 1, 1], bool)}, x)
+    with pytest.raises(TypeError, match="submodule: linen"):
+        r.model.submodule("layers/0")
