@@ -26,7 +26,7 @@ from jaxprune.graph._adapters import path_str
 from jaxprune.graph._errors import GraphError, user_line
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
-from jaxprune.graph._primitives import BINARY
+from jaxprune.graph._primitives import BINARY, OUT_SHAPE_PARAM, RANDOM
 from jaxprune.graph._rewritten_call import (
     PLAN_CACHE_SIZE,
     Call,
@@ -102,7 +102,7 @@ class RewriteSpec:
     new_paths: tuple[str, ...] | None = None
     initializer: Any = None
     approximate: bool = False
-    submodules: tuple = dataclasses.field(default=(), repr=False)
+    submodules: tuple = dataclasses.field(default=(), repr=False, metadata={"derived": True})
     cache: PlanCache = dataclasses.field(default_factory=PlanCache, repr=False)
 
     def _content(self) -> tuple:
@@ -286,19 +286,6 @@ def trace_original(model, kind: str, treedef, avals, args, kwargs):
     return trace_call(model, kind, treedef, avals, prepare_call(args, kwargs))
 
 
-_RANDOM = frozenset(
-    {
-        "random_bits",
-        "random_wrap",
-        "random_unwrap",
-        "random_seed",
-        "random_split",
-        "random_fold_in",
-        "threefry2x32",
-    }
-)
-
-
 def _squeezed_operands(graph, cuts) -> dict:
     """Operands to take at the kept channels where they meet a narrowed activation.
 
@@ -313,7 +300,7 @@ def _squeezed_operands(graph, cuts) -> dict:
     uniform: dict = {}
     for node in program.nodes:
         ins = [v for v in node.ins if not isinstance(v, Literal)]
-        if node.name in _RANDOM or any(v in random for v in ins):
+        if node.name in RANDOM or any(v in random for v in ins):
             random.update(o for o in node.outs if not isinstance(an.annotations.get(o), Act))
         if node.name == "broadcast_in_dim":
             x = node.ins[0]
@@ -382,13 +369,10 @@ def _fix_params(node, plan: _Plan, in_shapes):
     name, params = node.name, dict(node.params)
     out_shapes = [plan.shapes[o] for o in node.outs]
     cuts = plan.cuts
-    if name == "reshape":
-        params["new_sizes"] = out_shapes[0]
-        params["dimensions"] = None
-    elif name == "broadcast_in_dim":
-        params["shape"] = out_shapes[0]
-    elif name == "iota":
-        params["shape"] = out_shapes[0]
+    if name in OUT_SHAPE_PARAM:
+        params[OUT_SHAPE_PARAM[name]] = out_shapes[0]
+        if name == "reshape":
+            params["dimensions"] = None
     elif name == "pad" and node.ins[0] in cuts or (name == "pad" and node.outs[0] in cuts):
         if node.outs[0] in cuts:
             axis, vec = cuts[node.outs[0]]

@@ -145,8 +145,8 @@ class _Encoder:
             fields = {}
             for f in dataclasses.fields(x):
                 value = getattr(x, f.name)
-                if isinstance(value, PlanCache) or not f.init:
-                    continue  # a cache of traces: rebuilt empty
+                if isinstance(value, PlanCache) or not f.init or f.metadata.get("derived"):
+                    continue  # a cache of traces, or what is derived from the rest: not saved
                 if f.name == "model":
                     if value is not self.spec.model and describe(value) != describe(
                         self.spec.model
