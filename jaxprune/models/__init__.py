@@ -25,6 +25,7 @@ from jaxprune.models._resnet import CifarResNet, ResNet50
 from jaxprune.models._scnn import SCNN
 from jaxprune.models._scored import Scored
 from jaxprune.models._toynet import ToyNet
+from jaxprune.models._transformer import Transformer, sinusoidal_positions
 from jaxprune.models._vgg import VGG16
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "SCNN",
     "Scored",
     "ToyNet",
+    "Transformer",
     "VGG16",
     "conv2",
     "conv4",
@@ -67,5 +69,6 @@ __all__ = [
     "norm_slot",
     "prelu",
     "signed_he_constant",
+    "sinusoidal_positions",
     "slot_name",
 ]
