@@ -172,7 +172,10 @@ def prune_units(
 
     Returns:
       A :class:`~jaxprune.rewrites.RewriteResult` whose ``.report.changes`` has one line per
-      narrowed group (``"Dense_0: 64 -> 41 units"``). ``.model`` and ``.variables``: a linen
+      narrowed group (``"Dense_0: 64 -> 41 units"``) and one per flax layer whose constructor
+      fields changed beyond that (``"MultiHeadDotProductAttention_0: num_heads 4 -> 2,
+      qkv_features 8 -> 4"``); a linen ``.model.submodule(path)`` is that layer rebuilt with
+      them. ``.model`` and ``.variables``: a linen
       Module whose variables have the original's
       nested structure with narrowed leaves; ``(apply_fn, params)`` for a function; for NNX
       an ``nnx.Module`` holding the narrowed variables (same state paths and variable types;
