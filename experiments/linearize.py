@@ -11,7 +11,13 @@ table) on ResNet-56 Short/NoShort or PyramidNet-110 and CIFAR-10/100, with the p
     python -m experiments linearize --arch resnet56_noshort --dataset cifar10
 
 (what it runs, its cost in accelerator hours and its ``--quick`` form:
-``experiments/_linearize_cifar.py``). The default, described below, needs no download.
+``experiments/_linearize_cifar.py``). Its transformer experiment (Fig. 24, App. B.5: test
+perplexity vs the epoch at which linearization starts, Fig. 25's network and recipe)::
+
+    python -m experiments linearize --arch transformer [--dataset translation]
+
+(``experiments/_linearize_translation.py``; Multi30k is not in TFDS, so it runs on an offline
+generated translation stand-in). The default, described below, needs no download.
 
 What it runs (all on a generated 3-arm spiral, 2-D inputs, 3 classes, held-out test split; the
 paper's CIFAR/ImageNet runs are out of reach on CPU and no dataset can be downloaded):
@@ -52,7 +58,7 @@ import numpy as np
 import optax
 
 import jaxprune as jp
-from experiments import _linearize_cifar
+from experiments import _linearize_cifar, _linearize_translation
 from experiments._common import (
     RunStore,
     add_arch_dataset,
@@ -297,18 +303,26 @@ def main(argv: list[str] | None = None) -> Path:
     parser = base_parser(NAME, __doc__)
     add_arch_dataset(
         parser,
-        archs=("mlp", *_linearize_cifar.ARCHS),
-        datasets=("spirals", *_linearize_cifar.DATASETS),
+        archs=("mlp", *_linearize_cifar.ARCHS, *_linearize_translation.ARCHS),
+        datasets=("spirals", *_linearize_cifar.DATASETS, *_linearize_translation.DATASETS),
         default_arch="mlp",
         default_dataset="spirals",
     )
     args = parser.parse_args(argv)
-    if (args.arch == "mlp") != (args.dataset == "spirals"):
+    transformer = args.arch in _linearize_translation.ARCHS
+    if transformer and args.dataset == "spirals":
+        args.dataset = "translation"
+    if (args.arch == "mlp") != (args.dataset == "spirals") or transformer != (
+        args.dataset in _linearize_translation.DATASETS
+    ):
         parser.error(
             f"--arch {args.arch} --dataset {args.dataset}: the MLP runs on the spirals, "
-            f"the CIFAR networks on {'/'.join(_linearize_cifar.DATASETS)}"
+            f"the CIFAR networks on {'/'.join(_linearize_cifar.DATASETS)}, the transformer on "
+            f"the offline translation stand-in (TFDS has no multi30k)"
         )
     out = output_dir(args, NAME)
+    if transformer:
+        return _linearize_translation.main(args, out)
     if args.arch != "mlp":
         return _linearize_cifar.main(args, out)
     quick = args.quick
