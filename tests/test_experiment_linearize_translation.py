@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments import _linearize_translation as lt
 from experiments import linearize
@@ -63,3 +64,12 @@ def test_quick_run_linearizes_every_ffn_unit_and_reports_perplexities(tmp_path):
         # a perplexity of the 12-token vocabulary: above 1, below the uniform guess's 12
         assert 1.0 < row["test_perplexity"] < 12.0
     assert "| 2 |" in (out / "table.md").read_text()
+
+
+def test_transformer_runs_on_the_translation_task_only(capsys):
+    with pytest.raises(SystemExit):
+        linearize.main(["--quick", "--arch", "transformer", "--dataset", "cifar10"])
+    assert "--arch transformer --dataset cifar10" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        linearize.main(["--quick", "--arch", "resnet56", "--dataset", "translation"])
+    assert "TFDS has no multi30k" in capsys.readouterr().err
