@@ -25,13 +25,15 @@ test pairs (Multi30k's train and test sizes), vocabularies of 1,000, lengths 8-2
 
 Cost of the full run on Multi30k (one seed): 200 + 9 x 30 = 470 epochs of 29,000 pairs = 13.6 M
 sentence pairs. Measured: one training step of Fig. 25's transformer (PyTorch tutorial's
-vocabularies 19,214 / 10,837) at batch 4, 32 source and 32 target tokens, fp32, on this
-project's shared 2-core x86-64 CPU took 1.03 s (3.9 pairs/s; 2026-12-06, the
-step of ``jax.jit`` over Adam and the model's gradient, 3 timed steps after a compile). At that
-rate the run takes about 980 CPU-hours (13.6 M / 3.9 per s), out of reach here.
-On one GPU it is about 1.3 hours at an
-assumed 3,000 pairs/s (an assumption, not a measurement: the estimate is that count of pairs
-divided by the rate the device reaches).
+vocabularies 19,214 / 10,837) at batch 4, 32 source and 32 target tokens, fp32, train mode with
+dropout, took 1.03 s (3.9 pairs/s) on this project's 2-core x86-64 CPU with other jobs sharing
+the cores (2026-12-06; ``jax.jit`` of the gradient of the mean token cross-entropy and one
+``optax.adam(b1=0.9, b2=0.98)`` update, compiled once, then the mean of 3 steps). The estimate
+extrapolates linearly in pairs (the same cost per pair at batch 30 and Multi30k's shorter
+sentences, an overestimate): about 980 CPU-hours (13.6 M / 3.9 per s), out of reach here. On
+one GPU it is about 1.3 hours at an assumed 3,000 pairs/s (an assumption, not a measurement:
+the estimate is that count of pairs divided by the rate the device reaches). No resume: a
+killed run starts over.
 
 Outputs in ``OUT/linearize/``: ``results.json`` (``seeds``: per seed the ReLU network's test
 perplexity per epoch and one row per t), ``table.md``.
