@@ -22,11 +22,9 @@ from jaxprune.graph._evaluate import evaluate_from
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
 from jaxprune.graph._pairs import _readers
+from jaxprune.graph._primitives import AFFINE_ARITH, CHANNEL_MOVES
 
 __all__ = ["AffineRun", "affine_runs", "run_scale_shift"]
-
-_ARITH = {"add", "sub", "mul", "div"}
-_MOVES = {"transpose", "convert_element_type", "copy"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +50,9 @@ class AffineRun:
 def _step(an, node, k) -> frozenset[str] | None:
     """The leaves a per-channel affine step reads (None if ``node`` is not one at operand k)."""
     ann, avals = an.annotations, an.program.avals
-    if node.name in _MOVES:
+    if node.name in CHANNEL_MOVES:
         return frozenset()
-    if node.name not in _ARITH or (node.name == "div" and k != 0):
+    if node.name not in AFFINE_ARITH or (node.name == "div" and k != 0):
         return None
     others = [v for q, v in enumerate(node.ins) if q != k]
     if not all(isinstance(v, Literal) or isinstance(ann[v], PVal) for v in others):
@@ -99,7 +97,7 @@ def affine_runs(an) -> list[AffineRun]:
             runs.append(AffineRun(h, end, ann[end], leaves, info.index))
             shapes.add(tuple(program.avals[h].shape))
     for i, node in enumerate(program.nodes):
-        if i in covered or node.name not in _ARITH:
+        if i in covered or node.name not in AFFINE_ARITH:
             continue
         for k, v in enumerate(node.ins):
             a = None if isinstance(v, Literal) else ann[v]

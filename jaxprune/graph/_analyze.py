@@ -18,12 +18,14 @@ from jaxprune.graph._layout import Act, PVal, Seg, reshape_axis_map
 from jaxprune.graph._paths import PathNode, record_paths
 from jaxprune.graph._primitives import (
     BINARY,
+    CALLS,
     LINEAR_UNARY,
     NONLINEAR_LABEL,
     NONLINEAR_UNARY,
     REDUCE,
     REDUCE_WINDOW,
     SHAPE_ONLY,
+    STREAM_JOIN,
 )
 
 __all__ = ["Analysis", "GroupedRead", "LayerInfo", "SliceInfo", "SpaceInfo", "analyze"]
@@ -230,7 +232,7 @@ class _State:
         if node is None:
             return "<input>"
         for name in reversed(node.context):
-            if name not in ("jit", "pjit", "checkpoint", "remat", "closed_call", "core_call"):
+            if name not in CALLS:
                 return name
         return _NONLINEAR_LABEL.get(node.name, node.name)
 
@@ -359,7 +361,7 @@ def _rule_elementwise(st: _State, node: Node, ins, shape):
     if name in _LINEAR_UNARY or name in _SHAPE_ONLY:
         return out
     linear = False
-    if name in ("add", "sub", "add_any"):
+    if name in STREAM_JOIN:
         linear = True
     elif name == "mul" and len(acts) == 1:
         linear = True

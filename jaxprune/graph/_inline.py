@@ -1,9 +1,10 @@
 """Flatten a closed jaxpr into one list of equations, looking inside nested calls.
 
-``jit``/``pjit``, ``closed_call``, ``core_call``, ``custom_jvp_call``, ``custom_vjp_call`` and
-``checkpoint`` (remat) are inlined: the layer graph and its interpreter see one flat program.
-Each inlined equation keeps its source info and the names of the calls it came from
-(``("relu",)`` for the ``max`` inside ``jax.nn.relu``), which label nonlinearities.
+The call primitives of :data:`._primitives.CALLS` (``jit``, ``closed_call``,
+``custom_jvp_call``, ``custom_vjp_call``, ``checkpoint``/remat ...) are inlined: the layer graph
+and its interpreter see one flat program. Each inlined equation keeps its source info and the
+names of the calls it came from (``("relu",)`` for the ``max`` inside ``jax.nn.relu``), which
+label nonlinearities.
 """
 
 from __future__ import annotations
@@ -14,20 +15,9 @@ from typing import Any
 import numpy as np
 from jax.extend import core as jcore
 
-__all__ = ["Literal", "Node", "Program", "inline"]
+from jaxprune.graph._primitives import CALLS
 
-_CALLS = {
-    "jit",
-    "pjit",
-    "closed_call",
-    "core_call",
-    "custom_jvp_call",
-    "custom_vjp_call",
-    "custom_vjp_call_jaxpr",
-    "checkpoint",
-    "remat",
-    "remat2",
-}
+__all__ = ["Literal", "Node", "Program", "inline"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +96,7 @@ def inline(closed) -> Program:
             env[v] = a
         for eqn in jaxpr.eqns:
             ins = [read(env, v) for v in eqn.invars]
-            sub, sub_consts = _sub_jaxpr(eqn) if eqn.primitive.name in _CALLS else (None, None)
+            sub, sub_consts = _sub_jaxpr(eqn) if eqn.primitive.name in CALLS else (None, None)
             if sub is not None:
                 name = str(eqn.params.get("name", eqn.primitive.name))
                 n_consts = int(eqn.params.get("num_consts", 0) or 0)

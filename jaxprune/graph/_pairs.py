@@ -23,14 +23,9 @@ import jax
 
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
-from jaxprune.graph._primitives import BINARY as _BINARY
-from jaxprune.graph._primitives import LINEAR_UNARY as _LINEAR_UNARY
-from jaxprune.graph._primitives import NONLINEAR_UNARY as _NONLINEAR_UNARY
+from jaxprune.graph._primitives import AFFINE_ARITH, FUSION_PASS, FUSION_POOL
 
 __all__ = ["Pair", "fusable_pairs", "pair_of"]
-
-_ELEMENTWISE = _LINEAR_UNARY | _NONLINEAR_UNARY | _BINARY | {"custom_jvp_call", "stop_gradient"}
-_POOL = {"reduce_window_max", "reduce_window_sum"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +181,7 @@ def pair_of(an, first: int, readers=None) -> tuple[Pair | None, str]:
         name = node.name
         got = {labels[v] for _, v in hit}
         lab = got.pop() if len(got) == 1 else None
-        if name in _POOL:
+        if name in FUSION_POOL:
             dims = zip(node.params["window_dimensions"], node.params["window_strides"], strict=True)
             for d, (w, st) in enumerate(dims):
                 if w == 1 and st == 1:
@@ -198,7 +193,7 @@ def pair_of(an, first: int, readers=None) -> tuple[Pair | None, str]:
                 j = jump.get(label, 1)
                 rf_extra[label] = rf_extra.get(label, 0) + (w - 1) * j
                 jump[label] = j * st
-        elif name not in _ELEMENTWISE and name not in ("reshape", "transpose"):
+        elif name not in FUSION_PASS and name not in ("reshape", "transpose"):
             return None, f"its output goes through {name!r}, which is not elementwise"
         in_shape = tuple(program.avals[hit[0][1]].shape)
         for o in node.outs:
@@ -231,7 +226,7 @@ def pair_of(an, first: int, readers=None) -> tuple[Pair | None, str]:
             lab = _moved_labels(nxt, lab, (), ())
         else:
             other = [v for q, v in enumerate(nxt.ins) if q != k]
-            if nxt.name not in ("add", "sub", "mul", "div") or (nxt.name in ("sub", "div") and k):
+            if nxt.name not in AFFINE_ARITH or (nxt.name in ("sub", "div") and k):
                 break
             if not all(isinstance(v, Literal) or isinstance(ann[v], PVal) for v in other):
                 break

@@ -29,10 +29,9 @@ import numpy as np
 
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
+from jaxprune.graph._primitives import POOL
 
 __all__ = ["PathNode", "record_paths"]
-
-_POOL = {"reduce_window_max", "reduce_window_min", "reduce_max", "reduce_min"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +142,7 @@ def record_paths(st, node, ins, outs, n_layers: int, sited: bool) -> None:
             dropped = [p for p in ids if p not in keep and st.paths[p].kind == "scale"]
             params = tuple(dict.fromkeys(x for p in dropped for x in st.paths[p].params))
             base = _join(st, keep or ids, w)
-            node_ = PathNode("site", w, (base,), segs=out.segs, pool=name in _POOL, params=params)
+            node_ = PathNode("site", w, (base,), segs=out.segs, pool=name in POOL, params=params)
             st.path_of[o] = _new(st, node_)
             continue
         leaves = _channel_leaves(ins, out) if name == "mul" and len(ids) == 1 else ()

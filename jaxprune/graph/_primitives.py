@@ -22,20 +22,47 @@ How to add a primitive:
    :data:`STRUCTURAL`'s module (``_analyze._RULES``: a function from the operands' layouts to
    the output's, recording layers, slices and couplings) and, if pruning changes a shape
    parameter of it, a line in the narrowed evaluation (``_rewritten._fix_params``).
-4. Add a test on a model that uses it: the graph's evaluation equals the model, and a unit
-   mask equals the masked forward computed by hand.
+4. The rewrites and analyses built on the dataflow read views of these sets, named here so
+   that a new primitive is added once: :data:`POOL` (pooling that selects one input of its
+   window: a path-counting site, paper 004), :data:`FUSION_PASS` and :data:`FUSION_POOL` (what
+   fusion's pair search lets through between two layers, paper 001), :data:`AFFINE_ARITH`,
+   :data:`AFFINE_ELEMENTWISE` and :data:`CHANNEL_MOVES` (per-channel affine steps and moves
+   that leave the channel map alone: affine runs, collapse), :data:`PER_CHANNEL_PASS` (what
+   keeps a per-channel constant per channel), :data:`STREAM_JOIN` (sums of residual streams),
+   :data:`RANDOM` (PRNG draws: dropout masks), :data:`CALLS` (call primitives the trace
+   inlines) and :data:`OUT_SHAPE_PARAM` / :data:`SHAPE_PARAMS` (parameters that carry a
+   call's shapes: recomputed by a narrowed evaluation, ignored when matching a region across
+   calls). A primitive that is one of these goes in the set too.
+5. Add a test on a model that uses it: the graph's evaluation equals the model, and a unit
+   mask equals the masked forward computed by hand. ``tests/graph/test_primitives.py`` checks
+   that every name here is a primitive of the installed JAX (or in :data:`LEGACY`) and that no
+   other module of the package keeps a set of primitive names of its own.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AFFINE_ARITH",
+    "AFFINE_ELEMENTWISE",
     "BINARY",
+    "CALLS",
+    "CHANNEL_MOVES",
+    "ELEMENTWISE",
+    "FUSION_PASS",
+    "FUSION_POOL",
+    "LEGACY",
     "LINEAR_UNARY",
     "NONLINEAR_LABEL",
     "NONLINEAR_UNARY",
+    "OUT_SHAPE_PARAM",
+    "PER_CHANNEL_PASS",
+    "POOL",
+    "RANDOM",
     "REDUCE",
     "REDUCE_WINDOW",
     "SHAPE_ONLY",
+    "SHAPE_PARAMS",
+    "STREAM_JOIN",
     "STRUCTURAL",
 ]
 
@@ -73,3 +100,46 @@ STRUCTURAL = frozenset({
     "dot_general", "conv_general_dilated", "reshape", "transpose", "broadcast_in_dim",
     "squeeze", "concatenate", "slice", "pad", "gather", "split",
 })  # fmt: skip
+
+# Call primitives: the trace inlines their bodies. A call without a name of its own leaves
+# its primitive's name in a node's context, which names nothing the user wrote.
+CALLS = frozenset({
+    "jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
+    "custom_vjp_call_jaxpr", "checkpoint", "remat", "remat2",
+})  # fmt: skip
+# PRNG primitives: values drawn from a key (dropout's masks), never activations.
+RANDOM = frozenset({
+    "random_bits", "random_wrap", "random_unwrap", "random_seed", "random_split",
+    "random_fold_in", "threefry2x32",
+})  # fmt: skip
+# Names in the sets above that are no primitive of the JAX this release is tested with: the
+# names older JAX gives them (``pjit`` before ``jit``, ``checkpoint`` before ``remat2``,
+# ``copy_p`` before ``copy``, ``custom_vjp_call_jaxpr`` before ``custom_vjp_call``) and names
+# kept from the first lists. On the current JAX they match nothing.
+LEGACY = frozenset({
+    "copy_p", "pjit", "checkpoint", "remat", "core_call", "custom_vjp_call_jaxpr", "logsumexp",
+})  # fmt: skip
+
+ELEMENTWISE = LINEAR_UNARY | NONLINEAR_UNARY | BINARY
+# Sums that join residual streams (their operands' channels are one group).
+STREAM_JOIN = frozenset({"add", "sub", "add_any"})
+# Max/min pooling and reductions: a site that selects one input of its window (path counting).
+POOL = frozenset({"reduce_window_max", "reduce_window_min", "reduce_max", "reduce_min"})
+# Fusion's pair search (paper 001): elementwise operations and pooling windows between the two
+# layers of a pair (a pooling window must keep its channels apart).
+FUSION_PASS = ELEMENTWISE | {"custom_jvp_call", "stop_gradient"}
+FUSION_POOL = frozenset({"reduce_window_max", "reduce_window_sum"})
+# Per-channel affine steps: an operand that is a parameter or constant per channel (or scalar).
+AFFINE_ARITH = frozenset({"add", "sub", "mul", "div"})
+# Moves that leave a value's channel map alone (an affine run continues through them).
+CHANNEL_MOVES = frozenset({"transpose", "convert_element_type", "copy"})
+# Linear in their one activation operand, per channel (collapse's elementwise steps).
+AFFINE_ELEMENTWISE = AFFINE_ARITH | {"neg", "convert_element_type", "copy"}
+# What keeps a per-channel (or scalar) constant per channel: broadcasts, reshapes, casts.
+PER_CHANNEL_PASS = frozenset({"broadcast_in_dim", "reshape", "convert_element_type", "copy"})
+# The parameter that holds a primitive's output shape: a narrowed evaluation sets it to the
+# narrowed shape (the other shape parameters it fixes, per primitive, are in
+# ``_rewritten._fix_params``: pad, slice, split, gather, grouped convolutions).
+OUT_SHAPE_PARAM = {"reshape": "new_sizes", "broadcast_in_dim": "shape", "iota": "shape"}
+# Parameters that carry a call's shapes: a replaced region is matched across calls without them.
+SHAPE_PARAMS = frozenset(OUT_SHAPE_PARAM.values()) | {"sharding", "out_sharding"}

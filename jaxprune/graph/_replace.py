@@ -27,13 +27,9 @@ from jaxprune._describe import ADDRESS
 from jaxprune.graph._errors import GraphError
 from jaxprune.graph._inline import Literal
 from jaxprune.graph._layout import Act, PVal
+from jaxprune.graph._primitives import RANDOM, SHAPE_PARAMS
 
 __all__ = ["Region", "ReplacedRunner", "Replacement", "emit", "live_nodes", "region_of", "x_var"]
-
-_SHAPED = frozenset({"shape", "new_sizes", "sharding", "out_sharding"})  # per call shape
-_RANDOM = frozenset(
-    {"random_bits", "random_wrap", "random_unwrap", "random_seed", "random_split", "random_fold_in"}
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +114,7 @@ def x_var(program, rep: Replacement):
 
 
 def _params_text(node) -> str:
-    items = sorted((k, v) for k, v in node.params.items() if k not in _SHAPED)
+    items = sorted((k, v) for k, v in node.params.items() if k not in SHAPE_PARAMS)
     return ADDRESS.sub("", repr(items))
 
 
@@ -194,7 +190,7 @@ def _random_values(program, annotations) -> set:
     out: set = set()
     for node in program.nodes:
         ins = [v for v in node.ins if not isinstance(v, Literal)]
-        if node.name in _RANDOM or node.name.startswith("threefry") or any(v in out for v in ins):
+        if node.name in RANDOM or node.name.startswith("threefry") or any(v in out for v in ins):
             out.update(o for o in node.outs if not isinstance(annotations.get(o), Act))
     return out
 

@@ -7,9 +7,11 @@ units. This module, after JAX's own ``jax.extend``, is the surface one level dow
 (:class:`Literal`, :class:`Act`, :class:`PVal`, :class:`SliceInfo`), its evaluation
 (:func:`run_program`), replacing values by single linear operations (:class:`Replacement`) and
 building a rewritten model of the user's kind from a :class:`RewriteSpec`, fusable pairs and their
-moments, affine runs, and the checks of unit masks. It is public so that a new rewrite or analysis
-can live outside the package, but it is less stable than :mod:`jaxprune.graph`: its names follow
-the engine and may change between minor versions.
+moments, affine runs, the checks of unit masks, and the primitive sets of the graph's one
+registry of primitives that rewrites read (:data:`AFFINE_ARITH`, :data:`AFFINE_ELEMENTWISE`,
+:data:`CALLS`, :data:`CHANNEL_MOVES`, :data:`PER_CHANNEL_PASS`). It is public so that a new
+rewrite or analysis can live outside the package, but it is less stable than
+:mod:`jaxprune.graph`: its names follow the engine and may change between minor versions.
 
 Evaluating a traced program by hand, with every intermediate value captured:
 
@@ -46,6 +48,13 @@ from jaxprune.graph._layout import Act, PVal
 from jaxprune.graph._masks import check_mask, check_mask_names
 from jaxprune.graph._pair_moments import pair_moments, pair_rows
 from jaxprune.graph._pairs import fusable_pairs, pair_of
+from jaxprune.graph._primitives import (
+    AFFINE_ARITH,
+    AFFINE_ELEMENTWISE,
+    CALLS,
+    CHANNEL_MOVES,
+    PER_CHANNEL_PASS,
+)
 from jaxprune.graph._replace import ReplacedRunner, Replacement, live_nodes, nest, region_of
 from jaxprune.graph._rewritten import (
     RewriteSpec,
@@ -66,9 +75,14 @@ from jaxprune.graph._submodules import narrowed_submodules
 from jaxprune.graph._taps import peek
 
 __all__ = [
+    "AFFINE_ARITH",
+    "AFFINE_ELEMENTWISE",
     "Act",
     "Blocks",
+    "CALLS",
+    "CHANNEL_MOVES",
     "Literal",
+    "PER_CHANNEL_PASS",
     "PVal",
     "PlanCache",
     "ReplacedRunner",

@@ -32,11 +32,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.graph.extend import Act, Literal, PVal, Replacement
+from jaxprune.graph.extend import (
+    AFFINE_ARITH,
+    AFFINE_ELEMENTWISE,
+    CHANNEL_MOVES,
+    PER_CHANNEL_PASS,
+    Act,
+    Literal,
+    PVal,
+    Replacement,
+)
 
 _HI = jax.lax.Precision.HIGHEST
-_EW = {"add", "sub", "mul", "div", "neg", "convert_element_type", "copy"}
-_MOVES = {"convert_element_type", "copy", "transpose"}  # no change to the channel map
 
 
 @dataclasses.dataclass
@@ -73,9 +80,6 @@ def _per_channel(pv, act: Act):
     return c if c.shape[0] > 1 else c.reshape(())
 
 
-_PASS = ("broadcast_in_dim", "reshape", "convert_element_type", "copy")
-
-
 def _channel_source(program, producers, v, width: int) -> bool:
     """Whether constant/parameter operand ``v`` is per-channel (or scalar) by construction:
     following broadcasts, reshapes and casts back, it comes from a value with at most
@@ -83,7 +87,7 @@ def _channel_source(program, producers, v, width: int) -> bool:
     positional table). Checked structurally so that it holds under ``vmap``/``jit``."""
     if isinstance(v, Literal):
         return int(np.size(v.value)) in (1, width)
-    while v in producers and program.nodes[producers[v]].name in _PASS:
+    while v in producers and program.nodes[producers[v]].name in PER_CHANNEL_PASS:
         nxt = program.nodes[producers[v]].ins[0]
         if isinstance(nxt, Literal):
             return int(np.size(nxt.value)) in (1, width)
@@ -143,13 +147,13 @@ def classify(i, node, an, layer_at, env, producers=None):
         if act.axis == len(act.shape) - 1 and out.axis == len(out.shape) - 1 and out.inner == 1:
             return Step(i, "flatten", k) if out.outer > 1 else None
         return None
-    if name not in _EW:  # linear in the one activation operand (checked below)
+    if name not in AFFINE_ELEMENTWISE:  # linear in the one activation operand (checked below)
         return None
     if name == "convert_element_type" and not jnp.issubdtype(
         node.params["new_dtype"], jnp.floating
     ):
         return None
-    if name in ("add", "sub", "mul", "div"):
+    if name in AFFINE_ARITH:
         other = node.ins[1 - k]
         if not isinstance(other, Literal) and not isinstance(ann[other], PVal):
             return None
@@ -203,7 +207,7 @@ class Fold:
 def _apply_ew(node, step, env, act, A, a, axis=None):
     """Applies an elementwise step to the map ``(A, a)`` (channels on ``A``'s ``axis``)."""
     name = node.name
-    if name in _MOVES:
+    if name in CHANNEL_MOVES:
         return A, a
     width = A.shape[-1 if axis is None else axis]
 

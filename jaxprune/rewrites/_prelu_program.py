@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxprune.graph import path_str
 from jaxprune.graph.extend import (
+    CALLS,
     Act,
     Literal,
     PlanCache,
@@ -35,7 +36,6 @@ from jaxprune.graph.extend import (
 __all__ = ["SLOPES", "PReLUProgram", "relu_sites", "slope_path"]
 
 SLOPES = "prelu"  # the key of the slopes' dict in the trainable variables
-_GENERIC = ("jit", "pjit", "checkpoint", "remat", "closed_call", "core_call", "custom_jvp_call")
 
 
 def slope_path(prefix: str, unit: str) -> str:
@@ -61,7 +61,7 @@ def relu_sites(graph) -> dict[int, tuple[int, Act]]:
     for i, node in enumerate(an.program.nodes):
         if node.name != "max" or len(node.ins) != 2:
             continue
-        names = [c for c in node.context if c not in _GENERIC]
+        names = [c for c in node.context if c not in CALLS]
         if names and names[-1] != "relu":
             continue
         anns = [None if isinstance(v, Literal) else an.annotations.get(v) for v in node.ins]
