@@ -13,7 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_data", "check_finite", "check_fraction", "check_lengths", "check_xy"]
+__all__ = [
+    "check_data",
+    "check_finite",
+    "check_fraction",
+    "check_lengths",
+    "check_xy",
+    "n_rows",
+    "rows",
+]
 
 _count_nonfinite = jax.jit(lambda a: jnp.sum(~jnp.isfinite(a)))
 
@@ -60,9 +68,46 @@ def check_finite(name: str, tree: Any) -> None:
             )
 
 
+def n_rows(x) -> int:
+    """The leading length of ``x``: an array, or a pytree of arrays (a model's several inputs)
+    sharing their leading example axis, read from its first leaf."""
+    leaves = jax.tree.leaves(x)
+    shape = jnp.shape(leaves[0]) if leaves else ()
+    return shape[0] if shape else 0
+
+
+def rows(x, index):
+    """``x[index]`` of an array, or of every array of a pytree of inputs."""
+    return jax.tree.map(lambda a: a[index], x)
+
+
 def check_lengths(x, y, name: str = "data") -> None:
     """Raises ``ValueError`` starting with ``name`` unless ``x`` and ``y`` have the same
-    non-zero length (leading axis)."""
+    non-zero length (leading axis).
+
+    ``x`` may be a tuple (or any pytree) of arrays, a model's several inputs: every input must
+    have the leading length of the first, and the error names the one that does not.
+
+    >>> import jax.numpy as jnp
+    >>> check_lengths((jnp.ones((3, 2)), jnp.ones((2, 5))), jnp.ones(3))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: data[0][1]: expected the leading length 3 of data[0][0] (...), got shape (2, 5)
+    """
+    if not isinstance(x, (jax.Array, np.ndarray)) and jax.tree.structure(x).num_leaves != 1:
+        flat = jax.tree_util.tree_leaves_with_path(x)
+        if not flat:
+            raise ValueError(f"{name}: expected x to hold at least one array, got {x!r}")
+        first_path, first = flat[0]
+        n0 = jnp.shape(first)[:1]
+        for path, leaf in flat:
+            if jnp.shape(leaf)[:1] != n0:
+                raise ValueError(
+                    f"{name}[0]{jax.tree_util.keystr(path)}: expected the leading length "
+                    f"{n0[0] if n0 else None} of {name}[0]{jax.tree_util.keystr(first_path)} "
+                    f"(every input of x shares the example axis), got shape {jnp.shape(leaf)}"
+                )
+        x = first
     xs, ys = jnp.shape(x), jnp.shape(y)
     if len(xs) < 1 or xs[0] == 0 or ys[:1] != xs[:1]:
         raise ValueError(f"{name}: x and y need the same non-zero length, got {xs}, {ys}")

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune._data_checks import check_finite, check_lengths
+from jaxprune._data_checks import check_finite, check_lengths, rows
 
 __all__ = [
     "check_call",
@@ -20,12 +20,14 @@ __all__ = [
 ]
 
 
-def device_data(data) -> tuple[jax.Array, jax.Array]:
+def device_data(data) -> tuple[Any, jax.Array]:
     """``(x, y)`` of ``data`` as JAX arrays; host data is converted to JAX's dtype on the host
-    (float64 to float32 without x64), not by a small program compiled per shape.
+    (float64 to float32 without x64), not by a small program compiled per shape. ``x`` may be
+    a tuple (or any pytree) of arrays, a model's several inputs, converted leaf by leaf.
 
     Raises:
-      ValueError: ``x`` and ``y`` do not have the same non-zero length.
+      ValueError: ``x`` and ``y`` do not have the same non-zero length, or one input of ``x``
+        has another leading length than the first (named).
     """
 
     def put(a):
@@ -34,7 +36,7 @@ def device_data(data) -> tuple[jax.Array, jax.Array]:
         a = np.asarray(a)
         return jnp.asarray(a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False))
 
-    x, y = put(data[0]), put(data[1])
+    x, y = jax.tree.map(put, data[0]), put(data[1])
     check_lengths(x, y, "data")
     return x, y
 
@@ -61,10 +63,12 @@ def check_params_like_model(model, params: Any, x: jax.Array, lead: tuple[int, .
         else:
             init = model.init
             assert init is not None  # a TrainModel without params draws them
-            want = jax.eval_shape(lambda: init(jax.random.key(0), x[:1])[0])
+            want = jax.eval_shape(lambda: init(jax.random.key(0), rows(x, slice(0, 1)))[0])
         name = f"{type(model.model).__name__}'s params"
     else:
-        want = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1])["params"])
+        x1 = rows(x, slice(0, 1))
+        args = x1 if isinstance(x1, tuple) else (x1,)
+        want = jax.eval_shape(lambda: model.init(jax.random.key(0), *args)["params"])
         name = f"{type(model).__name__}.init(...)['params']"
     want = {jax.tree_util.keystr(p): s.shape for p, s in jax.tree_util.tree_leaves_with_path(want)}
     got = {
@@ -126,7 +130,8 @@ def check_call(model, loss_fn, optimizer, x, y) -> None:
     global _CHECKED
     if _CHECKED is None:
         _CHECKED = _checked_cache()
-    shapes = tuple((jnp.shape(a)[1:], jnp.asarray(a).dtype) for a in (x, y))
+    leaves, treedef = jax.tree.flatten((x, y))
+    shapes = (treedef, tuple((jnp.shape(a)[1:], jnp.result_type(a)) for a in leaves))
     _CHECKED.get(
         (model, loss_fn, optimizer, shapes), lambda: _check_call(model, loss_fn, optimizer, x, y)
     )
@@ -136,7 +141,9 @@ def _check_call(model, loss_fn, optimizer, x, y) -> bool:
     from jaxprune.training._core import make_core
 
     core = make_core(model, loss_fn, optimizer)
-    x1, y1 = (jax.ShapeDtypeStruct((1, *jnp.shape(a)[1:]), jnp.result_type(a)) for a in (x, y))
+    x1, y1 = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((1, *jnp.shape(a)[1:]), jnp.result_type(a)), (x, y)
+    )
 
     def run(x1, y1):  # with the variables given, if any: they are what training will call
         ts = core.init(jax.random.key(0), x1, params=model.params, state=model.state)

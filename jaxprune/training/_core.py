@@ -4,8 +4,9 @@
 an optax transformation into pure functions over a :class:`TrainState`:
 
 * ``train_step(state, batch, key) -> (state, metrics)``: one optimizer step on
-  ``batch = (x, y)`` or ``(x, y, weights)`` in training mode; the model's other variables
-  (BatchNorm statistics...) are updated, and the step's randomness is
+  ``batch = (x, y)`` or ``(x, y, weights)`` in training mode (``x`` one array, or a tuple of a
+  model's several inputs sharing the leading example axis, called as ``model(*x)``); the
+  model's other variables (BatchNorm statistics...) are updated, and the step's randomness is
   ``fold_in(key, state.step)``, so passing a run's key every step gives every step (and every
   seed, under ``vmap``) its own dropout mask; ``key=None`` gives the model no RNG at all;
 * ``eval_step(state, batch) -> metrics``: the loss in evaluation mode (``train=False``);
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxprune._data_checks import n_rows, rows
 from jaxprune._losses import LossFn
 from jaxprune.training._cpu_rewrite import cpu_rewrite
 from jaxprune.training._model import TrainModel
@@ -93,6 +95,15 @@ class Core(NamedTuple):
     eval_step: Any
     epoch: Any  # epoch(state, key, x, y) -> (state, mean loss over examples)
     loss: Any  # loss(params, state, batch, key, train) -> (mean loss, new state)
+
+
+def _weight_dtype(x):
+    """The dtype of ``"pad"``'s row weights: that of ``x`` (of its first floating-point input
+    when ``x`` holds several; float32 when none is)."""
+    if not isinstance(x, tuple | list | dict):
+        return x.dtype
+    floats = [a.dtype for a in jax.tree.leaves(x) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    return floats[0] if floats else jnp.float32
 
 
 def _mean(per_example, weights):
@@ -190,7 +201,7 @@ def make_core(
         return {"loss": loss(ts.params, ts.state, batch, None, False)[0]}
 
     def epoch(ts: TrainState, key, x, y):
-        n = x.shape[0]
+        n = n_rows(x)
         bs = n if batch_size is None else min(int(batch_size), n)
         n_full, rem = divmod(n, bs)
         perm = feistel_permutation(n, key=key)
@@ -200,14 +211,15 @@ def make_core(
 
         def body(t, batch):
             t, m = train_step(t, batch, k_step)
-            return t, m["loss"] * (batch[2].sum() if len(batch) == 3 else batch[0].shape[0])
+            return t, m["loss"] * (batch[2].sum() if len(batch) == 3 else n_rows(batch[0]))
 
         if partial == "pad" and rem:
             n_b = n_full + 1
             idx = jnp.concatenate([perm, jnp.zeros(n_b * bs - n, perm.dtype)])
-            w = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(n_b * bs - n, x.dtype)])
+            dtype = _weight_dtype(x)
+            w = jnp.concatenate([jnp.ones(n, dtype), jnp.zeros(n_b * bs - n, dtype)])
             ts, sums = jax.lax.scan(
-                lambda t, iw: body(t, (x[iw[0]], y[iw[0]], iw[1])),
+                lambda t, iw: body(t, (rows(x, iw[0]), y[iw[0]], iw[1])),
                 ts,
                 (idx.reshape(n_b, bs), w.reshape(n_b, bs)),
                 unroll=unroll,
@@ -215,7 +227,7 @@ def make_core(
             return ts, jnp.sum(sums) / n
 
         ts, sums = jax.lax.scan(
-            lambda t, i: body(t, (x[i], y[i])),
+            lambda t, i: body(t, (rows(x, i), y[i])),
             ts,
             perm[: n_full * bs].reshape(n_full, bs),
             unroll=unroll,
@@ -223,7 +235,7 @@ def make_core(
         total, count = jnp.sum(sums), n_full * bs
         if rem and partial == "keep":
             last_rows = perm[n_full * bs :]
-            ts, last = body(ts, (x[last_rows], y[last_rows]))
+            ts, last = body(ts, (rows(x, last_rows), y[last_rows]))
             total, count = total + last, n
         return ts, total / count
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxprune._data_checks import n_rows, rows
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Model, Params, Variables
 from jaxprune.training._checkpoint import Checkpoints
@@ -51,7 +52,7 @@ def _build(tm, optimizer, loss_fn, batch_size, metrics, length, partial, trainab
 
     def init(key, p0, s0, v0, x):
         k_init, k_run = jax.random.split(key)  # as fit: the same key gives the same run
-        return core.init(k_init, x[:1], p0, s0, v0), k_run
+        return core.init(k_init, rows(x, slice(0, 1)), p0, s0, v0), k_run
 
     def chunk(ts: TrainState, key, x, y):
         def body(carry, _):
@@ -114,7 +115,8 @@ def train_epochs(
         NNX, equinox, an ``(init_fn, apply_fn)`` pair, ``f(params, x)`` with ``variables`` or
         ``init_fn``, a haiku transform).
       keys: one key or a 1-D batch of keys (``jax.random.split``).
-      data: ``(x, y)`` with the same non-zero leading length.
+      data: ``(x, y)`` with the same non-zero leading length; ``x`` may be a tuple of arrays
+        sharing that length, a model's several inputs, called as ``model.apply(v, *x, ...)``.
       loss: loss name or per-example ``fn(pred, target)``; required.
       optimizer: any optax transformation, e.g. ``train_scores(...)`` or a freeze chain.
       epochs: number of epochs, ``>= 1``.
@@ -179,10 +181,10 @@ def train_epochs(
     tm = training_model(
         model, variables, train_kw=train_kw, mutable=mutable, rngs=rngs, init_fn=init_fn
     )
-    check_starts(tm, x[:1], n_runs, params, bool(same_init))
+    check_starts(tm, rows(x, slice(0, 1)), n_runs, params, bool(same_init))
     params, opt_state = check_initial_state(tm, params, opt_state, (x, y), n_runs, single)
     given_params, given_opt_state = params, opt_state  # for the checkpoint's fingerprint
-    epochs, batch_size = int(epochs), min(int(batch_size), x.shape[0])
+    epochs, batch_size = int(epochs), min(int(batch_size), n_rows(x))
     chunk_epochs = min(int(chunk_epochs), epochs)
     loss_fn = get_loss(loss)
     check_call(tm, loss_fn, optimizer, x, y)

@@ -47,6 +47,8 @@ def shapes(tree: Any, drop: int = 0) -> str:
 
 
 def _array(a) -> str:
+    if isinstance(a, tuple | list | dict):  # a model's several inputs
+        return "(" + ", ".join(_array(leaf) for leaf in jax.tree.leaves(a)) + ")"
     return f"{a.dtype}[{','.join(str(d) for d in np.shape(a))}]"
 
 

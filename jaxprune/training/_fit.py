@@ -17,6 +17,8 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
+from jaxprune._data_checks import n_rows as _n_examples
+from jaxprune._data_checks import rows as _rows_of
 from jaxprune._losses import LossFn, get_loss
 from jaxprune._types import Model, Params, Variables
 from jaxprune.training._checkpoint import Checkpoints
@@ -137,7 +139,7 @@ def _build(tm, optimizer, loss_fn, batch_size, unroll, chunk, partial):
 
     def init_run(key, p0, s0, v0, x):
         k_init, k_run = jax.random.split(key)
-        ts = core.init(k_init, x[:1], p0, s0, v0)
+        ts = core.init(k_init, _rows_of(x, slice(0, 1)), p0, s0, v0)
         return RunState(
             ts, k_run, jnp.asarray(0, jnp.int32), early_stopping_init((ts.params, ts.state))
         )
@@ -311,7 +313,8 @@ def fit(
       model: a linen, NNX or equinox module, an ``(init_fn, apply_fn)`` pair, ``f(params, x)``
         or a haiku transform.
       keys: ``jax.random.key(s)`` for one run, or a 1-D batch from ``jax.random.split``.
-      data: ``(x, y)`` arrays with the same leading length.
+      data: ``(x, y)`` arrays with the same leading length; ``x`` may be a tuple of arrays
+        sharing that length, a model's several inputs, called as ``model.apply(v, *x, ...)``.
       loss: loss name or per-example loss callable (see :func:`~jaxprune.training.get_loss`);
         required.
       optimizer: any optax transformation (its state is per run).
@@ -400,13 +403,13 @@ def fit(
     if not 0.0 <= float(min_delta) < math.inf:
         raise ValueError(f"min_delta: expected a finite value >= 0, got {min_delta}")
     keys, single = _as_key_batch(keys)
-    n_runs, n = keys.shape[0], x.shape[0]
+    n_runs, n = keys.shape[0], _n_examples(x)
     batch_size = min(int(batch_size), n)
     chunk_epochs = int(chunk_epochs or min(patience, max_epochs))
     tm = training_model(
         model, variables, train_kw=train_kw, mutable=mutable, rngs=rngs, init_fn=init_fn
     )
-    check_starts(tm, x[:1], n_runs, params, bool(same_init))
+    check_starts(tm, _rows_of(x, slice(0, 1)), n_runs, params, bool(same_init))
     loss_fn = get_loss(loss)
     params, opt_state = check_initial_state(tm, params, opt_state, (x, y), n_runs, single)
     given_params, given_opt_state = params, opt_state  # for the checkpoint's fingerprint

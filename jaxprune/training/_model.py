@@ -33,6 +33,12 @@ How each model kind is passed, and where a run's initial weights come from:
   ``(params, state)`` as ``init`` returns them. Haiku is optional: it is recognised by type
   only when the user's program imported it.
 
+**Several inputs.** The ``x`` of a batch is usually one array. A model that takes several
+inputs (``__call__(self, src, tgt, train)``) gets them as a tuple ``x = (src, tgt)``: a tuple
+is always unpacked into positional inputs (``model.apply(variables, *x, train=...)``,
+``f(params, *x)``, ``module(*x)``); any other pytree (a dict) is passed as one input. Every
+array of ``x`` shares the leading example axis.
+
 NNX, equinox and plain-function models draw new initial weights from a key only through an
 ``init_fn(key)`` the user passes (``init_fn(key) -> module`` for NNX and equinox, e.g.
 ``lambda k: Net(rngs=nnx.Rngs(k))``; ``init_fn(key) -> params`` for a function); the module or
@@ -54,7 +60,14 @@ import jax
 from jaxprune.graph import as_model
 from jaxprune.graph.extend import RewriteSpec
 
-__all__ = ["TrainModel", "call_error", "check_starts", "require_linen", "training_model"]
+__all__ = [
+    "TrainModel",
+    "call_error",
+    "check_starts",
+    "inputs",
+    "require_linen",
+    "training_model",
+]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -101,6 +114,12 @@ class TrainModel:
         from jaxprune.training._fingerprint import model_fields
 
         return model_fields(self)
+
+
+def inputs(x) -> tuple:
+    """The positional inputs of a model call: a tuple of inputs is several (the model is called
+    as ``model(*x)``), anything else (an array, the common case, or a dict) is one."""
+    return x if isinstance(x, tuple) else (x,)
 
 
 def _call_of(model):
@@ -155,7 +174,9 @@ def _linen(model, variables, train_kw, mutable, rngs) -> TrainModel:
     def init(key, x1):
         kw = {train_kw: False} if pass_train else {}
         streams = {n: jax.random.fold_in(key, i + 1) for i, n in enumerate(rng_names)}
-        v = model.init({"params": key, **streams}, x1, **kw)  # params: as model.init(key, x1)
+        v = model.init(
+            {"params": key, **streams}, *inputs(x1), **kw
+        )  # params: as model.init(key, x1)
         return split(v)
 
     if variables is None:
@@ -178,9 +199,9 @@ def _linen(model, variables, train_kw, mutable, rngs) -> TrainModel:
             ks = [key] if len(rng_names) == 1 else list(jax.random.split(key, len(rng_names)))
             kw["rngs"] = dict(zip(rng_names, ks, strict=True))
         if train and cols:
-            out, updated = model.apply({"params": params, **state}, x, mutable=cols, **kw)
+            out, updated = model.apply({"params": params, **state}, *inputs(x), mutable=cols, **kw)
             return out, {**state, **unfreeze(updated)}
-        return model.apply({"params": params, **state}, x, **kw), state
+        return model.apply({"params": params, **state}, *inputs(x), **kw), state
 
     sig = f"{type(model).__name__}.apply(variables, x" + (
         f", {train_kw}=bool" if pass_train else ""
@@ -239,7 +260,7 @@ def _nnx(model, variables, init_fn) -> TrainModel:
         if train and key is not None and streams:
             ks = jax.random.split(key, len(streams))
             nnx.reseed(m, **{n: ks[i] for i, n in enumerate(streams)})
-        out = m(x)
+        out = m(*inputs(x))
         return out, nnx.to_pure_dict(nnx.split(m, nnx.Param, ...)[2])
 
     def to_vars(p, s):
@@ -284,7 +305,7 @@ def _equinox(model, variables, train_kw, init_fn) -> TrainModel:
         kw = {train_kw: train} if pass_train else {}
         if pass_key:
             kw["key"] = key if train else None
-        return m(x, **kw), s
+        return m(*inputs(x), **kw), s
 
     init = None
     if init_fn is not None:
@@ -319,9 +340,11 @@ def _function(fn, params, init_fn, train_kw, draw_fn=None) -> TrainModel:
         kw = {train_kw: train} if pass_train else {}
         if pass_key:
             kw["key"] = key
-        return fn(p, x, **kw), s
+        return fn(p, *inputs(x), **kw), s
 
-    init: Callable | None = None if init_fn is None else (lambda key, x1: (init_fn(key, x1), {}))
+    init: Callable | None = (
+        None if init_fn is None else (lambda key, x1: (init_fn(key, *inputs(x1)), {}))
+    )
     if draw_fn is not None:
         init = lambda key, x1: (draw_fn(key), {})  # noqa: E731
     if params is not None:
@@ -375,7 +398,7 @@ def _haiku(model, variables, train_kw) -> TrainModel:
 
     def init(key, x1):
         kw = {flag: True} if flag else {}
-        out = model.init(key, x1, **kw)
+        out = model.init(key, *inputs(x1), **kw)
         return out if stateful else (out, {})
 
     def apply(p, s, x, *, train, key=None):
@@ -384,8 +407,8 @@ def _haiku(model, variables, train_kw) -> TrainModel:
         if pass_rng:
             args = (*args, key if train else None)
         if not stateful:
-            return model.apply(*args, x, **kw), s
-        out, new_state = model.apply(*args, x, **kw)
+            return model.apply(*args, *inputs(x), **kw), s
+        out, new_state = model.apply(*args, *inputs(x), **kw)
         return out, (new_state if train else s)
 
     params = state = None
@@ -652,7 +675,8 @@ def call_error(tm: TrainModel, error: Exception, x1) -> Exception:
     one example (``jax.vmap``); otherwise a ``TypeError`` naming the call the trainer makes, or
     ``error`` itself.
     """
-    where = f"calling it on x[:1] of shape {tuple(x1.shape)} failed: {error}"
+    shape = jax.tree.map(lambda a: tuple(a.shape), x1)
+    where = f"calling it on x[:1] of shape {shape} failed: {error}"
     kind = ("an " if tm.kind[0] in "aeiou" else "a ") + tm.kind
     made = f"model: the trainer calls {tm.signature} ({kind} model); {where}"
     if tm.kind == "linen" and type(error).__name__ == "ScopeCollectionNotFound":
@@ -676,7 +700,7 @@ def call_error(tm: TrainModel, error: Exception, x1) -> Exception:
             f"{made}; the model does not take {tm.train_kw}=: pass train_kw=None to call it "
             f"without the flag (or train_kw='<name>' for its own)"
         )
-    if len(x1.shape) >= 2 and _takes_one_example(tm, x1):
+    if not isinstance(x1, tuple) and len(x1.shape) >= 2 and _takes_one_example(tm, x1):
         how = _ONE_EXAMPLE.get(tm.kind, "map it over the batch axis with jax.vmap in its call")
         return TypeError(
             f"model: {tm.signature} ({kind} model) seems to take one example: {where}, "
