@@ -120,3 +120,23 @@ def test_nan_in_one_input_is_an_error_naming_it():
             epochs=1,
             progress=False,
         )
+
+
+def test_parallel_step_shards_every_input_and_equals_optax_step():
+    a, b, y = _data(8)
+    model, tx = TwoInputs(), optax.sgd(0.1)
+    params = model.init(jax.random.key(0), a, b)["params"]
+    mesh = jp.training.data_mesh()
+    ts = jp.training.train_state(model, tx, {"params": params})
+    step = jp.training.make_parallel_train_step(model, "mse", tx, mesh)
+    ts, m = step(ts, ((a, b), y))
+
+    def loss(p):
+        return jnp.mean((model.apply({"params": p}, a, b, train=True) - y) ** 2)
+
+    value, g = jax.value_and_grad(loss)(params)
+    want = jax.tree.map(lambda p, d: p - 0.1 * d, params, g)
+    np.testing.assert_allclose(m["loss"], value, rtol=1e-6)
+    jax.tree.map(
+        lambda x, w: np.testing.assert_allclose(x, w, rtol=1e-5, atol=1e-7), ts.params, want
+    )
