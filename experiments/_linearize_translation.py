@@ -13,6 +13,11 @@ against the epoch t at which linearization starts.
    target 1.0 ("linearize all PReLU activations", App. B.5): the final test perplexity
    ``exp(mean token NLL)`` (no smoothing, padding excluded) and the linear share reached.
 
+Both trainings are :func:`jaxprune.training.train_epochs` on the model's two inputs
+(``data = ((src, tgt_in), tgt_out)``, the last partial batch dropped), the per-epoch test
+perplexity a metric of the compiled epoch loop, the training split into segments ending at
+the snapshot epochs.
+
 Not given in the paper and chosen here: the post-training (30 epochs of the same Adam at the
 constant lr 0.00082, no warmup; strength 0.05), the t grid.
 
@@ -178,20 +183,12 @@ def token_losses(logits, labels, smoothing: float = 0.0):
     return optax.softmax_cross_entropy(logits, onehot), labels != PAD
 
 
-@functools.cache
-def _step_fn(model, tx):
-    def loss(params, batch, key):
-        src, tgt_in, tgt_out = batch
-        logits = model.apply({"params": params}, src, tgt_in, train=True, rngs={"dropout": key})
-        nll, mask = token_losses(logits, tgt_out, SMOOTHING)
-        return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1)
-
-    def step(params, state, batch, key):
-        grads = jax.grad(loss)(params, batch, key)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    return jax.jit(step)
+def smoothed_loss(logits, labels):
+    """Per-sentence training losses whose batch mean is the mean smoothed token cross-entropy
+    over the batch's non-padding tokens: each sentence's token sum divided by the batch's mean
+    count of tokens (the loss ``jp.training`` averages over the examples of a batch)."""
+    nll, mask = token_losses(logits, labels, SMOOTHING)
+    return jnp.sum(nll * mask, -1) / jnp.maximum(jnp.mean(jnp.sum(mask, -1)), 1)
 
 
 @functools.cache
@@ -212,20 +209,15 @@ def perplexity(model, params, data, batch: int = 500) -> float:
     return math.exp(total / count)
 
 
-def train(model, params, tx, data, epochs, batch, key, on_epoch=None):
-    """``epochs`` epochs of shuffled minibatches (the last partial one dropped)."""
-    state, step, n = tx.init(params), _step_fn(model, tx), len(data[0])
-    for e in range(epochs):
-        k_perm, k_drop = jax.random.split(jax.random.fold_in(key, e))
-        order = np.asarray(jax.random.permutation(k_perm, n))
-        for i in range(n // batch):
-            idx = order[i * batch : (i + 1) * batch]
-            params, state = step(
-                params, state, tuple(a[idx] for a in data), jax.random.fold_in(k_drop, i)
-            )
-        if on_epoch is not None:
-            on_epoch(e + 1, params)
-    return params, state
+def train(model, params, tx, data, epochs, batch, key, opt_state=None, metrics=None):
+    """``epochs`` epochs of shuffled minibatches (the last partial one dropped) on the inputs
+    ``(src, tgt_in)`` with dropout: :func:`jaxprune.training.train_epochs`."""
+    src, tgt_in, tgt_out = data
+    return jp.training.train_epochs(
+        model, ((src, tgt_in), tgt_out), keys=key, loss=smoothed_loss, optimizer=tx,
+        epochs=epochs, batch_size=batch, partial="drop", params=params, opt_state=opt_state,
+        metrics=metrics, progress=False,
+    )  # fmt: skip
 
 
 def run_seed(seed: int, cfg: dict) -> dict:
@@ -241,23 +233,34 @@ def run_seed(seed: int, cfg: dict) -> dict:
     steps = cfg["n_train"] // cfg["batch"]
     snaps, curve = {0: params}, []
 
-    def on_epoch(e, p):
-        curve.append(perplexity(model, p, te))
-        if e in cfg["t_values"]:
-            snaps[e] = p
+    def test_nll(v):  # in the compiled epoch loop: the test set's token NLL sum and count
+        losses, mask = token_losses(model.apply(v, te[0], te[1]), te[2])
+        return {"nll": jnp.sum(losses * mask), "tokens": jnp.sum(mask)}
 
     tx = optimizer(cfg, steps, post=False)
-    train(model, params, tx, tr, cfg["epochs"], cfg["batch"], jax.random.fold_in(key, 1), on_epoch)
+    # trained in segments ending at the snapshot epochs t (the optimizer state, and with it the
+    # schedule's step count, carries over from one segment to the next)
+    ends = sorted({t for t in cfg["t_values"] if 0 < t < cfg["epochs"]} | {cfg["epochs"]})
+    done, opt_state = 0, None
+    for i, end in enumerate(ends):
+        r = train(
+            model, params, tx, tr, end - done, cfg["batch"], jax.random.fold_in(key, 1 + 100 * i),
+            opt_state, test_nll,
+        )  # fmt: skip
+        params, opt_state, done = r.params, r.opt_state, end
+        h = r.history
+        curve += [math.exp(float(a) / float(b)) for a, b in zip(h["nll"], h["tokens"], strict=True)]
+        snaps[end] = params
     rows = []
     post_tx = optimizer(cfg, steps, post=True)
     for t in cfg["t_values"]:
         swapped = jp.rewrites.swap_relu_for_prelu(model, {"params": snaps[t]}, te[0][:1], te[1][:1])
         net = swapped.model
-        p, st = train(
+        r = train(
             net, swapped.variables["params"], post_tx, tr, cfg["post_epochs"], cfg["batch"],
             jax.random.fold_in(key, 2 + t),
         )  # fmt: skip
-        inner = st.inner_opt_state
+        p, inner = r.params, r.opt_state.inner_opt_state
         rows.append(
             {
                 "t": t,
