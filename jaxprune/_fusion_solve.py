@@ -88,8 +88,11 @@ def fusion_weights(
       least-squares solution with a :class:`FusionWarning`. "Ill conditioned" means
       ``lambda_min(C_x) <= rcond * lambda_max(C_x)`` (eigenvalues by ``eigvalsh``).
     * ``"cholesky"``: Cholesky solve, no check (NaN if ``C_x`` is singular).
-    * ``"lstsq"``: minimum-norm solution of ``C_x K = C_xy`` (``jnp.linalg.lstsq``: singular
-      values below ``rcond * sigma_max`` are treated as zero), the paper's Eq. (25).
+    * ``"lstsq"``: minimum-norm solution of ``C_x K = C_xy`` (as ``jnp.linalg.lstsq``:
+      singular values below ``rcond * sigma_max`` are treated as zero), the paper's Eq. (25);
+      computed from ``eigh`` of the symmetric ``C_x`` (its singular values are the eigenvalues'
+      magnitudes), about three times cheaper than ``lstsq``'s SVD. With fewer samples than
+      input dimensions ``"auto"`` goes here directly, without computing eigenvalues first.
     * ``"cg"``: conjugate gradients on ``C_x K = C_xy`` (all columns as one block operator,
       matvecs only; the paper's suggestion for layers too large to factor). Warns if the relative
       residual stays above ``cg_tol``.
@@ -134,7 +137,10 @@ def fusion_weights(
     dtype = moments.count.dtype
     rcond = _default_rcond(dx, dtype) if rcond is None else float(rcond)
     mask = None if groups is None else jnp.asarray(groups)
-    n, finite, lo, hi = (float(v) for v in _diagnose(moments, mask, method == "auto"))
+    # fewer samples than inputs already decides lstsq: no eigenvalues then (an eigvalsh of
+    # C_a0 costs about as much as the solve itself, minutes for thousands of inputs on a CPU)
+    spectrum = method == "auto" and float(moments.count) >= dx
+    n, finite, lo, hi = (float(v) for v in _diagnose(moments, mask, spectrum))
     if n <= 0:
         raise ValueError(f"{where}moments: no samples")
     if not finite:
@@ -182,6 +188,21 @@ def _diagnose(moments: Moments, mask, with_eigenvalues: bool):
     return moments.count, finite, eig[0], eig[-1]
 
 
+def _min_norm_solve(c, b, rcond):
+    """``jnp.linalg.lstsq(c, b, rcond)[0]`` for a symmetric ``c``, from its eigendecomposition.
+
+    The singular values of a symmetric matrix are its eigenvalues' magnitudes (and the singular
+    vectors its eigenvectors, up to sign), so the pseudo-inverse with the same cutoff ``|lambda|
+    >= rcond * max |lambda|`` gives the same minimum-norm solution; ``eigh`` costs about a third
+    of the SVD ``lstsq`` runs (measured on a 2,048-wide rank-300 covariance on a 2-core CPU).
+    """
+    w, v = jnp.linalg.eigh(c)
+    keep = (jnp.abs(w) >= rcond * jnp.max(jnp.abs(w))) & (w != 0)
+    inv = jnp.where(keep, 1 / jnp.where(keep, w, 1), 0)
+    vtb = jnp.matmul(v.T, b, precision=_HI)
+    return jnp.matmul(v, inv[:, None] * vtb, precision=_HI)
+
+
 @functools.partial(jax.jit, static_argnums=(2, 5))
 def _solve(moments: Moments, mask, method: str, rcond, cg_tol, maxiter: int):
     c = moments.cov_xx() if mask is None else _mask_groups(moments.cov_xx(), mask)
@@ -190,7 +211,7 @@ def _solve(moments: Moments, mask, method: str, rcond, cg_tol, maxiter: int):
     if method == "cholesky":
         kernel = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(c), cxy)
     elif method == "lstsq":
-        kernel = jnp.linalg.lstsq(c, cxy, rcond=rcond)[0]
+        kernel = _min_norm_solve(c, cxy, rcond)
     else:
         kernel, _ = jax.scipy.sparse.linalg.cg(
             lambda v: jnp.matmul(c, v, precision=_HI), cxy, tol=cg_tol, maxiter=maxiter

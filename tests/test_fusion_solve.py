@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune._fusion_solve import fusion_mse, fusion_weights
+from jaxprune._fusion_solve import FusionWarning, fusion_mse, fusion_weights
 from jaxprune.analysis import moments_init, moments_update
 
 
@@ -41,3 +41,42 @@ def test_inexact_fusion_mse_is_not_changed_by_the_clip():
     expected = np.trace(yc.T @ yc / len(x)) - np.trace(k.T @ cxy)
     assert expected > 0.1
     np.testing.assert_allclose(float(mse), expected, rtol=1e-4)
+
+
+def _rank_deficient(n=24, dx=64, dy=3):
+    # fewer rows than inputs (paper 001's Table I: 300 images for 4,096 fused inputs)
+    x = np.asarray(jax.random.normal(jax.random.key(5), (n, dx)), np.float64) * 2 + 0.5
+    y = np.tanh(x[:, :5]) @ np.ones((5, dy)) + x[:, 5:6]
+    m = moments_update(
+        moments_init(dx, dy), jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    )
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    return m, np.linalg.pinv(xc) @ yc  # minimum-norm least squares, Eq. (25), in float64
+
+
+def test_lstsq_is_the_minimum_norm_solution_when_rows_are_fewer_than_inputs():
+    m, expected = _rank_deficient()
+    kernel, bias, _ = fusion_weights(m, method="lstsq")
+    np.testing.assert_allclose(np.asarray(kernel), expected, atol=2e-5 * np.abs(expected).max())
+    # the SVD-based solver the eigendecomposition replaces gives the same kernel
+    c, cxy = m.cov_xx(), m.cov_xy()
+    svd = jnp.linalg.lstsq(c, cxy, rcond=64 * np.finfo(np.float32).eps)[0]
+    np.testing.assert_allclose(
+        np.asarray(kernel), np.asarray(svd), atol=2e-5 * np.abs(expected).max()
+    )
+    np.testing.assert_allclose(
+        np.asarray(bias), np.asarray(m.mean_y - m.mean_x @ kernel), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_auto_with_fewer_rows_than_inputs_skips_the_eigenvalues(monkeypatch):
+    # n < dx already decides lstsq; an eigvalsh of C_a0 (minutes at Table I's 4,096 inputs)
+    # would be wasted work
+    calls = []
+    eigvalsh = jnp.linalg.eigvalsh
+    monkeypatch.setattr(jnp.linalg, "eigvalsh", lambda a: calls.append(a.shape) or eigvalsh(a))
+    m, expected = _rank_deficient(n=23, dx=61)
+    with pytest.warns(FusionWarning, match="23 samples for 61 input dimensions"):
+        kernel, _, _ = fusion_weights(m)
+    assert calls == []
+    np.testing.assert_allclose(np.asarray(kernel), expected, atol=2e-5 * np.abs(expected).max())
