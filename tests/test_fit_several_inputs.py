@@ -140,3 +140,21 @@ def test_parallel_step_shards_every_input_and_equals_optax_step():
     jax.tree.map(
         lambda x, w: np.testing.assert_allclose(x, w, rtol=1e-5, atol=1e-7), ts.params, want
     )
+
+
+def test_train_step_and_evaluate_take_the_inputs_as_a_tuple():
+    a, b, y = _data(8)
+    model, tx = TwoInputs(), optax.sgd(0.1)
+    params = model.init(jax.random.key(0), a, b)["params"]
+
+    def loss(p):
+        return jnp.mean((model.apply({"params": p}, a, b) - y) ** 2)
+
+    np.testing.assert_allclose(
+        jp.training.evaluate(model, params, ((a, b), y), "mse"), loss(params), rtol=1e-6
+    )
+    step = jp.training.make_train_step(model, "mse", tx)
+    new, _, m = step(params, tx.init(params), ((a, b), y))
+    want = jax.tree.map(lambda p, d: p - 0.1 * d, params, jax.grad(loss)(params))
+    np.testing.assert_allclose(m["loss"], loss(params), rtol=1e-6)
+    jax.tree.map(lambda x, w: np.testing.assert_allclose(x, w, rtol=1e-5, atol=1e-7), new, want)

@@ -115,7 +115,8 @@ def make_train_step(
 
 
 def evaluate(model: Model, params: Params, data: Batch, loss: str | LossFn) -> jax.Array:
-    """Mean loss of ``model`` on ``data = (x, y)`` in evaluation mode (one full batch).
+    """Mean loss of ``model`` on ``data = (x, y)`` in evaluation mode (one full batch); ``x``
+    may be a tuple of a model's several inputs.
 
     ``params`` is the model's params, or (linen) its whole variables dict with every
     collection (``{"params": ..., "batch_stats": ...}``).
@@ -123,7 +124,7 @@ def evaluate(model: Model, params: Params, data: Batch, loss: str | LossFn) -> j
     tm = training_model(model, params)
     core = make_core(tm, get_loss(loss), optax.identity())
     ts = TrainState(tm.params, tm.state, (), 0)
-    return core.eval_step(ts, tuple(jax.numpy.asarray(a) for a in data))["loss"]
+    return core.eval_step(ts, jax.tree.map(jax.numpy.asarray, tuple(data)))["loss"]
 
 
 def make_epoch(
