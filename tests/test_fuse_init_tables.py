@@ -52,3 +52,21 @@ def test_paper_init_std_draws_variance_005():
     net = tables.network("I", 6, math.sqrt(0.05))
     k = net.init(jax.random.key(0), jax.numpy.zeros((1, 32, 32, 3)))["params"]["conv_5"]["kernel"]
     np.testing.assert_allclose(float(k.var()), 0.05, rtol=0.02)  # 147,456 draws
+
+
+def test_table_i_conv_dense_row_fuses_in_seconds():
+    """Table I, row 5 -> 4: conv_4 (8x8x64 = 4,096 inputs) fused into the 10-way head. With
+    fewer images than inputs the minimum-norm fit interpolates them: the next row's network
+    with the fused weights reproduces row 5's outputs on those images (fusion MSE 0)."""
+    x = jax.random.normal(jax.random.key(3), (32, 32, 32, 3))
+    net = tables.network("I", 5, math.sqrt(0.05))
+    params = net.init(jax.random.key(0), x[:1])["params"]
+    stacked = jax.tree.map(lambda a: a[None], params)
+    fused, mses, n_warn = tables.fuse_into_next("I", 5, stacked, x, math.sqrt(0.05))
+    one = jax.tree.map(lambda a: a[0], fused)
+    assert one["out"]["kernel"].shape == (4096, 10) and n_warn == 1  # 32 samples < 4,096
+    want = net.apply({"params": params}, x)
+    got = tables.network("I", 4, math.sqrt(0.05)).apply({"params": one}, x)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, atol=1e-3 * scale)
+    assert mses[0] < 1e-6 * float(np.var(np.asarray(want), 0).sum())
