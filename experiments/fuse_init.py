@@ -26,8 +26,12 @@ gives no optimizer). Cost at that scale (10 seeds vmapped): Table I is the large
 trainings x 100 epochs x 781 steps of a 32-32-64-64-128-128 conv net at batch 64 x 10 seeds
 (about 0.04 TFLOP a vmapped step): ~470k steps, under an accelerator hour at 20 TFLOP/s; the
 fusions' moment estimates add minutes. An estimate from the FLOP count, not measured on an
-accelerator; on this 2-core CPU a single Table I fusion (5 -> 4, 8,192 fused inputs) on 300
-images did not finish in 10 minutes, so the tables are not run here.
+accelerator. Table I's fusions are dominated by one ``eigh`` of the fused layer's input
+covariance (``O(L0^3)``, inherent in the paper's least-squares solve): 8,192 inputs for 6 -> 5
+(conv_5's 8x8x128 input), 4,096 for 5 -> 4. Measured on a shared 2-core CPU (load average
+about 6) on 300 generated 32x32x3 images, 2026-12-06: 6 -> 5 in 161 s, 5 -> 4 in 13-35 s per
+seed (``python benchmarks/fuse_conv.py --samples 300`` for the latter), so ``--part table_I
+--quick`` (2 seeds) spends about 6 minutes fusing there, with its training on top.
 
 The three offline parts (no download; their networks keep Flax's default LeCun-normal
 kernels, as the committed results were made with; the tables' use the paper's N(0, 0.05)):
