@@ -94,7 +94,7 @@ def check_lengths(x, y, name: str = "data") -> None:
     ...
     ValueError: data[0][1]: expected the leading length 3 of data[0][0] (...), got shape (2, 5)
     """
-    if not isinstance(x, (jax.Array, np.ndarray)) and jax.tree.structure(x).num_leaves != 1:
+    if not isinstance(x, (jax.Array, np.ndarray)) and len(jax.tree.leaves(x)) != 1:
         flat = jax.tree_util.tree_leaves_with_path(x)
         if not flat:
             raise ValueError(f"{name}: expected x to hold at least one array, got {x!r}")
