@@ -18,3 +18,11 @@ settings.load_profile("ci")
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Drops JAX's compiled programs after each test module, so a worker's memory does not grow
+    with every model the suite has compiled (the papers' networks, the transformer zoo)."""
+    yield
+    jax.clear_caches()
